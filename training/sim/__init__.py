@@ -1,0 +1,1 @@
+"""MuJoCo WidowX 250 tabletop simulator (no ROS)."""
