@@ -1,0 +1,78 @@
+"""pixelvla-launch starting real nodes: parameters, remaps, shutdown, required nodes, bad input."""
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from std_msgs.msg import String
+
+from support import start_launch
+
+pytestmark = pytest.mark.ros
+CHATTER = str(Path(__file__).parent / "node_sets" / "chatter.nodes.yaml")
+
+
+def finish(process: subprocess.Popen, timeout: float) -> tuple[int, str, float]:
+    """Wait for the runner to exit; return (code, output, seconds waited). Kills it on timeout."""
+    start = time.monotonic()
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+        pytest.fail(f"runner did not exit within {timeout} s:\n{out}")
+    return process.returncode, out, time.monotonic() - start
+
+
+def test_two_nodes_with_parameters_and_remaps_then_sigint(ros_node):
+    relayed = ros_node.collect(String, "/relay_out")
+    runner = start_launch(CHATTER, "greeting:=bonjour")
+    try:
+        # talker -> /launch_test/wire (remapped from chatter) -> relay -> /relay_out (absolute remap)
+        assert ros_node.spin_until(lambda: len(relayed) >= 3, timeout=30), "nothing came through the relay"
+    finally:
+        runner.send_signal(signal.SIGINT)
+        code, out, waited = finish(runner, timeout=20)
+    assert relayed[0].data == "relayed: bonjour"  # parameter overrides from the node set and the CLI
+    assert code == 0, out
+    assert waited < 8, f"stopping took {waited:.1f} s"
+    assert "[talker]" in out or "[launch] started talker" in out
+
+
+def test_node_ignoring_sigint_is_escalated(ros_node):
+    relayed = ros_node.collect(String, "/relay_out")
+    runner = start_launch("--grace", "1.0", CHATTER, "stubborn:=true")
+    try:
+        assert ros_node.spin_until(lambda: len(relayed) >= 1, timeout=30)
+    finally:
+        runner.send_signal(signal.SIGINT)
+        code, out, waited = finish(runner, timeout=20)
+    assert "sending SIGTERM to talker" in out and "sending SIGKILL to talker" in out, out
+    assert "SIGKILL to relay" not in out  # the well-behaved node stopped on SIGINT
+    assert waited < 6, f"stopping took {waited:.1f} s"
+
+
+def test_required_node_crash_stops_the_rest(ros_domain):
+    runner = start_launch(CHATTER, "crash_after:=1.5")
+    code, out, _ = finish(runner, timeout=30)
+    assert code == 3, out
+    assert "required node talker ended" in out
+    assert "relay exited" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["no_such_set"], "unknown node set 'no_such_set'"),
+        ([CHATTER, "greeting"], "bad argument 'greeting': write name:=value"),
+        ([CHATTER, "volume:=11"], "unknown argument 'volume'"),
+        ([CHATTER, "rate:=fast"], "rate:='fast' is not a float"),
+        ([CHATTER, "stubborn:=maybe"], "is not a boolean"),
+        (["/nonexistent/x.nodes.yaml"], "node set file /nonexistent/x.nodes.yaml does not exist"),
+    ],
+)
+def test_bad_input_fails_at_once(args, message):
+    code, out, waited = finish(start_launch(*args), timeout=30)
+    assert code == 2
+    assert message in out, out
