@@ -1,1 +1,32 @@
-"""pixelvla_model: the PixelVLA network, its configs, checkpoint I/O and inference runtimes (no ROS)."""
+"""pixelvla_model: the PixelVLA network, its configs, checkpoint I/O and inference runtimes (no ROS).
+
+Public API:
+    PixelVLAConfig                 configuration.py  (presets "tiny", "small", "prismatic-7b")
+    PixelVLA, example_inputs       modeling.py       (the network; INPUT_NAMES = forward tensor inputs)
+    Point, Line, Box, Mask         prompts.py        (visual prompts; batch_prompts -> fixed-shape tensors)
+    PixelVLAProcessor, PixelVLAPolicy   processing.py
+    save_pretrained, load_model    checkpoint.py
+    from_openvla                   openvla_import.py
+    build_byte_tokenizer, load_tokenizer   tokenizer.py
+"""
+from .checkpoint import load_model, save_pretrained
+from .configuration import PRESETS, PROMPT_TYPE_IDS, PixelVLAConfig
+from .modeling import INPUT_NAMES, PixelVLA, PixelVLAOutput, example_inputs
+from .processing import PROMPT_TEMPLATE, PixelVLAPolicy, PixelVLAProcessor, unnormalize_actions
+from .prompts import Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors, validate_prompt
+from .tokenizer import build_byte_tokenizer, load_tokenizer
+
+
+def from_openvla(directory, config=None):
+    """Import an OpenVLA/Prismatic checkpoint directory -> (PixelVLA, norm_stats). See openvla_import."""
+    from .openvla_import import from_openvla as _from_openvla
+
+    return _from_openvla(directory, config=config)
+
+
+__all__ = [
+    "PixelVLAConfig", "PRESETS", "PROMPT_TYPE_IDS", "PixelVLA", "PixelVLAOutput", "INPUT_NAMES", "example_inputs",
+    "Point", "Line", "Box", "Mask", "batch_prompts", "empty_prompt_tensors", "validate_prompt",
+    "PixelVLAProcessor", "PixelVLAPolicy", "PROMPT_TEMPLATE", "unnormalize_actions",
+    "save_pretrained", "load_model", "from_openvla", "build_byte_tokenizer", "load_tokenizer",
+]

@@ -1,0 +1,127 @@
+"""Checkpoint directories (Hugging Face layout, safetensors only; never pickle).
+
+    config.json                         PixelVLAConfig (validated at load)
+    model.safetensors                   weights, when they fit in one shard, or
+    model-00001-of-0000N.safetensors    shards of at most ``max_shard_size`` bytes
+    model.safetensors.index.json          + {"metadata": {"total_size": bytes}, "weight_map": {name: file}}
+    norm_stats.json                     OpenVLA layout: {dataset: {"action": {q01, q99, mask, ...}}}
+    tokenizer.json, tokenizer_config.json, ...   (PixelVLAPolicy.save_pretrained)
+
+A LoRA-wrapped model (stage "pue") saves its adapter weights unmerged; config.json records ``lora_r``
+so the same structure is rebuilt before loading.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .configuration import PixelVLAConfig
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+DEFAULT_MAX_SHARD_BYTES = 4 * 1024**3
+
+
+def save_pretrained(model, directory: str | Path, norm_stats: Optional[dict[str, Any]] = None, tokenizer=None,
+                    max_shard_size: int = DEFAULT_MAX_SHARD_BYTES) -> None:
+    """Write config.json, safetensors weights (sharded above ``max_shard_size`` bytes), norm stats, tokenizer."""
+    from .processing import save_norm_stats
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in list(directory.glob("model*.safetensors")) + [directory / INDEX_FILE]:
+        old.unlink(missing_ok=True)  # never mix shards of two saves
+    model.config.save(directory / CONFIG_FILE)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in state.items():
+        n = t.numel() * t.element_size()
+        if shards[-1] and size + n > max_shard_size:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += n
+    if len(shards) == 1:
+        save_file(shards[0], str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, start=1):
+            fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(directory / fname), metadata={"format": "pt"})
+            weight_map.update({k: fname for k in shard})
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        (directory / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total},
+                                                        "weight_map": weight_map}, indent=2) + "\n")
+    if norm_stats:
+        save_norm_stats(norm_stats, directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory))
+    logger.info("saved PixelVLA (%d tensors, %d shard(s)) to %s", len(state), len(shards), directory)
+
+
+def weight_files(directory: str | Path) -> list[Path]:
+    """The safetensors files of a checkpoint directory (single file or index + shards)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
+    index = directory / INDEX_FILE
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [f for f in files if not (directory / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} lists shards that are missing from {directory}: {missing}")
+        return [directory / f for f in files]
+    if (directory / WEIGHTS_FILE).is_file():
+        return [directory / WEIGHTS_FILE]
+    found = sorted(directory.glob("*.safetensors"))
+    if found:
+        return found
+    raise FileNotFoundError(f"no weights in {directory}: expected {WEIGHTS_FILE} or {INDEX_FILE} + shards "
+                            "(write them with save_pretrained; .bin/.pt pickles are never loaded)")
+
+
+def read_safetensors(files: list[Path], map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt", device=map_location) as fh:
+            for k in fh.keys():
+                state[k] = fh.get_tensor(k)
+    return state
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict that fails listing missing / unexpected / mis-shaped keys."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise ValueError(f"weights in {source} do not match the config: missing keys {missing}; unexpected keys "
+                         f"{unexpected}; shape mismatches {shapes}. Check that config.json belongs to these weights.")
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(directory: str | Path, map_location: str = "cpu"):
+    """config.json + safetensors -> PixelVLA in eval mode."""
+    from .modeling import PixelVLA
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    directory = Path(directory)
+    config = PixelVLAConfig.from_json_file(directory / CONFIG_FILE)
+    files = weight_files(directory)
+    model = PixelVLA(config)
+    load_state_strict(model, read_safetensors(files, map_location), str(directory))
+    return model.eval()

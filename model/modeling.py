@@ -1,0 +1,421 @@
+"""The PixelVLA network, top to bottom.
+
+    image (B,3,224,224) in [0,1] --+--> DINOv2 (ImageNet norm) --+
+                                   +--> SigLIP (0.5/0.5 norm) ----+--> concat --> projector --> visual tokens (B,256,D)
+                                          | selected SigLIP layers
+    target mask (B,224,224) ---------> pixel-aware encoder --------------------------------> pixel token(s) (B,n_p,D)
+    prompt tensors (B,K,...) --------> visual prompt encoder ------------------------------> prompt tokens (B,K,D)
+    input_ids (B,T) -----------------> LLM embeddings ------------------------------------> text tokens (B,T,D)
+
+    LLM sequence: [BOS, visual, pixel, prompt, text[1:]]  (BOS first, as OpenVLA inserts its patches
+    after BOS; otherwise the [visual, pixel, prompt, text] order of the paper)
+    --> Llama --> last-layer hidden state at the last valid text token (B,D)
+    --> continuous action decoder --> normalised actions (B, N_c, 7) in [-1, 1] (q01/q99 convention)
+
+D = config.llm_hidden. The forward graph has no Python branching on tensor values: prompts arrive as
+fixed-shape padded tensors (see prompts.py), an empty target mask selects the learned "no target"
+embedding with torch.where, and the action state is gathered with index ops, so it exports to ONNX.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import (
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    LlamaConfig,
+    LlamaModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+from transformers.utils import ModelOutput
+
+from .configuration import PROMPT_TYPE_IDS, PixelVLAConfig
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+
+#: Names (and order) of the forward's tensor inputs; exporters use them as graph input names.
+INPUT_NAMES = (
+    "pixel_values", "input_ids", "attention_mask", "target_mask",
+    "prompt_coords", "prompt_point_mask", "prompt_types", "prompt_labels", "prompt_masks",
+)
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class PixelVLAOutput(ModelOutput):
+    """actions (B, N_c, 7) normalised; action_hidden (B, D): the LLM state the decoder reads;
+    last_hidden_state (B, S, D): the LLM's last layer (after its final norm) over the whole sequence;
+    loss: scalar L1 when targets were given."""
+
+    actions: Optional[torch.Tensor] = None
+    action_hidden: Optional[torch.Tensor] = None
+    last_hidden_state: Optional[torch.Tensor] = None
+    loss: Optional[torch.Tensor] = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Vision towers + projector
+# ---------------------------------------------------------------------------------------------------
+class VisionTowers(nn.Module):
+    """DINOv2 (registers) + SigLIP, transformers-native, built from the config.
+
+    Only depth-1 blocks of each tower are built: the visual tokens are the patch features of the
+    second-to-last block (OpenVLA), and the towers' final norms are replaced by Identity (unused).
+    """
+
+    def __init__(self, c: PixelVLAConfig):
+        super().__init__()
+        self.pixel_layers = tuple(c.pixel_layers)
+        self.num_registers = c.dino_registers
+        self.dino = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
+            hidden_size=c.dino_hidden, num_hidden_layers=c.dino_layers - 1, num_attention_heads=c.dino_heads,
+            mlp_ratio=c.dino_mlp_ratio, image_size=c.image_size, patch_size=c.patch_size,
+            num_register_tokens=c.dino_registers, layerscale_value=c.dino_layerscale_init,
+            layer_norm_eps=1e-6, hidden_act="gelu", initializer_range=c.initializer_range,
+            attn_implementation=c.attn_implementation,
+        ))
+        self.siglip = SiglipVisionModel(SiglipVisionConfig(
+            hidden_size=c.siglip_hidden, num_hidden_layers=c.siglip_layers - 1,
+            num_attention_heads=c.siglip_heads, intermediate_size=c.siglip_intermediate,
+            image_size=c.image_size, patch_size=c.patch_size, hidden_act=c.siglip_hidden_act,
+            layer_norm_eps=1e-6, vision_use_head=False, attn_implementation=c.attn_implementation,
+        ))
+        self.dino.layernorm = nn.Identity()
+        self.siglip.post_layernorm = nn.Identity()
+        # Fixed per-tower normalisation (runs in-graph): x in [0, 1] -> (x - mean) / std.
+        self.register_buffer("dino_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("dino_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("siglip_mean", torch.tensor(SIGLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("siglip_std", torch.tensor(SIGLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixel_values (B,3,H,W) float in [0,1] ->
+        patch features (B, N, D_dino + D_siglip) and the selected SigLIP layers (L, B, N, D_siglip)."""
+        x = (pixel_values - self.dino_mean) / self.dino_std
+        h = self.dino.embeddings(x)  # (B, 1 + R + N, Dd): [cls, registers, patches]
+        for layer in self.dino.encoder.layer:
+            h = layer(h)
+        dino_patches = h[:, 1 + self.num_registers:]
+
+        s = self.siglip.embeddings((pixel_values - self.siglip_mean) / self.siglip_std)  # (B, N, Ds)
+        taps = []
+        for i, layer in enumerate(self.siglip.encoder.layers, start=1):
+            s = layer(s, None)
+            if i in self.pixel_layers:
+                taps.append(s)
+        return torch.cat([dino_patches, s], dim=-1), torch.stack(taps, dim=0)
+
+
+class Projector(nn.Module):
+    """Prismatic's fused-backbone MLP: (B,N,Dv) -> (B,N,D): Linear(Dv,4Dv) GELU Linear(4Dv,D) GELU Linear(D,D)."""
+
+    def __init__(self, vision_dim: int, llm_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(vision_dim, 4 * vision_dim)
+        self.fc2 = nn.Linear(4 * vision_dim, llm_dim)
+        self.fc3 = nn.Linear(llm_dim, llm_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(F.gelu(self.fc2(F.gelu(self.fc1(x)))))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. Multi-scale pixel-aware encoder
+# ---------------------------------------------------------------------------------------------------
+def mask_to_patch_weights(target_mask: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, H, W) mask in [0,1] -> (B, N) fraction of each patch it covers (row-major patch grid)."""
+    p = F.avg_pool2d(target_mask.unsqueeze(1).to(torch.float32), kernel_size=patch_size, stride=patch_size)
+    return p.flatten(1)
+
+
+class PixelEncoder(nn.Module):
+    """f_p^i = sum_n p_n f_v^i[n] / sum_n p_n for each selected SigLIP layer i (p: the target mask on the
+    patch grid), E_p = MLP(sum_i Gamma_i(f_p^i)) -> (B, n_p, D). An empty mask (sum p < eps) selects the
+    learned no-target embedding instead; the division is guarded so no NaN/inf is ever produced."""
+
+    eps = 1e-6
+
+    def __init__(self, c: PixelVLAConfig):
+        super().__init__()
+        self.n_tokens, self.dim = c.pixel_tokens, c.llm_hidden
+        self.gammas = nn.ModuleList(nn.Linear(c.siglip_hidden, c.pixel_hidden) for _ in c.pixel_layers)
+        self.mlp = nn.Sequential(nn.Linear(c.pixel_hidden, c.llm_hidden), nn.GELU(),
+                                 nn.Linear(c.llm_hidden, c.llm_hidden * c.pixel_tokens))
+        self.no_target = nn.Parameter(torch.zeros(c.pixel_tokens, c.llm_hidden))
+
+    def forward(self, layer_feats: torch.Tensor, patch_weights: torch.Tensor) -> torch.Tensor:
+        """layer_feats (L, B, N, Ds); patch_weights (B, N) in [0,1] -> pixel tokens (B, n_p, D)."""
+        area = patch_weights.sum(dim=1, keepdim=True)  # (B, 1) = |p|
+        pooled = torch.einsum("bn,lbnd->lbd", patch_weights, layer_feats) / area.clamp_min(self.eps)
+        z = sum(gamma(pooled[i]) for i, gamma in enumerate(self.gammas))  # (B, pixel_hidden)
+        tokens = self.mlp(z).view(-1, self.n_tokens, self.dim)
+        empty = (area < self.eps).view(-1, 1, 1)
+        return torch.where(empty, self.no_target.unsqueeze(0).to(tokens.dtype), tokens)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Visual prompt encoder
+# ---------------------------------------------------------------------------------------------------
+class PromptEncoder(nn.Module):
+    """One token per prompt slot: (B, K, ...) prompt tensors -> tokens (B, K, D) and slot validity (B, K).
+
+    token_in = W_pts [PE(c_1)*m_1, ..., PE(c_P)*m_P]          (concatenated, so slot order is kept:
+                                                              box corners, polyline vertices)
+             + is_mask * (W_mask vec(M) + sum_g M_g PE(g) / |M|)  (mask shape + where it is)
+             + type_embedding[type] + label_embedding[fg/bg]
+    token = MLP(token_in) * valid. PE is SAM's random-Fourier encoding of coordinates in [0,1]:
+    PE(c) = [sin(2 pi (2c-1) G), cos(2 pi (2c-1) G)], G ~ N(0, scale^2) of shape (2, pe/2), fixed.
+    """
+
+    def __init__(self, c: PixelVLAConfig):
+        super().__init__()
+        pe, self.s = c.prompt_pe_dim, c.prompt_mask_size
+        self.register_buffer("fourier_freqs", c.prompt_pe_scale * torch.randn(2, pe // 2))  # saved
+        self.point_proj = nn.Linear(c.max_prompt_points * pe, pe)
+        self.mask_proj = nn.Linear(self.s * self.s, pe, bias=False)
+        self.type_embed = nn.Embedding(len(PROMPT_TYPE_IDS), pe)
+        self.label_embed = nn.Embedding(2, pe)
+        self.mlp = nn.Sequential(nn.LayerNorm(pe), nn.Linear(pe, c.llm_hidden), nn.GELU(),
+                                 nn.Linear(c.llm_hidden, c.llm_hidden))
+
+    def positional_encoding(self, coords: torch.Tensor) -> torch.Tensor:
+        """(..., 2) in [0,1] -> (..., pe)."""
+        proj = 2 * math.pi * ((2 * coords - 1) @ self.fourier_freqs)
+        return torch.cat([proj.sin(), proj.cos()], dim=-1)
+
+    def forward(self, coords, point_mask, types, labels, masks) -> tuple[torch.Tensor, torch.Tensor]:
+        b, k, p, _ = coords.shape
+        pts = self.positional_encoding(coords) * point_mask.unsqueeze(-1)  # (B, K, P, pe)
+        h = self.point_proj(pts.reshape(b, k, -1))
+        # mask prompts: learned shape embedding + mask-weighted mean PE of the cell centres
+        centres = (torch.arange(self.s, device=coords.device, dtype=coords.dtype) + 0.5) / self.s
+        gy, gx = torch.meshgrid(centres, centres, indexing="ij")
+        grid_pe = self.positional_encoding(torch.stack([gx, gy], -1).reshape(-1, 2))  # (S*S, pe)
+        m = masks.reshape(b, k, -1)
+        where = (m @ grid_pe) / m.sum(-1, keepdim=True).clamp_min(1e-6)
+        is_mask = (types == PROMPT_TYPE_IDS["mask"]).unsqueeze(-1).to(h.dtype)
+        h = h + is_mask * (self.mask_proj(m) + where) + self.type_embed(types) + self.label_embed(labels)
+        valid = types > 0
+        return self.mlp(h) * valid.unsqueeze(-1).to(h.dtype), valid
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. LLM: transformers LlamaModel (built in PixelVLA.__init__), optionally wrapped with peft LoRA.
+# 5. Continuous action decoder
+# ---------------------------------------------------------------------------------------------------
+class ResidualMLPBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm, self.fc1, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+class ActionDecoder(nn.Module):
+    """(B, D) -> Linear -> N_r residual MLP blocks -> LayerNorm, MLP -> (B, N_c, 7) normalised actions."""
+
+    def __init__(self, c: PixelVLAConfig):
+        super().__init__()
+        self.shape = (c.chunk_size, c.action_dim)
+        self.proj = nn.Linear(c.llm_hidden, c.decoder_hidden)
+        self.blocks = nn.ModuleList(ResidualMLPBlock(c.decoder_hidden) for _ in range(c.decoder_blocks))
+        self.head = nn.Sequential(nn.LayerNorm(c.decoder_hidden), nn.Linear(c.decoder_hidden, c.decoder_hidden),
+                                  nn.GELU(), nn.Linear(c.decoder_hidden, c.chunk_size * c.action_dim))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = self.proj(h)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x).view(-1, *self.shape)
+
+
+def build_llm(c: PixelVLAConfig) -> LlamaModel:
+    return LlamaModel(LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.llm_hidden, intermediate_size=c.llm_intermediate,
+        num_hidden_layers=c.llm_layers, num_attention_heads=c.llm_heads, num_key_value_heads=c.llm_kv_heads,
+        max_position_embeddings=c.max_position_embeddings, rms_norm_eps=c.rms_norm_eps,
+        rope_theta=c.rope_theta, initializer_range=c.initializer_range, hidden_act="silu",
+        attn_implementation=c.attn_implementation, pad_token_id=None,
+    ))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The whole network
+# ---------------------------------------------------------------------------------------------------
+class PixelVLA(nn.Module):
+    def __init__(self, config: PixelVLAConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.vision = VisionTowers(config)
+        self.projector = Projector(config.vision_hidden, config.llm_hidden)
+        self.pixel_encoder = PixelEncoder(config)
+        self.prompt_encoder = PromptEncoder(config)
+        self.llm = build_llm(config)
+        self.decoder = ActionDecoder(config)
+        for module in (self.projector, self.pixel_encoder, self.prompt_encoder, self.decoder):
+            module.apply(self._init_new)
+        if config.lora_r > 0:
+            self._add_lora(config.lora_r)
+
+    def _init_new(self, m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=self.config.initializer_range)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        pixel_values: torch.Tensor,  # (B, 3, 224, 224) float32 RGB in [0, 1]
+        input_ids: torch.Tensor,  # (B, T) int64, BOS first, right-padded
+        attention_mask: torch.Tensor,  # (B, T) int64/bool, 1 = real token
+        target_mask: Optional[torch.Tensor] = None,  # (B, 224, 224) float in [0,1]; None/empty = no target
+        prompt_coords: Optional[torch.Tensor] = None,  # (B, K, P, 2) float in [0, 1] (x, y)
+        prompt_point_mask: Optional[torch.Tensor] = None,  # (B, K, P) float, 1 = used point
+        prompt_types: Optional[torch.Tensor] = None,  # (B, K) int64, 0 = empty slot
+        prompt_labels: Optional[torch.Tensor] = None,  # (B, K) int64, 1 fg / 0 bg
+        prompt_masks: Optional[torch.Tensor] = None,  # (B, K, S, S) float in [0, 1]
+        actions: Optional[torch.Tensor] = None,  # (B, N_c, 7) normalised targets -> L1 loss
+    ) -> PixelVLAOutput:
+        c = self.config
+        b = pixel_values.shape[0]
+        dev = pixel_values.device
+        if target_mask is None:
+            target_mask = torch.zeros(b, c.image_size, c.image_size, device=dev)
+        if prompt_types is None:
+            from .prompts import empty_prompt_tensors  # no prompts: all slots empty
+
+            empty = {k: v.to(dev) for k, v in empty_prompt_tensors(c, b).items()}
+            prompt_coords, prompt_point_mask = empty["prompt_coords"], empty["prompt_point_mask"]
+            prompt_types, prompt_labels, prompt_masks = (empty["prompt_types"], empty["prompt_labels"],
+                                                         empty["prompt_masks"])
+
+        patch_feats, layer_feats = self.vision(pixel_values)
+        visual = self.projector(patch_feats)  # (B, N, D)
+        weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
+        pixel = self.pixel_encoder(layer_feats, weights)  # (B, n_p, D)
+        prompt, prompt_valid = self.prompt_encoder(
+            prompt_coords.to(visual.dtype), prompt_point_mask.to(visual.dtype), prompt_types, prompt_labels,
+            prompt_masks.to(visual.dtype))  # (B, K, D), (B, K)
+
+        text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
+        embeds = torch.cat([text[:, :1], visual, pixel.to(text.dtype), prompt.to(text.dtype), text[:, 1:]], 1)
+        am = attention_mask.to(torch.long)
+        ones = torch.ones(b, visual.shape[1] + pixel.shape[1], dtype=torch.long, device=dev)
+        full_mask = torch.cat([am[:, :1], ones, prompt_valid.to(torch.long), am[:, 1:]], dim=1)
+
+        hidden = self.llm(inputs_embeds=embeds, attention_mask=full_mask, use_cache=False).last_hidden_state
+
+        # hidden state of the last valid text token (works for right or left padding)
+        t = input_ids.shape[1]
+        last = (torch.arange(t, device=dev).unsqueeze(0) * am).argmax(dim=1)  # (B,) index into the text
+        pos = last + torch.where(last > 0, c.prefix_tokens, 0)  # index into the full sequence
+        action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
+        pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
+        loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
+        return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss)
+
+    # ------------------------------------------------------------------ training stages
+    def _add_lora(self, r: int) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        self.llm = get_peft_model(self.llm, LoraConfig(
+            r=r, lora_alpha=self.config.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS))
+        self.config.lora_r = r
+
+    def freeze_for_stage(self, stage: str, lora_r: int = 32) -> list[str]:
+        """Set requires_grad for a training stage; returns the trainable parameter names.
+
+        "cat": only the action decoder trains. "pue": peft LoRA (rank ``lora_r``, all attention and MLP
+        projections of the LLM) + pixel encoder + prompt encoder + decoder train; everything else frozen.
+        """
+        if stage not in ("cat", "pue"):
+            raise ValueError(f"unknown stage {stage!r}; use 'cat' or 'pue'")
+        if stage == "pue" and self.config.lora_r == 0:
+            self._add_lora(lora_r)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        train = [self.decoder] + ([self.pixel_encoder, self.prompt_encoder] if stage == "pue" else [])
+        for module in train:
+            module.requires_grad_(True)
+        if stage == "pue":
+            for name, p in self.llm.named_parameters():
+                if "lora_" in name:
+                    p.requires_grad_(True)
+        names = [n for n, p in self.named_parameters() if p.requires_grad]
+        logger.info("stage %s: %d trainable tensors, %.2fM of %.2fM parameters", stage, len(names),
+                    sum(p.numel() for p in self.parameters() if p.requires_grad) / 1e6,
+                    sum(p.numel() for p in self.parameters()) / 1e6)
+        return names
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, directory, **kwargs) -> None:
+        """config.json + safetensors (sharded when large). See checkpoint.save_pretrained."""
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, directory, map_location: str = "cpu") -> "PixelVLA":
+        from .checkpoint import load_model
+
+        return load_model(directory, map_location=map_location)
+
+    @classmethod
+    def from_openvla(cls, directory, config: Optional[PixelVLAConfig] = None) -> "PixelVLA":
+        from .openvla_import import from_openvla
+
+        return from_openvla(directory, config=config)[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Example inputs (exporters, benchmarks, tests)
+# ---------------------------------------------------------------------------------------------------
+def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 24,
+                   seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deterministic forward inputs (keys = INPUT_NAMES, in order):
+
+    pixel_values (B,3,224,224) float32 [0,1]; input_ids (B,T) int64; attention_mask (B,T) int64 (the
+    last sample is right-padded by 3 tokens when B > 1); target_mask (B,224,224) float32 (sample 0: a
+    square, the last sample: empty when B > 1); prompt_coords (B,K,P,2) float32; prompt_point_mask
+    (B,K,P) float32; prompt_types (B,K) int64; prompt_labels (B,K) int64; prompt_masks (B,K,S,S) float32
+    (sample 0 holds one prompt of each type when K >= 4).
+    """
+    from .prompts import Box, Line, Mask, Point, batch_prompts
+
+    g = torch.Generator().manual_seed(seed)
+    s = config.image_size
+    pixel_values = torch.rand(batch_size, 3, s, s, generator=g)
+    input_ids = torch.randint(3, min(config.vocab_size, 259), (batch_size, text_len), generator=g)
+    input_ids[:, 0] = 1  # BOS
+    attention_mask = torch.ones(batch_size, text_len, dtype=torch.long)
+    if batch_size > 1 and text_len > 4:
+        attention_mask[-1, -3:] = 0
+        input_ids[-1, -3:] = 0
+    target_mask = torch.zeros(batch_size, s, s)
+    target_mask[0, s // 4: s // 2, s // 3: 2 * s // 3] = 1.0
+    import numpy as np
+
+    m = np.zeros((s, s), bool)
+    m[20:90, 100:180] = True
+    all_types = [Point(50.0, 60.0), Line([(10.0, 10.0), (100.0, 40.0), (150.0, 200.0)]),
+                 Box(30.0, 40.0, 120.0, 160.0, label=0), Mask(m)]
+    prompts = [all_types[: config.max_prompts]] + [[Point(200.0 - 10 * i, 100.0, label=i % 2)]
+                                                  for i in range(1, batch_size)]
+    pt = batch_prompts(prompts, (s, s), config)
+    return {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
+            "target_mask": target_mask, **pt}

@@ -1,0 +1,251 @@
+"""Pre/post-processing around the network, shared by every runtime (torch, onnxruntime, TensorRT).
+
+PixelVLAProcessor turns (image, instruction, prompts, target mask) into the network's input tensors
+(see modeling.INPUT_NAMES) and normalised actions back into robot units. PixelVLAPolicy = processor +
+the torch network.
+
+Images: (H, W, 3) uint8 RGB -> resized to 224x224 (bicubic, antialiased, as OpenVLA's "resize-naive")
+-> float32 (3, 224, 224) in [0, 1]. The per-tower mean/std normalisation happens inside the network.
+
+Actions: the network predicts (N_c, 7) in [-1, 1]; un-normalisation follows OpenVLA:
+a = 0.5 (a_n + 1) (q99 - q01) + q01 on the dims where norm_stats[key]["action"]["mask"] is true; the
+gripper dim (mask false) is returned as predicted. Units are those of the dataset the stats come from
+(Bridge: end-effector deltas in metres / radians, gripper 0 = closed, 1 = open).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .configuration import PixelVLAConfig
+from .prompts import Prompt, batch_prompts
+
+logger = logging.getLogger(__name__)
+
+PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
+NORM_STATS_FILE = "norm_stats.json"
+
+
+# ---------------------------------------------------------------------------------------------------
+# images, masks, text
+# ---------------------------------------------------------------------------------------------------
+def preprocess_image(image: np.ndarray, size: int = 224) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, size, size) float32 in [0, 1]."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got shape {image.shape} dtype {image.dtype}")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f"image is too small: {image.shape[:2]}")
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(torch.float32).div_(255.0)
+    if x.shape[1:] != (size, size):
+        x = F.interpolate(x[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0]
+    return x.clamp_(0.0, 1.0)
+
+
+def preprocess_mask(mask: Optional[np.ndarray], image_hw: tuple[int, int], size: int = 224) -> torch.Tensor:
+    """Target mask (H, W) bool/0-1 of the input image -> (size, size) float32 coverage in [0, 1].
+    None -> all zeros (the network then uses its "no target" embedding)."""
+    if mask is None:
+        return torch.zeros(size, size)
+    m = np.asarray(mask)
+    if m.shape != tuple(image_hw):
+        raise ValueError(f"target mask shape {m.shape} differs from the image's (H, W) = {tuple(image_hw)}")
+    if m.dtype != bool and not np.issubdtype(m.dtype, np.number):
+        raise ValueError(f"target mask must be bool or numeric, got dtype {m.dtype}")
+    m = torch.from_numpy(m.astype(np.float32))
+    if not torch.isfinite(m).all():
+        raise ValueError("target mask contains NaN or inf")
+    m = (m > 0.5).to(torch.float32)
+    if m.shape != (size, size):
+        m = F.interpolate(m[None, None], size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)[0, 0]
+    return m.clamp_(0.0, 1.0)
+
+
+def build_prompt(instruction: str) -> str:
+    """OpenVLA's prompt; the instruction is stripped and lower-cased as in OpenVLA's data pipeline."""
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
+    return PROMPT_TEMPLATE.format(instruction=instruction.strip().rstrip("?.").lower())
+
+
+# ---------------------------------------------------------------------------------------------------
+# norm stats
+# ---------------------------------------------------------------------------------------------------
+def validate_norm_stats(norm_stats: dict[str, Any], action_dim: int = 7) -> dict[str, Any]:
+    """Check OpenVLA's layout: norm_stats[dataset]["action"] with q01, q99 (and optional mask) of length 7."""
+    if not isinstance(norm_stats, dict):
+        raise ValueError(f"norm_stats must be a dict of datasets, got {type(norm_stats).__name__}")
+    for key, entry in norm_stats.items():
+        a = entry.get("action") if isinstance(entry, dict) else None
+        if not isinstance(a, dict) or "q01" not in a or "q99" not in a:
+            raise ValueError(f"norm_stats[{key!r}] needs an 'action' entry with 'q01' and 'q99' "
+                             "(OpenVLA layout: norm_stats[dataset]['action'] = {q01, q99, mask, ...})")
+        for f in ("q01", "q99") + (("mask",) if "mask" in a else ()):
+            if len(a[f]) != action_dim:
+                raise ValueError(f"norm_stats[{key!r}]['action'][{f!r}] has {len(a[f])} values, expected {action_dim}")
+    return norm_stats
+
+
+def resolve_unnorm_key(norm_stats: dict[str, Any], unnorm_key: Optional[str]) -> str:
+    if not norm_stats:
+        raise ValueError("this policy has no norm stats; load a checkpoint with norm_stats.json or pass norm_stats")
+    if unnorm_key is None:
+        if len(norm_stats) == 1:
+            return next(iter(norm_stats))
+        raise ValueError(f"this policy has norm stats for several datasets; pass unnorm_key, one of "
+                         f"{sorted(norm_stats)}")
+    if unnorm_key not in norm_stats:
+        raise ValueError(f"unknown unnorm_key {unnorm_key!r}; known keys: {sorted(norm_stats)}")
+    return unnorm_key
+
+
+def unnormalize_actions(actions: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
+    """(..., 7) normalised in [-1, 1] -> robot units with q01/q99 (OpenVLA); mask-false dims pass through."""
+    a = stats["action"]
+    q01, q99 = np.asarray(a["q01"], np.float64), np.asarray(a["q99"], np.float64)
+    mask = np.asarray(a.get("mask", [True] * (len(q01) - 1) + [False]), bool)
+    actions = np.asarray(actions, np.float64)
+    return np.where(mask, 0.5 * (actions + 1.0) * (q99 - q01) + q01, actions)
+
+
+def identity_norm_stats(action_dim: int = 7, key: str = "untrained") -> dict[str, Any]:
+    """Stats that leave actions in [-1, 1] (for untrained / test policies)."""
+    return {key: {"action": {"q01": [-1.0] * action_dim, "q99": [1.0] * action_dim,
+                             "mask": [True] * (action_dim - 1) + [False]}}}
+
+
+# ---------------------------------------------------------------------------------------------------
+# processor
+# ---------------------------------------------------------------------------------------------------
+class PixelVLAProcessor:
+    """Inputs -> network tensors (keys = modeling.INPUT_NAMES), and normalised actions -> robot units."""
+
+    def __init__(self, config: PixelVLAConfig, tokenizer, norm_stats: Optional[dict[str, Any]] = None):
+        self.config, self.tokenizer = config, tokenizer
+        self.norm_stats = validate_norm_stats(norm_stats or {}, config.action_dim)
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token")
+        if len(tokenizer) > config.vocab_size:
+            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the LLM vocab is {config.vocab_size}")
+
+    def __call__(self, images: Sequence[np.ndarray], instructions: Sequence[str],
+                 prompts: Optional[Sequence[Optional[Sequence[Prompt]]]] = None,
+                 masks: Optional[Sequence[Optional[np.ndarray]]] = None) -> dict[str, torch.Tensor]:
+        """Lists of B images (H,W,3) uint8, instructions, prompt lists (or None), target masks (or None)."""
+        b = len(images)
+        if len(instructions) != b:
+            raise ValueError(f"got {b} images but {len(instructions)} instructions")
+        prompts = list(prompts) if prompts is not None else [None] * b
+        masks = list(masks) if masks is not None else [None] * b
+        if len(prompts) != b or len(masks) != b:
+            raise ValueError(f"prompts and masks need one entry per image ({b})")
+        s = self.config.image_size
+        hw = [tuple(np.asarray(im).shape[:2]) for im in images]
+        pixel_values = torch.stack([preprocess_image(im, s) for im in images])
+        target = torch.stack([preprocess_mask(m, h, s) for m, h in zip(masks, hw)])
+        text = self.tokenizer([build_prompt(t) for t in instructions], padding=True, return_tensors="pt")
+        ids = text["input_ids"]
+        if self.tokenizer.bos_token_id is not None and not bool((ids[:, 0] == self.tokenizer.bos_token_id).all()):
+            raise ValueError("the tokenizer must put BOS first (the network inserts its tokens after it)")
+        return {"pixel_values": pixel_values, "input_ids": ids.to(torch.long),
+                "attention_mask": text["attention_mask"].to(torch.long), "target_mask": target,
+                **batch_prompts(prompts, hw, self.config)}
+
+    def unnormalize(self, actions: np.ndarray, unnorm_key: Optional[str] = None) -> np.ndarray:
+        return unnormalize_actions(actions, self.norm_stats[resolve_unnorm_key(self.norm_stats, unnorm_key)])
+
+
+def save_norm_stats(norm_stats: dict[str, Any], directory: str | Path) -> None:
+    Path(directory, NORM_STATS_FILE).write_text(json.dumps(norm_stats, indent=2) + "\n")
+
+
+def load_norm_stats(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory, NORM_STATS_FILE)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); fix or regenerate it") from e
+
+
+# ---------------------------------------------------------------------------------------------------
+# policy (torch runtime)
+# ---------------------------------------------------------------------------------------------------
+class PixelVLAPolicy:
+    """predict(image, instruction, prompts, mask, unnorm_key) -> (N_c, 7) actions in robot units."""
+
+    def __init__(self, model, tokenizer, norm_stats: Optional[dict[str, Any]] = None,
+                 device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.processor = PixelVLAProcessor(model.config, tokenizer, norm_stats)
+
+    @property
+    def config(self) -> PixelVLAConfig:
+        return self.model.config
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def norm_stats(self) -> dict[str, Any]:
+        return self.processor.norm_stats
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray, instruction: str, prompts: Optional[Sequence[Prompt]] = None,
+                mask: Optional[np.ndarray] = None, unnorm_key: Optional[str] = None) -> np.ndarray:
+        """image (H, W, 3) uint8 RGB; prompts in pixel coordinates of `image`; mask (H, W) target mask.
+        Returns (N_c, 7) float64 actions in robot units (see module doc)."""
+        key = resolve_unnorm_key(self.norm_stats, unnorm_key)  # fail before running the network
+        inputs = self.processor([image], [instruction], [prompts], [mask])
+        dtype = next(self.model.parameters()).dtype
+        inputs = {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
+                  for k, v in inputs.items()}
+        actions = self.model(**inputs).actions[0].float().cpu().numpy()
+        return self.processor.unnormalize(actions, key)
+
+    # ------------------------------------------------------------------ construction / checkpoints
+    @classmethod
+    def from_config(cls, config: PixelVLAConfig, seed: int = 0, norm_stats: Optional[dict[str, Any]] = None,
+                    device: str = "cpu") -> "PixelVLAPolicy":
+        """An UNTRAINED policy with random weights (deterministic for a seed) and the byte tokenizer."""
+        from .modeling import PixelVLA
+        from .tokenizer import build_byte_tokenizer
+
+        logger.warning("!!! PixelVLAPolicy.from_config: the model is UNTRAINED (random weights, seed %d); "
+                       "its actions are meaningless - never drive a real robot with it !!!", seed)
+        torch.manual_seed(seed)
+        model = PixelVLA(config)
+        return cls(model, build_byte_tokenizer(), norm_stats or identity_norm_stats(config.action_dim), device)
+
+    def save_pretrained(self, directory: str | Path, **kwargs) -> None:
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self.model, directory, norm_stats=self.norm_stats, tokenizer=self.tokenizer, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "PixelVLAPolicy":
+        from .checkpoint import load_model
+        from .tokenizer import load_tokenizer
+
+        model = load_model(directory)
+        return cls(model, load_tokenizer(directory), load_norm_stats(directory), device)
+
+    @classmethod
+    def from_openvla(cls, directory: str | Path, config: Optional[PixelVLAConfig] = None,
+                     device: str = "cpu") -> "PixelVLAPolicy":
+        """Import an OpenVLA / Prismatic checkpoint directory (its tokenizer and norm stats included)."""
+        from .openvla_import import from_openvla
+        from .tokenizer import load_tokenizer
+
+        model, norm_stats = from_openvla(directory, config=config)
+        return cls(model, load_tokenizer(directory), norm_stats, device)

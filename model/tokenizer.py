@@ -1,0 +1,61 @@
+"""Tokenizers: a deterministic byte-level tokenizer for random/tiny models, local loading for real ones.
+
+Byte tokenizer ids: 0 <pad>, 1 <s> (BOS), 2 </s> (EOS), 3 + b for byte b (259 tokens). No merges, so
+every UTF-8 byte is one token; encoding prepends BOS. Nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+BYTE_OFFSET = 3
+BYTE_VOCAB_SIZE = BYTE_OFFSET + 256
+
+
+def _byte_to_unicode() -> dict[int, str]:
+    """The printable-character stand-in for each byte used by byte-level BPE (GPT-2 convention)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def build_byte_tokenizer() -> PreTrainedTokenizerFast:
+    """The deterministic byte-level tokenizer (module doc), as a transformers fast tokenizer."""
+    vocab = {PAD: 0, BOS: 1, EOS: 2}
+    for b, ch in _byte_to_unicode().items():
+        vocab[ch] = BYTE_OFFSET + b
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B",
+                                                       special_tokens=[(BOS, 1)])
+    tok.add_special_tokens([PAD, BOS, EOS])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                   padding_side="right", model_max_length=1024)
+
+
+def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
+    """Load the tokenizer files in ``directory`` (local only; HF offline mode is set)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    directory = Path(directory)
+    if not (directory / "tokenizer.json").is_file() and not (directory / "tokenizer.model").is_file():
+        raise FileNotFoundError(f"no tokenizer in {directory}: expected tokenizer.json (or tokenizer.model); "
+                                "save one with PixelVLAPolicy.save_pretrained or tokenizer.save_pretrained")
+    tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    if tok.pad_token is None:  # Llama-2 has none; OpenVLA adds <PAD> (id 32000)
+        tok.pad_token = tok.unk_token or tok.eos_token
+    tok.padding_side = "right"
+    return tok
