@@ -1,0 +1,303 @@
+"""WidowX 250 6DOF (wx250s) kinematics in pure numpy.
+
+Used by the MuJoCo simulator (``pixelvla_training.sim``) and by the real arm's chunk executor, so it must
+never import mujoco or rclpy.
+
+Conventions (everything in this module):
+- Units: metres, radians. Joint vectors ``q`` are ``(6,)`` in :data:`JOINT_NAMES` order (the Interbotix
+  driver's order): waist, shoulder, elbow, forearm_roll, wrist_angle, wrist_rotate.
+- Base frame: origin at ``base_link`` (on the table top), x forward, y left, z up. In the simulator the
+  base frame is the world frame.
+- Every link frame is aligned with the base frame when all joint angles are zero (table in
+  ``shared/robots/wx250s.md``); a link's pose is ``T_parent @ Trans(offset) @ Rot(axis, q)``.
+- Tool centre point (TCP): :data:`TCP_OFFSET` metres along ``gripper_link``'s x axis, between the finger
+  pads. Its rotation is ``gripper_link``'s rotation: x points out of the gripper (approach direction),
+  y along the finger travel (towards the left finger), z completes the right-handed frame.
+- Rotations as ``(3, 3)`` matrices mapping TCP-frame vectors into the base frame.
+- Roll/pitch/yaw: ``R = Rz(yaw) @ Ry(pitch) @ Rx(roll)`` (fixed axes x, then y, then z of the base frame).
+- End-effector delta commands (Bridge V2 / SimplerEnv WidowX convention): a 7-D action
+  ``[dx, dy, dz, droll, dpitch, dyaw, gripper]``; the translation is added to the TCP position in the base
+  frame; the rotation ``R_delta = rpy_to_matrix(droll, dpitch, dyaw)`` is applied about the TCP in
+  base-frame axes: ``R_target = R_delta @ R_current``. Gripper: 1 = open, 0 = closed.
+- Fingers: prismatic, ``left_finger`` in [0.015, 0.037] m (0.015 closed, 0.037 open); ``right_finger``
+  mirrors it with the opposite sign.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+JOINT_NAMES: tuple[str, ...] = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
+FINGER_NAMES: tuple[str, ...] = ("left_finger", "right_finger")
+LINK_NAMES: tuple[str, ...] = (
+    "shoulder_link", "upper_arm_link", "upper_forearm_link", "lower_forearm_link", "wrist_link", "gripper_link",
+)
+
+# Joint i sits at the origin of LINK_NAMES[i], offset from its parent's origin by LINK_OFFSETS[i] (parent frame).
+LINK_OFFSETS = np.array([
+    [0.0, 0.0, 0.072],       # base_link -> shoulder_link (waist)
+    [0.0, 0.0, 0.03865],     # shoulder_link -> upper_arm_link (shoulder)
+    [0.04975, 0.0, 0.25],    # upper_arm_link -> upper_forearm_link (elbow)
+    [0.175, 0.0, 0.0],       # upper_forearm_link -> lower_forearm_link (forearm_roll)
+    [0.075, 0.0, 0.0],       # lower_forearm_link -> wrist_link (wrist_angle)
+    [0.065, 0.0, 0.0],       # wrist_link -> gripper_link (wrist_rotate)
+])
+# Rotation axis of each joint in its own (child) link frame.
+JOINT_AXES = np.array([
+    [0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0],
+])
+JOINT_LOWER = np.array([-3.1416, -1.8850, -2.1468, -3.1416, -1.7453, -3.1416])
+JOINT_UPPER = np.array([3.1416, 1.9897, 1.6057, 3.1416, 2.1468, 3.1416])
+LINK_MASSES = {
+    "base_link": 0.539, "shoulder_link": 0.481, "upper_arm_link": 0.431, "upper_forearm_link": 0.235,
+    "lower_forearm_link": 0.221, "wrist_link": 0.085, "gripper_link": 0.110,
+    "left_finger_link": 0.016, "right_finger_link": 0.016,
+}
+FINGER_OFFSET = np.array([0.066, 0.0, 0.0])   # gripper_link -> each finger link origin
+FINGER_OPEN = 0.037                           # left finger position (m) for gripper command 1 (open)
+FINGER_CLOSED = 0.015                         # left finger position (m) for gripper command 0 (closed)
+
+TCP_OFFSET = 0.1                              # m beyond gripper_link's origin along its x axis
+HOME_Q = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])   # rad, Menagerie home pose
+
+# Task-space weights of the IK error: position rows in metres, rotation rows in radians scaled by this.
+ROTATION_WEIGHT = 0.2
+
+
+# ----------------------------------------------------------------------------------------------- rotations
+def _axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """(3, 3) rotation by `angle` rad about a unit `axis` (Rodrigues)."""
+    x, y, z = axis
+    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
+
+
+def rpy_to_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """(3, 3) rotation ``Rz(yaw) @ Ry(pitch) @ Rx(roll)``, angles in rad."""
+    cr, sr, cp, sp, cy, sy = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
+    return np.array([
+        [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+        [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+        [-sp, cp * sr, cp * cr],
+    ])
+
+
+def matrix_to_rpy(rot: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rpy_to_matrix`: (3,) roll, pitch, yaw in rad (pitch in [-pi/2, pi/2])."""
+    rot = np.asarray(rot, dtype=float)
+    pitch = np.arcsin(np.clip(-rot[2, 0], -1.0, 1.0))
+    if abs(rot[2, 0]) < 1.0 - 1e-9:
+        roll = np.arctan2(rot[2, 1], rot[2, 2])
+        yaw = np.arctan2(rot[1, 0], rot[0, 0])
+    else:  # gimbal lock: put everything into yaw
+        roll = 0.0
+        yaw = np.arctan2(-rot[0, 1], rot[1, 1])
+    return np.array([roll, pitch, yaw])
+
+
+def rotation_log(rot: np.ndarray) -> np.ndarray:
+    """(3,) rotation vector (axis * angle, rad) of a (3, 3) rotation matrix."""
+    cos_angle = np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0)
+    angle = np.arccos(cos_angle)
+    vee = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
+    if angle < 1e-6:
+        return 0.5 * vee
+    if np.pi - angle < 1e-4:  # near pi: axis from the symmetric part
+        sym = (rot + np.eye(3)) / 2.0
+        axis = sym[np.argmax(np.diag(sym))]
+        axis = axis / np.linalg.norm(axis)
+        if np.dot(axis, vee) < 0:
+            axis = -axis
+        return angle * axis
+    return angle / (2.0 * np.sin(angle)) * vee
+
+
+def quat_to_matrix(quat: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation of a unit quaternion (w, x, y, z) (MuJoCo order)."""
+    w, x, y, z = np.asarray(quat, dtype=float) / np.linalg.norm(quat)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def matrix_to_quat(rot: np.ndarray) -> np.ndarray:
+    """(4,) unit quaternion (w, x, y, z) with w >= 0 of a (3, 3) rotation."""
+    m = np.asarray(rot, dtype=float)
+    tr = np.trace(m)
+    if tr > 0:
+        s = 2.0 * np.sqrt(tr + 1.0)
+        q = np.array([0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s])
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        q = np.empty(4)
+        q[0] = (m[k, j] - m[j, k]) / s
+        q[1 + i] = 0.25 * s
+        q[1 + j] = (m[j, i] + m[i, j]) / s
+        q[1 + k] = (m[k, i] + m[i, k]) / s
+    q /= np.linalg.norm(q)
+    return q if q[0] >= 0 else -q
+
+
+# ---------------------------------------------------------------------------------------------- kinematics
+def _check_q(q) -> np.ndarray:
+    q = np.asarray(q, dtype=float)
+    if q.shape != (6,):
+        raise ValueError(f"joint vector must have shape (6,) in order {JOINT_NAMES}, got {q.shape}")
+    if not np.all(np.isfinite(q)):
+        raise ValueError(f"joint vector must be finite, got {q}")
+    return q
+
+
+def link_poses(q) -> tuple[np.ndarray, np.ndarray]:
+    """Poses of the six joint links for joints `q` (6,) rad.
+
+    Returns ``(positions (6, 3) m, rotations (6, 3, 3))`` of LINK_NAMES in the base frame; link i's origin
+    is joint i's position.
+    """
+    q = _check_q(q)
+    pos = np.zeros(3)
+    rot = np.eye(3)
+    positions = np.empty((6, 3))
+    rotations = np.empty((6, 3, 3))
+    for i in range(6):
+        pos = pos + rot @ LINK_OFFSETS[i]
+        rot = rot @ _axis_rotation(JOINT_AXES[i], q[i])
+        positions[i] = pos
+        rotations[i] = rot
+    return positions, rotations
+
+
+def fk(q) -> tuple[np.ndarray, np.ndarray]:
+    """Forward kinematics of the TCP: joints `q` (6,) rad -> (position (3,) m, rotation (3, 3)), base frame."""
+    positions, rotations = link_poses(q)
+    rot = rotations[-1]
+    return positions[-1] + rot[:, 0] * TCP_OFFSET, rot
+
+
+def jacobian(q) -> np.ndarray:
+    """(6, 6) geometric Jacobian of the TCP in the base frame.
+
+    Rows 0-2: linear velocity (m/s per rad/s), rows 3-5: angular velocity (rad/s per rad/s); column j is
+    joint j of JOINT_NAMES.
+    """
+    positions, rotations = link_poses(q)
+    tcp = positions[-1] + rotations[-1][:, 0] * TCP_OFFSET
+    jac = np.empty((6, 6))
+    for j in range(6):
+        axis = rotations[j] @ JOINT_AXES[j]
+        jac[:3, j] = np.cross(axis, tcp - positions[j])
+        jac[3:, j] = axis
+    return jac
+
+
+def clamp_to_limits(q) -> np.ndarray:
+    """`q` (6,) clipped into [JOINT_LOWER, JOINT_UPPER]."""
+    return np.clip(q, JOINT_LOWER, JOINT_UPPER)
+
+
+def solve_ik(
+    q_start,
+    target_pos,
+    target_rot,
+    iterations: int = 30,
+    damping: float = 0.02,
+    rotation_weight: float = ROTATION_WEIGHT,
+    max_joint_step: float = 0.4,
+    tol_pos: float = 1e-4,
+    tol_rot: float = 1e-3,
+) -> np.ndarray:
+    """Damped-least-squares IK from `q_start` (6,) rad to a TCP pose (target_pos (3,) m, target_rot (3, 3)).
+
+    Each iteration solves ``dq = J^T (J J^T + damping^2 I)^-1 e`` on the weighted task error
+    ``e = [p_target - p; rotation_weight * log(R_target R^T)]``, limits ``|dq|`` to `max_joint_step` rad,
+    and clamps q to the joint limits. Stops when the position error < `tol_pos` m and the rotation error
+    < `tol_rot` rad. Returns the best q (6,) found (lowest weighted error); an unreachable target gives
+    the closest reachable pose rather than an exception.
+    """
+    q = clamp_to_limits(_check_q(q_start))
+    target_pos = np.asarray(target_pos, dtype=float).reshape(3)
+    target_rot = np.asarray(target_rot, dtype=float).reshape(3, 3)
+    weights = np.array([1.0, 1.0, 1.0, rotation_weight, rotation_weight, rotation_weight])
+    best_q, best_err = q, np.inf
+    for _ in range(iterations):
+        pos, rot = fk(q)
+        err_pos = target_pos - pos
+        err_rot = rotation_log(target_rot @ rot.T)
+        err = np.concatenate([err_pos, err_rot]) * weights
+        norm = float(np.linalg.norm(err))
+        if norm < best_err:
+            best_q, best_err = q, norm
+        if np.linalg.norm(err_pos) < tol_pos and np.linalg.norm(err_rot) < tol_rot:
+            break
+        jac = jacobian(q) * weights[:, None]
+        dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(6), err)
+        biggest = np.max(np.abs(dq))
+        if biggest > max_joint_step:
+            dq *= max_joint_step / biggest
+        q = clamp_to_limits(q + dq)
+    else:
+        pos, rot = fk(q)
+        norm = float(np.linalg.norm(np.concatenate([target_pos - pos, rotation_log(target_rot @ rot.T)]) * weights))
+        if norm < best_err:
+            best_q = q
+    return best_q
+
+
+def apply_ee_delta(pos, rot, delta_xyz, delta_rpy) -> tuple[np.ndarray, np.ndarray]:
+    """Target TCP pose after a Bridge end-effector delta: (pos + delta_xyz, rpy_to_matrix(delta_rpy) @ rot)."""
+    delta_xyz = np.asarray(delta_xyz, dtype=float).reshape(3)
+    delta_rpy = np.asarray(delta_rpy, dtype=float).reshape(3)
+    return np.asarray(pos, dtype=float) + delta_xyz, rpy_to_matrix(*delta_rpy) @ np.asarray(rot, dtype=float)
+
+
+def ee_delta_between(pos, rot, target_pos, target_rot) -> np.ndarray:
+    """(6,) [dx, dy, dz, droll, dpitch, dyaw] that takes TCP pose (pos, rot) to (target_pos, target_rot).
+
+    The inverse of :func:`apply_ee_delta` (same Bridge convention).
+    """
+    dxyz = np.asarray(target_pos, dtype=float) - np.asarray(pos, dtype=float)
+    return np.concatenate([dxyz, matrix_to_rpy(np.asarray(target_rot) @ np.asarray(rot).T)])
+
+
+def ik_step(q, delta_xyz, delta_rpy, **ik_options) -> np.ndarray:
+    """Joint targets (6,) rad for an end-effector delta command from the current joints `q` (6,) rad.
+
+    `delta_xyz` (3,) m and `delta_rpy` (3,) rad follow the Bridge convention of this module's docstring:
+    target = (p + delta_xyz, rpy_to_matrix(delta_rpy) @ R) where (p, R) = fk(q). Solved by
+    :func:`solve_ik` (damped least squares, clamped to the joint limits); `ik_options` go to it.
+    """
+    q = _check_q(q)
+    delta_xyz = np.asarray(delta_xyz, dtype=float)
+    delta_rpy = np.asarray(delta_rpy, dtype=float)
+    if delta_xyz.shape != (3,) or delta_rpy.shape != (3,):
+        raise ValueError(f"delta_xyz and delta_rpy must have shape (3,), got {delta_xyz.shape}, {delta_rpy.shape}")
+    if not (np.all(np.isfinite(delta_xyz)) and np.all(np.isfinite(delta_rpy))):
+        raise ValueError("end-effector delta must be finite")
+    pos, rot = fk(q)
+    target_pos, target_rot = apply_ee_delta(pos, rot, delta_xyz, delta_rpy)
+    return solve_ik(q, target_pos, target_rot, **ik_options)
+
+
+# ------------------------------------------------------------------------------------------------- gripper
+def gripper_to_finger(command) -> float:
+    """Bridge gripper command in [0, 1] (1 = open, 0 = closed; clipped) -> left finger position (m).
+
+    Linear: 0 -> FINGER_CLOSED (0.015 m), 1 -> FINGER_OPEN (0.037 m). The right finger is its negative.
+    """
+    command = float(command)
+    if not np.isfinite(command):
+        raise ValueError(f"gripper command must be finite, got {command}")
+    return FINGER_CLOSED + float(np.clip(command, 0.0, 1.0)) * (FINGER_OPEN - FINGER_CLOSED)
+
+
+def finger_to_gripper(finger: float) -> float:
+    """Left finger position (m) -> Bridge gripper state in [0, 1] (1 = open), clipped."""
+    return float(np.clip((float(finger) - FINGER_CLOSED) / (FINGER_OPEN - FINGER_CLOSED), 0.0, 1.0))
+
+
+def binarize_gripper(command: float, threshold: float = 0.5) -> float:
+    """Bridge binarised gripper: 1.0 (open) if command > threshold else 0.0 (closed)."""
+    return 1.0 if float(command) > threshold else 0.0

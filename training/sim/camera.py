@@ -1,0 +1,92 @@
+"""Pinhole camera model of a rendered MuJoCo camera: intrinsics for CameraInfo, pose for a static transform.
+
+Frames and conventions:
+- Pixel coordinates ``(u, v)``: u to the right, v down, pixel centres at integers, (0, 0) = centre of the
+  top-left pixel (OpenCV / ROS CameraInfo convention). Images are ``(H, W, 3)`` arrays, row = v.
+- Optical frame (ROS ``*_optical_frame``): z forward along the viewing direction, x right, y down.
+  MuJoCo's own camera frame looks along -z with y up; ``rotation`` here is already the optical frame.
+- ``position`` (3,) m and ``rotation`` (3, 3) map optical-frame points into the world frame, which is the
+  robot base frame (``base_link``) in this simulator: ``p_world = rotation @ p_cam + position``.
+- MuJoCo renders an ideal pinhole (no distortion) with square pixels: ``fy = (H / 2) / tan(fovy / 2)``,
+  ``fx = fy``, ``cx = (W - 1) / 2``, ``cy = (H - 1) / 2``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pixelvla_training.robots.wx250s import matrix_to_quat
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """Intrinsics + extrinsics of one camera at one render size (all floats, metres, pixels)."""
+
+    name: str
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    position: np.ndarray   # (3,) m, optical centre in the world/base frame
+    rotation: np.ndarray   # (3, 3) optical frame -> world frame
+
+    @property
+    def K(self) -> np.ndarray:
+        """(3, 3) intrinsic matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (CameraInfo.k, row-major)."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    @property
+    def P(self) -> np.ndarray:
+        """(3, 4) projection matrix [K | 0] (CameraInfo.p for a monocular camera)."""
+        return np.hstack([self.K, np.zeros((3, 1))])
+
+    @property
+    def quaternion_xyzw(self) -> np.ndarray:
+        """(4,) orientation of the optical frame in the world frame, ROS order (x, y, z, w)."""
+        w, x, y, z = matrix_to_quat(self.rotation)
+        return np.array([x, y, z, w])
+
+    def camera_info(self) -> dict:
+        """Fields of a sensor_msgs/CameraInfo: width, height, distortion_model, d, k, r, p (flat lists)."""
+        return {
+            "width": self.width, "height": self.height, "distortion_model": "plumb_bob",
+            "d": [0.0] * 5, "k": self.K.ravel().tolist(), "r": np.eye(3).ravel().tolist(),
+            "p": self.P.ravel().tolist(),
+        }
+
+    def world_to_camera(self, points) -> np.ndarray:
+        """(N, 3) world points -> (N, 3) points in the optical frame (m)."""
+        points = np.atleast_2d(np.asarray(points, dtype=float))
+        return (points - self.position) @ self.rotation
+
+    def project(self, points) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3) world points -> ((N, 2) pixels (u, v), (N,) depth along the optical axis, m).
+
+        Points behind the camera (depth <= 0) get NaN pixels.
+        """
+        cam = self.world_to_camera(points)
+        depth = cam[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = self.fx * cam[:, 0] / depth + self.cx
+            v = self.fy * cam[:, 1] / depth + self.cy
+        uv = np.stack([u, v], axis=1)
+        uv[depth <= 0] = np.nan
+        return uv, depth
+
+    def pixel_ray(self, u: float, v: float) -> tuple[np.ndarray, np.ndarray]:
+        """Ray through pixel (u, v): (origin (3,), unit direction (3,)) in the world frame."""
+        direction = self.rotation @ np.array([(u - self.cx) / self.fx, (v - self.cy) / self.fy, 1.0])
+        return self.position.copy(), direction / np.linalg.norm(direction)
+
+
+def intrinsics(width: int, height: int, fovy_deg: float) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) in pixels of a MuJoCo camera with vertical field of view `fovy_deg` degrees."""
+    fy = (height / 2.0) / np.tan(np.deg2rad(fovy_deg) / 2.0)
+    return float(fy), float(fy), (width - 1) / 2.0, (height - 1) / 2.0
+
+
+# MuJoCo camera frame (x right, y up, looking along -z) -> optical frame (x right, y down, z forward).
+MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
