@@ -120,6 +120,8 @@ def load_model(directory: str | Path, map_location: str = "cpu"):
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     config = PixelVLAConfig.from_json_file(directory / CONFIG_FILE)
     files = weight_files(directory)
     model = PixelVLA(config)

@@ -1,0 +1,59 @@
+import torch
+
+from pixelvla_model import INPUT_NAMES, PixelVLA, example_inputs
+
+
+def test_example_inputs_shapes(tiny_config):
+    c = tiny_config
+    x = example_inputs(c, batch_size=2, text_len=20)
+    assert tuple(x) == INPUT_NAMES
+    K, P, S = c.max_prompts, c.max_prompt_points, c.prompt_mask_size
+    assert x["pixel_values"].shape == (2, 3, 224, 224) and x["pixel_values"].dtype == torch.float32
+    assert x["input_ids"].shape == x["attention_mask"].shape == (2, 20)
+    assert x["target_mask"].shape == (2, 224, 224)
+    assert x["prompt_coords"].shape == (2, K, P, 2) and x["prompt_point_mask"].shape == (2, K, P)
+    assert x["prompt_types"].shape == x["prompt_labels"].shape == (2, K)
+    assert x["prompt_masks"].shape == (2, K, S, S)
+
+
+def test_forward_shapes_and_l1_loss(tiny_model, tiny_config):
+    x = example_inputs(tiny_config, batch_size=2)
+    target = torch.rand(2, tiny_config.chunk_size, 7) * 2 - 1
+    out = tiny_model(**x, actions=target)
+    seq = x["input_ids"].shape[1] + tiny_config.prefix_tokens
+    assert out.actions.shape == (2, tiny_config.chunk_size, 7)
+    assert out.last_hidden_state.shape == (2, seq, tiny_config.llm_hidden)
+    assert out.action_hidden.shape == (2, tiny_config.llm_hidden)
+    torch.testing.assert_close(out.loss, (out.actions - target).abs().mean())
+    # the action state is the hidden state of the last valid text token
+    torch.testing.assert_close(out.action_hidden[0], out.last_hidden_state[0, -1])
+    torch.testing.assert_close(out.action_hidden[1], out.last_hidden_state[1, -4])
+
+
+def test_batch_of_two_equals_two_batches_of_one(tiny_model, tiny_config):
+    x = example_inputs(tiny_config, batch_size=2)
+    with torch.no_grad():
+        both = tiny_model(**x).actions
+        singles = [tiny_model(**{k: v[i:i + 1] for k, v in x.items()}).actions for i in range(2)]
+    torch.testing.assert_close(both, torch.cat(singles), rtol=1e-4, atol=1e-5)
+
+
+def test_deterministic_in_eval_and_seeded_construction(tiny_model, tiny_config):
+    x = example_inputs(tiny_config, batch_size=2)
+    with torch.no_grad():
+        a, b = tiny_model(**x).actions, tiny_model(**x).actions
+    assert torch.equal(a, b)
+    torch.manual_seed(0)
+    again = PixelVLA(tiny_config).eval()
+    with torch.no_grad():
+        assert torch.equal(again(**x).actions, a)
+
+
+def test_target_mask_changes_output_and_defaults(tiny_model, tiny_config):
+    x = example_inputs(tiny_config, batch_size=1)
+    with torch.no_grad():
+        with_mask = tiny_model(**x).actions
+        no_mask = tiny_model(**{**x, "target_mask": torch.zeros_like(x["target_mask"])}).actions
+        defaults = tiny_model(x["pixel_values"], x["input_ids"], x["attention_mask"]).actions
+    assert not torch.allclose(with_mask, no_mask)
+    assert torch.isfinite(defaults).all() and defaults.shape == (1, tiny_config.chunk_size, 7)

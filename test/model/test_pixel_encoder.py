@@ -1,0 +1,46 @@
+import torch
+
+from pixelvla_model.modeling import PixelEncoder, mask_to_patch_weights
+
+
+def test_mask_to_patch_weights_is_patch_coverage(tiny_config):
+    m = torch.zeros(1, 224, 224)
+    m[0, 0:14, 0:7] = 1  # half of patch (0, 0)
+    m[0, 14:28, 14:28] = 1  # all of patch (1, 1)
+    w = mask_to_patch_weights(m, 14)
+    assert w.shape == (1, 256)
+    assert torch.isclose(w[0, 0], torch.tensor(0.5)) and w[0, 16 + 1] == 1.0
+    assert w.sum() == 1.5
+
+
+def test_pixel_encoder_equals_formula(tiny_config):
+    torch.manual_seed(0)
+    enc = PixelEncoder(tiny_config)
+    L, B, N, D = len(tiny_config.pixel_layers), 2, 256, tiny_config.siglip_hidden
+    feats = torch.randn(L, B, N, D)
+    p = torch.zeros(B, N)
+    p[0, [3, 7, 100]] = torch.tensor([1.0, 0.5, 1.0])
+    p[1, 200:210] = 1.0
+    out = enc(feats, p)
+    for b in range(B):
+        z = 0
+        for i in range(L):
+            f_p = (p[b, :, None] * feats[i, b]).sum(0) / p[b].sum()  # sum(p * f) / |p|
+            z = z + enc.gammas[i](f_p)
+        expected = enc.mlp(z).view(tiny_config.pixel_tokens, -1)
+        torch.testing.assert_close(out[b], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_empty_mask_uses_no_target_embedding(tiny_config):
+    enc = PixelEncoder(tiny_config)
+    torch.nn.init.normal_(enc.no_target)
+    feats = torch.randn(len(tiny_config.pixel_layers), 2, 256, tiny_config.siglip_hidden)
+    p = torch.zeros(2, 256)
+    p[1, 5] = 1.0
+    out = enc(feats, p)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[0], enc.no_target)
+    assert not torch.allclose(out[1], enc.no_target)
+    # gradients stay finite through the guarded division
+    out.sum().backward()
+    assert all(torch.isfinite(q.grad).all() for q in enc.parameters() if q.grad is not None)
