@@ -132,8 +132,10 @@ class TabletopEnv:
         self.last_ee_target: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------------------------------ episode
-    def reset(self, task: str, seed: int) -> dict:
+    def reset(self, task: str, seed: int, render: bool | None = None) -> dict:
         """Start an episode of `task` from `seed` (same task + seed = same episode); returns the observation.
+
+        `render` as in :meth:`step`.
 
         ValueError for an unknown task or a bad seed, raised before the simulation is touched.
         """
@@ -163,7 +165,7 @@ class TabletopEnv:
         self.spec = spec
         self.step_count = 0
         self.last_ee_target = None
-        return self.observe()
+        return self.observe(render=render)
 
     def _apply_appearance(self, spec: EpisodeSpec) -> None:
         m, nom = self.model, self._nominal

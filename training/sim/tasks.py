@@ -28,8 +28,9 @@ DESTINATIONS: tuple[str, ...] = ("plate", "bowl")
 CUBE_HALF = 0.018
 # Height of each body's origin above the table when it rests upright (m).
 REST_Z = {"plate": 0.005, "bowl": 0.0, "can": 0.035, "sponge": 0.012, **{c: CUBE_HALF for c in CUBES}}
-# Height of each object's top surface above its body origin (m): where a click in RViz would land.
-TOP_Z = {"plate": 0.005, "bowl": 0.044, "can": 0.035, "sponge": 0.012, **{c: CUBE_HALF for c in CUBES}}
+# Height above its body origin (m) of the surface seen from above at each object's centre: where a click in
+# RViz would land (the bowl's inside bottom).
+TOP_Z = {"plate": 0.005, "bowl": 0.004, "can": 0.035, "sponge": 0.012, **{c: CUBE_HALF for c in CUBES}}
 # Radius (m) of the disc each object occupies on the table, for non-overlapping placement.
 FOOTPRINT = {"plate": 0.072, "bowl": 0.07, "can": 0.03, "sponge": 0.042, **{c: 0.033 for c in CUBES}}
 PLATE_RADIUS = 0.07

@@ -1,0 +1,175 @@
+"""Scripted expert with privileged state: solves every task through ``TabletopEnv.step_ee_delta``.
+
+It acts only through 7-D Bridge actions (delta xyz m, delta roll/pitch/yaw rad in the base frame,
+gripper 1 = open), so its episodes exercise the same IK path a policy uses and are valid training data.
+
+Plan (top-down grasp, fingers aligned with two faces of the cube):
+approach above the target -> descend -> close -> lift -> carry above the destination -> lower -> open ->
+retreat upwards. Each phase ends when the measured TCP is within tolerance of the phase's waypoint (or,
+for gripper phases, after a fixed number of steps). Per-step motion is limited like Bridge data
+(:attr:`ScriptedExpert.max_translation` m, :attr:`ScriptedExpert.max_rotation` rad).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pixelvla_training.robots import wx250s
+from pixelvla_training.sim.tasks import BOWL_RIM, CUBE_HALF, PLATE_TOP, REST_Z
+
+
+def top_down_rotation(psi: float) -> np.ndarray:
+    """(3, 3) TCP rotation pointing straight down (TCP x = -z world), finger travel axis (TCP y) at yaw `psi`."""
+    x = np.array([0.0, 0.0, -1.0])
+    y = np.array([np.cos(psi), np.sin(psi), 0.0])
+    return np.stack([x, y, np.cross(x, y)], axis=1)
+
+
+def _yaw_of_quat(quat: np.ndarray) -> float:
+    rot = wx250s.quat_to_matrix(quat)
+    return float(np.arctan2(rot[1, 0], rot[0, 0]))
+
+
+def _wrap(angle: float) -> float:
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
+@dataclass
+class ScriptedExpert:
+    """State machine over privileged observations (object poses, TCP pose); call :meth:`act` once per step."""
+
+    max_translation: float = 0.04     # m per control step
+    max_rotation: float = 0.35        # rad per control step
+    hover_height: float = 0.10        # m above the grasp/release point for approach and retreat
+    carry_height: float = 0.12        # m, TCP height while carrying
+    position_tolerance: float = 0.006  # m
+    rotation_tolerance: float = 0.06  # rad
+    gripper_steps: int = 2            # control steps to close or open the gripper
+    phase: str = field(default="approach", init=False)
+    _counter: int = field(default=0, init=False)
+    _psi: float | None = field(default=None, init=False)
+
+    PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "open", "retreat", "done")
+
+    def reset(self) -> None:
+        """Forget the current plan (call at every episode start)."""
+        self.phase, self._counter, self._psi = "approach", 0, None
+
+    def _grasp_yaw(self, obs: dict) -> float:
+        """Finger-axis yaw aligned with a cube face, closest to a natural wrist pose for that cube."""
+        target = obs["object_poses"][obs["target_object"]]
+        cube_yaw = _yaw_of_quat(target[3:])
+        natural = np.arctan2(target[1], target[0]) + np.pi / 2  # fingers across the radial direction
+        candidates = cube_yaw + np.arange(-4, 5) * (np.pi / 2)
+        return float(candidates[np.argmin([abs(_wrap(c - natural)) for c in candidates])])
+
+    def _waypoint(self, obs: dict) -> tuple[np.ndarray, np.ndarray, float]:
+        """(position (3,), rotation (3, 3), gripper) the current phase drives to."""
+        poses = obs["object_poses"]
+        target = poses[obs["target_object"]][:3]
+        dest_name = "plate" if "plate" in obs["task"] else "bowl"
+        dest = poses[dest_name][:3]
+        if self._psi is None:
+            self._psi = self._grasp_yaw(obs)
+        rot = top_down_rotation(self._psi)
+        grasp_z = target[2] + 0.002
+        if dest_name == "plate":
+            release_z = dest[2] - REST_Z["plate"] + PLATE_TOP + CUBE_HALF + 0.012
+        else:
+            release_z = dest[2] + CUBE_HALF + 0.02
+        release_z = max(release_z, dest[2] + BOWL_RIM - 0.01) if dest_name == "bowl" else release_z
+        ph = self.phase
+        if ph == "approach":
+            return np.array([target[0], target[1], grasp_z + self.hover_height]), rot, 1.0
+        if ph == "descend":
+            return np.array([target[0], target[1], grasp_z]), rot, 1.0
+        if ph == "close":
+            return obs["tcp_position"], rot, 0.0
+        if ph == "lift":
+            return np.array([obs["tcp_position"][0], obs["tcp_position"][1], self.carry_height]), rot, 0.0
+        if ph == "carry":
+            return np.array([dest[0], dest[1], self.carry_height]), rot, 0.0
+        if ph == "lower":
+            return np.array([dest[0], dest[1], release_z]), rot, 0.0
+        if ph == "open":
+            return obs["tcp_position"], rot, 1.0
+        return np.array([obs["tcp_position"][0], obs["tcp_position"][1], release_z + self.hover_height]), rot, 1.0
+
+    def act(self, obs: dict) -> np.ndarray:
+        """The (7,) Bridge action for observation `obs` (needs object_poses, tcp_position, tcp_rotation)."""
+        # Advance through phases whose goal is already met (at most one full pass).
+        for _ in range(len(self.PHASES)):
+            pos, rot, grip = self._waypoint(obs)
+            if self.phase in ("close", "open"):
+                if self._counter >= self.gripper_steps:
+                    self._counter = 0
+                    self.phase = self.PHASES[self.PHASES.index(self.phase) + 1]
+                    continue
+                self._counter += 1
+                break
+            if self.phase == "done":
+                break
+            tol_scale = 2.5 if self.phase in ("approach", "lift", "carry", "retreat") else 1.0
+            if self._reached_scaled(obs, pos, rot, tol_scale):
+                self.phase = self.PHASES[self.PHASES.index(self.phase) + 1]
+                continue
+            break
+        pos, rot, grip = self._waypoint(obs)
+        delta = wx250s.ee_delta_between(obs["tcp_position"], obs["tcp_rotation"], pos, rot)
+        step = np.linalg.norm(delta[:3])
+        if step > self.max_translation:
+            delta[:3] *= self.max_translation / step
+        rotvec = wx250s.rotation_log(rot @ obs["tcp_rotation"].T)
+        angle = np.linalg.norm(rotvec)
+        if angle > self.max_rotation:  # rotate part of the way, about the same axis
+            partial = _rotvec_matrix(rotvec * self.max_rotation / angle)
+            delta[3:] = wx250s.matrix_to_rpy(partial)
+        if self.phase in ("close", "open"):
+            delta[:] = 0.0
+        return np.concatenate([delta, [grip]])
+
+    def _reached_scaled(self, obs: dict, pos, rot, scale: float) -> bool:
+        err_pos = np.linalg.norm(pos - obs["tcp_position"])
+        err_rot = np.linalg.norm(wx250s.rotation_log(rot @ obs["tcp_rotation"].T))
+        return err_pos < self.position_tolerance * scale and err_rot < self.rotation_tolerance * scale
+
+
+def _rotvec_matrix(rotvec: np.ndarray) -> np.ndarray:
+    angle = float(np.linalg.norm(rotvec))
+    if angle < 1e-12:
+        return np.eye(3)
+    x, y, z = rotvec / angle
+    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
+
+
+@dataclass
+class ExpertEpisode:
+    """What :func:`run_expert_episode` returns: T actions and the T + 1 observations around them."""
+
+    task: str
+    seed: int
+    actions: np.ndarray            # (T, 7) Bridge actions taken
+    observations: list[dict]       # T + 1 observations: observations[t] is what action t was chosen from
+    success: bool                  # success flag of the final observation
+
+
+def run_expert_episode(env, task: str, seed: int, max_steps: int | None = None, render: bool | None = None,
+                       expert: ScriptedExpert | None = None) -> ExpertEpisode:
+    """Reset `env` to (task, seed) and let the expert act until success after retreating, or `max_steps`
+    (default: env.max_episode_steps). `render` as in TabletopEnv.step (None: the env's setting)."""
+    expert = expert or ScriptedExpert()
+    expert.reset()
+    max_steps = env.max_episode_steps if max_steps is None else max_steps
+    obs = env.reset(task, seed, render=render)
+    observations, actions = [obs], []
+    for _ in range(max_steps):
+        action = expert.act(obs)
+        obs = env.step_ee_delta(action, render=render)
+        actions.append(action)
+        observations.append(obs)
+        if expert.phase == "done" and obs["success"]:
+            break
+    return ExpertEpisode(task, seed, np.array(actions, dtype=np.float64).reshape(-1, 7), observations,
+                         bool(observations[-1]["success"]))
