@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import Executor, MultiThreadedExecutor
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
@@ -79,15 +79,16 @@ def run_node(
 ) -> int:
     """Create the node with `factory`, spin it until SIGINT/SIGTERM, destroy it; return an exit code.
 
-    `executor` defaults to a multi-threaded one so that callbacks in different callback groups
-    (e.g. a timer beside image subscriptions) run concurrently. `on_start` runs once after the
+    `executor` defaults to a single-threaded one: every callback runs in this (the main) thread, one
+    at a time, so nodes need no locks and thread-bound resources (an EGL context) work; long work
+    (inference) belongs in a worker thread of the node's own. `on_start` runs once after the
     node exists (e.g. lifecycle autostart). Exceptions raised while constructing or spinning are
     logged and give exit code 1.
     """
     stop = _StopFlag()
     previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     rclpy.init(args=list(args) if args is not None else None, signal_handler_options=SignalHandlerOptions.NO)
-    executor = executor or MultiThreadedExecutor(num_threads=4)
+    executor = executor or SingleThreadedExecutor()
     node: Node | None = None
     code = 0
     try:

@@ -34,12 +34,13 @@ def test_bad_chunks_are_rejected(kwargs, message):
 
 def test_receding_horizon_executes_first_k_in_time_order():
     schedule = ChunkSchedule(execute_steps=2)
-    schedule.add(chunk(10.0, [step(0.01), step(0.02), step(0.03)]), now=10.0)
+    schedule.add(chunk(9.9, [step(0.01), step(0.02), step(0.03)]), now=10.0)  # due from its arrival
     assert schedule.due(10.05)[0] == pytest.approx(0.01)
     assert schedule.due(10.25)[0] == pytest.approx(0.02)
     assert schedule.due(10.45) is None  # only the first 2 are executed
     schedule.add(chunk(10.4, [step(0.04)]), now=10.45)  # a newer chunk replaces the old one
-    assert schedule.due(10.45)[0] == pytest.approx(0.04)
+    assert schedule.due(10.5)[0] == pytest.approx(0.04)
+    assert schedule.due(10.66) is None
 
 
 def test_temporal_ensemble_weights_older_chunks_more():

@@ -6,7 +6,10 @@ Each control tick the executor:
 
 1. asks the `ChunkSchedule` for the action due now: receding horizon (the newest chunk's first
    `execute_steps` actions, in order) or temporal ensembling (ACT: every stored chunk's prediction
-   for this tick, averaged with weights exp(-k * i), i = 0 for the oldest chunk);
+   for this tick, averaged with weights exp(-k * i), i = 0 for the oldest chunk). Action i of a
+   chunk is due i * dt after the chunk arrived: the first action runs at the first tick after
+   arrival whatever the phase between camera, model and control loop; the image stamp only
+   decides whether the chunk is too old to run at all;
 2. passes it through the `SafetyGate`: non-finite values are refused, steps are scaled down to the
    per-step translation/rotation limits, the target is clipped into the workspace box;
 3. maps it to joint targets with the arm's IK and checks them against the joint limits.
@@ -60,19 +63,20 @@ class ChunkSchedule:
     execute_steps: int = 5          # receding horizon: actions of a chunk executed before it expires
     ensemble_decay: float = 0.1     # temporal ensembling: k in exp(-k * i)
     max_chunk_age: float = 1.0      # s: chunks whose stamp is older than this are dropped
-    chunks: deque = field(default_factory=lambda: deque(maxlen=16))
+    chunks: deque = field(default_factory=lambda: deque(maxlen=16))  # (arrival time s, Chunk)
 
     def __post_init__(self) -> None:
         if self.strategy not in ("receding_horizon", "temporal_ensemble"):
             raise ValueError(f"unknown strategy {self.strategy!r}: receding_horizon or temporal_ensemble")
 
     def add(self, chunk: Chunk, now: float) -> None:
+        """Queue `chunk`, arrived at `now` (s, same clock as its stamp)."""
         age = now - chunk.stamp
         if age > self.max_chunk_age:
             raise ChunkRejected(f"chunk is {age:.2f} s old (max_chunk_age {self.max_chunk_age} s)")
         if self.strategy == "receding_horizon":
             self.chunks.clear()
-        self.chunks.append(chunk)
+        self.chunks.append((now, chunk))
 
     def clear(self) -> None:
         self.chunks.clear()
@@ -80,8 +84,8 @@ class ChunkSchedule:
     def due(self, now: float) -> np.ndarray | None:
         """The (7,) action due at `now`, or None when no chunk covers it."""
         predictions = []
-        for chunk in self.chunks:
-            index = int(math.floor((now - chunk.stamp) / chunk.dt + 1e-6))
+        for arrival, chunk in self.chunks:
+            index = int(math.floor((now - arrival) / chunk.dt + 1e-6))
             limit = min(len(chunk.actions), self.execute_steps) if self.strategy == "receding_horizon" else len(chunk.actions)
             if 0 <= index < limit:
                 predictions.append(chunk.actions[index])

@@ -1,0 +1,206 @@
+"""Simulated WidowX 250 tabletop as a ROS node: the same topics as the real arm and its camera.
+
+Each control period (default 0.2 s, 5 Hz) the node applies the latest arm and gripper targets,
+steps the physics (`pixelvla_training.sim.TabletopEnv`), and publishes:
+- `/camera/image_raw` (rgb8) and `/camera/camera_info`, stamped with the sim step's time;
+- `/joint_states`: the six arm joints (rad) and both fingers (m);
+- `/camera/pose` (geometry_msgs/PoseStamped, latched): the optical frame's pose in the base frame,
+  the static transform base -> camera (for projecting RViz clicks);
+- `/sim/target_mask` (mono8): the ground-truth mask of the task's target object;
+- `/sim/episode` (std_msgs/String, JSON, latched): task, seed, instruction, step, success, done.
+Commands, as for the real arm's controllers: `/arm_controller/joint_trajectory` and
+`/gripper_controller/joint_trajectory` (the last point of each trajectory is the target).
+Resets: `~/reset` (std_srvs/Trigger) restarts the current task + seed; `/sim/reset`
+(std_msgs/String, JSON {"task": ..., "seed": ...}) switches episodes.
+With `expert:=true` the scripted expert (privileged state) publishes its action each step as an
+ActionChunk, standing in for the policy so the executor -> IK -> controller path is exercised.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Header, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from pixelvla_ros import qos
+from pixelvla_ros.image_conversions import mono_to_image, rgb_to_image
+from pixelvla_ros.msg import ActionChunk
+from pixelvla_ros.node_base import ParameterMixin, run_node
+from pixelvla_training.robots import wx250s
+from pixelvla_training.sim.env import TabletopEnv
+from pixelvla_training.sim.expert import ScriptedExpert
+from pixelvla_training.sim.tasks import get_task
+
+DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
+
+
+class SimNode(ParameterMixin, Node):
+    def __init__(self) -> None:
+        super().__init__("sim")
+        self.task = self.declare("task", "put_red_cube_on_plate", "task to start with")
+        self.seed = self.declare("seed", 0, "seed of the first episode", minimum=0)
+        get_task(self.task)  # an unknown task fails at start-up with the list of known ones
+        size = self.declare("image_size", 224, "rendered image width and height (px)", minimum=32, maximum=1024)
+        rate = self.declare("control_rate_hz", 5.0, "control steps per second", minimum=0.5, maximum=100.0)
+        self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame of joint targets and the camera pose")
+        self.camera_frame = self.declare("camera_frame", "camera_optical_frame", "optical frame of the camera")
+        self.use_expert = self.declare("expert", False, "publish the scripted expert's actions as ActionChunks")
+        max_steps = self.declare("max_episode_steps", 60, "episode length (control steps)", minimum=1)
+        self.env = TabletopEnv(
+            render_size=(size, size),
+            shadows=self.declare("shadows", False, "render shadows (slower)"),
+            control_period=1.0 / rate,
+            max_episode_steps=max_steps,
+        )
+        self.expert = ScriptedExpert()
+        self.period = self.env.control_period
+
+        self.image_pub = self.create_publisher(Image, "/camera/image_raw", qos.SENSOR)
+        self.info_pub = self.create_publisher(CameraInfo, "/camera/camera_info", qos.LATCHED)
+        self.pose_pub = self.create_publisher(PoseStamped, "/camera/pose", qos.LATCHED)
+        self.joint_pub = self.create_publisher(JointState, "/joint_states", qos.SENSOR)
+        self.mask_pub = self.create_publisher(Image, "/sim/target_mask", qos.LATCHED)
+        self.episode_pub = self.create_publisher(String, "/sim/episode", qos.LATCHED)
+        self.chunk_pub = self.create_publisher(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND) if self.use_expert else None
+        self.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", self.on_arm_command, qos.COMMAND)
+        self.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory", self.on_gripper_command, qos.COMMAND)
+        self.create_subscription(String, "/sim/reset", self.on_reset_topic, qos.COMMAND)
+        self.create_service(Trigger, "~/reset", self.on_reset_service)
+        self.sequence = 0
+        self.reset_episode(self.task, self.seed)
+        self.create_timer(self.period, self.on_step)
+
+    # ---------------------------------------------------------------- episodes
+    def reset_episode(self, task: str, seed: int) -> None:
+        """Start `task` from `seed`; ValueError (nothing changed) for an unknown task or bad seed."""
+        if self.env.spec is not None and not self.episode_done():
+            self.get_logger().warning(f"reset during episode {self.task}/{self.seed} at step {self.env.step_count}")
+        self.obs = self.env.reset(task, seed)
+        self.task, self.seed = task, seed
+        self.expert.reset()
+        self.q_target = self.obs["joint_positions"].copy()
+        self.gripper_target = 1.0
+        self.get_logger().info(f"episode {task} seed {seed}: {self.obs['instruction']!r}")
+        self.publish_camera_model()
+        self.publish_observation()
+
+    def episode_done(self) -> bool:
+        return bool(self.obs["success"] or self.obs["truncated"])
+
+    def on_reset_topic(self, msg: String) -> None:
+        try:
+            request = json.loads(msg.data)
+            self.reset_episode(str(request["task"]), int(request.get("seed", 0)))
+        except (ValueError, KeyError, TypeError) as exc:
+            self.get_logger().error(f"reset refused ({exc}); expected JSON {{\"task\": name, \"seed\": int}}")
+
+    def on_reset_service(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.reset_episode(self.task, self.seed)
+        response.success, response.message = True, f"reset to {self.task} seed {self.seed}"
+        return response
+
+    # ---------------------------------------------------------------- commands
+    def on_arm_command(self, msg: JointTrajectory) -> None:
+        if not msg.points:
+            self.get_logger().error("arm trajectory without points: ignored")
+            return
+        positions = dict(zip(msg.joint_names, msg.points[-1].positions))
+        missing = [n for n in wx250s.JOINT_NAMES if n not in positions]
+        if missing or len(msg.joint_names) != len(msg.points[-1].positions):
+            self.get_logger().error(
+                f"arm trajectory refused: joints {list(msg.joint_names)} with {len(msg.points[-1].positions)} "
+                f"positions; expected the joints {list(wx250s.JOINT_NAMES)}"
+            )
+            return
+        try:
+            self.q_target, self.gripper_target = self.env.validate_command(
+                [positions[n] for n in wx250s.JOINT_NAMES], self.gripper_target
+            )
+        except ValueError as exc:
+            self.get_logger().error(f"arm trajectory refused: {exc}")
+
+    def on_gripper_command(self, msg: JointTrajectory) -> None:
+        if list(msg.joint_names) != ["left_finger"] or not msg.points or len(msg.points[-1].positions) != 1:
+            self.get_logger().error(f"gripper trajectory refused: expected one point for ['left_finger'], got {list(msg.joint_names)}")
+            return
+        finger = float(msg.points[-1].positions[0])
+        if not np.isfinite(finger):
+            self.get_logger().error("gripper trajectory refused: position is not finite")
+            return
+        self.gripper_target = wx250s.finger_to_gripper(finger)
+
+    # ---------------------------------------------------------------- stepping
+    def on_step(self) -> None:
+        if self.episode_done():
+            return
+        started = time.perf_counter()
+        self.obs = self.env.step(self.q_target, self.gripper_target)
+        self.publish_observation()
+        if self.episode_done():
+            self.get_logger().info(
+                f"episode {self.task} seed {self.seed} ended at step {self.obs['step']}: "
+                f"{'success' if self.obs['success'] else 'no success'}"
+            )
+        elapsed = time.perf_counter() - started
+        if elapsed > self.period:
+            self.get_logger().warning(f"sim step took {elapsed * 1e3:.0f} ms > period {self.period * 1e3:.0f} ms")
+
+    def header(self, frame_id: str) -> Header:
+        return Header(stamp=self.get_clock().now().to_msg(), frame_id=frame_id)
+
+    def publish_observation(self) -> None:
+        obs = self.obs
+        image_header = self.header(self.camera_frame)
+        self.image_pub.publish(rgb_to_image(obs["rgb"], image_header))
+        joints = JointState(header=self.header(self.base_frame))
+        joints.name = [*wx250s.JOINT_NAMES, *wx250s.FINGER_NAMES]
+        finger = float(obs["gripper_position"])
+        joints.position = [*map(float, obs["joint_positions"]), finger, -finger]
+        self.joint_pub.publish(joints)
+        target = obs["target_object"]
+        if obs["masks"] is not None and target in obs["masks"]:
+            self.mask_pub.publish(mono_to_image(obs["masks"][target], image_header))
+        episode = {
+            "task": self.task, "seed": self.seed, "instruction": obs["instruction"], "target_object": target,
+            "step": int(obs["step"]), "success": bool(obs["success"]), "done": self.episode_done(),
+        }
+        self.episode_pub.publish(String(data=json.dumps(episode)))
+        if self.chunk_pub is not None and not self.episode_done():
+            chunk = ActionChunk(header=image_header, horizon=1, action_dim=7, dt=self.period,
+                                dimension_names=DIMENSIONS, action_space="ee_delta", model_id="scripted-expert",
+                                sequence=self.sequence)
+            chunk.header.frame_id = self.base_frame
+            chunk.actions = self.expert.act(obs).astype(np.float32).tolist()
+            self.chunk_pub.publish(chunk)
+            self.sequence += 1
+
+    def publish_camera_model(self) -> None:
+        camera = self.env.camera_model()
+        info = CameraInfo(header=self.header(self.camera_frame))
+        for key, value in camera.camera_info().items():
+            setattr(info, key, value)
+        self.info_pub.publish(info)
+        pose = PoseStamped(header=self.header(self.base_frame))
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, camera.position)
+        qx, qy, qz, qw = map(float, camera.quaternion_xyzw)
+        pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = qx, qy, qz, qw
+        self.pose_pub.publish(pose)
+
+    def destroy_node(self) -> None:
+        self.env.close()
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    return run_node(SimNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
