@@ -1,0 +1,273 @@
+"""Policy node (managed): camera image + instruction (+ visual prompt, target mask) -> ActionChunk.
+
+Lifecycle: configure loads the model (a `from_pretrained` directory, an engine bundle, or with no
+`model_path` the default model); activate starts inference; deactivate stops it; cleanup unloads.
+With `autostart` (default) the node configures and activates itself.
+
+Latest frame only: the image callback keeps one slot; a frame that is replaced before the worker
+thread takes it is counted as dropped, so a slow model never works through a backlog. Inference
+runs in that worker thread, at most `control_rate_hz` times per second (0: as fast as the model
+allows). Each chunk carries its image's stamp. Bad input (an unsupported or malformed image, an
+empty or oversized instruction, an invalid prompt or mask) is refused with a log line and a
+PolicyStatus; nothing is published from it.
+
+Topics: /camera/image_raw, /pixelvla/instruction (String), /pixelvla/prompt (VisualPrompt; a POINT
+prompt without points clears it), /pixelvla/mask (mono8, the segmenter's target mask) in;
+/pixelvla/action_chunk, /pixelvla/status (PolicyStatus, 1 Hz and on errors), /diagnostics out.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header, String
+
+from pixelvla_ros import qos
+from pixelvla_ros.image_conversions import ImageError, image_to_mono, image_to_rgb
+from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
+from pixelvla_ros.node_base import ParameterMixin, run_node
+from pixelvla_ros.prompt_conversions import PromptError, is_clear, prompt_from_msg
+
+DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
+MAX_INSTRUCTION_CHARS = 512
+LATENCY_WINDOW = 200
+
+
+@dataclass
+class Frame:
+    rgb: np.ndarray     # (H, W, 3) uint8
+    header: Header      # the camera image's header (stamp, optical frame)
+
+
+class PolicyNode(ParameterMixin, LifecycleNode):
+    def __init__(self) -> None:
+        super().__init__("policy")
+        self.model_path = self.declare("model_path", "", "model directory or engine bundle; empty = default model")
+        self.backend = self.declare("backend", "torch", "torch, onnxruntime or tensorrt")
+        self.device = self.declare("device", "cpu", "torch device for the torch backend (cpu, cuda, cuda:1)")
+        self.default_preset = self.declare("default_preset", "tiny", "config preset of the untrained default model")
+        unnorm = self.declare("unnorm_key", "", "dataset statistics to un-normalise actions with (empty: the only one)")
+        self.unnorm_key = unnorm or None
+        rate = self.declare("control_rate_hz", 5.0, "max chunks per second; 0 = as fast as the model allows", minimum=0.0)
+        self.min_period = 1.0 / rate if rate > 0 else 0.0
+        self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame the actions are expressed in")
+        self.instruction = self.declare("instruction", "", "initial instruction (the topic overrides it)")
+        autostart = self.declare("autostart", True, "configure and activate at start-up")
+
+        self.policy = None
+        self.model_id = ""
+        self.active = False
+        self.lock = threading.Lock()
+        self.new_frame = threading.Condition(self.lock)
+        self.latest: Frame | None = None
+        self.prompt_msg: VisualPrompt | None = None
+        self.mask: np.ndarray | None = None
+        self.sequence = 0
+        self.counters = {"received": 0, "used": 0, "dropped": 0}
+        self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.last_error = ""
+        self.worker: threading.Thread | None = None
+
+        self.chunk_pub = self.create_publisher(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND)
+        self.status_pub = self.create_publisher(PolicyStatus, "/pixelvla/status", qos.LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(Image, "/camera/image_raw", self.on_image, qos.SENSOR)
+        self.create_subscription(String, "/pixelvla/instruction", self.on_instruction, qos.LATCHED)
+        self.create_subscription(VisualPrompt, "/pixelvla/prompt", self.on_prompt, qos.LATCHED)
+        self.create_subscription(Image, "/pixelvla/mask", self.on_mask, qos.LATCHED)
+        self.create_timer(1.0, self.publish_status)
+        if autostart:
+            self.trigger_configure()
+            if self.policy is None:
+                raise RuntimeError(f"could not load the model: {self.last_error}")
+            self.trigger_activate()
+
+    # ---------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.policy, self.model_id = self.load_policy()
+        except (OSError, ValueError, RuntimeError) as exc:
+            self.report_error(f"loading {self.model_path or 'the default model'} failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"loaded {self.model_id} ({self.backend})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def load_policy(self):
+        from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
+
+        if self.backend != "torch":
+            raise ValueError(f"backend {self.backend!r} is not available in this build; use backend:=torch")
+        if not self.model_path:
+            self.get_logger().warning(
+                f"no model_path: running an UNTRAINED {self.default_preset!r} model with random weights; "
+                "its actions are meaningless - pass model_path:=<dir> for a real policy"
+            )
+            policy = PixelVLAPolicy.from_config(PixelVLAConfig.from_preset(self.default_preset), seed=0)
+            return policy, f"untrained-{self.default_preset}"
+        policy = PixelVLAPolicy.from_pretrained(self.model_path, device=self.device)
+        return policy, Path(self.model_path).resolve().name
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = True
+        self.worker = threading.Thread(target=self.inference_loop, name="inference", daemon=True)
+        self.worker.start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.stop_worker()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.stop_worker()
+        self.policy = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.stop_worker()
+        return TransitionCallbackReturn.SUCCESS
+
+    def stop_worker(self) -> None:
+        with self.lock:
+            self.active = False
+            self.new_frame.notify_all()
+        if self.worker is not None:
+            self.worker.join(timeout=5.0)
+            self.worker = None
+
+    # ---------------------------------------------------------------- inputs
+    def on_image(self, msg: Image) -> None:
+        self.counters["received"] += 1
+        try:
+            rgb = image_to_rgb(msg)
+        except ImageError as exc:
+            self.counters["dropped"] += 1
+            self.report_error(f"image refused: {exc}")
+            return
+        with self.lock:
+            if self.latest is not None:
+                self.counters["dropped"] += 1  # replaced before the model got to it
+            self.latest = Frame(rgb, msg.header)
+            self.new_frame.notify()
+
+    def on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        if not text:
+            self.report_error("instruction refused: it is empty")
+            return
+        if len(text) > MAX_INSTRUCTION_CHARS:
+            self.report_error(f"instruction refused: {len(text)} characters, at most {MAX_INSTRUCTION_CHARS}")
+            return
+        with self.lock:
+            self.instruction = text
+        self.get_logger().info(f"instruction: {text!r}")
+
+    def on_prompt(self, msg: VisualPrompt) -> None:
+        with self.lock:
+            self.prompt_msg = None if is_clear(msg) else msg
+        self.get_logger().info("prompt cleared" if is_clear(msg) else f"prompt {msg.prompt_id!r} received")
+
+    def on_mask(self, msg: Image) -> None:
+        try:
+            mask = image_to_mono(msg) > 0
+        except ImageError as exc:
+            self.report_error(f"mask refused: {exc}")
+            return
+        with self.lock:
+            self.mask = mask if mask.any() else None
+
+    # ---------------------------------------------------------------- inference
+    def inference_loop(self) -> None:
+        next_time = 0.0
+        while True:
+            with self.lock:
+                while self.active and (self.latest is None or not self.instruction):
+                    self.new_frame.wait(timeout=0.5)
+                if not self.active:
+                    return
+            wait = next_time - time.monotonic()
+            if wait > 0:  # rate limit; newer frames keep replacing the slot meanwhile
+                time.sleep(wait)
+            with self.lock:
+                if not self.active:
+                    return
+                frame, self.latest = self.latest, None
+                instruction, prompt_msg, mask = self.instruction, self.prompt_msg, self.mask
+            next_time = time.monotonic() + self.min_period
+            self.run_once(frame, instruction, prompt_msg, mask)
+
+    def run_once(self, frame: Frame, instruction: str, prompt_msg: VisualPrompt | None, mask: np.ndarray | None) -> None:
+        hw = frame.rgb.shape[:2]
+        try:
+            prompts = prompt_from_msg(prompt_msg, hw) if prompt_msg is not None else None
+        except PromptError as exc:
+            with self.lock:
+                if self.prompt_msg is prompt_msg:
+                    self.prompt_msg = None  # refuse it once, not on every frame
+            self.report_error(f"prompt refused: {exc}")
+            return
+        if mask is not None and mask.shape != hw:
+            self.report_error(f"mask {mask.shape[1]}x{mask.shape[0]} does not match the image {hw[1]}x{hw[0]}: ignored")
+            mask = None
+        started = time.perf_counter()
+        try:
+            actions = self.policy.predict(frame.rgb, instruction, prompts=prompts, mask=mask, unnorm_key=self.unnorm_key)
+        except (ValueError, RuntimeError) as exc:
+            self.report_error(f"inference failed: {exc}")
+            return
+        latency = time.perf_counter() - started
+        if not np.all(np.isfinite(actions)):
+            self.report_error("the model produced NaN/inf actions: chunk not published")
+            return
+        chunk = ActionChunk(
+            header=Header(stamp=frame.header.stamp, frame_id=self.base_frame),
+            horizon=actions.shape[0], action_dim=actions.shape[1], dt=self.min_period or 0.2,
+            actions=actions.astype(np.float32).ravel().tolist(), dimension_names=DIMENSIONS,
+            action_space="ee_delta", model_id=self.model_id, inference_latency=latency, sequence=self.sequence,
+        )
+        self.chunk_pub.publish(chunk)
+        self.sequence += 1
+        self.counters["used"] += 1
+        self.latencies.append(latency)
+
+    # ---------------------------------------------------------------- status
+    def report_error(self, text: str) -> None:
+        self.last_error = text
+        self.get_logger().error(text)
+        self.publish_status(PolicyStatus.ERROR)
+
+    def publish_status(self, state: int | None = None) -> None:
+        if state is None:
+            state = PolicyStatus.ACTIVE if self.active else PolicyStatus.INACTIVE if self.policy else PolicyStatus.UNCONFIGURED
+        latencies = np.array(self.latencies) if self.latencies else np.zeros(1)
+        status = PolicyStatus(
+            state=state, backend=self.backend if self.policy else "", model_id=self.model_id,
+            last_latency=float(latencies[-1]), mean_latency=float(latencies.mean()),
+            p99_latency=float(np.percentile(latencies, 99)), frames_received=self.counters["received"],
+            frames_used=self.counters["used"], frames_dropped=self.counters["dropped"], last_error=self.last_error,
+        )
+        status.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(status)
+        level = {PolicyStatus.ACTIVE: DiagnosticStatus.OK, PolicyStatus.ERROR: DiagnosticStatus.ERROR}.get(state, DiagnosticStatus.WARN)
+        diag = DiagnosticStatus(level=level, name="pixelvla: policy", hardware_id=self.get_name(),
+                                message=self.last_error if state == PolicyStatus.ERROR else "ok")
+        diag.values = [KeyValue(key=k, value=str(v)) for k, v in {**self.counters, "model_id": self.model_id,
+                                                                     "mean_latency_s": status.mean_latency}.items()]
+        array = DiagnosticArray(status=[diag])
+        array.header.stamp = status.header.stamp
+        self.diag_pub.publish(array)
+
+
+def main(args=None) -> int:
+    return run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The policy node over DDS: chunks stamped with their image, prompts and masks matter, bad input is refused."""
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import Point
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from pixelvla_ros import qos
+from pixelvla_ros.image_conversions import mono_to_image, rgb_to_image
+from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture
+def policy(ros_node):
+    node = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.policy_node", "--ros-args",
+                             "-p", "control_rate_hz:=0.0", "-r", "__node:=policy"])
+    io = {
+        "chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
+        "status": ros_node.collect(PolicyStatus, "/pixelvla/status", qos.LATCHED),
+        "image": ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR),
+        "instruction": ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED),
+        "prompt": ros_node.publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED),
+        "mask": ros_node.publisher(Image, "/pixelvla/mask", qos.LATCHED),
+    }
+    assert ros_node.spin_until(lambda: any(s.state == PolicyStatus.ACTIVE for s in io["status"]), timeout=60), "policy never became active"
+    yield ros_node, io
+    node.terminate()
+    node.wait(timeout=20)
+
+
+def frame(sec, seed=0):
+    rgb = np.random.default_rng(seed).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    msg = rgb_to_image(rgb)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, 123
+    return msg
+
+
+def chunk_for(probe, io, msg, timeout=30.0):
+    """Publish `msg` until a chunk stamped with its stamp arrives; return that chunk's actions (N_c, 7)."""
+    want = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+    def found():
+        return [c for c in io["chunks"] if (c.header.stamp.sec, c.header.stamp.nanosec) == want]
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not found():
+        io["image"].publish(msg)
+        probe.spin_for(0.2)
+    chunks = found()
+    assert chunks, f"no chunk for the image stamped {want}"
+    c = chunks[0]
+    return np.array(c.actions).reshape(c.horizon, c.action_dim)
+
+
+def test_image_and_instruction_give_a_chunk_with_the_image_stamp(policy):
+    probe, io = policy
+    io["instruction"].publish(String(data="put the red cube on the plate"))
+    actions = chunk_for(probe, io, frame(1001))
+    chunk = io["chunks"][-1]
+    assert actions.shape == (5, 7) and np.all(np.isfinite(actions))
+    assert chunk.action_space == "ee_delta" and list(chunk.dimension_names)[-1] == "gripper"
+    assert chunk.model_id == "untrained-tiny"
+
+
+def test_prompt_and_mask_change_the_output(policy):
+    probe, io = policy
+    io["instruction"].publish(String(data="put this cube on the plate"))
+    plain = chunk_for(probe, io, frame(2001))
+    box = VisualPrompt(type=VisualPrompt.BOX, points=[Point(x=40.0, y=30.0), Point(x=90.0, y=80.0)], prompt_id="b1")
+    io["prompt"].publish(box)
+    probe.spin_for(0.5)
+    prompted = chunk_for(probe, io, frame(2002))
+    assert not np.allclose(plain, prompted)
+    mask = np.zeros((120, 160), bool)
+    mask[30:80, 40:90] = True
+    io["mask"].publish(mono_to_image(mask))
+    probe.spin_for(0.5)
+    masked = chunk_for(probe, io, frame(2003))
+    assert not np.allclose(prompted, masked)
+    io["prompt"].publish(VisualPrompt(type=VisualPrompt.POINT, prompt_id="clear"))
+    io["mask"].publish(mono_to_image(np.zeros((120, 160), bool)))
+    probe.spin_for(0.5)
+    assert np.allclose(chunk_for(probe, io, frame(2004)), plain, atol=1e-5)  # cleared: the text-only output again
+
+
+def wait_error(probe, io, text):
+    assert probe.spin_until(lambda: any(text in s.last_error for s in io["status"]), timeout=20), (
+        f"no status error containing {text!r}; last: {io['status'][-1].last_error if io['status'] else None}")
+
+
+@pytest.mark.parametrize(
+    "make_bad, error",
+    [
+        (lambda: Image(height=4, width=4, encoding="16UC1", step=8, data=bytes(32)), "unsupported image encoding"),
+        (lambda: Image(height=0, width=0, encoding="rgb8", step=0, data=b""), "empty image"),
+        (lambda: Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(40)), "data has 40 bytes"),
+        (lambda: Image(height=4100, width=4100, encoding="mono8", step=4100, data=b""), "larger than"),
+    ],
+)
+def test_bad_images_are_refused_and_the_node_lives_on(policy, make_bad, error):
+    probe, io = policy
+    io["instruction"].publish(String(data="pick up the cube"))
+    bad = make_bad()
+    bad.header.stamp.sec = 3001
+    io["image"].publish(bad)
+    wait_error(probe, io, error)
+    assert not [c for c in io["chunks"] if c.header.stamp.sec == 3001]
+    chunk_for(probe, io, frame(3002))  # still alive and working
+
+
+@pytest.mark.parametrize(
+    "prompt, error",
+    [
+        (VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=float("nan"), y=3.0)], prompt_id="p"), "NaN"),
+        (VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=500.0, y=3.0)], prompt_id="p"), "outside"),
+        (VisualPrompt(type=VisualPrompt.BOX, points=[Point(x=5.0, y=5.0)], prompt_id="p"), "exactly 2 corner"),
+    ],
+)
+def test_bad_prompts_are_refused(policy, prompt, error):
+    probe, io = policy
+    io["instruction"].publish(String(data="pick up the cube"))
+    io["prompt"].publish(prompt)
+    probe.spin_for(0.3)
+    msg = frame(4001)
+    io["image"].publish(msg)
+    wait_error(probe, io, error)
+    assert not [c for c in io["chunks"] if c.header.stamp.sec == 4001]
+
+
+def test_empty_instruction_is_refused(policy):
+    probe, io = policy
+    io["instruction"].publish(String(data="   "))
+    wait_error(probe, io, "instruction refused: it is empty")
+    io["image"].publish(frame(5001))
+    probe.spin_for(1.0)
+    assert not io["chunks"]  # no instruction yet: nothing runs
