@@ -1,0 +1,65 @@
+"""The torch backend: the PixelVLA module itself, CPU or CUDA, fp32 / bf16 / fp16."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..configuration import PixelVLAConfig
+from .base import PolicyRuntime
+from .bundle import io_spec
+
+TORCH_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: Optional[str]) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device")
+    return str(device)
+
+
+class TorchRuntime(PolicyRuntime):
+    backend = "torch"
+
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", dtype: str = "float32",
+                 model_id: str = "?"):
+        if dtype not in TORCH_DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
+        self.device = resolve_device(device)
+        self.torch_dtype = TORCH_DTYPES[dtype]
+        self.dtype = str(self.torch_dtype).removeprefix("torch.")
+        self.model = model.to(self.device, self.torch_dtype).eval()
+        self.config: PixelVLAConfig = model.config
+        self.model_id = model_id
+        self.inputs, self.outputs = io_spec(self.config, batch_size="batch")
+        self.text_len_range = (1, self.config.max_position_embeddings - self.config.prefix_tokens)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu", dtype: str = "float32",
+             model_id: Optional[str] = None) -> "TorchRuntime":
+        """path: a checkpoint directory (config.json + safetensors)."""
+        from ..checkpoint import load_model
+
+        path = Path(path)
+        return cls(load_model(path), device=device, dtype=dtype, model_id=model_id or path.name)
+
+    @torch.inference_mode()
+    def _run(self, batch) -> np.ndarray:
+        inputs = {}
+        for name, x in batch.items():
+            t = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
+            inputs[name] = t.to(self.device, self.torch_dtype) if t.is_floating_point() else t.to(self.device)
+        return self.model(**inputs).actions.float().cpu().numpy()
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(torch=torch.__version__, threads=torch.get_num_threads())
+        if self.device.startswith("cuda"):
+            d["device_name"] = torch.cuda.get_device_name(torch.device(self.device))
+        return d
