@@ -2,7 +2,7 @@
 
 Each control period (default 0.2 s, 5 Hz) the node applies the latest arm and gripper targets,
 steps the physics (`pixelvla_training.sim.TabletopEnv`), and publishes:
-- `/camera/image_raw` (rgb8) and `/camera/camera_info`, stamped with the sim step's time;
+- `/camera/image_raw` (rgb8) and `/camera/camera_info` (with every image), stamped with the step's time;
 - `/joint_states`: the six arm joints (rad) and both fingers (m);
 - `/camera/pose` (geometry_msgs/PoseStamped, latched): the optical frame's pose in the base frame,
   the static transform base -> camera (for projecting RViz clicks);
@@ -63,7 +63,7 @@ class SimNode(ParameterMixin, Node):
         self.period = self.env.control_period
 
         self.image_pub = self.create_publisher(Image, "/camera/image_raw", qos.SENSOR)
-        self.info_pub = self.create_publisher(CameraInfo, "/camera/camera_info", qos.LATCHED)
+        self.info_pub = self.create_publisher(CameraInfo, "/camera/camera_info", qos.SENSOR)
         self.pose_pub = self.create_publisher(PoseStamped, "/camera/pose", qos.LATCHED)
         self.joint_pub = self.create_publisher(JointState, "/joint_states", qos.SENSOR)
         self.mask_pub = self.create_publisher(Image, "/sim/target_mask", qos.LATCHED)
@@ -87,8 +87,9 @@ class SimNode(ParameterMixin, Node):
         self.expert.reset()
         self.q_target = self.obs["joint_positions"].copy()
         self.gripper_target = 1.0
+        self.camera = self.env.camera_model()  # camera jitter is per episode
         self.get_logger().info(f"episode {task} seed {seed}: {self.obs['instruction']!r}")
-        self.publish_camera_model()
+        self.publish_camera_pose()
         self.publish_observation()
 
     def episode_done(self) -> bool:
@@ -159,6 +160,10 @@ class SimNode(ParameterMixin, Node):
         obs = self.obs
         image_header = self.header(self.camera_frame)
         self.image_pub.publish(rgb_to_image(obs["rgb"], image_header))
+        info = CameraInfo(header=image_header)
+        for key, value in self.camera.camera_info().items():
+            setattr(info, key, value)
+        self.info_pub.publish(info)
         joints = JointState(header=self.header(self.base_frame))
         joints.name = [*wx250s.JOINT_NAMES, *wx250s.FINGER_NAMES]
         finger = float(obs["gripper_position"])
@@ -181,12 +186,8 @@ class SimNode(ParameterMixin, Node):
             self.chunk_pub.publish(chunk)
             self.sequence += 1
 
-    def publish_camera_model(self) -> None:
-        camera = self.env.camera_model()
-        info = CameraInfo(header=self.header(self.camera_frame))
-        for key, value in camera.camera_info().items():
-            setattr(info, key, value)
-        self.info_pub.publish(info)
+    def publish_camera_pose(self) -> None:
+        camera = self.camera
         pose = PoseStamped(header=self.header(self.base_frame))
         pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, camera.position)
         qx, qy, qz, qw = map(float, camera.quaternion_xyzw)

@@ -1,0 +1,156 @@
+"""Prompt node: operator clicks -> VisualPrompt in image pixels.
+
+- RViz "Publish Point" (`/clicked_point`, geometry_msgs/PointStamped): a 3-D point in the base frame,
+  projected into the image with the camera's CameraInfo (`/camera/camera_info`) and its pose in the
+  base frame (`/camera/pose`, geometry_msgs/PoseStamped, or the `camera_position` /
+  `camera_orientation` parameters). Clicks behind the camera or outside the image are dropped with
+  a warning; clicks in another frame too (no tf2 here: publish points in `base_frame`).
+- rqt_image_view clicks (`/camera/image_raw_mouse_left`, geometry_msgs/Point): already pixels.
+Pixel coordinates follow VisualPrompt: origin at the top-left pixel's corner, so the centre of
+pixel (col, row) is (col + 0.5, row + 0.5).
+
+`mode` (parameter, changeable at run time): "point" publishes each click as a POINT prompt, "box"
+makes a BOX from every two clicks, "line" grows a LINE with every click. `~/clear` (std_srvs/Trigger)
+forgets the clicks and publishes a clearing prompt (a POINT without points).
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from geometry_msgs.msg import Point, PointStamped, PoseStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo
+from std_srvs.srv import Trigger
+
+from pixelvla_ros import qos
+from pixelvla_ros.msg import VisualPrompt
+from pixelvla_ros.node_base import ParameterMixin, run_node
+from pixelvla_training.robots.wx250s import quat_to_matrix
+from pixelvla_training.sim.camera import CameraModel
+
+MODES = ("point", "box", "line")
+
+
+class PromptNode(ParameterMixin, Node):
+    def __init__(self) -> None:
+        super().__init__("prompt")
+        self.mode = self.declare("mode", "point", "point, box (two clicks) or line (a click sequence)")
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is not one of {MODES}")
+        self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame RViz clicks must be in")
+        position = self.declare("camera_position", [0.0, 0.0, 0.0], "camera optical centre in base_frame (m); used until /camera/pose arrives")
+        orientation = self.declare("camera_orientation", [0.0, 0.0, 0.0, 0.0], "optical frame orientation (x y z w) in base_frame; all zero = unknown")
+        self.camera_pose: tuple[np.ndarray, np.ndarray] | None = None
+        if np.linalg.norm(orientation) > 0:
+            self.camera_pose = (np.array(position, float), self.rotation_from_xyzw(orientation))
+        self.info: CameraInfo | None = None
+        self.clicks: list[tuple[float, float]] = []
+        self.frame_id, self.stamp = "", None
+        self.count = 0
+        self.add_on_set_parameters_callback(self.on_parameters)
+        self.pub = self.create_publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
+        self.create_subscription(CameraInfo, "/camera/camera_info", self.on_camera_info, qos.SENSOR)
+        self.create_subscription(PoseStamped, "/camera/pose", self.on_camera_pose, qos.LATCHED)
+        self.create_subscription(PointStamped, "/clicked_point", self.on_clicked_point, 10)
+        self.create_subscription(Point, "/camera/image_raw_mouse_left", self.on_pixel_click, 10)
+        self.create_service(Trigger, "~/clear", self.on_clear)
+
+    @staticmethod
+    def rotation_from_xyzw(q) -> np.ndarray:
+        x, y, z, w = q
+        return quat_to_matrix(np.array([w, x, y, z], float))
+
+    def on_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            if param.name == "mode":
+                if param.value not in MODES:
+                    return SetParametersResult(successful=False, reason=f"mode must be one of {MODES}")
+                self.mode = param.value
+                self.clicks.clear()
+        return SetParametersResult(successful=True)
+
+    def on_camera_info(self, msg: CameraInfo) -> None:
+        self.info = msg
+
+    def on_camera_pose(self, msg: PoseStamped) -> None:
+        if msg.header.frame_id and msg.header.frame_id != self.base_frame:
+            self.get_logger().warning(f"camera pose in {msg.header.frame_id!r}, expected {self.base_frame!r}: ignored")
+            return
+        o = msg.pose.orientation
+        p = msg.pose.position
+        self.camera_pose = (np.array([p.x, p.y, p.z]), self.rotation_from_xyzw([o.x, o.y, o.z, o.w]))
+
+    def camera(self) -> CameraModel | None:
+        if self.info is None or self.camera_pose is None:
+            return None
+        k = self.info.k
+        return CameraModel(name="camera", width=self.info.width, height=self.info.height, fx=k[0], fy=k[4],
+                           cx=k[2], cy=k[5], position=self.camera_pose[0], rotation=self.camera_pose[1])
+
+    def on_clicked_point(self, msg: PointStamped) -> None:
+        if msg.header.frame_id != self.base_frame:
+            self.get_logger().warning(f"click in frame {msg.header.frame_id!r} dropped: set RViz's fixed frame to {self.base_frame!r}")
+            return
+        camera = self.camera()
+        if camera is None:
+            self.get_logger().warning("click dropped: no camera info or camera pose yet")
+            return
+        uv, depths = camera.project([[msg.point.x, msg.point.y, msg.point.z]])
+        (u, v), depth = uv[0], depths[0]
+        if depth <= 0:
+            self.get_logger().warning(f"click ({msg.point.x:.3f}, {msg.point.y:.3f}, {msg.point.z:.3f}) is behind the camera: dropped")
+            return
+        x, y = u + 0.5, v + 0.5  # pixel-centre convention (OpenCV) -> corner origin (VisualPrompt)
+        if not (0 <= x < camera.width and 0 <= y < camera.height):
+            self.get_logger().warning(f"click projects to pixel ({x:.1f}, {y:.1f}), outside the {camera.width}x{camera.height} image: dropped")
+            return
+        self.add_click(x, y)
+
+    def on_pixel_click(self, msg: Point) -> None:
+        if self.info is not None and not (0 <= msg.x < self.info.width and 0 <= msg.y < self.info.height):
+            self.get_logger().warning(f"pixel click ({msg.x}, {msg.y}) outside the image: dropped")
+            return
+        self.add_click(float(msg.x) + 0.5, float(msg.y) + 0.5)
+
+    def add_click(self, x: float, y: float) -> None:
+        self.clicks.append((x, y))
+        if self.mode == "point":
+            self.publish(VisualPrompt.POINT, self.clicks[-1:])
+            self.clicks.clear()
+        elif self.mode == "box" and len(self.clicks) == 2:
+            (xa, ya), (xb, yb) = self.clicks
+            if xa == xb or ya == yb:
+                self.get_logger().warning("box corners share a row or column (degenerate box): click two opposite corners")
+            else:
+                self.publish(VisualPrompt.BOX, [(min(xa, xb), min(ya, yb)), (max(xa, xb), max(ya, yb))])
+            self.clicks.clear()
+        elif self.mode == "line" and len(self.clicks) >= 2:
+            self.publish(VisualPrompt.LINE, self.clicks)
+
+    def publish(self, prompt_type: int, points: list[tuple[float, float]]) -> None:
+        msg = VisualPrompt(type=prompt_type, points=[Point(x=x, y=y) for x, y in points], prompt_id=f"click-{self.count}")
+        msg.labels = [1] * len(points) if prompt_type == VisualPrompt.POINT else []
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.info.header.frame_id if self.info is not None else ""
+        self.pub.publish(msg)
+        self.count += 1
+        self.get_logger().info(f"{msg.prompt_id}: {self.mode} prompt at {[(round(x, 1), round(y, 1)) for x, y in points]}")
+
+    def on_clear(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.clicks.clear()
+        clear = VisualPrompt(type=VisualPrompt.POINT, prompt_id=f"clear-{self.count}")
+        clear.header.stamp = self.get_clock().now().to_msg()
+        self.pub.publish(clear)
+        self.count += 1
+        response.success, response.message = True, "prompt cleared"
+        return response
+
+
+def main(args=None) -> int:
+    return run_node(PromptNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
