@@ -12,6 +12,9 @@ Commands, as for the real arm's controllers: `/arm_controller/joint_trajectory` 
 `/gripper_controller/joint_trajectory` (the last point of each trajectory is the target).
 Resets: `~/reset` (std_srvs/Trigger) restarts the current task + seed; `/sim/reset`
 (std_msgs/String, JSON {"task": ..., "seed": ...}) switches episodes.
+Operator stand-in (`operator` parameter): "click" publishes the target's top centre on
+`/clicked_point` (base frame) at the first steps of each episode, as a person would with RViz's
+Publish Point tool; "prompt" publishes a POINT VisualPrompt on the target's pixels; "none" does not.
 With `expert:=true` the scripted expert (privileged state) publishes its action each step as an
 ActionChunk, standing in for the policy so the executor -> IK -> controller path is exercised.
 """
@@ -22,7 +25,7 @@ import sys
 import time
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import Point, PointStamped, PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header, String
@@ -31,11 +34,12 @@ from trajectory_msgs.msg import JointTrajectory
 
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import mono_to_image, rgb_to_image
-from pixelvla_ros.msg import ActionChunk
+from pixelvla_ros.msg import ActionChunk, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node
 from pixelvla_training.robots import wx250s
 from pixelvla_training.sim.env import TabletopEnv
 from pixelvla_training.sim.expert import ScriptedExpert
+from pixelvla_training.sim.prompts import click_pixel, click_point
 from pixelvla_training.sim.tasks import get_task
 
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
@@ -52,6 +56,9 @@ class SimNode(ParameterMixin, Node):
         self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame of joint targets and the camera pose")
         self.camera_frame = self.declare("camera_frame", "camera_optical_frame", "optical frame of the camera")
         self.use_expert = self.declare("expert", False, "publish the scripted expert's actions as ActionChunks")
+        self.operator = self.declare("operator", "none", "operator stand-in: none, click (/clicked_point) or prompt")
+        if self.operator not in ("none", "click", "prompt"):
+            raise ValueError(f"operator {self.operator!r}: use none, click or prompt")
         max_steps = self.declare("max_episode_steps", 60, "episode length (control steps)", minimum=1)
         self.env = TabletopEnv(
             render_size=(size, size),
@@ -69,6 +76,8 @@ class SimNode(ParameterMixin, Node):
         self.mask_pub = self.create_publisher(Image, "/sim/target_mask", qos.LATCHED)
         self.episode_pub = self.create_publisher(String, "/sim/episode", qos.LATCHED)
         self.chunk_pub = self.create_publisher(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND) if self.use_expert else None
+        self.click_pub = self.create_publisher(PointStamped, "/clicked_point", 10)
+        self.prompt_pub = self.create_publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
         self.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", self.on_arm_command, qos.COMMAND)
         self.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory", self.on_gripper_command, qos.COMMAND)
         self.create_subscription(String, "/sim/reset", self.on_reset_topic, qos.COMMAND)
@@ -177,6 +186,8 @@ class SimNode(ParameterMixin, Node):
             "step": int(obs["step"]), "success": bool(obs["success"]), "done": self.episode_done(),
         }
         self.episode_pub.publish(String(data=json.dumps(episode)))
+        if obs["step"] < 3:  # the first steps: late subscribers (volatile /clicked_point) still get one
+            self.operator_click(image_header)
         if self.chunk_pub is not None and not self.episode_done():
             chunk = ActionChunk(header=image_header, horizon=1, action_dim=7, dt=self.period,
                                 dimension_names=DIMENSIONS, action_space="ee_delta", model_id="scripted-expert",
@@ -185,6 +196,18 @@ class SimNode(ParameterMixin, Node):
             chunk.actions = self.expert.act(obs).astype(np.float32).tolist()
             self.chunk_pub.publish(chunk)
             self.sequence += 1
+
+    def operator_click(self, image_header: Header) -> None:
+        if self.operator == "click":
+            point = click_point(self.obs)
+            click = PointStamped(header=self.header(self.base_frame))
+            click.point.x, click.point.y, click.point.z = map(float, point)
+            self.click_pub.publish(click)
+        elif self.operator == "prompt" and self.obs["step"] == 0:
+            u, v = click_pixel(self.obs)  # pixel centre convention -> VisualPrompt's corner origin
+            prompt = VisualPrompt(header=image_header, type=VisualPrompt.POINT, points=[Point(x=u + 0.5, y=v + 0.5)],
+                                  labels=[1], prompt_id=f"operator-{self.task}-{self.seed}")
+            self.prompt_pub.publish(prompt)
 
     def publish_camera_pose(self) -> None:
         camera = self.camera
