@@ -5,10 +5,11 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from ..checkpoint import CONFIG_FILE
+from ..checkpoint import CONFIG_FILE, INDEX_FILE
 from ..configuration import PixelVLAConfig
 from .base import PolicyRuntime
-from .bundle import MANIFEST_FILE, BundleError, BundleMismatchError, Expectation, io_spec, read_manifest
+from .bundle import (ENGINE_FILE, MANIFEST_FILE, ONNX_FILE, BundleError, BundleMismatchError, Expectation, io_spec,
+                     read_manifest)
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -22,15 +23,19 @@ def tensorrt_available() -> bool:
 
 
 def kind_of(path: str | os.PathLike) -> str:
-    """"bundle" (manifest.json), "checkpoint" (config.json) or a BundleError."""
+    """"bundle" (manifest.json), "checkpoint" (config.json + safetensors) or a BundleError."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(path, "does not exist or is not a directory (expected a checkpoint directory with "
                                 "config.json or an engine bundle with manifest.json)")
     if (path / MANIFEST_FILE).is_file():
         return "bundle"
-    if (path / CONFIG_FILE).is_file():
+    has_weights = any(path.glob("*.safetensors")) or (path / INDEX_FILE).is_file()
+    if (path / CONFIG_FILE).is_file() and has_weights:
         return "checkpoint"
+    if (path / ONNX_FILE).is_file() or (path / ENGINE_FILE).is_file():
+        raise BundleError(path / MANIFEST_FILE, "missing: not a finished bundle (pixelvla-export writes "
+                                                "manifest.json last); re-export it")
     raise BundleError(path, "is neither an engine bundle (no manifest.json) nor a checkpoint directory "
                             "(no config.json)")
 

@@ -1,0 +1,107 @@
+"""onnxruntime vs torch on the same weights, per prompt type, plus a polygraphy check of the ONNX graph."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PARITY_ATOL
+from pixelvla_model.modeling import INPUT_NAMES, example_inputs
+from pixelvla_model.prompts import Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors
+
+S = 224
+
+
+def _mask() -> np.ndarray:
+    m = np.zeros((S, S), bool)
+    m[30:120, 90:200] = True
+    return m
+
+
+PROMPT_CASES = {
+    "none": None,
+    "point": [Point(50.0, 60.0)],
+    "point-background": [Point(180.0, 20.0, label=0)],
+    "line": [Line([(10.0, 10.0), (100.0, 40.0), (150.0, 200.0)])],
+    "box": [Box(30.0, 40.0, 120.0, 160.0)],
+    "mask": [Mask(_mask())],
+    "all-types": [Point(50.0, 60.0), Line([(10.0, 10.0), (200.0, 100.0)]), Box(30.0, 40.0, 120.0, 160.0),
+                  Mask(_mask())],
+}
+
+
+def make_batch(config, case: str, text_len: int = 40, seed: int = 0) -> dict[str, torch.Tensor]:
+    batch = example_inputs(config, batch_size=1, text_len=text_len, seed=seed)
+    prompts = PROMPT_CASES[case]
+    if prompts is None:  # no prompt and no target mask: the network's "nothing given" path
+        batch.update(empty_prompt_tensors(config, 1))
+        batch["target_mask"] = torch.zeros(1, S, S)
+    else:
+        batch.update(batch_prompts([prompts], (S, S), config))
+    return batch
+
+
+def max_error(runtimes, batch) -> float:
+    torch_rt, ort_rt = runtimes
+    want, got = torch_rt.infer(batch), ort_rt.infer(batch)
+    assert got.shape == want.shape == (1, torch_rt.config.chunk_size, torch_rt.config.action_dim)
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    return float(np.abs(got - want).max())
+
+
+@pytest.mark.parametrize("case", list(PROMPT_CASES))
+def test_parity_tiny(tiny_runtimes, case, record_property):
+    err = max_error(tiny_runtimes, make_batch(tiny_runtimes[0].config, case))
+    record_property("max_abs_error", err)
+    print(f"tiny {case}: max abs error {err:.3e}")
+    assert err <= PARITY_ATOL["tiny"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(PROMPT_CASES))
+def test_parity_small(small_runtimes, case, record_property):
+    err = max_error(small_runtimes, make_batch(small_runtimes[0].config, case))
+    record_property("max_abs_error", err)
+    print(f"small {case}: max abs error {err:.3e}")
+    assert err <= PARITY_ATOL["small"]
+
+
+@pytest.mark.parametrize("text_len", [2, 17, 64, 256])
+def test_parity_across_token_lengths(tiny_runtimes, text_len):
+    """The token length is the graph's one dynamic dim (the TensorRT profile spans min..max)."""
+    batch = make_batch(tiny_runtimes[0].config, "point", text_len=text_len, seed=3)
+    assert max_error(tiny_runtimes, batch) <= PARITY_ATOL["tiny"]
+
+
+def test_prompts_change_the_actions(tiny_runtimes):
+    """Parity would be vacuous if the prompt inputs were ignored by the graph."""
+    _, ort_rt = tiny_runtimes
+    cfg = tiny_runtimes[0].config
+    outs = {case: ort_rt.infer(make_batch(cfg, case)) for case in ("none", "point", "box", "mask")}
+    for a in ("point", "box", "mask"):
+        assert np.abs(outs[a] - outs["none"]).max() > 1e-6, a
+
+
+def test_polygraphy_onnxrt_matches_torch(tiny_bundle, tiny_runtimes):
+    """polygraphy's onnxruntime runner on the bundle's model.onnx, compared with torch outputs by its Comparator."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.comparator import Comparator, RunResults, SimpleCompareFunc
+
+    torch_rt, _ = tiny_runtimes
+    feeds = [{k: v.numpy() for k, v in make_batch(torch_rt.config, case, seed=i).items()}
+             for i, case in enumerate(("none", "point", "line", "box", "mask", "all-types"))]
+    runner = OnnxrtRunner(SessionFromOnnx(str(tiny_bundle / "model.onnx"), providers=["cpu"]), name="onnxrt")
+    results = Comparator.run([runner], data_loader=feeds)
+    ort_outputs = [dict(it) for it in results["onnxrt"]]
+    with runner:
+        meta = runner.get_input_metadata(use_numpy_dtypes=False)
+        assert list(meta.keys()) == list(INPUT_NAMES)
+        assert tuple(meta["input_ids"].shape) == (1, "text_len")
+    torch_results = RunResults()
+    torch_results.add([{"actions": torch_rt.infer(f)} for f in feeds], runner_name="torch")
+    both = RunResults()
+    both.append(("onnxrt", results["onnxrt"]))
+    both.append(("torch", torch_results["torch"]))
+    accuracy = Comparator.compare_accuracy(both, compare_func=SimpleCompareFunc(atol=PARITY_ATOL["tiny"], rtol=0))
+    assert bool(accuracy), "polygraphy reports onnxruntime and torch outputs differ"
+    assert all(o["actions"].shape == (1, 5, 7) for o in ort_outputs)

@@ -1,0 +1,42 @@
+"""The same pre/post-processing around every runtime, and the benchmark CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pixelvla_model.prompts import Box, Point
+from pixelvla_model.runtime import load_policy
+from pixelvla_model.runtime.bench import main as bench_main
+
+
+def frame():
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+
+
+def test_policy_same_actions_on_every_backend(tiny_checkpoint, tiny_bundle):
+    image = frame()
+    mask = np.zeros((240, 320), bool)
+    mask[50:120, 100:200] = True
+    prompts = [Point(160.0, 100.0), Box(20.0, 30.0, 200.0, 180.0, label=0)]
+    torch_policy, ort_policy = load_policy(tiny_checkpoint), load_policy(tiny_bundle)
+    a = torch_policy.predict(image, "pick up the red cube", prompts=prompts, mask=mask)
+    b = ort_policy.predict(image, "pick up the red cube", prompts=prompts, mask=mask)
+    assert a.shape == b.shape == (5, 7)
+    assert np.abs(a - b).max() < 1e-5
+    with pytest.raises(ValueError, match="outside the 320x240 image"):
+        ort_policy.predict(image, "pick up the red cube", prompts=[Point(400.0, 10.0)])
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_bench_prints_latency_json(tiny_checkpoint, tiny_bundle, backend, capsys):
+    model = tiny_checkpoint if backend == "torch" else tiny_bundle
+    assert bench_main(["--model", str(model), "--backend", backend, "--frames", "4", "--warmup", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (result,) = report["results"]
+    assert result["backend"] == backend and result["frames"] == 4
+    lat = result["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert result["throughput_fps"] > 0
