@@ -58,6 +58,10 @@ FINGER_CLOSED = 0.015                         # left finger position (m) for gri
 
 TCP_OFFSET = 0.1                              # m beyond gripper_link's origin along its x axis
 HOME_Q = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])   # rad, Menagerie home pose
+# Relative cost of moving each joint in the IK's weighted least-norm steps (see solve_ik).
+IK_JOINT_COSTS = np.array([1.0, 1.0, 1.0, 10.0, 1.0, 1.0])
+# Task-space weight of the IK's rotation error (rad) against its position error (m).
+ROTATION_WEIGHT = 0.2
 
 
 # ----------------------------------------------------------------------------------------------- rotations
@@ -199,25 +203,28 @@ def solve_ik(
     q_start,
     target_pos,
     target_rot,
-    iterations: int = 40,
-    damping_pos: float = 0.005,
-    damping_rot: float = 0.03,
-    max_joint_step: float = 0.2,
+    iterations: int = 30,
+    damping: float = 0.02,
+    rotation_weight: float = ROTATION_WEIGHT,
+    max_joint_step: float = 0.3,
     tol_pos: float = 1e-4,
     tol_rot: float = 1e-3,
+    joint_costs=None,
 ) -> np.ndarray:
     """Damped-least-squares IK from `q_start` (6,) rad to a TCP pose (target_pos (3,) m, target_rot (3, 3)).
 
-    Position has priority over orientation (two-level task-priority DLS): each iteration takes
-    ``dq = Jp# e_p + (Jr N)# (e_r - Jr Jp# e_p)`` with ``X# = X^T (X X^T + damping^2 I)^-1``, the position
-    Jacobian Jp (rows 0-2), the rotation Jacobian Jr (rows 3-5), ``N = I - Jp# Jp`` (its null space),
-    ``e_p = p_target - p`` (m) and ``e_r = log(R_target R^T)`` (rad). So near the wrist singularity
-    (forearm_roll and wrist_rotate axes aligned, wrist_angle ~ 0) an orientation the arm cannot reach
-    costs orientation accuracy, never position accuracy. ``|dq|`` is limited to `max_joint_step` rad per
-    iteration and q is clamped to the joint limits. Stops when the position error < `tol_pos` m and the
-    rotation error < `tol_rot` rad; takes the best q (6,) seen (position error first, then rotation) and, if
-    its position is still off, polishes it with a few position-only steps.
-    An unreachable target gives the closest reachable pose, never an exception.
+    Each iteration takes the weighted DLS step ``dq = C J^T (J C J^T + damping^2 I)^-1 e`` on the task error
+    ``e = [p_target - p (m); rotation_weight * log(R_target R^T) (rad)]`` (J's rotation rows scaled alike),
+    with ``C = diag(1 / joint_costs)``; limits ``|dq|`` to `max_joint_step` rad and clamps q to the joint
+    limits; stops when the position error < `tol_pos` m and the rotation error < `tol_rot` rad, or when three
+    iterations in a row gain less than 1 %. The best q
+    seen (lowest weighted error) is then polished with a few position-only steps, so position wins
+    whenever the orientation is out of reach: near the wrist singularity (wrist_angle ~ 0, forearm_roll
+    and wrist_rotate axes aligned) the damping gives up a little orientation rather than swinging the
+    wrist, never position. `joint_costs` (6,) (default :data:`IK_JOINT_COSTS`) make a joint's motion dearer:
+    forearm_roll is dear, so the solver rotates the wrist with wrist_angle/wrist_rotate like a 5-DOF arm.
+    An unreachable target gives the closest reachable pose (within the limits), never an exception.
+    Returns q_target (6,) rad.
     """
     q = clamp_to_limits(_check_q(q_start))
     target_pos = np.asarray(target_pos, dtype=float).reshape(3)
@@ -225,44 +232,42 @@ def solve_ik(
     if not (np.all(np.isfinite(target_pos)) and np.all(np.isfinite(target_rot))):
         raise ValueError("IK target must be finite")
     eye3, eye6 = np.eye(3), np.eye(6)
-    best_q, best_key = q, (np.inf, np.inf)
+    scale = 1.0 / np.sqrt(np.asarray(IK_JOINT_COSTS if joint_costs is None else joint_costs, dtype=float))
+    weights = np.array([1.0, 1.0, 1.0, rotation_weight, rotation_weight, rotation_weight])
+
+    def limited(dq):
+        biggest = float(np.max(np.abs(dq)))
+        return dq * (max_joint_step / biggest) if biggest > max_joint_step else dq
+
+    best_q, best_err, stalled = q, np.inf, 0
     for i in range(iterations + 1):
         pos, rot = fk(q)
         err_pos = target_pos - pos
         err_rot = rotation_log(target_rot @ rot.T)
-        n_pos, n_rot = float(np.linalg.norm(err_pos)), float(np.linalg.norm(err_rot))
-        # Rank by position error (to 0.1 mm), then rotation error.
-        key = (round(n_pos, 4), n_rot)
-        if key < best_key:
-            best_q, best_key = q, key
-        if (n_pos < tol_pos and n_rot < tol_rot) or i == iterations:
+        err = np.concatenate([err_pos, err_rot]) * weights
+        norm = float(np.linalg.norm(err))
+        stalled = stalled + 1 if norm > 0.99 * best_err else 0
+        if norm < best_err:
+            best_q, best_err = q, norm
+        converged = np.linalg.norm(err_pos) < tol_pos and np.linalg.norm(err_rot) < tol_rot
+        if converged or stalled >= 3 or i == iterations:
             break
-        jac = jacobian(q)
-        jp, jr = jac[:3], jac[3:]
-        jp_pinv = jp.T @ np.linalg.solve(jp @ jp.T + damping_pos**2 * eye3, eye3)
-        dq_pos = jp_pinv @ err_pos
-        jr_null = jr @ (eye6 - jp_pinv @ jp)
-        dq_rot = jr_null.T @ np.linalg.solve(jr_null @ jr_null.T + damping_rot**2 * eye3, err_rot - jr @ dq_pos)
-        for part in (dq_pos, dq_rot):  # limit each level on its own: a wild rotation step never drags position
-            biggest = float(np.max(np.abs(part)))
-            if biggest > max_joint_step:
-                part *= max_joint_step / biggest
-        q = clamp_to_limits(q + dq_pos + dq_rot)
-    # Polish: position-only steps from the best q if the position is not there yet (orientation barely moves).
+        jac = jacobian(q) * weights[:, None] * scale  # weighted task rows, joint-cost-scaled columns
+        dq = scale * (jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * eye6, err))
+        q = clamp_to_limits(q + limited(dq))
+    # Polish: position-only steps from the best q while they reduce the position error.
     q = best_q
+    err_pos = target_pos - fk(q)[0]
     for _ in range(10):
-        err_pos = target_pos - fk(q)[0]
         if np.linalg.norm(err_pos) < tol_pos:
             break
-        jp = jacobian(q)[:3]
-        dq = jp.T @ np.linalg.solve(jp @ jp.T + damping_pos**2 * eye3, err_pos)
-        biggest = float(np.max(np.abs(dq)))
-        if biggest > max_joint_step:
-            dq *= max_joint_step / biggest
-        q_new = clamp_to_limits(q + dq)
-        if np.linalg.norm(target_pos - fk(q_new)[0]) >= np.linalg.norm(err_pos):
+        jp = jacobian(q)[:3] * scale
+        dq = scale * (jp.T @ np.linalg.solve(jp @ jp.T + (0.25 * damping) ** 2 * eye3, err_pos))
+        q_new = clamp_to_limits(q + limited(dq))
+        err_new = target_pos - fk(q_new)[0]
+        if np.linalg.norm(err_new) >= np.linalg.norm(err_pos):
             break
-        q = q_new
+        q, err_pos = q_new, err_new
     return q
 
 
