@@ -150,25 +150,27 @@ class AutoregressiveBaseline:
         return torch.stack(tokens, 1)  # (B, 7) action-token ids (OpenVLA maps them to 256 bins)
 
 
-def run(presets: list[str], repeats: int, device: str = "cpu", meta_flops: bool = True) -> dict[str, object]:
+def run(presets: list[str], repeats: int, device: str = "cpu", meta_flops: bool = True,
+        dtype: torch.dtype = torch.float32) -> dict[str, object]:
     torch.manual_seed(0)
     report: dict[str, object] = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "device": device},
+                    "threads": torch.get_num_threads(), "device": device,
+                    "dtype": str(dtype).replace("torch.", "")},
         "inputs": "batch 1: one 224x224 frame, 20-token instruction, one box prompt, a target mask",
         "presets": {},
     }
     for name in presets:
         cfg = PixelVLAConfig.from_preset(name)
-        model = PixelVLA(cfg).to(device).eval()
-        x = bench_inputs(cfg, device=device)
+        model = PixelVLA(cfg).to(device, dtype).eval()
+        x = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in bench_inputs(cfg, device=device).items()}
         ar = AutoregressiveBaseline(model)
         with torch.no_grad():
             cont_t, ar_t = time_paired([lambda: model(**x), lambda: ar(x)], repeats, device=device)
         fwd, arl = _stats(cont_t), _stats(ar_t)
         ratio = statistics.median(a / c for a, c in zip(ar_t, cont_t))
         eager_cfg = PixelVLAConfig.from_preset(name, attn_implementation="eager")
-        eager = PixelVLA(eager_cfg).to(device).eval()
+        eager = PixelVLA(eager_cfg).to(device, dtype).eval()
         seq = x["input_ids"].shape[1] + cfg.prefix_tokens
         report["presets"][name] = {
             "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
@@ -204,10 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--no-meta-flops", action="store_true", help="skip the prismatic-7b FLOP count on meta")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    report = run(args.presets, args.repeats, args.device, not args.no_meta_flops)
+    report = run(args.presets, args.repeats, args.device, not args.no_meta_flops, getattr(torch, args.dtype))
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
 
 

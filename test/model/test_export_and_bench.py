@@ -27,7 +27,7 @@ def test_forward_exports_to_onnx_with_dynamic_batch_and_text(tmp_path, tiny_mode
     shapes = {n: {0: b} for n in INPUT_NAMES}
     shapes["input_ids"] = shapes["attention_mask"] = {0: b, 1: t}
     path = tmp_path / "pixelvla.onnx"
-    torch.onnx.export(_Actions(tiny_model), tuple(example_inputs(tiny_config, 2).values()), str(path), dynamo=True,
+    torch.onnx.export(_Actions(tiny_model).eval(), tuple(example_inputs(tiny_config, 2).values()), str(path), dynamo=True,
                       input_names=list(INPUT_NAMES), output_names=["actions", "action_hidden"],
                       dynamic_shapes=shapes, verbose=False)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
