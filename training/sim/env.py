@@ -28,6 +28,7 @@ Rendering is offscreen (EGL by default, OSMesa as fallback, see ``_gl.py``); sha
 """
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from pixelvla_training.sim import _gl  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
@@ -318,6 +319,8 @@ class TabletopEnv:
     def _get_renderer(self) -> mujoco.Renderer:
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.model, self.height, self.width)
+            # Free the GL context before the interpreter tears modules down (OSMesa complains otherwise).
+            self._finalizer = weakref.finalize(self, self._renderer.close)
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.shadows
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = False
@@ -367,7 +370,7 @@ class TabletopEnv:
     def close(self) -> None:
         """Free the renderer's GL context."""
         if self._renderer is not None:
-            self._renderer.close()
+            self._finalizer()  # closes the renderer once
             self._renderer = None
 
     def __enter__(self) -> TabletopEnv:
