@@ -143,6 +143,10 @@ def test_joint_step_reaches_targets_and_gripper(fast_env):
     assert obs["gripper_position"] == pytest.approx(wx250s.FINGER_CLOSED, abs=1e-3)
     assert obs["gripper_state"] < 0.05
     assert obs["step"] == 2 and not obs["truncated"]
+    names, positions, velocities = fast_env.joint_state()
+    assert names == wx250s.JOINT_NAMES + ("left_finger", "right_finger")
+    np.testing.assert_array_equal(positions[:6], obs["joint_positions"])
+    assert positions[6] == pytest.approx(-positions[7], abs=1e-3) and velocities.shape == (8,)
     # the arm holds still under gravity (gravity compensation)
     for _ in range(5):
         obs = fast_env.step(obs["joint_positions"], 0.0, render=False)

@@ -111,6 +111,7 @@ class TabletopEnv:
         self._arm_qadr = np.array([m.jnt_qposadr[jid(n)] for n in wx250s.JOINT_NAMES])
         self._arm_dadr = np.array([m.jnt_dofadr[jid(n)] for n in wx250s.JOINT_NAMES])
         self._finger_qadr = np.array([m.jnt_qposadr[jid(n)] for n in wx250s.FINGER_NAMES])
+        self._finger_dadr = np.array([m.jnt_dofadr[jid(n)] for n in wx250s.FINGER_NAMES])
         self._obj_qadr = {n: m.jnt_qposadr[jid(n)] for n in OBJECT_NAMES}
         self._obj_dadr = {n: m.jnt_dofadr[jid(n)] for n in OBJECT_NAMES}
         self._obj_body = {n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, n) for n in OBJECT_NAMES}
@@ -261,6 +262,14 @@ class TabletopEnv:
     def joint_positions(self) -> np.ndarray:
         """(6,) measured arm joint angles, rad."""
         return self.data.qpos[self._arm_qadr].copy()
+
+    def joint_state(self) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+        """For sensor_msgs/JointState: (names, positions (8,), velocities (8,)) of the six arm joints (rad,
+        rad/s) then left_finger and right_finger (m, m/s), Interbotix names."""
+        d = self.data
+        qadr = np.r_[self._arm_qadr, self._finger_qadr]
+        dadr = np.r_[self._arm_dadr, self._finger_dadr]
+        return wx250s.JOINT_NAMES + wx250s.FINGER_NAMES, d.qpos[qadr].copy(), d.qvel[dadr].copy()
 
     def tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Measured TCP (position (3,) m, rotation (3, 3)) in the world/base frame, from MuJoCo's site."""
