@@ -48,6 +48,7 @@ setup(
     entry_points={
         "console_scripts": [f"pixelvla-{n.replace('_node', '').replace('_', '-')}-node = pixelvla_ros.nodes.{n}:main" for n in NODES]
         + ["pixelvla-launch = pixelvla_ros.launching.runner:main"]
+        + ["pixelvla-eval = pixelvla_ros.evaluation:main", "pixelvla-demo = pixelvla_ros.demo:main"]
         + ["pixelvla-export = pixelvla_model.export:main", "pixelvla-bench = pixelvla_model.runtime.bench:main"],
     },
 )

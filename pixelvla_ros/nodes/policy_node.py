@@ -110,7 +110,12 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                 f"no model_path: running an UNTRAINED {self.default_preset!r} model with random weights; "
                 "its actions are meaningless - pass model_path:=<dir> for a real policy"
             )
-            policy = PixelVLAPolicy.from_config(PixelVLAConfig.from_preset(self.default_preset), seed=0)
+            # Statistics of Bridge's scale (a few cm, a few degrees per step) under the configured key,
+            # so the untrained model moves the arm gently and unnorm_key works as for a real model.
+            key = self.unnorm_key or "untrained"
+            stats = {key: {"action": {"q01": [-0.03] * 3 + [-0.1] * 3 + [0.0], "q99": [0.03] * 3 + [0.1] * 3 + [1.0],
+                                      "mask": [True] * 6 + [False]}}}
+            policy = PixelVLAPolicy.from_config(PixelVLAConfig.from_preset(self.default_preset), seed=0, norm_stats=stats)
             return policy, f"untrained-{self.default_preset}"
         policy = PixelVLAPolicy.from_pretrained(self.model_path, device=self.device)
         return policy, Path(self.model_path).resolve().name

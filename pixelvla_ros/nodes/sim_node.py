@@ -12,6 +12,8 @@ Commands, as for the real arm's controllers: `/arm_controller/joint_trajectory` 
 `/gripper_controller/joint_trajectory` (the last point of each trajectory is the target).
 Resets: `~/reset` (std_srvs/Trigger) restarts the current task + seed; `/sim/reset`
 (std_msgs/String, JSON {"task": ..., "seed": ...}) switches episodes.
+`publish_instruction` (default true) publishes each episode's instruction on `/pixelvla/instruction`
+(latched), as an operator typing it would.
 Operator stand-in (`operator` parameter): "click" publishes the target's top centre on
 `/clicked_point` (base frame) at the first steps of each episode, as a person would with RViz's
 Publish Point tool; "prompt" publishes a POINT VisualPrompt on the target's pixels; "none" does not.
@@ -56,6 +58,7 @@ class SimNode(ParameterMixin, Node):
         self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame of joint targets and the camera pose")
         self.camera_frame = self.declare("camera_frame", "camera_optical_frame", "optical frame of the camera")
         self.use_expert = self.declare("expert", False, "publish the scripted expert's actions as ActionChunks")
+        self.publish_instruction = self.declare("publish_instruction", True, "publish each episode's instruction")
         self.operator = self.declare("operator", "none", "operator stand-in: none, click (/clicked_point) or prompt")
         if self.operator not in ("none", "click", "prompt"):
             raise ValueError(f"operator {self.operator!r}: use none, click or prompt")
@@ -78,6 +81,7 @@ class SimNode(ParameterMixin, Node):
         self.chunk_pub = self.create_publisher(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND) if self.use_expert else None
         self.click_pub = self.create_publisher(PointStamped, "/clicked_point", 10)
         self.prompt_pub = self.create_publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
+        self.instruction_pub = self.create_publisher(String, "/pixelvla/instruction", qos.LATCHED)
         self.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", self.on_arm_command, qos.COMMAND)
         self.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory", self.on_gripper_command, qos.COMMAND)
         self.create_subscription(String, "/sim/reset", self.on_reset_topic, qos.COMMAND)
@@ -99,6 +103,8 @@ class SimNode(ParameterMixin, Node):
         self.camera = self.env.camera_model()  # camera jitter is per episode
         self.get_logger().info(f"episode {task} seed {seed}: {self.obs['instruction']!r}")
         self.publish_camera_pose()
+        if self.publish_instruction:
+            self.instruction_pub.publish(String(data=self.obs["instruction"]))
         self.publish_observation()
 
     def episode_done(self) -> bool:
