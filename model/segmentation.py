@@ -236,7 +236,7 @@ class Sam2Segmenter:
         self._session, self._frame_idx = None, -1
 
     def session_frames(self) -> int:
-        """Frames whose outputs the session holds now (conditioning + tracked): <= memory_window + 2."""
+        """Frames whose outputs the session holds now (conditioning + tracked): <= memory_window + 1."""
         if self._session is None:
             return 0
         outputs = self._session.output_dict_per_obj.get(0, {})
@@ -245,7 +245,7 @@ class Sam2Segmenter:
     def _prune(self) -> None:
         """Drop every frame older than the memory window from the session (the conditioning frame stays)."""
         session, now = self._session, self._frame_idx
-        oldest = now - self.memory_window
+        oldest = now - self.memory_window + 1  # the current frame counts: the next one reads it
         for idx in [i for i in session.processed_frames if i != now]:
             del session.processed_frames[idx]  # pixels: features of the current frame are cached
         for obj_idx in list(session.output_dict_per_obj):
