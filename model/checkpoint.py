@@ -97,11 +97,14 @@ def read_safetensors(files: list[Path], map_location: str = "cpu") -> dict[str, 
     for f in files:
         with safe_open(str(f), framework="pt", device=map_location) as fh:
             for k in fh.keys():
-                state[k] = fh.get_tensor(k)
+                # copy into allocator-aligned memory: tensors read from the file can be misaligned, which
+                # changes the CPU matmul kernels and breaks bit-exact reloads
+                state[k] = fh.get_tensor(k).clone()
     return state
 
 
-def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                      assign: bool = False) -> None:
     """load_state_dict that fails listing missing / unexpected / mis-shaped keys."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -111,7 +114,7 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
     if missing or unexpected or shapes:
         raise ValueError(f"weights in {source} do not match the config: missing keys {missing}; unexpected keys "
                          f"{unexpected}; shape mismatches {shapes}. Check that config.json belongs to these weights.")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def load_model(directory: str | Path, map_location: str = "cpu"):
@@ -124,6 +127,16 @@ def load_model(directory: str | Path, map_location: str = "cpu"):
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     config = PixelVLAConfig.from_json_file(directory / CONFIG_FILE)
     files = weight_files(directory)
-    model = PixelVLA(config)
-    load_state_strict(model, read_safetensors(files, map_location), str(directory))
-    return model.eval()
+    try:  # parameters on the meta device (no random init, no double memory); buffers built normally
+        from accelerate import init_empty_weights
+    except ImportError:
+        model = PixelVLA(config)
+        load_state_strict(model, read_safetensors(files, map_location), str(directory))
+    else:
+        with init_empty_weights(include_buffers=False):
+            model = PixelVLA(config)
+        load_state_strict(model, read_safetensors(files, map_location), str(directory), assign=True)
+        left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+        if left:
+            raise RuntimeError(f"tensors left unloaded after reading {directory}: {left}")
+    return model.to(map_location).eval()
