@@ -17,11 +17,13 @@ from .prompts import Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors
 from .tokenizer import build_byte_tokenizer, load_tokenizer
 
 
-def from_openvla(directory, config=None):
+def from_openvla(directory, config=None, dtype=None):
     """Import an OpenVLA/Prismatic checkpoint directory -> (PixelVLA, norm_stats). See openvla_import."""
     from .openvla_import import from_openvla as _from_openvla
 
-    return _from_openvla(directory, config=config)
+    import torch
+
+    return _from_openvla(directory, config=config, dtype=dtype or torch.float32)
 
 
 __all__ = [

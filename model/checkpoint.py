@@ -139,4 +139,7 @@ def load_model(directory: str | Path, map_location: str = "cpu"):
         left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
         if left:
             raise RuntimeError(f"tensors left unloaded after reading {directory}: {left}")
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if len(dtypes) == 1:  # e.g. a bfloat16 checkpoint: constant buffers follow, as after model.to(dtype)
+        model.to(dtypes.pop())
     return model.to(map_location).eval()

@@ -376,10 +376,11 @@ class PixelVLA(nn.Module):
         return load_model(directory, map_location=map_location)
 
     @classmethod
-    def from_openvla(cls, directory, config: Optional[PixelVLAConfig] = None) -> "PixelVLA":
+    def from_openvla(cls, directory, config: Optional[PixelVLAConfig] = None,
+                     dtype: torch.dtype = torch.float32) -> "PixelVLA":
         from .openvla_import import from_openvla
 
-        return from_openvla(directory, config=config)[0]
+        return from_openvla(directory, config=config, dtype=dtype)[0]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -155,14 +155,16 @@ def read_openvla_config(directory: Path) -> dict[str, Any]:
     return cfg
 
 
-def from_openvla(directory: str | Path, config: Optional[PixelVLAConfig] = None):
+def from_openvla(directory: str | Path, config: Optional[PixelVLAConfig] = None,
+                 dtype: torch.dtype = torch.float32):
     """OpenVLA checkpoint directory -> (PixelVLA in eval mode, norm_stats).
 
     config: the PixelVLA sizes to build; by default the preset matching the checkpoint's backbone ids
     (dinosiglip-vit-so-224px + llama2-7b-pure -> "prismatic-7b"), with the LLM vocab size from
-    text_config. Weights are copied into the model's dtype (float32); call .to(torch.bfloat16) after.
+    text_config. dtype: the model's dtype (OpenVLA ships bfloat16; float32 7B needs ~30 GB of memory).
+    The backbone is built without random init (meta device) and filled from the checkpoint.
     """
-    from .modeling import PixelVLA
+    from .modeling import ActionDecoder, PixelEncoder, PixelVLA, PromptEncoder
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     directory = Path(directory)
@@ -209,13 +211,24 @@ def from_openvla(directory: str | Path, config: Optional[PixelVLAConfig] = None)
             dropped.add(k)
             consumed.add(k)
 
-    model = PixelVLA(config)
     if config.lora_r:
         raise ValueError("import into a model without LoRA (lora_r = 0), then call freeze_for_stage('pue')")
+    try:
+        from accelerate import init_empty_weights
+    except ImportError:
+        model = PixelVLA(config)
+    else:
+        with init_empty_weights(include_buffers=False):
+            model = PixelVLA(config)
+        # the new modules start fresh: build them for real (the backbone stays on meta until loaded)
+        model.pixel_encoder, model.prompt_encoder, model.decoder = (
+            PixelEncoder(config), PromptEncoder(config), ActionDecoder(config))
+        for module in (model.pixel_encoder, model.prompt_encoder, model.decoder):
+            module.apply(model._init_new)
     target = model.state_dict()
     backbone_keys = {k for k in target if not k.startswith(NEW_MODULES)}
     for k in [k for k, v in mapped.items() if v is None]:
-        mapped[k] = torch.zeros_like(target[k])
+        mapped[k] = torch.zeros(target[k].shape)
     missing = sorted(backbone_keys - set(mapped))
     unexpected = sorted(set(state) - consumed) + sorted(set(mapped) - set(target))
     shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
@@ -223,9 +236,13 @@ def from_openvla(directory: str | Path, config: Optional[PixelVLAConfig] = None)
     if missing or unexpected or shapes:
         raise ValueError(f"cannot import {directory}: missing keys {missing}; unexpected keys {unexpected}; "
                          f"shape mismatches {shapes}")
-    for k, v in mapped.items():
-        target[k] = v.to(target[k].dtype)
-    model.load_state_dict(target, strict=True)
+    for module in (model.pixel_encoder, model.prompt_encoder, model.decoder):
+        module.to(dtype)
+    model.load_state_dict({k: v.to(dtype).contiguous() for k, v in mapped.items()}, strict=False, assign=True)
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"tensors left unloaded after importing {directory}: {left}")
+    model.to(dtype)
     logger.info("imported %d tensors from %s; dropped by design %d tensors (last blocks, final norms, "
                 "attn_pool, lm_head); fresh: pixel encoder, prompt encoder, action decoder",
                 len(mapped), directory, len(dropped))

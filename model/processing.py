@@ -242,10 +242,10 @@ class PixelVLAPolicy:
 
     @classmethod
     def from_openvla(cls, directory: str | Path, config: Optional[PixelVLAConfig] = None,
-                     device: str = "cpu") -> "PixelVLAPolicy":
+                     device: str = "cpu", dtype: torch.dtype = torch.float32) -> "PixelVLAPolicy":
         """Import an OpenVLA / Prismatic checkpoint directory (its tokenizer and norm stats included)."""
         from .openvla_import import from_openvla
         from .tokenizer import load_tokenizer
 
-        model, norm_stats = from_openvla(directory, config=config)
+        model, norm_stats = from_openvla(directory, config=config, dtype=dtype)
         return cls(model, load_tokenizer(directory), norm_stats, device)

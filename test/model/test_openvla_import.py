@@ -229,3 +229,21 @@ def test_needs_a_config_for_unknown_backbones(ckpt, tmp_path):
         from_openvla(out)
     with pytest.raises(ValueError, match="blocks but the config says"):
         from_openvla(d, config=PixelVLAConfig.from_preset("tiny", dino_layers=4))
+
+
+def test_bfloat16_import_then_save_and_reload(ckpt, tmp_path):
+    from pixelvla_model import PixelVLA, example_inputs
+
+    d, sd = ckpt
+    model, _ = from_openvla(d, config=CFG, dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert torch.equal(model.vision.siglip.embeddings.patch_embedding.weight,
+                       sd["vision_backbone.fused_featurizer.patch_embed.proj.weight"].to(torch.bfloat16))
+    assert model.decoder.proj.weight.std() > 0  # fresh modules are initialised, not empty
+    model.save_pretrained(tmp_path)
+    again = PixelVLA.from_pretrained(tmp_path)
+    x = example_inputs(CFG, batch_size=1)
+    x = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in x.items()}
+    with torch.no_grad():
+        a, b = model(**x).actions, again(**x).actions
+    assert torch.isfinite(a.float()).all() and torch.equal(a, b)
