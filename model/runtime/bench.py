@@ -156,6 +156,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if a.output:
+        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
         Path(a.output).write_text(text + "\n")
     return 0
 
