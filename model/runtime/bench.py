@@ -28,7 +28,7 @@ import torch
 
 from ..configuration import PRESETS
 from .bundle import MANIFEST_FILE
-from .factory import BACKENDS, load_runtime, tensorrt_available
+from .factory import BACKENDS, tensorrt_available
 
 INSTRUCTION = "pick up the red cube and put it on the plate"
 

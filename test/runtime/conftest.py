@@ -8,9 +8,6 @@ import pytest
 from pixelvla_model.configuration import PixelVLAConfig
 from pixelvla_model.processing import PixelVLAPolicy
 
-# ONNX Runtime vs torch, fp32, same weights (measured: ~2e-8 on tiny, ~2e-7 on small).
-PARITY_ATOL = {"tiny": 1e-5, "small": 1e-4}
-
 
 def save_checkpoint(tmp_path_factory, preset: str):
     logging.getLogger("pixelvla_model.processing").setLevel(logging.ERROR)  # the "untrained" banner

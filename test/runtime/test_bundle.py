@@ -79,7 +79,7 @@ def test_tensorrt_profile_spans_the_token_lengths(tiny_bundle):
 
 
 def test_runtime_rejects_token_lengths_outside_the_profile(tiny_runtimes):
-    from test_parity import make_batch
+    from runtime_cases import make_batch
 
     _, ort_rt = tiny_runtimes
     ok = make_batch(tiny_runtimes[0].config, "point", text_len=256)
@@ -90,7 +90,7 @@ def test_runtime_rejects_token_lengths_outside_the_profile(tiny_runtimes):
 
 
 def test_runtime_input_checks(tiny_runtimes):
-    from test_parity import make_batch
+    from runtime_cases import make_batch
 
     torch_rt, ort_rt = tiny_runtimes
     batch = make_batch(torch_rt.config, "box")
@@ -116,7 +116,7 @@ def test_describe(tiny_runtimes):
 
 
 def test_torch_half_precision_runs(tiny_checkpoint, tiny_runtimes):
-    from test_parity import make_batch
+    from runtime_cases import make_batch
 
     batch = make_batch(tiny_runtimes[0].config, "all-types")
     bf16 = load_runtime(tiny_checkpoint, backend="torch", dtype="bfloat16")

@@ -25,7 +25,7 @@ def engine_bundle(tiny_bundle, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("text_len", [2, 40, 256])
 def test_engine_matches_onnxruntime(engine_bundle, tiny_runtimes, text_len):
-    from test_parity import make_batch
+    from runtime_cases import make_batch
 
     rt = load_runtime(engine_bundle, backend="tensorrt")
     assert rt.describe()["tensorrt"] == trt.__version__
