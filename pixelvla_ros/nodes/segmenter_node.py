@@ -114,8 +114,8 @@ class SegmenterNode(ParameterMixin, Node):
             self.report_error(f"image refused: {exc}")
             return
         with self.lock:
-            if self.latest is not None:
-                self.counters["dropped"] += 1  # replaced before the model got to it
+            if self.latest is not None and self.prompt_msg is not None:
+                self.counters["dropped"] += 1  # replaced before the model got to it (idle frames don't count)
             self.latest = Frame(rgb, msg.header)
             self.last_header, self.last_hw = msg.header, rgb.shape[:2]
             if self.pending_clear:
