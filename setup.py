@@ -11,7 +11,7 @@ def packages(import_name: str, folder: str) -> list[str]:
     return [import_name] + [f"{import_name}.{sub}" for sub in find_packages(folder)]
 
 
-NODES = ["policy_node", "prompt_node", "segmenter_node", "executor_node", "sim_node", "recorder_node"]
+NODES = ["policy_node", "prompt_node", "segmenter_node", "executor_node", "sim_node", "recorder_node", "visualizer_node"]
 
 setup(
     name="pixelvla_ros",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-from pixelvla_model import Box, Line, Mask, Point, validate_prompt
 from pixelvla_ros.image_conversions import image_to_mono
 from pixelvla_ros.msg import VisualPrompt
 
@@ -26,6 +25,8 @@ def is_clear(msg: VisualPrompt) -> bool:
 
 def prompt_from_msg(msg: VisualPrompt, image_hw: tuple[int, int]) -> list:
     """The model prompts of `msg` for an image of (height, width) px; PromptError when unusable."""
+    from pixelvla_model import Box, Line, Mask, Point, validate_prompt  # here: torch is a slow import
+
     where = f"prompt {msg.prompt_id or '(no id)'}"
     if msg.type not in TYPE_NAMES:
         raise PromptError(f"{where}: unknown type {msg.type}; use POINT, LINE, BOX or MASK")

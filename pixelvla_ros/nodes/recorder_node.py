@@ -2,7 +2,8 @@
 
 Subscribes to `topics` with raw (serialized) subscriptions and writes every message unchanged
 through `pixelvla_training.bags`. With `split_episodes` (default) a bag opens when `/sim/episode`
-reports a new episode and closes when it reports done; latched inputs (instruction, prompt, mask,
+reports a new episode and closes at the status after the one that reports it done (so the final
+frame, which may arrive after that status, is in the bag); latched inputs (instruction, prompt, mask,
 camera pose) seen before are written again at the start of each bag so every bag stands alone, and
 so are the messages received since the previous episode status (the new episode's first image may
 be handled before its status: subscriptions are served in creation order, not arrival order).
@@ -62,6 +63,7 @@ class RecorderNode(ParameterMixin, Node):
             raise ValueError("split_episodes needs /sim/episode among the recorded topics")
         self.typestore = project_typestore(share_dir() / "msg")
         self.bag: BagWriter | None = None
+        self.done_seen = False  # the open bag's episode has reported done
         self.latched: dict[str, tuple[int, bytes]] = {}
         self.since_status: list[tuple[str, int, bytes]] = []  # split mode: arrived since the last /sim/episode
         self.bags_written: list[str] = []
@@ -86,6 +88,7 @@ class RecorderNode(ParameterMixin, Node):
         self.get_logger().info(f"recording to {self.bag.path}")
 
     def close_bag(self) -> None:
+        self.done_seen = False
         if self.bag is not None:
             self.bag.close()
             self.bags_written.append(str(self.bag.path))
@@ -95,6 +98,8 @@ class RecorderNode(ParameterMixin, Node):
     def on_message(self, topic: str, data: bytes) -> None:
         stamp_ns = self.get_clock().now().nanoseconds
         episode = self.parse_episode(data) if self.split and topic == "/sim/episode" else None
+        if episode is not None and self.done_seen:  # one status period after "done": the episode is over
+            self.close_bag()
         if episode is not None and episode.get("step") == 0:  # a new episode: a new bag
             self.close_bag()
             self.open_bag(f"{episode['task']}_seed{episode['seed']}")
@@ -108,7 +113,7 @@ class RecorderNode(ParameterMixin, Node):
             return
         self.bag.write(topic, stamp_ns, data)
         if episode is not None and episode.get("done"):
-            self.close_bag()
+            self.done_seen = True
 
     def parse_episode(self, data: bytes) -> dict | None:
         try:

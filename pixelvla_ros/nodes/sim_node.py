@@ -154,7 +154,8 @@ class SimNode(ParameterMixin, Node):
 
     # ---------------------------------------------------------------- stepping
     def on_step(self) -> None:
-        if self.episode_done():
+        if self.episode_done():  # the world stands still, the camera keeps streaming
+            self.publish_observation()
             return
         started = time.perf_counter()
         self.obs = self.env.step(self.q_target, self.gripper_target)

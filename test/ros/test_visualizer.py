@@ -1,0 +1,34 @@
+"""The visualizer draws the mask, the prompt and the projected path, and publishes path markers."""
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image
+from visualization_msgs.msg import MarkerArray
+
+from pixelvla_ros import qos
+from pixelvla_ros.image_conversions import image_to_rgb
+from support import start_launch
+
+pytestmark = pytest.mark.ros
+NODE_SET = str(Path(__file__).parent / "node_sets" / "sim_visualizer.nodes.yaml")
+
+
+def test_overlay_and_markers(ros_node):
+    overlays = ros_node.collect(Image, "/pixelvla/overlay", qos.SENSOR)
+    raw = ros_node.collect(Image, "/camera/image_raw", qos.SENSOR)
+    markers = ros_node.collect(MarkerArray, "/pixelvla/markers")
+    runner = start_launch(NODE_SET)
+    try:
+        assert ros_node.spin_until(lambda: len(overlays) >= 5 and markers, timeout=60)
+    finally:
+        runner.send_signal(signal.SIGINT)
+        runner.communicate(timeout=30)
+    line = markers[-1].markers[0]
+    assert line.header.frame_id == "wx250s/base_link" and len(line.points) == 2  # TCP now + one expert action
+    by_stamp = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in raw}
+    overlay = overlays[-1]
+    original = by_stamp[(overlay.header.stamp.sec, overlay.header.stamp.nanosec)]
+    drawn = np.any(image_to_rgb(overlay) != image_to_rgb(original), axis=2)
+    assert drawn.mean() > 0.001, "nothing was drawn on the overlay"
