@@ -35,6 +35,7 @@ import platform
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -144,7 +145,10 @@ def export_onnx(model: PixelVLA, path: str | os.PathLike, batch_size: int = 1,
     t0 = time.time()
     logger.info("exporting the prefill graph (opset %d, batch %d, text %d..%d, %.1f MB of weights)", opset,
                 batch_size, lo, hi, nbytes / 1e6)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # known and harmless: both dynamic inputs share the one "text_len" axis; a torch-internal deprecation
+        warnings.filterwarnings("ignore", message=".*axis name: text_len will not be used.*")
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*", category=FutureWarning)
         program = torch.onnx.export(graph, tuple(example[n] for n in INPUT_NAMES), None, dynamo=True,
                                     input_names=list(INPUT_NAMES), output_names=["actions"], opset_version=opset,
                                     dynamic_shapes=dynamic, verbose=False)
