@@ -20,15 +20,18 @@ def test_overlay_and_markers(ros_node):
     raw = ros_node.collect(Image, "/camera/image_raw", qos.SENSOR)
     markers = ros_node.collect(MarkerArray, "/pixelvla/markers")
     runner = start_launch(NODE_SET)
+
+    def pairs():  # (overlay, camera image it was drawn on); best effort: either may have been dropped
+        by_stamp = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in raw}
+        return [(o, by_stamp[k]) for o in overlays if (k := (o.header.stamp.sec, o.header.stamp.nanosec)) in by_stamp]
+
     try:
-        assert ros_node.spin_until(lambda: len(overlays) >= 5 and markers, timeout=60)
+        assert ros_node.spin_until(lambda: markers and pairs(), timeout=60)
     finally:
         runner.send_signal(signal.SIGINT)
         runner.communicate(timeout=30)
     line = markers[-1].markers[0]
     assert line.header.frame_id == "wx250s/base_link" and len(line.points) == 2  # TCP now + one expert action
-    by_stamp = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in raw}
-    overlay = overlays[-1]
-    original = by_stamp[(overlay.header.stamp.sec, overlay.header.stamp.nanosec)]
+    overlay, original = pairs()[-1]
     drawn = np.any(image_to_rgb(overlay) != image_to_rgb(original), axis=2)
     assert drawn.mean() > 0.001, "nothing was drawn on the overlay"
