@@ -74,6 +74,7 @@ demo: setup
 bench: setup
 	$(PY) -m pixelvla_model.benchmarks
 	$(PY) -m pixelvla_training.sim.benchmarks
+	$(PY) -m pixelvla_ros.benchmarks --presets tiny,small
 
 clean:
 	rm -rf build pixelvla_ros/msg pixelvla_ros/*.so $(STAMP)

@@ -1,0 +1,129 @@
+"""End-to-end latency of the policy node against the bare model: `python -m pixelvla_ros.benchmarks`.
+
+A camera stand-in publishes 224x224 rgb8 frames at `--camera-hz` (default 30) to a policy node in a
+separate process (`control_rate_hz:=0`: as fast as the model allows). For every chunk received:
+- end-to-end latency = arrival time - the image's stamp (one clock: same machine);
+- frame age at inference start = end-to-end latency - the chunk's own inference_latency (the rest is
+  transport, ~1-2 ms). Keeping only the latest frame bounds it by one period: the model's (the
+  time since the previous chunk) or, for a model faster than the camera, the camera's.
+The same model's bare `PixelVLAPolicy.predict` latency is measured in this process; the ratio of
+medians is the node's overhead. Prints JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def bare_latency(preset: str, frames: int) -> np.ndarray:
+    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
+
+    policy = PixelVLAPolicy.from_config(PixelVLAConfig.from_preset(preset), seed=0)
+    image = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    for _ in range(3):
+        policy.predict(image, "put the red cube on the plate")
+    times = []
+    for _ in range(frames):
+        start = time.perf_counter()
+        policy.predict(image, "put the red cube on the plate")
+        times.append(time.perf_counter() - start)
+    return np.array(times)
+
+
+def node_latency(preset: str, frames: int, camera_hz: float) -> dict:
+    import rclpy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from pixelvla_ros import qos
+    from pixelvla_ros.image_conversions import rgb_to_image
+    from pixelvla_ros.msg import ActionChunk, PolicyStatus
+
+    node_process = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.policy_node", "--ros-args",
+                                     "-p", "control_rate_hz:=0.0", "-p", f"default_preset:={preset}",
+                                     "-r", "__node:=policy"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rclpy.init()
+    node = rclpy.create_node("latency_probe")
+    received: list[tuple[float, ActionChunk]] = []
+    status: list[PolicyStatus] = []
+
+    def now() -> float:
+        return node.get_clock().now().nanoseconds * 1e-9
+
+    node.create_subscription(ActionChunk, "/pixelvla/action_chunk", lambda m: received.append((now(), m)), qos.COMMAND)
+    node.create_subscription(PolicyStatus, "/pixelvla/status", status.append, qos.LATCHED)
+    images = node.create_publisher(Image, "/camera/image_raw", qos.SENSOR)
+    node.create_publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put the red cube on the plate"))
+    frame = rgb_to_image(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(s.state == PolicyStatus.ACTIVE for s in status):
+            rclpy.spin_once(node, timeout_sec=0.1)
+        published = 0
+        period = 1.0 / camera_hz
+        next_frame = time.monotonic()
+        warmup = 5
+        while len(received) < frames + warmup and time.monotonic() < deadline + 600:
+            if time.monotonic() >= next_frame:
+                frame.header.stamp = node.get_clock().now().to_msg()
+                images.publish(frame)
+                published += 1
+                next_frame += period
+            rclpy.spin_once(node, timeout_sec=max(0.0, min(0.005, next_frame - time.monotonic())))
+        final_status = status[-1]
+        rows = received[warmup:]
+        arrival = np.array([t for t, _ in rows])
+        stamps = np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _, m in rows])
+        inference = np.array([m.inference_latency for _, m in rows])
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        node_process.send_signal(signal.SIGINT)
+        try:
+            node_process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node_process.kill()
+    end_to_end = arrival - stamps
+    model_period = np.diff(arrival)
+    age_at_start = end_to_end - inference
+    return {
+        "frames_published": published, "chunks": len(rows),
+        "end_to_end_s": percentiles(end_to_end), "node_inference_s": percentiles(inference),
+        "model_period_s": percentiles(model_period),
+        "frame_age_at_inference_start_s": percentiles(age_at_start),
+        "frames_older_than_one_period": int(np.sum(age_at_start[1:] > np.maximum(model_period, 1.0 / camera_hz) + 0.002)),
+        "status_frames_received": int(final_status.frames_received), "status_frames_used": int(final_status.frames_used),
+        "status_frames_dropped": int(final_status.frames_dropped),
+    }
+
+
+def percentiles(values: np.ndarray) -> dict:
+    return {f"p{q}": round(float(np.percentile(values, q)), 5) for q in (50, 90, 99)} | {"max": round(float(values.max()), 5)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="tiny,small")
+    parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--camera-hz", type=float, default=30.0)
+    opts = parser.parse_args(argv)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    results = {}
+    for preset in opts.presets.split(","):
+        bare = bare_latency(preset, opts.frames)
+        e2e = node_latency(preset, opts.frames, opts.camera_hz)
+        results[preset] = {"bare_predict_s": percentiles(bare), "node": e2e,
+                           "overhead_ratio_p50": round(e2e["end_to_end_s"]["p50"] / float(np.median(bare)), 3)}
+    print(json.dumps({"camera_hz": opts.camera_hz, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
