@@ -51,7 +51,9 @@ class PolicyNode(ParameterMixin, LifecycleNode):
     def __init__(self) -> None:
         super().__init__("policy")
         self.model_path = self.declare("model_path", "", "model directory or engine bundle; empty = default model")
-        self.backend = self.declare("backend", "torch", "torch, onnxruntime or tensorrt")
+        self.backend = self.declare("backend", "torch", "torch (checkpoint dir), onnxruntime or tensorrt (engine bundle)")
+        self.expected_chunk_size = self.declare("expected_chunk_size", 0, "refuse a model with another chunk size (0: any)", minimum=0)
+        self.expected_weights = self.declare("expected_weights_sha256", "", "refuse a bundle exported from other weights (empty: any)")
         self.device = self.declare("device", "cpu", "torch device for the torch backend (cpu, cuda, cuda:1)")
         self.default_preset = self.declare("default_preset", "tiny", "config preset of the untrained default model")
         unnorm = self.declare("unnorm_key", "", "dataset statistics to un-normalise actions with (empty: the only one)")
@@ -94,18 +96,20 @@ class PolicyNode(ParameterMixin, LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.policy, self.model_id = self.load_policy()
-        except (OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - BundleError, OSError, ValueError...: all mean "cannot run this model"
             self.report_error(f"loading {self.model_path or 'the default model'} failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"loaded {self.model_id} ({self.backend})")
         return TransitionCallbackReturn.SUCCESS
 
     def load_policy(self):
+        """(policy with predict(image, instruction, prompts, mask, unnorm_key), model id) per the parameters."""
         from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
+        from pixelvla_model.runtime import Expectation, load_policy
 
-        if self.backend != "torch":
-            raise ValueError(f"backend {self.backend!r} is not available in this build; use backend:=torch")
         if not self.model_path:
+            if self.backend != "torch":
+                raise ValueError(f"backend {self.backend!r} needs model_path:=<engine bundle> (made by pixelvla-export)")
             self.get_logger().warning(
                 f"no model_path: running an UNTRAINED {self.default_preset!r} model with random weights; "
                 "its actions are meaningless - pass model_path:=<dir> for a real policy"
@@ -117,8 +121,10 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                                       "mask": [True] * 6 + [False]}}}
             policy = PixelVLAPolicy.from_config(PixelVLAConfig.from_preset(self.default_preset), seed=0, norm_stats=stats)
             return policy, f"untrained-{self.default_preset}"
-        policy = PixelVLAPolicy.from_pretrained(self.model_path, device=self.device)
-        return policy, Path(self.model_path).resolve().name
+        expect = Expectation(chunk_size=self.expected_chunk_size or None, action_dim=7,
+                             weights_sha256=self.expected_weights or None)
+        policy = load_policy(self.model_path, backend=self.backend, device=self.device, expect=expect)
+        return policy, policy.runtime.describe().get("model_id") or Path(self.model_path).resolve().name
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active = True

@@ -140,3 +140,71 @@ def test_empty_instruction_is_refused(policy):
     io["image"].publish(frame(5001))
     probe.spin_for(1.0)
     assert not io["chunks"]  # no instruction yet: nothing runs
+
+
+# ---------------------------------------------------------------- checkpoints and engine bundles
+BRIDGE_LIKE = {"bridge_orig": {"action": {"q01": [-0.02] * 6 + [0.0], "q99": [0.02] * 6 + [1.0], "mask": [True] * 6 + [False]}}}
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    """A tiny checkpoint with Bridge-like statistics, and an ONNX engine bundle exported from it."""
+    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
+    from pixelvla_model.export import export_bundle
+
+    root = tmp_path_factory.mktemp("models")
+    PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny"), seed=3, norm_stats=BRIDGE_LIKE).save_pretrained(root / "ckpt")
+    export_bundle(root / "ckpt", root / "bundle", model_id="tiny-test-bundle")
+    return root / "ckpt", root / "bundle"
+
+
+def start_policy(*params):
+    args = [sys.executable, "-m", "pixelvla_ros.nodes.policy_node", "--ros-args", "-r", "__node:=policy",
+            "-p", "control_rate_hz:=0.0"]
+    for p in params:
+        args += ["-p", p]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_checkpoint_and_bundle_give_the_reference_actions(ros_node, model_dirs, backend):
+    from pixelvla_model import PixelVLAPolicy
+
+    ckpt, bundle = model_dirs
+    node = start_policy(f"model_path:={ckpt if backend == 'torch' else bundle}", f"backend:={backend}",
+                        "unnorm_key:=bridge_orig", "expected_chunk_size:=5")
+    io = {"chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
+          "image": ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR)}
+    ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put the red cube on the plate"))
+    try:
+        msg = frame(6001, seed=5)
+        actions = chunk_for(ros_node, io, msg, timeout=60)
+    finally:
+        node.terminate()
+        node.communicate(timeout=20)
+    reference = PixelVLAPolicy.from_pretrained(ckpt).predict(np.frombuffer(bytes(msg.data), np.uint8).reshape(120, 160, 3).copy(),
+                                                            "put the red cube on the plate", unnorm_key="bridge_orig")
+    assert np.abs(actions - reference).max() < 1e-5
+    if backend == "onnxruntime":
+        assert io["chunks"][-1].model_id == "tiny-test-bundle"
+
+
+def test_unusable_models_stop_the_node_at_start_with_the_reason(ros_domain, model_dirs, tmp_path):
+    import shutil
+
+    ckpt, bundle = model_dirs
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    onnx = broken / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
+    cases = [
+        (["model_path:=/no/such/model"], "/no/such/model"),
+        ([f"model_path:={broken}", "backend:=onnxruntime"], "truncated"),
+        ([f"model_path:={bundle}", "backend:=onnxruntime", "expected_chunk_size:=8"], "chunk"),
+        (["backend:=tensorrt"], "needs model_path"),
+    ]
+    for params, reason in cases:
+        node = start_policy(*params)
+        out, _ = node.communicate(timeout=60)
+        assert node.returncode != 0, out
+        assert reason in out, out
