@@ -38,7 +38,7 @@ def task_list(spec: str) -> list[str]:
 def stack_command(opts: argparse.Namespace) -> list[str]:
     if opts.expert:
         return ["demo", "task:=put_red_cube_on_plate"]
-    return ["sim", f"model:={opts.model}", f"backend:={opts.backend}", f"operator:={opts.operator}",
+    return ["sim", f"model:={opts.model}", f"backend:={opts.backend}", f"operator:={opts.operator}", f"rate:={opts.rate}",
             f"mask_topic:={'/sim/target_mask' if opts.mask == 'ground_truth' else '/pixelvla/mask'}"]
 
 
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the operator stand-in names the target (none: text only)")
     parser.add_argument("--mask", default="segmenter", choices=["segmenter", "ground_truth"],
                         help="the target mask the policy gets: from the segmenter or the simulator's ground truth")
+    parser.add_argument("--rate", type=float, default=5.0,
+                        help="control steps per wall-clock second; the simulation is 5 Hz, so 10 runs at twice real time")
     parser.add_argument("--episode-timeout", type=float, default=60.0, help="seconds before an episode counts as failed")
     parser.add_argument("--max-failure-videos", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("results/eval"))

@@ -1,6 +1,8 @@
 """Simulated WidowX 250 tabletop as a ROS node: the same topics as the real arm and its camera.
 
 Each control period (default 0.2 s, 5 Hz) the node applies the latest arm and gripper targets,
+steps the physics by `sim_step_s` simulated seconds (default: one control period, real time; set it
+to 0.2 with control_rate_hz:=10 on every node of the stack to run episodes at twice real time),
 steps the physics (`pixelvla_training.sim.TabletopEnv`), and publishes:
 - `/camera/image_raw` (rgb8) and `/camera/camera_info` (with every image), stamped with the step's time;
 - `/joint_states`: the six arm joints (rad) and both fingers (m);
@@ -54,7 +56,8 @@ class SimNode(ParameterMixin, Node):
         self.seed = self.declare("seed", 0, "seed of the first episode", minimum=0)
         get_task(self.task)  # an unknown task fails at start-up with the list of known ones
         size = self.declare("image_size", 224, "rendered image width and height (px)", minimum=32, maximum=1024)
-        rate = self.declare("control_rate_hz", 5.0, "control steps per second", minimum=0.5, maximum=100.0)
+        rate = self.declare("control_rate_hz", 5.0, "control steps per (wall-clock) second", minimum=0.5, maximum=100.0)
+        sim_step = self.declare("sim_step_s", 0.0, "simulated seconds per control step (0: 1 / control_rate_hz)", minimum=0.0)
         self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame of joint targets and the camera pose")
         self.camera_frame = self.declare("camera_frame", "camera_optical_frame", "optical frame of the camera")
         self.use_expert = self.declare("expert", False, "publish the scripted expert's actions as ActionChunks")
@@ -66,11 +69,11 @@ class SimNode(ParameterMixin, Node):
         self.env = TabletopEnv(
             render_size=(size, size),
             shadows=self.declare("shadows", False, "render shadows (slower)"),
-            control_period=1.0 / rate,
+            control_period=sim_step or 1.0 / rate,
             max_episode_steps=max_steps,
         )
         self.expert = ScriptedExpert()
-        self.period = self.env.control_period
+        self.period = 1.0 / rate  # wall-clock seconds per step
 
         self.image_pub = self.create_publisher(Image, "/camera/image_raw", qos.SENSOR)
         self.info_pub = self.create_publisher(CameraInfo, "/camera/camera_info", qos.SENSOR)
