@@ -201,16 +201,21 @@ class PixelVLAPolicy:
         return self.processor.norm_stats
 
     @torch.inference_mode()
+    def infer(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+        """The network on a processed batch (keys = modeling.INPUT_NAMES) -> (B, N_c, 7) float32, normalised.
+
+        The one step a runtime replaces (runtime.RuntimePolicy); the processing around it is shared."""
+        dtype = next(self.model.parameters()).dtype
+        inputs = {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
+                  for k, v in inputs.items()}
+        return self.model(**inputs).actions.float().cpu().numpy()
+
     def predict(self, image: np.ndarray, instruction: str, prompts: Optional[Sequence[Prompt]] = None,
                 mask: Optional[np.ndarray] = None, unnorm_key: Optional[str] = None) -> np.ndarray:
         """image (H, W, 3) uint8 RGB; prompts in pixel coordinates of `image`; mask (H, W) target mask.
         Returns (N_c, 7) float64 actions in robot units (see module doc)."""
         key = resolve_unnorm_key(self.norm_stats, unnorm_key)  # fail before running the network
-        inputs = self.processor([image], [instruction], [prompts], [mask])
-        dtype = next(self.model.parameters()).dtype
-        inputs = {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
-                  for k, v in inputs.items()}
-        actions = self.model(**inputs).actions[0].float().cpu().numpy()
+        actions = self.infer(self.processor([image], [instruction], [prompts], [mask]))[0]
         return self.processor.unnormalize(actions, key)
 
     # ------------------------------------------------------------------ construction / checkpoints

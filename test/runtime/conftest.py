@@ -1,8 +1,6 @@
 """Session fixtures: each model is saved and exported once per test session (exports take seconds)."""
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from pixelvla_model.configuration import PixelVLAConfig
@@ -10,7 +8,6 @@ from pixelvla_model.processing import PixelVLAPolicy
 
 
 def save_checkpoint(tmp_path_factory, preset: str):
-    logging.getLogger("pixelvla_model.processing").setLevel(logging.ERROR)  # the "untrained" banner
     path = tmp_path_factory.mktemp(f"{preset}-ckpt")
     PixelVLAPolicy.from_config(PixelVLAConfig.from_preset(preset), seed=0).save_pretrained(path)
     return path
