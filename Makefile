@@ -11,7 +11,7 @@ STAMP := $(VENV)/.stamps
 # DDS discovery never leaves this machine; every ROS process gets a domain of its own
 # (tests pick a free one per test; see test/conftest.py).
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
-export ROS_DOMAIN_ID ?= 57
+export ROS_DOMAIN_ID ?= 95
 # Offscreen rendering for the simulator (EGL, Mesa on the CPU where there is no GPU).
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -29,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("ROS_DOMAIN_ID", "57")
+    os.environ.setdefault("ROS_DOMAIN_ID", "95")
     import imageio.v3 as iio
     import rclpy
     from sensor_msgs.msg import Image
@@ -37,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pixelvla_ros import qos
     from pixelvla_ros.image_conversions import image_to_rgb
+    from pixelvla_ros.launching.runner import start_in_background, stop_background
     from pixelvla_ros.msg import ActionChunk
 
     out = opts.out / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -44,10 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     print("pixelvla demo: no trained policy checkpoint is shipped yet, so the scripted expert (privileged "
           "simulator state) drives the arm through the same chunk executor, IK and controller path the policy uses.")
 
-    launch = subprocess.Popen(
-        [sys.executable, "-m", "pixelvla_ros.launching.runner", "demo", f"task:={opts.task}", f"seed:={opts.seed}"],
-        stdout=open(out / "launch.log", "w"), stderr=subprocess.STDOUT,
-    )
+    log = open(out / "launch.log", "w")
+    launch = start_in_background(["demo", f"task:={opts.task}", f"seed:={opts.seed}"], log)
     rclpy.init()
     node = rclpy.create_node("demo_recorder")
     frames: list[np.ndarray] = []
@@ -69,13 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.monotonic() - started
         node.destroy_node()
         rclpy.try_shutdown()
-        if launch.poll() is None:
-            launch.send_signal(signal.SIGINT)
-        try:
-            launch.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            launch.kill()
-            launch.wait()
+        stop_background(launch)
+        log.close()
 
     result = {
         "task": opts.task, "seed": opts.seed, "driver": "scripted-expert",

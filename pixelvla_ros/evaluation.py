@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -82,11 +80,11 @@ def run_episodes(opts: argparse.Namespace, tasks: list[str]) -> list[dict]:
 
     from pixelvla_ros import qos
     from pixelvla_ros.image_conversions import image_to_rgb
+    from pixelvla_ros.launching.runner import start_in_background, stop_background
     from pixelvla_ros.msg import ActionChunk, PolicyStatus
 
     log = open(opts.out / "launch.log", "w")
-    launch = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.launching.runner", *stack_command(opts)],
-                              stdout=log, stderr=subprocess.STDOUT)
+    launch = start_in_background(stack_command(opts), log)
     rclpy.init()
     node = rclpy.create_node("evaluator")
     state: dict = {"episode": {}, "frames": [], "latencies": [], "active": opts.expert}
@@ -145,13 +143,7 @@ def run_episodes(opts: argparse.Namespace, tasks: list[str]) -> list[dict]:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-        if launch.poll() is None:
-            launch.send_signal(signal.SIGINT)
-        try:
-            launch.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            launch.kill()
-            launch.wait()
+        stop_background(launch)
         log.close()
     return results
 

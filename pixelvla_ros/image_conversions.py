@@ -5,8 +5,11 @@ person can act on; nodes catch it, report it in their status and publish nothing
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
 # encoding -> channels; all are 8 bits per channel.
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
@@ -15,6 +18,14 @@ MAX_PIXELS = 4096 * 4096  # larger frames are rejected rather than converted (me
 
 class ImageError(ValueError):
     """An image message that cannot be used; the message says why."""
+
+
+@dataclass
+class Frame:
+    """A camera frame converted for the models."""
+
+    rgb: np.ndarray     # (H, W, 3) uint8
+    header: Header      # the camera image's header (stamp, optical frame)
 
 
 def _checked_view(msg: Image) -> np.ndarray:

@@ -163,6 +163,23 @@ class Runner:
         return code
 
 
+def start_in_background(arguments: list[str], log: IO[str]) -> subprocess.Popen:
+    """`pixelvla-launch *arguments` as a child process writing its output to `log` (for tools that drive a stack)."""
+    return subprocess.Popen([sys.executable, "-m", "pixelvla_ros.launching.runner", *arguments],
+                            stdout=log, stderr=subprocess.STDOUT, env={**DEFAULT_ENV, **os.environ})
+
+
+def stop_background(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Ctrl-C for a runner started by `start_in_background` (it stops its nodes itself); kill it if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pixelvla-launch",

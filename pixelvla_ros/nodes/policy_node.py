@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from pixelvla_ros import qos
-from pixelvla_ros.image_conversions import ImageError, image_to_mono, image_to_rgb
+from pixelvla_ros.image_conversions import Frame, ImageError, image_to_mono, image_to_rgb
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node
 from pixelvla_ros.prompt_conversions import PromptError, is_clear, prompt_from_msg
@@ -39,12 +38,6 @@ from pixelvla_ros.prompt_conversions import PromptError, is_clear, prompt_from_m
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
 MAX_INSTRUCTION_CHARS = 512
 LATENCY_WINDOW = 200
-
-
-@dataclass
-class Frame:
-    rgb: np.ndarray     # (H, W, 3) uint8
-    header: Header      # the camera image's header (stamp, optical frame)
 
 
 class PolicyNode(ParameterMixin, LifecycleNode):

@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +33,12 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from pixelvla_ros import qos
-from pixelvla_ros.image_conversions import ImageError, image_to_rgb, mono_to_image
+from pixelvla_ros.image_conversions import Frame, ImageError, image_to_rgb, mono_to_image
 from pixelvla_ros.msg import VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node
 from pixelvla_ros.prompt_conversions import PromptError, is_clear, prompt_from_msg
 
 LATENCY_WINDOW = 200
-
-
-@dataclass
-class Frame:
-    rgb: np.ndarray     # (H, W, 3) uint8
-    header: Header      # the camera image's header (stamp, optical frame)
 
 
 class SegmenterNode(ParameterMixin, Node):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixelvla_model import INPUT_NAMES, PixelVLA, PixelVLAConfig, example_inputs
+from pixelvla_model import INPUT_NAMES, example_inputs
 from pixelvla_model import benchmarks
 
 

@@ -34,4 +34,4 @@ def test_policy_episode_runs_and_failures_are_filmed(ros_domain, tmp_path):
     assert episode["driver"] == "default-untrained" and episode["finished"]
     assert episode["mean_inference_latency_s"] is not None  # the policy produced chunks
     if not episode["success"]:  # an untrained policy is not expected to succeed
-        assert (tmp_path / f"failure_put_this_cube_on_plate_seed1000.gif").exists()
+        assert (tmp_path / "failure_put_this_cube_on_plate_seed1000.gif").exists()

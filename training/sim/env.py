@@ -39,7 +39,7 @@ import numpy as np
 from pixelvla_training.robots import wx250s
 from pixelvla_training.sim.camera import MUJOCO_TO_OPTICAL, CameraModel, intrinsics
 from pixelvla_training.sim.tasks import (
-    OBJECT_NAMES, PARK_POSITIONS, REST_Z, EpisodeSpec, check_success, get_task, sample_episode,
+    OBJECT_NAMES, PARK_POSITIONS, REST_Z, EpisodeSpec, check_success, sample_episode,
 )
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
