@@ -130,6 +130,9 @@ def run(args) -> dict:
     counts = {"labelled": 0, "skipped": 0, "resumed": 0, "records": 0}
     reasons: dict[str, int] = {}
     n_todo = sum(min(per, len(keys) - c * per) for c in todo)
+    if todo:  # built before the clock starts: episodes_per_minute is the labelling rate
+        seg, det, nouns, _ = build_models(args)
+        models = Labeler(seg, det, nouns, label_settings(args))
     bar = _progress(n_todo, args.progress, f"label {args.shard_index}/{args.shard_count}")
     t_label = time.perf_counter()
     for chunk in todo:
@@ -140,9 +143,6 @@ def run(args) -> dict:
                 result = json.loads(gzip.decompress(path.read_bytes()))
                 counts["resumed"] += 1
             else:
-                if models is None:
-                    seg, det, nouns, _ = build_models(args)
-                    models = Labeler(seg, det, nouns, label_settings(args))
                 result = _label_one(models, source, keys[position])
                 fmt.atomic_write_bytes(path, gzip.compress(json.dumps(result).encode(), mtime=0))
             results.append(result)
