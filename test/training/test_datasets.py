@@ -1,0 +1,294 @@
+"""Dataset readers on small files the tests write: simulator npz, RLDS TFRecord shards, ROS 2 bags; prompt
+sampling; chunking, statistics, and bad data skipped with counted reasons."""
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from pixelvla_training.datasets import (ChunkDataset, Episode, PromptSampler, SkipLog, chunk_targets,
+                                        compute_norm_stats, load_episodes, norm_stats_for, normalize_actions)
+from pixelvla_training.datasets import base
+from pixelvla_training.datasets.tfrecord import (CorruptRecord, crc32c, parse_example, read_tfrecord,
+                                                 serialize_example, write_tfrecord)
+
+
+# ------------------------------------------------------------------------------------------------ core
+def test_chunk_targets_pad_at_episode_end():
+    a = np.arange(6 * 7, dtype=np.float32).reshape(6, 7)
+    chunk, valid = chunk_targets(a, 4, 5)
+    assert chunk.shape == (5, 7)
+    np.testing.assert_array_equal(valid, [True, True, False, False, False])
+    np.testing.assert_array_equal(chunk[:2], a[4:6])
+    np.testing.assert_array_equal(chunk[2:], np.repeat(a[5:6], 3, 0))  # the last action repeated
+
+
+def test_norm_stats_and_normalisation_match_the_model_unnormalisation():
+    from pixelvla_model import unnormalize_actions
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 0.02, (500, 7))
+    a[:, 6] = rng.integers(0, 2, 500)
+    stats = compute_norm_stats(a)
+    s = stats["action"]
+    assert s["mask"] == [True] * 6 + [False] and len(s["q01"]) == 7
+    np.testing.assert_allclose(s["q01"], np.quantile(a, 0.01, axis=0))
+    n = normalize_actions(a, stats)
+    assert n[:, :6].min() >= -1 and n[:, :6].max() <= 1
+    np.testing.assert_array_equal(n[:, 6], a[:, 6].astype(np.float32))  # gripper untouched
+    inside = np.all((a >= s["q01"]) & (a <= s["q99"]), axis=1)
+    np.testing.assert_allclose(unnormalize_actions(n, stats)[inside], a[inside], atol=1e-6)
+
+
+def test_sim_reader_and_samples(sim_dataset):
+    from pixelvla_training.datasets.sim import read_sim_episodes
+
+    eps = list(read_sim_episodes(sim_dataset, image_size=28))
+    assert len(eps) == 4 and eps[0].images.shape == (12, 28, 28, 3) and eps[0].target_masks.shape == (12, 28, 28)
+    stats = norm_stats_for(eps)
+    ds = ChunkDataset(eps, 5, stats, sampler=PromptSampler(text_only=0.0), seed=3)
+    assert len(ds) == 4 * 12
+    s = ds[11]
+    assert s["actions"].shape == (5, 7) and s["action_valid"].tolist() == [True] + [False] * 4
+    assert s["image"].dtype == np.uint8 and s["instruction"]
+    assert s["target_mask"] is not None and len(s["prompts"]) == 1
+    again = ds[11]
+    assert repr(again["prompts"]) == repr(s["prompts"])  # same (seed, epoch, index) -> same sample
+
+
+def test_collated_batch_runs_through_the_model(sim_dataset):
+    import torch
+
+    from pixelvla_model import PixelVLA, PixelVLAConfig, PixelVLAProcessor, build_byte_tokenizer
+    from pixelvla_training.datasets import Collator
+    from pixelvla_training.datasets.sim import read_sim_episodes
+
+    config = PixelVLAConfig.from_preset("tiny", image_size=28)
+    eps = list(read_sim_episodes(sim_dataset, image_size=28))
+    ds = ChunkDataset(eps, config.chunk_size, norm_stats_for(eps), sampler=PromptSampler(text_only=0.5))
+    batch = Collator(PixelVLAProcessor(config, build_byte_tokenizer(), norm_stats_for(eps)))([ds[i] for i in range(6)])
+    assert batch["actions"].shape == (6, config.chunk_size, 7) and batch["action_valid"].dtype == torch.bool
+    out = PixelVLA(config)(**{k: v for k, v in batch.items() if k not in ("actions", "action_valid")})
+    assert out.actions.shape == (6, config.chunk_size, 7)
+
+
+def test_prompt_sampler_types_and_text_only():
+    from pixelvla_model import Box, Line, Mask, Point, batch_prompts, PixelVLAConfig
+
+    mask = np.zeros((40, 50), bool)
+    mask[10:20, 5:30] = True
+    rng = np.random.default_rng(0)
+    seen, text_only = set(), 0
+    sampler = PromptSampler(text_only=0.25, max_prompts=2)
+    for _ in range(400):
+        prompts, shown = sampler(rng, mask, first_mask=mask)
+        if not prompts:
+            text_only += 1
+            assert shown is None
+            continue
+        assert shown is mask
+        for p in prompts:
+            seen.add(type(p))
+            if isinstance(p, Point):
+                assert mask[int(p.y), int(p.x)]
+        batch_prompts([prompts], (40, 50), PixelVLAConfig.from_preset("tiny"))  # all valid
+    assert seen == {Point, Line, Box, Mask}
+    assert 60 < text_only < 150
+    # a hidden target (empty mask) gives a text-only sample, never an exception
+    assert PromptSampler(text_only=0.0)(rng, np.zeros((8, 8), bool)) == ([], None)
+
+
+# ------------------------------------------------------------------------------------------------ bad data
+def _raw_npz(path, **arrays):
+    np.savez_compressed(path, **arrays)
+
+
+def test_bad_sim_episodes_are_skipped_with_counted_reasons(tmp_path, sim_dataset, caplog):
+    from pixelvla_training.datasets.sim import read_sim_episodes
+    from pixelvla_training.sim.dataset import read_episode
+
+    index = json.loads((sim_dataset / "index.json").read_text())
+    files = [sim_dataset / e["file"] for e in index["episodes"]]
+    ep = read_episode(files[0])
+    nan = dict(ep.arrays)
+    nan["actions"] = nan["actions"].copy()
+    nan["actions"][3, 1] = np.nan
+    _raw_npz(files[0], **nan, meta=np.array(json.dumps(ep.meta)))  # NaN actions
+    no_image = {k: v for k, v in ep.arrays.items() if k != "images"}
+    _raw_npz(files[1], **no_image, meta=np.array(json.dumps(ep.meta)))  # missing image
+    data = files[2].read_bytes()
+    files[2].write_bytes(data[: len(data) // 2])  # truncated file
+    short = {k: (v[:3] if getattr(v, "ndim", 0) and v.shape[0] == 12 else v) for k, v in ep.arrays.items()}
+    _raw_npz(files[3], **short, meta=np.array(json.dumps({**ep.meta, "num_steps": 3})))  # 3 steps < chunk 5
+    skips = SkipLog("test")
+    eps = list(read_sim_episodes(sim_dataset, skips=skips))
+    with caplog.at_level("WARNING"):
+        ds = ChunkDataset(eps, 5, norm_stats_for(eps) or {"pixelvla_sim": compute_norm_stats(np.zeros((2, 7)))},
+                          skips=skips)
+    assert len(ds) == 0
+    assert skips.counts == {base.NAN_ACTIONS: 1, base.MISSING_IMAGE: 1, base.TRUNCATED: 1, base.SHORT_EPISODE: 1}
+    assert "episode shorter than the chunk" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------------ TFRecord
+def test_crc32c_known_value_and_record_framing(tmp_path):
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    path = tmp_path / "x.tfrecord"
+    write_tfrecord(path, [b"abc", b"", b"z" * 1000])
+    assert list(read_tfrecord(path)) == [b"abc", b"", b"z" * 1000]
+    raw = bytearray(path.read_bytes())
+    raw[12] ^= 0xFF  # flip a data byte of record 0
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptRecord, match="CRC"):
+        list(read_tfrecord(path))
+
+
+def test_example_proto_roundtrip_and_wire_details():
+    ex = serialize_example({"a": [b"x", b"yz"], "f": np.array([1.5, -2.0], np.float32), "i": np.array([3, -4, 1 << 40])})
+    out = parse_example(ex)
+    assert out["a"] == [b"x", b"yz"]
+    np.testing.assert_array_equal(out["f"], [1.5, -2.0])
+    np.testing.assert_array_equal(out["i"], [3, -4, 1 << 40])
+    # an unpacked FloatList (one fixed32 per value) decodes the same as a packed one
+    unpacked = b"".join(b"\x0d" + struct.pack("<f", v) for v in (1.5, -2.0))
+    float_list = b"\x12" + bytes([len(unpacked)]) + unpacked
+    entry = b"\x0a\x01f" + b"\x12" + bytes([len(float_list)]) + float_list
+    features = b"\x0a" + bytes([len(entry)]) + entry
+    np.testing.assert_array_equal(parse_example(b"\x0a" + bytes([len(features)]) + features)["f"], [1.5, -2.0])
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bridge_example(T: int, seed: int, nan: bool = False) -> bytes:
+    rng = np.random.default_rng(seed)
+    actions = rng.normal(0, 0.01, (T, 7)).astype(np.float32)
+    actions[0] = 0.0  # Bridge's zero first step
+    actions[:, 6] = [1.0, 0.99, 0.5, 0.02, 0.5, 0.97, 1.0, 1.0][:T]
+    if nan:
+        actions[2, 0] = np.nan
+    return serialize_example({
+        "steps/observation/image_0": [_png(np.full((16, 20, 3), 10 * t, np.uint8)) for t in range(T)],
+        "steps/action": actions.reshape(-1),
+        "steps/language_instruction": [b"put the spoon in the pot"] * T,
+        "steps/is_first": np.array([1] + [0] * (T - 1)),
+    })
+
+
+def test_rlds_bridge_shard(tmp_path):
+    from pixelvla_training.datasets.rlds import read_rlds
+
+    shard = tmp_path / "bridge_dataset-train.tfrecord-00000-of-00001"
+    write_tfrecord(shard, [_bridge_example(8, 0), _bridge_example(8, 1, nan=True), _bridge_example(4, 2)])
+    skips = SkipLog("rlds")
+    eps = list(read_rlds(str(tmp_path / "*.tfrecord*"), "bridge", skips=skips))
+    assert len(eps) == 3 and skips.total == 0  # NaN and short episodes are dropped by ChunkDataset
+    ep = eps[0]
+    assert ep.dataset == "bridge_orig" and ep.instruction == "put the spoon in the pot"
+    assert ep.images.shape == (7, 16, 20, 3) and ep.images[0, 0, 0, 0] == 10  # zero first step dropped
+    # binarised, 1 = open; 0.5 takes the next definite state
+    np.testing.assert_array_equal(ep.actions[:, 6], [1, 0, 0, 1, 1, 1, 1])
+    ds = ChunkDataset(eps, 5, norm_stats_for(eps), skips=skips)  # NaN episode and the 3-step one dropped
+    assert len(ds.episodes) == 1
+    assert skips.counts == {base.NAN_ACTIONS: 1, base.SHORT_EPISODE: 1}
+
+
+def test_rlds_fractal_gripper_and_truncated_shard(tmp_path):
+    from pixelvla_training.datasets.rlds import read_rlds, relative_to_absolute_gripper
+
+    # RT-1: +1 close, -1 open, 0 keep -> absolute, 1 = open (open before the first close)
+    np.testing.assert_array_equal(relative_to_absolute_gripper(np.array([0, 0, 1, 0, 0, -1, 0])),
+                                  [1, 1, 0, 0, 0, 1, 1])
+    T = 6
+
+    def example(seed):
+        rng = np.random.default_rng(seed)
+        return serialize_example({
+            "steps/observation/image": [_png(np.full((8, 8, 3), t, np.uint8)) for t in range(T)],
+            "steps/observation/natural_language_instruction": [b"pick coke can"] * T,
+            "steps/action/world_vector": rng.normal(0, 0.1, T * 3).astype(np.float32),
+            "steps/action/rotation_delta": rng.normal(0, 0.1, T * 3).astype(np.float32),
+            "steps/action/gripper_closedness_action": np.array([0, 1, 0, 0, -1, 0], np.float32),
+        })
+
+    shard = tmp_path / "fractal.tfrecord-00000"
+    write_tfrecord(shard, [example(0), example(1), example(2)])
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) - 40])  # the last record is cut off
+    skips = SkipLog("fractal")
+    eps = list(read_rlds([shard], "fractal", skips=skips))
+    assert len(eps) == 2 and skips.counts == {base.TRUNCATED: 1}
+    assert eps[0].images.shape == (6, 8, 8, 3) and eps[0].dataset == "fractal20220817_data"
+    np.testing.assert_array_equal(eps[0].actions[:, 6], [1, 0, 0, 0, 1, 1])
+
+
+# ------------------------------------------------------------------------------------------------ bags
+def test_bag_reader_action_chunks_and_joint_states(tmp_path):
+    from pixelvla_training.bags import BagWriter, project_typestore
+    from pixelvla_training.datasets.bags import DEFAULT_MSG_DIR, read_bags
+    from pixelvla_training.robots import wx250s
+
+    store = project_typestore(DEFAULT_MSG_DIR)
+    T = store.types
+    Time = T["builtin_interfaces/msg/Time"]
+    Header = T["std_msgs/msg/Header"]
+
+    def header(k):
+        return Header(stamp=Time(sec=100 + k, nanosec=0), frame_id="cam")
+
+    def image(k, enc="rgb8", value=None):
+        c = 1 if enc == "mono8" else 3
+        data = np.full((6, 8, c), k * 10 if value is None else value, np.uint8)
+        if enc == "mono8":
+            data[:3] = 0
+        return T["sensor_msgs/msg/Image"](header=header(k), height=6, width=8, encoding=enc, is_bigendian=0,
+                                          step=8 * c, data=data.reshape(-1))
+
+    bag = tmp_path / "bags" / "ep0"
+    bag.parent.mkdir()
+    w = BagWriter(bag, store)
+    for topic, kind in [("/camera/image_raw", "sensor_msgs/msg/Image"), ("/pixelvla/instruction", "std_msgs/msg/String"),
+                        ("/pixelvla/action_chunk", "pixelvla_ros/msg/ActionChunk"), ("/sim/target_mask", "sensor_msgs/msg/Image"),
+                        ("/joint_states", "sensor_msgs/msg/JointState")]:
+        w.add_topic(topic, kind)
+    w.write("/pixelvla/instruction", 1, store.serialize_cdr(T["std_msgs/msg/String"](data="put the red cube on the plate"), "std_msgs/msg/String"))
+    q = np.array(wx250s.HOME_Q if hasattr(wx250s, "HOME_Q") else np.zeros(6), float)
+    for k in range(7):
+        ns = (100 + k) * 10**9
+        w.write("/camera/image_raw", ns, store.serialize_cdr(image(k), "sensor_msgs/msg/Image"))
+        w.write("/sim/target_mask", ns, store.serialize_cdr(image(k, "mono8", 255), "sensor_msgs/msg/Image"))
+        if k != 3:  # step 3 has no chunk: dropped, counted
+            chunk = T["pixelvla_ros/msg/ActionChunk"](header=header(k), horizon=1, action_dim=7, dt=0.2,
+                                                      actions=np.array([0.01 * k, 0, 0, 0, 0, 0, 1], np.float32),
+                                                      dimension_names=[], action_space="ee_delta", model_id="x",
+                                                      inference_latency=0.0, sequence=k)
+            w.write("/pixelvla/action_chunk", ns + 1, store.serialize_cdr(chunk, "pixelvla_ros/msg/ActionChunk"))
+        js = T["sensor_msgs/msg/JointState"](header=header(k), name=[*wx250s.JOINT_NAMES, *wx250s.FINGER_NAMES],
+                                             position=np.array([*(q + [0.02 * k, 0, 0, 0, 0, 0]), 0.036, -0.036]),
+                                             velocity=np.zeros(0), effort=np.zeros(0))
+        w.write("/joint_states", ns, store.serialize_cdr(js, "sensor_msgs/msg/JointState"))
+    w.close()
+
+    skips = SkipLog("bags")
+    (ep,) = list(read_bags(tmp_path / "bags", skips=skips))
+    assert ep.instruction == "put the red cube on the plate" and ep.images.shape == (6, 6, 8, 3)
+    np.testing.assert_allclose(ep.actions[:, 0], [0.0, 0.01, 0.02, 0.04, 0.05, 0.06], atol=1e-7)
+    assert ep.target_masks.shape == (6, 6, 8) and ep.target_masks[0, 4].all() and not ep.target_masks[0, 0].any()
+    assert skips.counts == {"image without an action": 1}
+
+    (js_ep,) = list(read_bags(tmp_path / "bags", action_source="joint_states", skips=SkipLog("js")))
+    assert js_ep.images.shape[0] == 6  # the last image has no next pose
+    p0, r0 = wx250s.fk(q)
+    p1, r1 = wx250s.fk(q + [0.02, 0, 0, 0, 0, 0])
+    np.testing.assert_allclose(js_ep.actions[0, :6], wx250s.ee_delta_between(p0, r0, p1, r1), atol=1e-6)
+    assert set(js_ep.actions[:, 6]) == {1.0}
+    eps = load_episodes([{"type": "bags", "path": str(tmp_path / "bags")}], image_size=12)
+    assert eps[0].images.shape == (6, 12, 12, 3)

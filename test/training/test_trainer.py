@@ -1,0 +1,143 @@
+"""The training loop: stages train exactly their parameters, DDP over 2 processes matches 1 process, a
+killed run resumes onto the uninterrupted loss curve, the final checkpoint loads with from_pretrained."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest_helpers import tiny_train_config, write_config, write_sim_dataset  # noqa: F401  (see conftest)
+
+from pixelvla_model import PixelVLA, PixelVLAConfig, PixelVLAPolicy
+from pixelvla_training.trainer import TrainConfig, Trainer
+
+
+def _initial_model(cfg: dict) -> PixelVLA:
+    torch.manual_seed(cfg["model"]["seed"])
+    return PixelVLA(PixelVLAConfig.from_preset(cfg["model"]["preset"], **cfg["model"]["overrides"]))
+
+
+def _losses(out: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def test_cat_changes_only_the_decoder(tmp_path):
+    data = write_sim_dataset(tmp_path / "demos")
+    cfg = tiny_train_config(data, tmp_path / "cat", steps=3)
+    final = Trainer(TrainConfig.from_dict(cfg), resume=False).train()
+    before = _initial_model(cfg).state_dict()
+    after = PixelVLA.from_pretrained(final).state_dict()
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed), changed
+    trainable = (tmp_path / "cat" / "trainable.txt").read_text().split()
+    assert trainable and all(k.startswith("decoder.") for k in trainable)
+    policy = PixelVLAPolicy.from_pretrained(final)
+    assert list(policy.norm_stats) == ["bridge_orig"]
+    assert (tmp_path / "cat" / "loss.png").stat().st_size > 0 and any((tmp_path / "cat" / "tensorboard").iterdir())
+
+
+def test_pue_trains_exactly_lora_encoders_and_decoder(tmp_path):
+    data = write_sim_dataset(tmp_path / "demos")
+    cfg = tiny_train_config(data, tmp_path / "pue", stage="pue", steps=2)
+    final = Trainer(TrainConfig.from_dict(cfg), resume=False).train()
+    trainable = (tmp_path / "pue" / "trainable.txt").read_text().split()
+    groups = {"lora": [n for n in trainable if "lora_" in n],
+              "pixel": [n for n in trainable if n.startswith("pixel_encoder.")],
+              "prompt": [n for n in trainable if n.startswith("prompt_encoder.")],
+              "decoder": [n for n in trainable if n.startswith("decoder.")]}
+    assert all(groups.values()) and sum(map(len, groups.values())) == len(trainable)
+    model = _initial_model(cfg)
+    expected = {n for n, _ in model.pixel_encoder.named_parameters(prefix="pixel_encoder")} | \
+        {n for n, _ in model.prompt_encoder.named_parameters(prefix="prompt_encoder")} | \
+        {n for n, _ in model.decoder.named_parameters(prefix="decoder")}
+    assert expected == set(trainable) - set(groups["lora"])
+    assert all(n.startswith("llm.") for n in groups["lora"])
+    ckpt = load_file(str(sorted((tmp_path / "pue" / "checkpoints").iterdir())[-1] / "trainable.safetensors"))
+    assert set(ckpt) == set(trainable)
+    # the final checkpoint has LoRA merged: a plain model (lora_r 0) with the frozen towers unchanged
+    after = PixelVLA.from_pretrained(final)
+    assert after.config.lora_r == 0
+    before = model.state_dict()
+    for k, v in after.state_dict().items():
+        if k.startswith(("vision.", "projector.")):
+            assert torch.equal(v, before[k]), k
+    assert any(not torch.equal(v, before[k]) for k, v in after.state_dict().items() if k.startswith("llm.layers"))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path):
+    data = write_sim_dataset(tmp_path / "demos")
+    runs = {}
+    for world, accum in ((1, 2), (2, 1)):
+        out = tmp_path / f"w{world}"
+        cfg = write_config(tmp_path / f"w{world}.yaml",
+                           tiny_train_config(data, out, stage="pue", steps=3, batch_size=4, grad_accum=accum))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(world), "--master_addr", "127.0.0.1",
+               "--master_port", str(29500 + (os.getpid() % 400) + world), "-m", "pixelvla_training.train", str(cfg)]
+        subprocess.run(cmd, check=True, env=_env(), timeout=300, capture_output=True)
+        runs[world] = (PixelVLA.from_pretrained(out / "final").state_dict(), _losses(out))
+    (one, l1), (two, l2) = runs[1], runs[2]
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], atol=2e-5, rtol=1e-4, msg=k)
+    assert l1.keys() == l2.keys()
+    for s in l1:
+        assert abs(l1[s] - l2[s]) < 1e-5
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_onto_the_uninterrupted_curve(tmp_path):
+    data = write_sim_dataset(tmp_path / "demos")
+    kw = dict(stage="pue", steps=10, checkpoint_every=3)
+    straight = write_config(tmp_path / "a.yaml", tiny_train_config(data, tmp_path / "a", **kw))
+    subprocess.run([sys.executable, "-m", "pixelvla_training.train", str(straight)], check=True, env=_env(),
+                   timeout=300, capture_output=True)
+
+    out = tmp_path / "b"
+    resumed = write_config(tmp_path / "b.yaml", tiny_train_config(data, out, **kw))
+    cmd = [sys.executable, "-m", "pixelvla_training.train", str(resumed)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:  # kill it once it is past a checkpoint but not done
+            if (out / "metrics.jsonl").exists() and max(_losses(out) or {0: 0}) >= 5:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = max(_losses(out))
+    assert 5 <= killed_at < 10 and not (out / "final").exists()
+    subprocess.run(cmd, check=True, env=_env(), timeout=300, capture_output=True)
+    a, b = _losses(tmp_path / "a"), _losses(out)
+    assert a.keys() == b.keys() == set(range(1, 11))
+    for s in a:
+        assert abs(a[s] - b[s]) <= 1e-6 * max(1.0, abs(a[s])), (s, a[s], b[s])
+    wa = PixelVLA.from_pretrained(tmp_path / "a" / "final").state_dict()
+    wb = PixelVLA.from_pretrained(out / "final").state_dict()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-6, rtol=1e-6, msg=k)
+
+
+def test_config_is_validated(tmp_path):
+    with pytest.raises(ValueError, match="stage"):
+        TrainConfig.from_dict({"stage": "sft"})
+    with pytest.raises(ValueError, match="unknown training config keys"):
+        TrainConfig.from_dict({"stage": "cat", "stpes": 3})
+    path = write_config(tmp_path / "c.yaml", {"stage": "cat", "steps": 3})
+    assert TrainConfig.from_yaml(path, ["steps=7", "optim.lr=0.5"]).steps == 7

@@ -1,0 +1,125 @@
+"""TrainConfig: one YAML file per run (config/training/*.yaml), validated at load (yaml.safe_load).
+
+Sections (every key optional unless marked; defaults below):
+
+    stage: cat | pue                 # required. cat: the action decoder trains; pue: LoRA + pixel encoder +
+                                     # prompt encoder + decoder (PixelVLA.freeze_for_stage)
+    lora_r: 32                       # LoRA rank of stage pue
+    also_train: []                   # extra module prefixes to train (e.g. [vision, projector] when the
+                                     # backbones are random-initialised); [] = the paper's stage exactly
+    model: {preset: tiny, overrides: {...}, init_from: null, seed: 0}
+                                     # init_from: a from_pretrained directory (e.g. the CAT result for PUE)
+    data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,
+            prompts: {text_only, max_prompts, type_weights, first_frame, show_mask, box_jitter} | null}
+    optim: {lr: 1e-4, weight_decay: 0.0, betas: [0.9, 0.999], grad_clip: 1.0, warmup_steps: 0,
+            schedule: cosine | constant, min_lr_ratio: 0.1}
+    steps: 1000                      # optimiser steps
+    batch_size: 8                    # GLOBAL batch = micro_batch * grad_accum * world size
+    grad_accum: 1
+    num_workers: 0
+    seed: 0                          # data order and prompt sampling
+    precision: auto | fp32 | bf16    # auto: bf16 autocast on GPU, fp32 on CPU
+    distributed: auto | ddp | fsdp   # auto: fsdp for the prismatic-7b preset, ddp otherwise
+    checkpoint_every: 100            # steps; the newest `keep_checkpoints` are kept
+    keep_checkpoints: 2
+    log_every: 10
+    output_dir: build/train/run      # required in practice
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    stage: str
+    output_dir: str = "build/train/run"
+    lora_r: int = 32
+    also_train: list = field(default_factory=list)
+    model: dict = field(default_factory=lambda: {"preset": "tiny"})
+    data: dict = field(default_factory=dict)
+    optim: dict = field(default_factory=dict)
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accum: int = 1
+    num_workers: int = 0
+    seed: int = 0
+    precision: str = "auto"
+    distributed: str = "auto"
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+    def __post_init__(self):
+        errors = []
+        if self.stage not in ("cat", "pue"):
+            errors.append(f"stage must be 'cat' or 'pue', got {self.stage!r}")
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "keep_checkpoints"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                errors.append(f"{name} must be a positive int, got {v!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            errors.append(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.distributed not in ("auto", "ddp", "fsdp"):
+            errors.append(f"distributed must be auto, ddp or fsdp, got {self.distributed!r}")
+        known_model = {"preset", "overrides", "init_from", "seed"}
+        if set(self.model) - known_model:
+            errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
+        known_data = {"sources", "image_size", "chunk_size", "unnorm_key", "prompts"}
+        if set(self.data) - known_data:
+            errors.append(f"unknown data keys {sorted(set(self.data) - known_data)}; known: {sorted(known_data)}")
+        known_optim = {"lr", "weight_decay", "betas", "grad_clip", "warmup_steps", "schedule", "min_lr_ratio"}
+        if set(self.optim) - known_optim:
+            errors.append(f"unknown optim keys {sorted(set(self.optim) - known_optim)}; known: {sorted(known_optim)}")
+        if self.optim.get("schedule", "cosine") not in ("cosine", "constant"):
+            errors.append("optim.schedule must be cosine or constant")
+        if not isinstance(self.also_train, list):
+            errors.append("also_train must be a list of module prefixes")
+        if errors:
+            raise ValueError("invalid training config: " + "; ".join(errors))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ValueError("a training config must be a YAML mapping")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; known: {sorted(names)}")
+        if "stage" not in d:
+            raise ValueError("a training config needs `stage: cat` or `stage: pue`")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Optional[list[str]] = None) -> "TrainConfig":
+        d = yaml.safe_load(Path(path).read_text()) or {}
+        for item in overrides or []:
+            apply_override(d, item)
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # derived
+    def lr(self) -> float:
+        return float(self.optim.get("lr", 1e-4))
+
+
+def apply_override(d: dict, item: str) -> None:
+    """`a.b.c=value` (value parsed as YAML) into the nested dict `d`."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like key.sub=value")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = d
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = yaml.safe_load(value)

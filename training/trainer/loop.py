@@ -1,0 +1,441 @@
+"""The CAT / PUE training loop: one process per device under torchrun (DDP, or FSDP for the 7B model).
+
+Data order. Step s of a run consumes the global batch s of the stream "epoch e = s // B_e, batch s % B_e"
+(B_e = len(dataset) // global batch; the tail of an epoch is dropped), epoch e being a permutation of the
+dataset drawn from (seed, e). Rank r, micro-batch m of the step takes the slice
+[(m * world + r) * micro, ... + micro) of that global batch. So the data position is a function of the step
+alone, any world size sees the same global batches, and a resumed run continues exactly where the
+checkpoint was written. Prompts are drawn from (seed, epoch, index) (ChunkDataset), never from global RNG.
+
+Loss: masked L1 over the valid steps of each chunk, averaged per sample, then over the batch (divided by
+grad_accum per micro-batch; DDP averages over ranks), i.e. the mean over the global batch.
+
+Run directory (``output_dir``):
+    config.yaml, trainable.txt, norm_stats.json     what was run
+    metrics.jsonl                                     {"step", "loss", "lr", "grad_norm", "samples_per_s"} per log
+    tensorboard/                                      TensorBoard event files
+    loss.png                                          the loss curve (updated at every checkpoint)
+    checkpoints/step_NNNNNNN/                         trainable.safetensors + trainer_state.pt + rng_rank<r>.pt
+    final/                                            from_pretrained directory, LoRA merged (the result)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+
+from .config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------ distributed
+class Dist:
+    """World information from torchrun's environment (single process without it)."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+def lr_lambda(cfg: TrainConfig):
+    warmup = int(cfg.optim.get("warmup_steps", 0))
+    floor = float(cfg.optim.get("min_lr_ratio", 0.1))
+    cosine = cfg.optim.get("schedule", "cosine") == "cosine"
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if not cosine:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, cfg.steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """pred, target (B, N_c, 7); valid (B, N_c) bool -> mean over samples of each sample's mean |error|
+    over its valid steps."""
+    v = valid.to(pred.dtype).unsqueeze(-1)
+    per_sample = ((pred - target.to(pred.dtype)).abs() * v).sum((1, 2)) / (v.sum((1, 2)) * pred.shape[-1]).clamp_min(1)
+    return per_sample.mean()
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = True):
+        self.cfg = cfg
+        self.dist = Dist()
+        self.out = Path(cfg.output_dir)
+        self.resume = resume
+        micro_total = cfg.grad_accum * self.dist.world
+        if cfg.batch_size % micro_total:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by grad_accum x world size = {micro_total}")
+        self.micro = cfg.batch_size // micro_total
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+
+    # .............................................................................. building
+    def build_model(self):
+        from pixelvla_model import PixelVLA, PixelVLAConfig, build_byte_tokenizer, load_tokenizer
+
+        m = self.cfg.model
+        torch.manual_seed(int(m.get("seed", 0)))
+        if m.get("init_from"):
+            model = PixelVLA.from_pretrained(m["init_from"])
+            try:
+                tokenizer = load_tokenizer(m["init_from"])
+            except FileNotFoundError:
+                tokenizer = build_byte_tokenizer()
+        else:
+            overrides = dict(m.get("overrides") or {})
+            if self.cfg.data.get("chunk_size"):
+                overrides["chunk_size"] = int(self.cfg.data["chunk_size"])
+            config = PixelVLAConfig.from_preset(m.get("preset", "tiny"), **overrides)
+            model = PixelVLA(config)
+            tokenizer = build_byte_tokenizer()
+        model.train()
+        names = model.freeze_for_stage(self.cfg.stage, lora_r=self.cfg.lora_r)
+        extra = tuple(p.rstrip(".") + "." for p in self.cfg.also_train)
+        if extra:
+            for n, p in model.named_parameters():
+                if n.startswith(extra):
+                    p.requires_grad_(True)
+            names = [n for n, p in model.named_parameters() if p.requires_grad]
+        return model, tokenizer, names
+
+    def build_data(self, config, tokenizer):
+        from pixelvla_model import PixelVLAProcessor
+
+        from pixelvla_training.datasets import ChunkDataset, Collator, PromptSampler, SkipLog, load_episodes, norm_stats_for
+
+        d = self.cfg.data
+        if not d.get("sources"):
+            raise ValueError("data.sources is empty: name at least one dataset")
+        skips = SkipLog("data")
+        image_size = d.get("image_size") or config.image_size
+        episodes = load_episodes(d["sources"], image_size=image_size, skips=skips)
+        if not episodes:
+            raise ValueError(f"no usable episodes in {d['sources']}: {skips.summary()}")
+        stats = norm_stats_for(episodes)
+        sampler = PromptSampler(**d["prompts"]) if d.get("prompts") is not None else None
+        dataset = ChunkDataset(episodes, config.chunk_size, stats, sampler=sampler, seed=self.cfg.seed, skips=skips)
+        self.skips = skips
+        norm_stats = dict(stats)
+        if d.get("unnorm_key"):  # the name a robot config asks for (e.g. bridge_orig), for a single dataset
+            if len(stats) != 1:
+                raise ValueError("data.unnorm_key renames the statistics of exactly one dataset")
+            norm_stats = {d["unnorm_key"]: next(iter(stats.values()))}
+        return dataset, Collator(PixelVLAProcessor(config, tokenizer, norm_stats)), norm_stats
+
+    def wrap(self, model):
+        mode = self.cfg.distributed
+        if mode == "auto":
+            mode = "fsdp" if model.config.preset == "prismatic-7b" else "ddp"
+        self.mode = mode if self.dist.enabled else "single"
+        model.to(self.dist.device)
+        if self.mode == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            return DistributedDataParallel(model, device_ids=[self.dist.device] if self.dist.device.type == "cuda" else None)
+        if self.mode == "fsdp":
+            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+                if self.use_bf16 else MixedPrecisionPolicy()
+            for module in model.modules():  # one unit per transformer block, then the root
+                if type(module).__name__ in ("LlamaDecoderLayer", "Dinov2WithRegistersLayer", "Dinov2Layer",
+                                             "SiglipEncoderLayer"):
+                    fully_shard(module, mp_policy=mp)
+            fully_shard(model, mp_policy=mp)
+        return model
+
+    @property
+    def use_bf16(self) -> bool:
+        p = self.cfg.precision
+        return self.dist.device.type == "cuda" and p in ("auto", "bf16")
+
+    # .............................................................................. data order
+    def global_batch_indices(self, step: int, n: int) -> tuple[int, list[int]]:
+        per_epoch = n // self.cfg.batch_size
+        if per_epoch < 1:
+            raise ValueError(f"the dataset has {n} samples, fewer than one global batch of {self.cfg.batch_size}")
+        epoch, b = divmod(step, per_epoch)
+        if getattr(self, "_perm_epoch", None) != epoch:
+            self._perm = np.random.default_rng([self.cfg.seed, 7919, epoch]).permutation(n)
+            self._perm_epoch = epoch
+        return epoch, self._perm[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size].tolist()
+
+    def micro_batches(self, step: int, n: int) -> list[list[tuple[int, int]]]:
+        epoch, idx = self.global_batch_indices(step, n)
+        out = []
+        for m in range(self.cfg.grad_accum):
+            start = (m * self.dist.world + self.dist.rank) * self.micro
+            out.append([(epoch, i) for i in idx[start:start + self.micro]])
+        return out
+
+    # .............................................................................. checkpoints
+    def checkpoint_dirs(self) -> list[Path]:
+        return sorted((self.out / "checkpoints").glob("step_*[0-9]"))
+
+    def save_checkpoint(self, model, optimizer, scheduler, step: int, trainable: list[str]) -> None:
+        from safetensors.torch import save_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        msd, osd = get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        final = self.out / "checkpoints" / f"step_{step:07d}"
+        tmp = self.out / "checkpoints" / f".tmp_step_{step:07d}"
+        if self.dist.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            keep = set(trainable)
+            save_file({k: v.detach().contiguous().cpu() for k, v in msd.items() if k in keep},
+                      str(tmp / "trainable.safetensors"))
+            torch.save({"step": step, "optimizer": osd, "scheduler": scheduler.state_dict(),
+                        "data": {"epoch_and_batch": self._position(step), "batch_size": self.cfg.batch_size,
+                                 "seed": self.cfg.seed},
+                        "world_size": self.dist.world}, tmp / "trainer_state.pt")
+        self.dist.barrier()
+        torch.save(rng_state(), tmp / f"rng_rank{self.dist.rank}.pt")
+        self.dist.barrier()
+        if self.dist.main:
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)  # atomic: a checkpoint directory is complete or absent
+            for old in self.checkpoint_dirs()[:-self.cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.dist.barrier()
+
+    def _position(self, step: int) -> list[int]:
+        per_epoch = max(1, self.n_samples // self.cfg.batch_size)
+        return list(divmod(step, per_epoch))
+
+    def load_checkpoint(self, path: Path, model, optimizer, scheduler) -> int:
+        from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        trainable = load_file(str(path / "trainable.safetensors"))
+        state = torch.load(path / "trainer_state.pt", weights_only=True)
+        if state["data"]["batch_size"] != self.cfg.batch_size or state["data"]["seed"] != self.cfg.seed:
+            raise ValueError(f"{path}: written with batch_size {state['data']['batch_size']} / seed "
+                             f"{state['data']['seed']}; resuming needs the same values")
+        set_state_dict(model, optimizer, model_state_dict=trainable, optim_state_dict=state["optimizer"],
+                       options=StateDictOptions(full_state_dict=True, strict=False))
+        scheduler.load_state_dict(state["scheduler"])
+        rng_file = path / f"rng_rank{self.dist.rank}.pt"
+        if rng_file.is_file():
+            set_rng_state(torch.load(rng_file, weights_only=True))
+        logger.info("resumed from %s (step %d, epoch/batch %s)", path, state["step"], state["data"]["epoch_and_batch"])
+        return int(state["step"])
+
+    # .............................................................................. run
+    def train(self, stop_after: Optional[int] = None) -> Optional[Path]:
+        """Train to cfg.steps (or stop after `stop_after` steps of this call, for tests); returns final/."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        model, tokenizer, trainable = self.build_model()
+        dataset, collate, norm_stats = self.build_data(model.config, tokenizer)
+        self.n_samples = len(dataset)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.dist.main:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            (self.out / "trainable.txt").write_text("\n".join(trainable) + "\n")
+            (self.out / "norm_stats.json").write_text(json.dumps(norm_stats, indent=2) + "\n")
+            logger.info("stage %s: %d trainable tensors (%.3fM of %.3fM parameters); %d samples; %s",
+                        cfg.stage, len(trainable), sum(p.numel() for p in params) / 1e6,
+                        sum(p.numel() for p in model.parameters()) / 1e6, len(dataset), self.skips.summary())
+        wrapped = self.wrap(model)
+        params = [p for p in wrapped.parameters() if p.requires_grad]
+        o = cfg.optim
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr(), weight_decay=float(o.get("weight_decay", 0.0)),
+                                      betas=tuple(o.get("betas", (0.9, 0.999))))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        start = 0
+        ckpts = self.checkpoint_dirs() if self.resume else []
+        if ckpts:
+            start = self.load_checkpoint(ckpts[-1], wrapped, optimizer, scheduler)
+        metrics_path = self.out / "metrics.jsonl"
+        if self.dist.main:
+            kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.exists() and start else [])
+                    if json.loads(line)["step"] <= start]  # drop what a killed run logged past its checkpoint
+            metrics_path.write_text("".join(line + "\n" for line in kept))
+        writer = progress = None
+        if self.dist.main:
+            from torch.utils.tensorboard import SummaryWriter
+            from tqdm import tqdm
+
+            writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=start + 1 if start else None)
+            progress = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.stage}", unit="step", dynamic_ncols=True)
+        from torch.utils.data import DataLoader
+
+        class _Steps(torch.utils.data.Sampler):
+            def __init__(s, trainer, first):
+                s.t, s.first = trainer, first
+
+            def __iter__(s):
+                for step in range(s.first, cfg.steps):
+                    yield from s.t.micro_batches(step, len(dataset))
+
+            def __len__(s):
+                return (cfg.steps - s.first) * cfg.grad_accum
+
+        loader = DataLoader(dataset, batch_sampler=_Steps(self, start), collate_fn=collate,
+                            num_workers=cfg.num_workers, persistent_workers=False)
+        batches = iter(loader)
+        device = self.dist.device
+        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.use_bf16 else contextlib.nullcontext
+        last_log, done = time.monotonic(), 0
+        step = start
+        try:
+            for step in range(start + 1, cfg.steps + 1):
+                total = torch.zeros((), device=device)
+                for m in range(cfg.grad_accum):
+                    batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+                    target, valid = batch.pop("actions"), batch.pop("action_valid")
+                    sync = self.mode != "ddp" or m == cfg.grad_accum - 1
+                    with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast():
+                        pred = wrapped(**batch).actions.float()
+                        loss = masked_l1(pred, target, valid) / cfg.grad_accum
+                    loss.backward()
+                    total += loss.detach()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, float(o.get("grad_clip", 1.0)))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                if self.dist.enabled:
+                    dist.all_reduce(total)
+                    total /= self.dist.world
+                done += 1
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    now = time.monotonic()
+                    rec = {"step": step, "loss": float(total), "lr": scheduler.get_last_lr()[0],
+                           "grad_norm": float(grad_norm), "samples_per_s": done * cfg.batch_size / max(1e-9, now - last_log)}
+                    last_log, done = now, 0
+                    if self.dist.main:
+                        with open(metrics_path, "a") as f:
+                            f.write(json.dumps(rec) + "\n")
+                        for k in ("loss", "lr", "grad_norm", "samples_per_s"):
+                            writer.add_scalar(f"train/{k}", rec[k], step)
+                        progress.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}")
+                if progress is not None:
+                    progress.update(1)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    self.save_checkpoint(wrapped, optimizer, scheduler, step, trainable)
+                    if self.dist.main:
+                        plot_loss(metrics_path, self.out / "loss.png", f"{cfg.stage} loss")
+                if stop_after is not None and step - start >= stop_after:
+                    return None
+        finally:
+            if progress is not None:
+                progress.close()
+            if writer is not None:
+                writer.close()
+        final = self.out / "final"
+        self.export_final(wrapped, model, tokenizer, norm_stats, final)
+        if self.dist.main:
+            plot_loss(metrics_path, self.out / "loss.png", f"{cfg.stage} loss")
+            logger.info("final checkpoint (LoRA merged): %s", final)
+        return final
+
+    def export_final(self, wrapped, model, tokenizer, norm_stats, final: Path) -> None:
+        """from_pretrained directory of the trained model with LoRA merged into the LLM (rank 0 writes)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        from pixelvla_model import PixelVLA, PixelVLAConfig, PixelVLAPolicy
+
+        full = get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.dist.main:
+            config = PixelVLAConfig.from_dict(model.config.to_dict())
+            lora_r = config.lora_r
+            config.lora_r = 0
+            if lora_r:
+                config_lora = PixelVLAConfig.from_dict({**config.to_dict(), "lora_r": lora_r})
+                with torch.device("cpu"):
+                    tmp = PixelVLA(config_lora)
+                tmp.load_state_dict(full, strict=True)
+                tmp.llm = tmp.llm.merge_and_unload()
+                tmp.config.lora_r = 0
+                out_model = tmp
+            else:
+                out_model = PixelVLA(config)
+                out_model.load_state_dict(full, strict=True)
+            out_model.eval()
+            PixelVLAPolicy(out_model, tokenizer, norm_stats).save_pretrained(final)
+        self.dist.barrier()
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": repr(random.getstate()),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import ast
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(ast.literal_eval(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def plot_loss(metrics: Path, png: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("L1 loss (normalised actions)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
