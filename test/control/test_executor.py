@@ -35,12 +35,12 @@ def test_bad_chunks_are_rejected(kwargs, message):
 def test_receding_horizon_executes_first_k_in_time_order():
     schedule = ChunkSchedule(execute_steps=2)
     schedule.add(chunk(9.9, [step(0.01), step(0.02), step(0.03)]), now=10.0)  # due from its arrival
-    assert schedule.due(10.05)[0] == pytest.approx(0.01)
-    assert schedule.due(10.25)[0] == pytest.approx(0.02)
-    assert schedule.due(10.45) is None  # only the first 2 are executed
+    assert schedule.due(10.05)[0][0] == pytest.approx(0.01)
+    assert schedule.due(10.25)[0][0] == pytest.approx(0.02)
+    assert schedule.due(10.45)[0] is None  # only the first 2 are executed
     schedule.add(chunk(10.4, [step(0.04)]), now=10.45)  # a newer chunk replaces the old one
-    assert schedule.due(10.5)[0] == pytest.approx(0.04)
-    assert schedule.due(10.66) is None
+    assert schedule.due(10.5)[0][0] == pytest.approx(0.04)
+    assert schedule.due(10.66)[0] is None
 
 
 def test_temporal_ensemble_weights_older_chunks_more():
@@ -48,7 +48,7 @@ def test_temporal_ensemble_weights_older_chunks_more():
     schedule.add(chunk(0.0, [step(0.0), step(0.01)]), now=0.0)
     schedule.add(chunk(0.2, [step(0.03)]), now=0.2)
     w = np.exp(-0.5 * np.arange(2))
-    assert schedule.due(0.25)[0] == pytest.approx((w[0] * 0.01 + w[1] * 0.03) / w.sum())
+    assert schedule.due(0.25)[0][0] == pytest.approx((w[0] * 0.01 + w[1] * 0.03) / w.sum())
 
 
 def test_stale_chunk_is_rejected():
@@ -100,3 +100,24 @@ def test_watchdog_holds_and_estop_latches():
     executor.reset_estop()
     executor.add_chunk(chunk(1.4, [step(0.01)]), now=1.4)
     assert not executor.tick(1.45, q, 1.0).hold
+
+
+def test_a_chunk_is_executed_open_loop_from_its_first_measured_pose():
+    """An arm that lags (joints measured where the previous tick left them) still gets the whole plan."""
+    executor = ChunkExecutor(ChunkSchedule(), SafetyGate(**GATE), watchdog_timeout=1.0)
+    q = wx250s.HOME_Q.copy()
+    start, _ = wx250s.fk(q)
+    executor.add_chunk(chunk(0.0, [step(0.01)] * 3), now=0.0)
+    targets = [executor.tick(t, q, 1.0).joints for t in (0.01, 0.21, 0.41)]  # q never updated: full lag
+    assert wx250s.fk(targets[-1])[0] - start == pytest.approx([0.03, 0.0, 0.0], abs=1e-3)
+    executor.add_chunk(chunk(0.5, [step(0.01)]), now=0.5)  # a new plan starts from the measured pose again
+    assert wx250s.fk(executor.tick(0.51, q, 1.0).joints)[0] - start == pytest.approx([0.01, 0.0, 0.0], abs=1e-3)
+
+
+def test_a_blocked_arm_does_not_wind_up_the_target():
+    executor = ChunkExecutor(ChunkSchedule(execute_steps=10), SafetyGate(**GATE), max_tracking_error=0.025)
+    q = wx250s.HOME_Q.copy()
+    start, _ = wx250s.fk(q)
+    executor.add_chunk(chunk(0.0, [step(0.01)] * 10), now=0.0)
+    reach = [wx250s.fk(executor.tick(0.01 + 0.2 * i, q, 1.0).joints)[0][0] - start[0] for i in range(6)]
+    assert max(reach) <= 0.025 + 0.01 + 1e-3  # restarted from the measured pose once 2.5 cm ahead

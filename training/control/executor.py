@@ -14,6 +14,13 @@ Each control tick the executor:
    per-step translation/rotation limits, the target is clipped into the workspace box;
 3. maps it to joint targets with the arm's IK and checks them against the joint limits.
 
+A chunk is an open-loop plan from one image: its first action applies to the measured end-effector
+pose, each further action to the pose commanded before it, so an arm that lags a tick behind its
+controller (or a control loop that misses a tick) loses no motion. The commanded pose restarts from
+the measured one at every new chunk (and for every ensembled action: those re-plan each tick), after
+every hold, and whenever the arm is more than `max_tracking_error` metres from it (a blocked arm
+never winds the target up).
+
 When no action is due (no chunk, chunk used up, chunk too old, watchdog expired) or the e-stop is
 latched, `tick` returns a hold command (the joints where they are).
 """
@@ -81,20 +88,20 @@ class ChunkSchedule:
     def clear(self) -> None:
         self.chunks.clear()
 
-    def due(self, now: float) -> np.ndarray | None:
-        """The (7,) action due at `now`, or None when no chunk covers it."""
-        predictions = []
+    def due(self, now: float) -> tuple[np.ndarray | None, bool]:
+        """(the (7,) action due at `now` or None when no chunk covers it, whether it starts a new plan)."""
+        predictions, index = [], 0
         for arrival, chunk in self.chunks:
             index = int(math.floor((now - arrival) / chunk.dt + 1e-6))
             limit = min(len(chunk.actions), self.execute_steps) if self.strategy == "receding_horizon" else len(chunk.actions)
             if 0 <= index < limit:
                 predictions.append(chunk.actions[index])
         if not predictions:
-            return None
-        if len(predictions) == 1:
-            return predictions[0]
+            return None, True
+        if self.strategy == "receding_horizon":
+            return predictions[0], index == 0
         weights = np.exp(-self.ensemble_decay * np.arange(len(predictions)))
-        return (weights[:, None] * np.stack(predictions)).sum(0) / weights.sum()
+        return (weights[:, None] * np.stack(predictions)).sum(0) / weights.sum(), True
 
 
 @dataclass
@@ -152,7 +159,9 @@ class ChunkExecutor:
     schedule: ChunkSchedule
     gate: SafetyGate
     watchdog_timeout: float = 1.0   # s without a fresh chunk -> hold
+    max_tracking_error: float = 0.03  # m between commanded and measured TCP before the command restarts
     estopped: bool = False
+    reference: tuple[np.ndarray, np.ndarray] | None = None  # last commanded TCP pose (position m, rotation)
     last_chunk_time: float = -math.inf
     last_gripper: float = 1.0
 
@@ -173,6 +182,11 @@ class ChunkExecutor:
     def tick(self, now: float, joints: np.ndarray, gripper_state: float) -> Command:
         """The command for this control tick given the measured joints (6,) rad and gripper in [0, 1]."""
         joints = np.asarray(joints, dtype=float)
+        command = self._command(now, joints)
+        self.reference = None if command.hold else self.reference
+        return command
+
+    def _command(self, now: float, joints: np.ndarray) -> Command:
         hold = Command(joints=joints.copy(), gripper=self.last_gripper, hold=True)
         if self.estopped:
             hold.reason = "e-stop latched"
@@ -181,15 +195,20 @@ class ChunkExecutor:
             self.schedule.clear()
             hold.reason = "watchdog: no fresh chunk"
             return hold
-        action = self.schedule.due(now)
+        action, new_plan = self.schedule.due(now)
         if action is None:
             hold.reason = "no action due"
             return hold
-        tcp_position, _ = wx250s.fk(joints)
-        action, notes = self.gate.limit(action, tcp_position)
-        target = wx250s.ik_step(joints, action[:3], action[3:6])
+        measured = wx250s.fk(joints)
+        base = None if new_plan else self.reference
+        if base is None or np.linalg.norm(base[0] - measured[0]) > self.max_tracking_error:
+            base = measured
+        action, notes = self.gate.limit(action, base[0])
+        target_pose = wx250s.apply_ee_delta(*base, action[:3], action[3:6])
+        target = wx250s.solve_ik(joints, *target_pose)
         if np.any(target < wx250s.JOINT_LOWER - 1e-9) or np.any(target > wx250s.JOINT_UPPER + 1e-9):
             hold.reason = "IK result outside the joint limits"
             return hold
+        self.reference = target_pose
         self.last_gripper = float(action[6])
         return Command(joints=target, gripper=self.last_gripper, hold=False, reason="; ".join(notes))
