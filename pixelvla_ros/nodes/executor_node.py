@@ -51,7 +51,9 @@ class ExecutorNode(ParameterMixin, Node):
             max_step_rotation=self.declare("max_step_rotation", 0.35, "per action (rad)", minimum=1e-4),
         )
         self.chunk_executor = ChunkExecutor(
-            schedule, gate, watchdog_timeout=self.declare("watchdog_timeout", 1.0, "hold after this long without a chunk (s)")
+            schedule, gate,
+            watchdog_timeout=self.declare("watchdog_timeout", 1.0, "hold after this long without a chunk (s)"),
+            max_tracking_error=self.declare("max_tracking_error", 0.03, "commanded-to-measured TCP distance that restarts a plan (m)", minimum=0.001),
         )
         self.joints: np.ndarray | None = None
         self.gripper_state = 1.0
