@@ -292,3 +292,43 @@ def test_bag_reader_action_chunks_and_joint_states(tmp_path):
     assert set(js_ep.actions[:, 6]) == {1.0}
     eps = load_episodes([{"type": "bags", "path": str(tmp_path / "bags")}], image_size=12)
     assert eps[0].images.shape == (6, 12, 12, 3)
+
+
+# ------------------------------------------------------------------------------------------------ Pixel-160K
+def test_pixel160k_annotations_over_sim_episodes(sim_dataset, tmp_path):
+    from pixelvla_model import Mask, Point
+    from pixelvla_training.datasets.pixel160k import NO_SOURCE, read_pixel160k
+    from pixelvla_training.labeling.format import ShardWriter, make_record
+    from pixelvla_training.sim.dataset import read_episode
+
+    index = json.loads((sim_dataset / "index.json").read_text())
+    records, episodes = [], []
+    for e in index["episodes"][:2] + [{"file": "episode_999999.npz"}]:  # the last one has no source
+        path = sim_dataset / e["file"]
+        masks = read_episode(path).arrays["target_masks"] if path.exists() else np.zeros((12, 32, 32), bool)
+        eid = f"demos/{path.stem}"
+        for t in range(2, 10):  # labels for frames 2..9
+            m = masks[t]
+            rows, cols = np.nonzero(m)
+            prompts = {"points": [{"x": float(cols[0]) + 0.5, "y": float(rows[0]) + 0.5, "label": 1}],
+                       "boxes": [{"x0": float(cols.min()), "y0": float(rows.min()), "x1": float(cols.max() + 1),
+                                  "y1": float(rows.max() + 1), "label": 1}]} if m.any() else {}
+            records.append(make_record(episode_id=eid, frame_index=t, num_frames=12, instruction="put the red cube on the plate",
+                                       noun="red cube", mask=m, prompts=prompts, scores={"detector": 0.9, "mask": 0.8},
+                                       keyframe=t == 2, source={"format": "pixelvla-sim-episodes", "path": str(sim_dataset),
+                                                                "episode": e["file"], "frame": t}))
+        episodes.append({"episode_id": eid, "frames": 8, "source": {}})
+    ShardWriter(tmp_path / "p160k").write(0, records, episodes, [])
+    skips = SkipLog("p160k")
+    eps = list(read_pixel160k(tmp_path / "p160k", dataset_key="bridge_orig", skips=skips))
+    assert len(eps) == 2 and skips.counts == {NO_SOURCE: 1}
+    ep = eps[0]
+    assert ep.images.shape[0] == 8 and ep.target_masks.shape == (8, 32, 32) and ep.dataset == "bridge_orig"
+    np.testing.assert_array_equal(ep.target_masks[0], read_episode(sim_dataset / "episode_000000.npz").arrays["target_masks"][2])
+    kinds = {type(p) for p in ep.prompts[0]}
+    assert Point in kinds and Mask in kinds
+    ds = ChunkDataset(eps, 5, norm_stats_for(eps), sampler=PromptSampler(text_only=0.0, max_prompts=2))
+    s = ds[0]
+    assert 1 <= len(s["prompts"]) <= 2 and all(p in ep.prompts[0] for p in s["prompts"])
+    assert (load_episodes([{"type": "pixel160k", "path": str(tmp_path / "p160k"), "key": "k"}], image_size=16)[0]
+            .images.shape == (8, 32, 32, 3))  # episodes with fixed prompts keep their pixel coordinates

@@ -58,8 +58,10 @@ class PromptSampler:
         show = rng.random() < self.show_mask
         if text_only:
             return [], None
-        if fixed_prompts:
-            return list(fixed_prompts)[: self.max_prompts], (mask if show else None)
+        has_mask = mask is not None and bool(np.any(mask))
+        if fixed_prompts:  # annotations: a random subset of the labelled prompts
+            pick = sorted(rng.choice(len(fixed_prompts), size=min(n, len(fixed_prompts)), replace=False).tolist())
+            return [fixed_prompts[i] for i in pick], (mask if show and has_mask else None)
         prompts = []
         for k in range(n):
             m = first_mask if (use_first[k] and first_mask is not None) else mask
