@@ -22,9 +22,12 @@ import time
 import numpy as np
 
 
-def bare_latency(preset: str, frames: int) -> np.ndarray:
+def bare_latency(preset: str, frames: int, threads: int) -> np.ndarray:
+    import torch
+
     from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
 
+    torch.set_num_threads(threads)
     policy = PixelVLAPolicy.from_config(PixelVLAConfig.from_preset(preset), seed=0)
     image = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
     for _ in range(3):
@@ -37,7 +40,7 @@ def bare_latency(preset: str, frames: int) -> np.ndarray:
     return np.array(times)
 
 
-def node_latency(preset: str, frames: int, camera_hz: float) -> dict:
+def node_latency(preset: str, frames: int, camera_hz: float, threads: int) -> dict:
     import rclpy
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
@@ -47,7 +50,7 @@ def node_latency(preset: str, frames: int, camera_hz: float) -> dict:
     from pixelvla_ros.msg import ActionChunk, PolicyStatus
 
     node_process = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.policy_node", "--ros-args",
-                                     "-p", "control_rate_hz:=0.0", "-p", f"default_preset:={preset}",
+                                     "-p", "control_rate_hz:=0.0", "-p", f"default_preset:={preset}", "-p", f"threads:={threads}",
                                      "-r", "__node:=policy"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rclpy.init()
     node = rclpy.create_node("latency_probe")
@@ -113,15 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="tiny,small")
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--camera-hz", type=float, default=30.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for the node and the bare model")
     opts = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     results = {}
     for preset in opts.presets.split(","):
-        bare = bare_latency(preset, opts.frames)
-        e2e = node_latency(preset, opts.frames, opts.camera_hz)
+        bare = bare_latency(preset, opts.frames, opts.threads)
+        e2e = node_latency(preset, opts.frames, opts.camera_hz, opts.threads)
         results[preset] = {"bare_predict_s": percentiles(bare), "node": e2e,
                            "overhead_ratio_p50": round(e2e["end_to_end_s"]["p50"] / float(np.median(bare)), 3)}
-    print(json.dumps({"camera_hz": opts.camera_hz, "results": results}, indent=2))
+    print(json.dumps({"camera_hz": opts.camera_hz, "threads": opts.threads, "results": results}, indent=2))
     return 0
 
 

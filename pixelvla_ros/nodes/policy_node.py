@@ -48,6 +48,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.expected_chunk_size = self.declare("expected_chunk_size", 0, "refuse a model with another chunk size (0: any)", minimum=0)
         self.expected_weights = self.declare("expected_weights_sha256", "", "refuse a bundle exported from other weights (empty: any)")
         self.device = self.declare("device", "cpu", "torch device for the torch backend (cpu, cuda, cuda:1)")
+        self.threads = self.declare("threads", 0, "CPU threads of the runtime (0: its default); pin on shared computers", minimum=0)
         self.default_preset = self.declare("default_preset", "tiny", "config preset of the untrained default model")
         unnorm = self.declare("unnorm_key", "", "dataset statistics to un-normalise actions with (empty: the only one)")
         self.unnorm_key = unnorm or None
@@ -100,6 +101,10 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
         from pixelvla_model.runtime import Expectation, load_policy
 
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         if not self.model_path:
             if self.backend != "torch":
                 raise ValueError(f"backend {self.backend!r} needs model_path:=<engine bundle> (made by pixelvla-export)")
@@ -116,7 +121,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             return policy, f"untrained-{self.default_preset}"
         expect = Expectation(chunk_size=self.expected_chunk_size or None, action_dim=7,
                              weights_sha256=self.expected_weights or None)
-        policy = load_policy(self.model_path, backend=self.backend, device=self.device, expect=expect)
+        policy = load_policy(self.model_path, backend=self.backend, device=self.device, expect=expect,
+                             threads=self.threads or None)
         return policy, policy.runtime.describe().get("model_id") or Path(self.model_path).resolve().name
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
