@@ -24,7 +24,8 @@ setup(
     + packages("pixelvla_ros", "pixelvla_ros"),
     # Unique import names: model/ and training/ never land in site-packages as `model`/`training`.
     package_dir={"pixelvla_model": "model", "pixelvla_training": "training"},
-    package_data={"pixelvla_training.sim": ["assets/*.xml"], "pixelvla_training.labeling": ["FORMAT.md"]},
+    package_data={"pixelvla_training.sim": ["assets/*.xml"], "pixelvla_training.labeling": ["FORMAT.md"],
+                  "pixelvla_model": ["checkpoints/*/*"]},
     install_requires=["numpy", "pyyaml", "torch", "safetensors", "transformers>=4.56", "tokenizers"],
     extras_require={
         "sim": ["mujoco>=3.2", "imageio", "rosbags"],
