@@ -9,12 +9,18 @@ Public API:
     from_openvla                   openvla_import.py
     build_byte_tokenizer, load_tokenizer   tokenizer.py
 """
+from pathlib import Path
+
 from .checkpoint import load_model, save_pretrained
 from .configuration import PRESETS, PROMPT_TYPE_IDS, PixelVLAConfig
 from .modeling import INPUT_NAMES, PixelVLA, PixelVLAOutput, example_inputs
 from .processing import PROMPT_TEMPLATE, PixelVLAPolicy, PixelVLAProcessor, unnormalize_actions
 from .prompts import Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors, validate_prompt
 from .tokenizer import build_byte_tokenizer, load_tokenizer
+
+# The project's own small checkpoint, trained in the simulator on a CPU (docs/results.md): the default
+# model of the policy node. It runs the whole stack but does not solve the tasks yet.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "pixelvla-sim-tiny"
 
 
 def from_openvla(directory, config=None, dtype=None):
@@ -30,5 +36,5 @@ __all__ = [
     "PixelVLAConfig", "PRESETS", "PROMPT_TYPE_IDS", "PixelVLA", "PixelVLAOutput", "INPUT_NAMES", "example_inputs",
     "Point", "Line", "Box", "Mask", "batch_prompts", "empty_prompt_tensors", "validate_prompt",
     "PixelVLAProcessor", "PixelVLAPolicy", "PROMPT_TEMPLATE", "unnormalize_actions",
-    "save_pretrained", "load_model", "from_openvla", "build_byte_tokenizer", "load_tokenizer",
+    "save_pretrained", "load_model", "from_openvla", "build_byte_tokenizer", "load_tokenizer", "DEFAULT_CHECKPOINT",
 ]

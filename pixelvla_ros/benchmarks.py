@@ -50,7 +50,7 @@ def node_latency(preset: str, frames: int, camera_hz: float, threads: int) -> di
     from pixelvla_ros.msg import ActionChunk, PolicyStatus
 
     node_process = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.policy_node", "--ros-args",
-                                     "-p", "control_rate_hz:=0.0", "-p", f"default_preset:={preset}", "-p", f"threads:={threads}",
+                                     "-p", "control_rate_hz:=0.0", "-p", "model_path:=untrained", "-p", f"default_preset:={preset}", "-p", f"threads:={threads}",
                                      "-r", "__node:=policy"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rclpy.init()
     node = rclpy.create_node("latency_probe")

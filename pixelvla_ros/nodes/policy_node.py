@@ -43,7 +43,8 @@ LATENCY_WINDOW = 200
 class PolicyNode(ParameterMixin, LifecycleNode):
     def __init__(self) -> None:
         super().__init__("policy")
-        self.model_path = self.declare("model_path", "", "model directory or engine bundle; empty = default model")
+        self.model_path = self.declare(
+            "model_path", "", "model directory or engine bundle; empty = the shipped checkpoint; 'untrained' = random weights")
         self.backend = self.declare("backend", "torch", "torch (checkpoint dir), onnxruntime or tensorrt (engine bundle)")
         self.expected_chunk_size = self.declare("expected_chunk_size", 0, "refuse a model with another chunk size (0: any)", minimum=0)
         self.expected_weights = self.declare("expected_weights_sha256", "", "refuse a bundle exported from other weights (empty: any)")
@@ -98,18 +99,25 @@ class PolicyNode(ParameterMixin, LifecycleNode):
 
     def load_policy(self):
         """(policy with predict(image, instruction, prompts, mask, unnorm_key), model id) per the parameters."""
-        from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
+        from pixelvla_model import DEFAULT_CHECKPOINT, PixelVLAConfig, PixelVLAPolicy
         from pixelvla_model.runtime import Expectation, load_policy
 
         if self.threads:
             import torch
 
             torch.set_num_threads(self.threads)
-        if not self.model_path:
-            if self.backend != "torch":
-                raise ValueError(f"backend {self.backend!r} needs model_path:=<engine bundle> (made by pixelvla-export)")
+        model_path = self.model_path
+        if not model_path and self.backend != "torch":
+            raise ValueError(f"backend {self.backend!r} needs model_path:=<engine bundle> (made by pixelvla-export)")
+        if not model_path and DEFAULT_CHECKPOINT.is_dir():
             self.get_logger().warning(
-                f"no model_path: running an UNTRAINED {self.default_preset!r} model with random weights; "
+                f"no model_path: running the shipped {DEFAULT_CHECKPOINT.name} checkpoint, trained in simulation on a "
+                "CPU; it does not solve the tasks yet (docs/results.md) - pass model_path:=<dir> for a real policy"
+            )
+            model_path = str(DEFAULT_CHECKPOINT)
+        if model_path in ("", "untrained"):
+            self.get_logger().warning(
+                f"running an UNTRAINED {self.default_preset!r} model with random weights; "
                 "its actions are meaningless - pass model_path:=<dir> for a real policy"
             )
             # Statistics of Bridge's scale (a few cm, a few degrees per step) under the configured key,
@@ -121,9 +129,9 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             return policy, f"untrained-{self.default_preset}"
         expect = Expectation(chunk_size=self.expected_chunk_size or None, action_dim=7,
                              weights_sha256=self.expected_weights or None)
-        policy = load_policy(self.model_path, backend=self.backend, device=self.device, expect=expect,
+        policy = load_policy(model_path, backend=self.backend, device=self.device, expect=expect,
                              threads=self.threads or None)
-        return policy, policy.runtime.describe().get("model_id") or Path(self.model_path).resolve().name
+        return policy, policy.runtime.describe().get("model_id") or Path(model_path).resolve().name
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active = True

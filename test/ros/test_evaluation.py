@@ -31,7 +31,7 @@ def test_policy_episode_runs_and_failures_are_filmed(ros_domain, tmp_path):
     assert main(["--tasks", "put_this_cube_on_plate", "--episodes", "1", "--mask", "ground_truth",
                  "--out", str(tmp_path)]) == 0
     (episode,) = [json.loads(p.read_text()) for p in tmp_path.glob("episode_*.json")]
-    assert episode["driver"] == "default-untrained" and episode["finished"]
+    assert episode["driver"] == "default-checkpoint" and episode["finished"]
     assert episode["mean_inference_latency_s"] is not None  # the policy produced chunks
-    if not episode["success"]:  # an untrained policy is not expected to succeed
+    if not episode["success"]:  # the shipped checkpoint does not solve the tasks yet (docs/results.md)
         assert (tmp_path / "failure_put_this_cube_on_plate_seed1000.gif").exists()

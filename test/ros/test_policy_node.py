@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ros
 @pytest.fixture
 def policy(ros_node):
     node = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.policy_node", "--ros-args",
-                             "-p", "control_rate_hz:=0.0", "-r", "__node:=policy"])
+                             "-p", "model_path:=untrained", "-p", "control_rate_hz:=0.0", "-r", "__node:=policy"])
     io = {
         "chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
         "status": ros_node.collect(PolicyStatus, "/pixelvla/status", qos.LATCHED),
@@ -208,3 +208,19 @@ def test_unusable_models_stop_the_node_at_start_with_the_reason(ros_domain, mode
         out, _ = node.communicate(timeout=60)
         assert node.returncode != 0, out
         assert reason in out, out
+
+
+def test_default_model_is_the_shipped_checkpoint(ros_node):
+    from pixelvla_model import DEFAULT_CHECKPOINT
+
+    node = start_policy()
+    io = {"chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
+          "image": ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR)}
+    ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube in the bowl"))
+    try:
+        actions = chunk_for(ros_node, io, frame(7001), timeout=60)
+    finally:
+        node.terminate()
+        out, _ = node.communicate(timeout=20)
+    assert actions.shape == (5, 7)
+    assert io["chunks"][-1].model_id == DEFAULT_CHECKPOINT.name and "does not solve the tasks yet" in out
