@@ -29,10 +29,11 @@ def source_tree_copy(target: Path) -> Path:
 def test_cmake_install_layout(tmp_path):
     source, prefix, build = source_tree_copy(tmp_path / "src" / "pixelvla_ros"), tmp_path / "install", tmp_path / "build"
     env = {**os.environ, "AMENT_PREFIX_PATH": str(VENV)}
-    subprocess.run(["cmake", "-S", str(source), "-B", str(build), f"-DCMAKE_INSTALL_PREFIX={prefix}", "-DBUILD_TESTING=OFF",
-                    f"-DPython3_EXECUTABLE={sys.executable}"], check=True, env=env, capture_output=True)
-    subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, env=env, capture_output=True)
-    subprocess.run(["cmake", "--install", str(build)], check=True, env=env, capture_output=True)
+    for step in (["cmake", "-S", str(source), "-B", str(build), f"-DCMAKE_INSTALL_PREFIX={prefix}", "-DBUILD_TESTING=OFF",
+                  f"-DPython3_EXECUTABLE={sys.executable}"],
+                 ["cmake", "--build", str(build), "-j2"], ["cmake", "--install", str(build)]):
+        done = subprocess.run(step, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(step[:2])} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
     site = prefix / Path(sysconfig.get_path("purelib")).relative_to(sys.prefix)
     for package, module in [("pixelvla_ros", "node_base.py"), ("pixelvla_model", "modeling.py"),
