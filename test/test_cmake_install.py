@@ -30,6 +30,7 @@ def test_cmake_install_layout(tmp_path):
     source, prefix, build = source_tree_copy(tmp_path / "src" / "pixelvla_ros"), tmp_path / "install", tmp_path / "build"
     env = {**os.environ, "AMENT_PREFIX_PATH": str(VENV)}
     for step in (["cmake", "-S", str(source), "-B", str(build), f"-DCMAKE_INSTALL_PREFIX={prefix}", "-DBUILD_TESTING=OFF",
+                  f"-DCMAKE_PREFIX_PATH={VENV}",  # where the ament/rosidl wheels put their CMake packages
                   f"-DPython3_EXECUTABLE={sys.executable}"],
                  ["cmake", "--build", str(build), "-j2"], ["cmake", "--install", str(build)]):
         done = subprocess.run(step, env=env, capture_output=True, text=True)
