@@ -1,14 +1,12 @@
 """Simulator episodes with ground truth for the labeling tests (small images, recorded once per session)."""
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 
 from pixelvla_training.sim.dataset import DatasetWriter, Episode, episode_from_observations
 from pixelvla_training.sim.expert import ScriptedExpert, run_expert_episode
 from pixelvla_training.sim.tasks import TASKS
+from labeling_helpers import window
 
 SIZE = (64, 64)
 SEEDS = range(4)
@@ -41,13 +39,6 @@ def sim_dataset(tmp_path_factory):
                 path = writer.add(episode_from_observations(ep.observations, ep.actions, env, ep.success))
                 truth[path.name] = expert.phases.index("close")
     return root, truth
-
-
-def window(episode: Episode, start: int, stop: int, **meta) -> Episode:
-    """Frames [start, stop) of an episode as a valid episode of its own (meta overrides in `meta`)."""
-    arrays = {k: (v[start:stop] if v.ndim and len(v) == episode.num_steps and k not in ("camera_intrinsics", "camera_pose")
-                  else v) for k, v in episode.arrays.items()}
-    return Episode(arrays, {**episode.meta, "num_steps": stop - start, **meta})
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """Pixel-160K-format: RLE, records, shards, manifest, validation."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

@@ -18,7 +18,7 @@ from pixelvla_training.labeling import format as fmt
 from pixelvla_training.labeling.nouns import SpacyNouns
 from pixelvla_training.sim.dataset import DatasetWriter, iter_episodes
 
-from conftest import window
+from labeling_helpers import window
 
 
 def label(input_dir, out, *extra):

@@ -1,11 +1,9 @@
 """Small datasets written by the tests themselves (synthetic simulator episodes in the npz format)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 
 def synthetic_episode(rng: np.random.Generator, steps: int = 12, size: int = 32, instruction: str = "put the red cube on the plate"):

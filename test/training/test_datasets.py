@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from pixelvla_training.datasets import (ChunkDataset, Episode, PromptSampler, SkipLog, chunk_targets,
+from pixelvla_training.datasets import (ChunkDataset, PromptSampler, SkipLog, chunk_targets,
                                         compute_norm_stats, load_episodes, norm_stats_for, normalize_actions)
 from pixelvla_training.datasets import base
 from pixelvla_training.datasets.tfrecord import (CorruptRecord, crc32c, parse_example, read_tfrecord,
