@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pixelvla_training.sim.dataset import DatasetWriter, Episode, episode_from_observations
+from pixelvla_training.sim.dataset import DatasetWriter, episode_from_observations
 from pixelvla_training.sim.expert import ScriptedExpert, run_expert_episode
 from pixelvla_training.sim.tasks import TASKS
 from labeling_helpers import window
