@@ -56,6 +56,19 @@ def _rotvec_to_matrix(rotvec: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
 
 
+def _finite_vector(value, size: int, name: str, layout: str) -> np.ndarray:
+    """`value` as a (size,) float array of finite numbers; ValueError naming `name` and its `layout` otherwise."""
+    try:
+        vector = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be {size} numbers {layout}, got {value!r}") from exc
+    if vector.shape != (size,):
+        raise ValueError(f"{name} must have shape ({size},) {layout}, got shape {vector.shape}")
+    if not np.all(np.isfinite(vector)):
+        raise ValueError(f"{name} must be finite, got {vector.tolist()}")
+    return vector
+
+
 class TabletopEnv:
     """Simulated WidowX 250 tabletop.
 
@@ -201,14 +214,7 @@ class TabletopEnv:
 
         ValueError with the reason otherwise. Joint targets outside the limits are clipped to them.
         """
-        try:
-            q = np.asarray(q_target, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"q_target must be 6 numbers (rad), got {q_target!r}") from exc
-        if q.shape != (6,):
-            raise ValueError(f"q_target must have shape (6,) ({', '.join(wx250s.JOINT_NAMES)}), got shape {q.shape}")
-        if not np.all(np.isfinite(q)):
-            raise ValueError(f"q_target must be finite, got {q.tolist()}")
+        q = _finite_vector(q_target, 6, "q_target", f"({', '.join(wx250s.JOINT_NAMES)}, rad)")
         try:
             g = float(np.asarray(gripper, dtype=float).reshape(()))
         except (TypeError, ValueError) as exc:
@@ -242,14 +248,7 @@ class TabletopEnv:
         with :meth:`step`. The commanded TCP pose is kept in ``last_ee_target`` (position (3,), rotation (3, 3)).
         """
         self._require_episode()
-        try:
-            a = np.asarray(action, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"action must be 7 numbers, got {action!r}") from exc
-        if a.shape != (7,):
-            raise ValueError(f"action must have shape (7,) [dx, dy, dz, droll, dpitch, dyaw, gripper], got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be finite, got {a.tolist()}")
+        a = _finite_vector(action, 7, "action", "[dx, dy, dz, droll, dpitch, dyaw, gripper]")
         q = self.joint_positions()
         pos, rot = wx250s.fk(q)
         target = wx250s.apply_ee_delta(pos, rot, a[:3], a[3:6])
