@@ -75,6 +75,13 @@ class PixelVLAConfig:
     prompt_pe_scale: float = 1.0  # std of the Gaussian frequency matrix (SAM's default)
     prompt_mask_size: int = 16  # mask prompts enter downscaled to (S, S); default: the patch grid
 
+    # --- robot state (proprioception) ---
+    # 0: image, text and prompts only (OpenVLA / the paper). > 0: one more prefix token encodes the robot's
+    # state vector (e.g. arm joint positions + gripper, rad / normalised), normalised with the checkpoint's
+    # norm_stats[key]["proprio"] statistics. The paper's model has none; small policies trained from
+    # scratch need it to tell the phase of a task (gripper open or closed, arm up or down).
+    proprio_dim: int = 0
+
     # --- continuous action decoder ---
     chunk_size: int = 5  # N_c: actions per chunk (Bridge: 5 at 5 Hz)
     action_dim: int = 7  # xyz delta, rpy delta, gripper
@@ -106,8 +113,8 @@ class PixelVLAConfig:
 
     @property
     def prefix_tokens(self) -> int:
-        """Tokens inserted after BOS: visual + pixel + prompt."""
-        return self.num_patches + self.pixel_tokens + self.max_prompts
+        """Tokens inserted after BOS: visual + pixel + prompt (+ 1 robot-state token when proprio_dim > 0)."""
+        return self.num_patches + self.pixel_tokens + self.max_prompts + (1 if self.proprio_dim else 0)
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -156,8 +163,8 @@ class PixelVLAConfig:
             errors.append(f"prompt_pe_dim {self.prompt_pe_dim} must be even (sin and cos halves)")
         if self.max_prompt_points < 2:
             errors.append("max_prompt_points must be >= 2 (a box has 2 corners)")
-        if self.decoder_blocks < 0 or self.lora_r < 0 or self.dino_registers < 0:
-            errors.append("decoder_blocks, lora_r and dino_registers must be >= 0")
+        if self.decoder_blocks < 0 or self.lora_r < 0 or self.dino_registers < 0 or self.proprio_dim < 0:
+            errors.append("decoder_blocks, lora_r, dino_registers and proprio_dim must be >= 0")
         if self.attn_implementation not in ("sdpa", "eager"):
             errors.append(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
         if errors:

@@ -6,7 +6,7 @@
                                                            add a TensorRT engine to a bundle (robot / GPU host)
 
 The ONNX graph ("prefill graph"): opset 18 (ONNX_OPSET), fp32, one output ``actions`` (B, N_c, 7)
-normalised, inputs in modeling.INPUT_NAMES order:
+normalised, inputs in modeling.input_names(config) order:
 
     pixel_values      (B, 3, 224, 224) float32 in [0, 1]     (per-tower mean/std happen in the graph)
     input_ids         (B, T) int64, BOS first, right-padded  T = "text_len", the only dynamic dim
@@ -44,7 +44,7 @@ import torch
 
 from .checkpoint import CONFIG_FILE
 from .configuration import PRESETS, PixelVLAConfig
-from .modeling import INPUT_NAMES, PixelVLA, example_inputs
+from .modeling import PixelVLA, example_inputs, input_names
 from .runtime.bundle import (ENGINE_FILE, FORMAT, FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, BundleError,
                              atomic_directory, io_spec, read_manifest, verify_bundle, weights_sha256, write_manifest)
 
@@ -56,16 +56,17 @@ DEFAULT_TEXT_LEN = (2, 64, 256)  # min / opt / max tokens
 
 
 class PrefillGraph(torch.nn.Module):
-    """PixelVLA.forward with positional tensor inputs (INPUT_NAMES order) and the actions as the only output."""
+    """PixelVLA.forward with positional tensor inputs (input_names(config) order: INPUT_NAMES, then
+    proprio when the model takes the robot state) and the actions as the only output."""
 
     def __init__(self, model: PixelVLA):
         super().__init__()
         self.model = model
 
     def forward(self, pixel_values, input_ids, attention_mask, target_mask, prompt_coords, prompt_point_mask,
-                prompt_types, prompt_labels, prompt_masks):
+                prompt_types, prompt_labels, prompt_masks, proprio=None):
         return self.model(pixel_values, input_ids, attention_mask, target_mask, prompt_coords, prompt_point_mask,
-                          prompt_types, prompt_labels, prompt_masks).actions
+                          prompt_types, prompt_labels, prompt_masks, proprio=proprio).actions
 
 
 def versions() -> dict[str, Optional[str]]:
@@ -139,7 +140,8 @@ def export_onnx(model: PixelVLA, path: str | os.PathLike, batch_size: int = 1,
     graph = PrefillGraph(model).eval()
     example = example_inputs(config, batch_size=batch_size, text_len=opt)
     t_dim = torch.export.Dim("text_len", min=lo, max=hi)
-    dynamic = {name: None for name in INPUT_NAMES}
+    names = input_names(config)
+    dynamic = {name: None for name in names}
     dynamic["input_ids"] = dynamic["attention_mask"] = {1: t_dim}
     nbytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
     t0 = time.time()
@@ -149,8 +151,8 @@ def export_onnx(model: PixelVLA, path: str | os.PathLike, batch_size: int = 1,
         # known and harmless: both dynamic inputs share the one "text_len" axis; a torch-internal deprecation
         warnings.filterwarnings("ignore", message=".*axis name: text_len will not be used.*")
         warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*", category=FutureWarning)
-        program = torch.onnx.export(graph, tuple(example[n] for n in INPUT_NAMES), None, dynamo=True,
-                                    input_names=list(INPUT_NAMES), output_names=["actions"], opset_version=opset,
+        program = torch.onnx.export(graph, tuple(example[n] for n in names), None, dynamo=True,
+                                    input_names=list(names), output_names=["actions"], opset_version=opset,
                                     dynamic_shapes=dynamic, verbose=False)
     program.save(str(path), external_data=nbytes > EXTERNAL_DATA_BYTES)
     import onnx
@@ -167,7 +169,7 @@ def check_onnx_parity(model: PixelVLA, onnx_path: str | os.PathLike, batch_size:
 
     example = example_inputs(model.config, batch_size=batch_size, text_len=text_len, seed=seed)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(["actions"], {n: example[n].numpy() for n in INPUT_NAMES})[0]
+    got = session.run(["actions"], {n: example[n].numpy() for n in input_names(model.config)})[0]
     with torch.no_grad():
         want = model(**example).actions.numpy()
     return float(np.abs(got - want).max())

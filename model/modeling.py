@@ -5,10 +5,12 @@
                                           | selected SigLIP layers
     target mask (B,224,224) ---------> pixel-aware encoder --------------------------------> pixel token(s) (B,n_p,D)
     prompt tensors (B,K,...) --------> visual prompt encoder ------------------------------> prompt tokens (B,K,D)
+    proprio (B,P), optional ---------> robot-state encoder ---------------------------------> state token (B,1,D)
     input_ids (B,T) -----------------> LLM embeddings ------------------------------------> text tokens (B,T,D)
 
-    LLM sequence: [BOS, visual, pixel, prompt, text[1:]]  (BOS first, as OpenVLA inserts its patches
-    after BOS; otherwise the [visual, pixel, prompt, text] order of the paper)
+    LLM sequence: [BOS, visual, pixel, prompt, (state), text[1:]]  (BOS first, as OpenVLA inserts its
+    patches after BOS; otherwise the [visual, pixel, prompt, text] order of the paper; the state token exists
+    only when config.proprio_dim > 0)
     --> Llama --> last-layer hidden state at the last valid text token (B,D)
     --> continuous action decoder --> normalised actions (B, N_c, 7) in [-1, 1] (q01/q99 convention)
 
@@ -50,7 +52,14 @@ INPUT_NAMES = (
     "pixel_values", "input_ids", "attention_mask", "target_mask",
     "prompt_coords", "prompt_point_mask", "prompt_types", "prompt_labels", "prompt_masks",
 )
+#: The robot-state input, present only when config.proprio_dim > 0 (see input_names).
+PROPRIO_INPUT = "proprio"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def input_names(config: PixelVLAConfig) -> tuple[str, ...]:
+    """The forward's tensor inputs for this config, in graph order: INPUT_NAMES (+ "proprio")."""
+    return INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ())
 
 
 @dataclass
@@ -211,6 +220,17 @@ class PromptEncoder(nn.Module):
         return self.mlp(h) * valid.unsqueeze(-1).to(h.dtype), valid
 
 
+class StateEncoder(nn.Module):
+    """Normalised robot state (B, P) -> one token (B, 1, D): Linear, GELU, Linear."""
+
+    def __init__(self, c: PixelVLAConfig):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(c.proprio_dim, c.llm_hidden), nn.GELU(), nn.Linear(c.llm_hidden, c.llm_hidden))
+
+    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
+        return self.mlp(proprio).unsqueeze(1)
+
+
 # ---------------------------------------------------------------------------------------------------
 # 4. LLM: transformers LlamaModel (built in PixelVLA.__init__), optionally wrapped with peft LoRA.
 # 5. Continuous action decoder
@@ -264,10 +284,12 @@ class PixelVLA(nn.Module):
         self.projector = Projector(config.vision_hidden, config.llm_hidden)
         self.pixel_encoder = PixelEncoder(config)
         self.prompt_encoder = PromptEncoder(config)
+        self.state_encoder = StateEncoder(config) if config.proprio_dim else None
         self.llm = build_llm(config)
         self.decoder = ActionDecoder(config)
-        for module in (self.projector, self.pixel_encoder, self.prompt_encoder, self.decoder):
-            module.apply(self._init_new)
+        for module in (self.projector, self.pixel_encoder, self.prompt_encoder, self.state_encoder, self.decoder):
+            if module is not None:
+                module.apply(self._init_new)
         if config.lora_r > 0:
             self._add_lora(config.lora_r)
 
@@ -289,11 +311,15 @@ class PixelVLA(nn.Module):
         prompt_types: Optional[torch.Tensor] = None,  # (B, K) int64, 0 = empty slot
         prompt_labels: Optional[torch.Tensor] = None,  # (B, K) int64, 1 fg / 0 bg
         prompt_masks: Optional[torch.Tensor] = None,  # (B, K, S, S) float in [0, 1]
+        proprio: Optional[torch.Tensor] = None,  # (B, proprio_dim) normalised robot state; needed iff proprio_dim > 0
         actions: Optional[torch.Tensor] = None,  # (B, N_c, 7) normalised targets -> L1 loss
     ) -> PixelVLAOutput:
         c = self.config
         b = pixel_values.shape[0]
         dev = pixel_values.device
+        if (proprio is None) != (self.state_encoder is None):
+            raise ValueError(f"this model takes proprio_dim = {c.proprio_dim} robot-state values; "
+                             + ("pass proprio (B, proprio_dim)" if proprio is None else "do not pass proprio"))
         if target_mask is None:
             target_mask = torch.zeros(b, c.image_size, c.image_size, device=dev)
         if prompt_types is None:
@@ -313,10 +339,12 @@ class PixelVLA(nn.Module):
             prompt_masks.to(visual.dtype))  # (B, K, D), (B, K)
 
         text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
-        embeds = torch.cat([text[:, :1], visual, pixel.to(text.dtype), prompt.to(text.dtype), text[:, 1:]], 1)
+        state = [] if proprio is None else [self.state_encoder(proprio.to(visual.dtype)).to(text.dtype)]
+        embeds = torch.cat([text[:, :1], visual, pixel.to(text.dtype), prompt.to(text.dtype), *state, text[:, 1:]], 1)
         am = attention_mask.to(torch.long)
         ones = torch.ones(b, visual.shape[1] + pixel.shape[1], dtype=torch.long, device=dev)
-        full_mask = torch.cat([am[:, :1], ones, prompt_valid.to(torch.long), am[:, 1:]], dim=1)
+        state_mask = [torch.ones(b, 1, dtype=torch.long, device=dev)] if state else []
+        full_mask = torch.cat([am[:, :1], ones, prompt_valid.to(torch.long), *state_mask, am[:, 1:]], dim=1)
 
         hidden = self.llm(inputs_embeds=embeds, attention_mask=full_mask, use_cache=False).last_hidden_state
 
@@ -342,6 +370,7 @@ class PixelVLA(nn.Module):
 
         "cat": only the action decoder trains. "pue": peft LoRA (rank ``lora_r``, all attention and MLP
         projections of the LLM) + pixel encoder + prompt encoder + decoder train; everything else frozen.
+        The robot-state encoder, when the config has one, is new like the decoder and trains in both stages.
         """
         if stage not in ("cat", "pue"):
             raise ValueError(f"unknown stage {stage!r}; use 'cat' or 'pue'")
@@ -350,6 +379,8 @@ class PixelVLA(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
         train = [self.decoder] + ([self.pixel_encoder, self.prompt_encoder] if stage == "pue" else [])
+        if self.state_encoder is not None:
+            train.append(self.state_encoder)
         for module in train:
             module.requires_grad_(True)
         if stage == "pue":
@@ -388,13 +419,13 @@ class PixelVLA(nn.Module):
 # ---------------------------------------------------------------------------------------------------
 def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 24,
                    seed: int = 0) -> dict[str, torch.Tensor]:
-    """Deterministic forward inputs (keys = INPUT_NAMES, in order):
+    """Deterministic forward inputs (keys = input_names(config), in order):
 
     pixel_values (B,3,224,224) float32 [0,1]; input_ids (B,T) int64; attention_mask (B,T) int64 (the
     last sample is right-padded by 3 tokens when B > 1); target_mask (B,224,224) float32 (sample 0: a
     square, the last sample: empty when B > 1); prompt_coords (B,K,P,2) float32; prompt_point_mask
     (B,K,P) float32; prompt_types (B,K) int64; prompt_labels (B,K) int64; prompt_masks (B,K,S,S) float32
-    (sample 0 holds one prompt of each type when K >= 4).
+    (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0.
     """
     from .prompts import Box, Line, Mask, Point, batch_prompts
 
@@ -418,5 +449,8 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
     prompts = [all_types[: config.max_prompts]] + [[Point(200.0 - 10 * i, 100.0, label=i % 2)]
                                                   for i in range(1, batch_size)]
     pt = batch_prompts(prompts, (s, s), config)
-    return {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
-            "target_mask": target_mask, **pt}
+    out = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
+           "target_mask": target_mask, **pt}
+    if config.proprio_dim:
+        out[PROPRIO_INPUT] = torch.randn(batch_size, config.proprio_dim, generator=g)
+    return out

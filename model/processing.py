@@ -7,6 +7,11 @@ the torch network.
 Images: (H, W, 3) uint8 RGB -> resized to 224x224 (bicubic, antialiased, as OpenVLA's "resize-naive")
 -> float32 (3, 224, 224) in [0, 1]. The per-tower mean/std normalisation happens inside the network.
 
+Robot state (models with config.proprio_dim > 0): a raw (P,) vector in the dataset's state convention (the
+simulator's and the WidowX's: the 6 arm joint positions in rad, then the gripper finger position in m, as
+/joint_states reports them) ->
+2 (s - q01) / (q99 - q01) - 1 with norm_stats[key]["proprio"], clipped to [-2, 2].
+
 Actions: the network predicts (N_c, 7) in [-1, 1]; un-normalisation follows OpenVLA:
 a = 0.5 (a_n + 1) (q99 - q01) + q01 on the dims where norm_stats[key]["action"]["mask"] is true; the
 gripper dim (mask false) is returned as predicted. Units are those of the dataset the stats come from
@@ -115,10 +120,21 @@ def unnormalize_actions(actions: np.ndarray, stats: dict[str, Any]) -> np.ndarra
     return np.where(mask, 0.5 * (actions + 1.0) * (q99 - q01) + q01, actions)
 
 
-def identity_norm_stats(action_dim: int = 7, key: str = "untrained") -> dict[str, Any]:
-    """Stats that leave actions in [-1, 1] (for untrained / test policies)."""
-    return {key: {"action": {"q01": [-1.0] * action_dim, "q99": [1.0] * action_dim,
-                             "mask": [True] * (action_dim - 1) + [False]}}}
+def normalize_proprio(state: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
+    """(..., P) raw robot state -> normalised with norm_stats[key]["proprio"] q01/q99, clipped to [-2, 2]."""
+    p = stats["proprio"]
+    q01, q99 = np.asarray(p["q01"], np.float64), np.asarray(p["q99"], np.float64)
+    span = np.where(q99 - q01 > 1e-8, q99 - q01, 1.0)  # a constant dim maps to -1, never a division by zero
+    return np.clip(2.0 * (np.asarray(state, np.float64) - q01) / span - 1.0, -2.0, 2.0).astype(np.float32)
+
+
+def identity_norm_stats(action_dim: int = 7, key: str = "untrained", proprio_dim: int = 0) -> dict[str, Any]:
+    """Stats that leave actions in [-1, 1] (for untrained / test policies); proprio likewise when asked."""
+    entry: dict[str, Any] = {"action": {"q01": [-1.0] * action_dim, "q99": [1.0] * action_dim,
+                                        "mask": [True] * (action_dim - 1) + [False]}}
+    if proprio_dim:
+        entry["proprio"] = {"q01": [-1.0] * proprio_dim, "q99": [1.0] * proprio_dim}
+    return {key: entry}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -134,11 +150,29 @@ class PixelVLAProcessor:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token")
         if len(tokenizer) > config.vocab_size:
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the LLM vocab is {config.vocab_size}")
+        if config.proprio_dim:
+            for key, entry in self.norm_stats.items():
+                p = entry.get("proprio")
+                if not isinstance(p, dict) or len(p.get("q01", ())) != config.proprio_dim \
+                        or len(p.get("q99", ())) != config.proprio_dim:
+                    raise ValueError(f"the model takes {config.proprio_dim} robot-state values, but norm_stats[{key!r}] "
+                                     f"has no 'proprio' entry with q01/q99 of that length; retrain or fix norm_stats.json")
+
+    def normalize_proprio(self, state: np.ndarray, unnorm_key: Optional[str] = None) -> np.ndarray:
+        """Raw robot state (P,) -> normalised (P,) float32; ValueError naming what is wrong with it."""
+        state = np.asarray(state, np.float64)
+        if state.shape != (self.config.proprio_dim,):
+            raise ValueError(f"robot state must have {self.config.proprio_dim} values, got shape {state.shape}")
+        if not np.all(np.isfinite(state)):
+            raise ValueError("robot state contains NaN or inf")
+        return normalize_proprio(state, self.norm_stats[resolve_unnorm_key(self.norm_stats, unnorm_key)])
 
     def __call__(self, images: Sequence[np.ndarray], instructions: Sequence[str],
                  prompts: Optional[Sequence[Optional[Sequence[Prompt]]]] = None,
-                 masks: Optional[Sequence[Optional[np.ndarray]]] = None) -> dict[str, torch.Tensor]:
-        """Lists of B images (H,W,3) uint8, instructions, prompt lists (or None), target masks (or None)."""
+                 masks: Optional[Sequence[Optional[np.ndarray]]] = None,
+                 proprio: Optional[Sequence[np.ndarray]] = None) -> dict[str, torch.Tensor]:
+        """Lists of B images (H,W,3) uint8, instructions, prompt lists (or None), target masks (or None) and,
+        for models with proprio_dim > 0, B normalised robot states (see normalize_proprio)."""
         b = len(images)
         if len(instructions) != b:
             raise ValueError(f"got {b} images but {len(instructions)} instructions")
@@ -154,9 +188,15 @@ class PixelVLAProcessor:
         ids = text["input_ids"]
         if self.tokenizer.bos_token_id is not None and not bool((ids[:, 0] == self.tokenizer.bos_token_id).all()):
             raise ValueError("the tokenizer must put BOS first (the network inserts its tokens after it)")
-        return {"pixel_values": pixel_values, "input_ids": ids.to(torch.long),
-                "attention_mask": text["attention_mask"].to(torch.long), "target_mask": target,
-                **batch_prompts(prompts, hw, self.config)}
+        out = {"pixel_values": pixel_values, "input_ids": ids.to(torch.long),
+               "attention_mask": text["attention_mask"].to(torch.long), "target_mask": target,
+               **batch_prompts(prompts, hw, self.config)}
+        if self.config.proprio_dim:
+            if proprio is None or len(proprio) != b:
+                raise ValueError(f"this model takes the robot state ({self.config.proprio_dim} values) for each of "
+                                 f"the {b} images; pass proprio")
+            out["proprio"] = torch.as_tensor(np.stack([np.asarray(p, np.float32) for p in proprio]))
+        return out
 
     def unnormalize(self, actions: np.ndarray, unnorm_key: Optional[str] = None) -> np.ndarray:
         return unnormalize_actions(actions, self.norm_stats[resolve_unnorm_key(self.norm_stats, unnorm_key)])
@@ -211,11 +251,18 @@ class PixelVLAPolicy:
         return self.model(**inputs).actions.float().cpu().numpy()
 
     def predict(self, image: np.ndarray, instruction: str, prompts: Optional[Sequence[Prompt]] = None,
-                mask: Optional[np.ndarray] = None, unnorm_key: Optional[str] = None) -> np.ndarray:
-        """image (H, W, 3) uint8 RGB; prompts in pixel coordinates of `image`; mask (H, W) target mask.
+                mask: Optional[np.ndarray] = None, unnorm_key: Optional[str] = None,
+                proprio: Optional[np.ndarray] = None) -> np.ndarray:
+        """image (H, W, 3) uint8 RGB; prompts in pixel coordinates of `image`; mask (H, W) target mask;
+        proprio: the raw robot state (P,), required when config.proprio_dim > 0 (see module doc).
         Returns (N_c, 7) float64 actions in robot units (see module doc)."""
         key = resolve_unnorm_key(self.norm_stats, unnorm_key)  # fail before running the network
-        actions = self.infer(self.processor([image], [instruction], [prompts], [mask]))[0]
+        state = None
+        if self.config.proprio_dim:
+            if proprio is None:
+                raise ValueError(f"this model takes the robot state ({self.config.proprio_dim} values); pass proprio")
+            state = [self.processor.normalize_proprio(proprio, key)]
+        actions = self.infer(self.processor([image], [instruction], [prompts], [mask], state))[0]
         return self.processor.unnormalize(actions, key)
 
     # ------------------------------------------------------------------ construction / checkpoints
@@ -230,7 +277,8 @@ class PixelVLAPolicy:
                        "its actions are meaningless - never drive a real robot with it !!!", seed)
         torch.manual_seed(seed)
         model = PixelVLA(config)
-        return cls(model, build_byte_tokenizer(), norm_stats or identity_norm_stats(config.action_dim), device)
+        return cls(model, build_byte_tokenizer(),
+                   norm_stats or identity_norm_stats(config.action_dim, proprio_dim=config.proprio_dim), device)
 
     def save_pretrained(self, directory: str | Path, **kwargs) -> None:
         from .checkpoint import save_pretrained

@@ -1,7 +1,7 @@
 """The runtime interface every backend implements, and the input checks they share.
 
 A runtime runs the network only: it takes the batched tensor dict PixelVLAProcessor builds (keys =
-modeling.INPUT_NAMES, torch tensors or numpy arrays) and returns normalised actions (B, N_c, 7) float32.
+modeling.input_names(config), torch tensors or numpy arrays) and returns normalised actions (B, N_c, 7) float32.
 Tokenisation, resizing, prompt batching and un-normalisation stay in processing.py, the same code for
 every backend (see runtime.policy.RuntimePolicy).
 """

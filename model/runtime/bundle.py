@@ -103,8 +103,8 @@ def io_spec(config, batch_size: Any = 1) -> tuple[list[dict], list[dict]]:
     """(inputs, outputs) of the prefill graph for a PixelVLAConfig, as manifest entries.
 
     B = batch_size (an int, or a name for a dynamic dim), T = "text_len", K/P/S = max_prompts /
-    max_prompt_points / prompt_mask_size, N_c = chunk_size."""
-    from ..modeling import INPUT_NAMES
+    max_prompt_points / prompt_mask_size, N_c = chunk_size, P = proprio_dim."""
+    from ..modeling import input_names
 
     b, s = batch_size, config.image_size
     k, p, m = config.max_prompts, config.max_prompt_points, config.prompt_mask_size
@@ -115,8 +115,11 @@ def io_spec(config, batch_size: Any = 1) -> tuple[list[dict], list[dict]]:
         "prompt_types": ([b, k], "int64"), "prompt_labels": ([b, k], "int64"),
         "prompt_masks": ([b, k, m, m], "float32"),
     }
-    assert tuple(shapes) == tuple(INPUT_NAMES), "io_spec is out of date with modeling.INPUT_NAMES"
-    inputs = [{"name": n, "shape": shapes[n][0], "dtype": shapes[n][1]} for n in INPUT_NAMES]
+    if config.proprio_dim:
+        shapes["proprio"] = ([b, config.proprio_dim], "float32")
+    names = input_names(config)
+    assert tuple(shapes) == names, "io_spec is out of date with modeling.input_names"
+    inputs = [{"name": n, "shape": shapes[n][0], "dtype": shapes[n][1]} for n in names]
     outputs = [{"name": "actions", "shape": [b, config.chunk_size, config.action_dim], "dtype": "float32"}]
     return inputs, outputs
 
