@@ -59,6 +59,33 @@ def test_sim_reader_and_samples(sim_dataset):
     assert repr(again["prompts"]) == repr(s["prompts"])  # same (seed, epoch, index) -> same sample
 
 
+def test_sim_episodes_carry_the_robot_state_normalised_per_dataset(sim_dataset):
+    from pixelvla_model import PixelVLAConfig, PixelVLAProcessor, build_byte_tokenizer
+    from pixelvla_training.datasets import Collator
+    from pixelvla_training.datasets.sim import read_sim_episodes
+
+    eps = list(read_sim_episodes(sim_dataset, image_size=28))
+    assert eps[0].proprio.shape == (12, 7)  # 6 arm joints, then the gripper finger (the /joint_states order)
+    eps[1].proprio = eps[1].proprio + np.linspace(0.0, 0.2, 7)  # make every dimension vary
+    stats = norm_stats_for(eps)
+    p = stats["pixelvla_sim"]["proprio"]
+    np.testing.assert_allclose(p["q99"], np.quantile(np.concatenate([e.proprio for e in eps]), 0.99, axis=0), rtol=1e-6)
+    ds = ChunkDataset(eps, 5, stats)
+    state = ds[12 + 3]["proprio"]  # episode 1, step 3
+    assert state.dtype == np.float32 and state.min() >= -2 and state.max() <= 2
+    config = PixelVLAConfig.from_preset("tiny", image_size=28, proprio_dim=7)
+    processor = PixelVLAProcessor(config, build_byte_tokenizer(), stats)
+    np.testing.assert_allclose(state, processor.normalize_proprio(eps[1].proprio[3]), atol=1e-6)
+    batch = Collator(processor)([ds[i] for i in range(3)])
+    assert batch["proprio"].shape == (3, 7)
+    nan = eps[2]
+    nan.proprio = nan.proprio.copy()
+    nan.proprio[4, 0] = np.nan
+    skips = SkipLog("test")
+    assert len(ChunkDataset(eps, 5, stats, skips=skips)) == 3 * 12
+    assert skips.counts == {base.BAD_STATE: 1}
+
+
 def test_collated_batch_runs_through_the_model(sim_dataset):
     import torch
 

@@ -72,8 +72,13 @@ class Collator:
         self.processor = processor
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        proprio = [s.get("proprio") for s in samples]
+        if self.processor.config.proprio_dim and any(p is None for p in proprio):
+            raise ValueError("the model takes the robot state, but some samples have none (their episodes carry "
+                             "no proprio); train with proprio_dim: 0 or on data with the state")
         batch = self.processor([s["image"] for s in samples], [s["instruction"] for s in samples],
-                               [s["prompts"] for s in samples], [s["target_mask"] for s in samples])
+                               [s["prompts"] for s in samples], [s["target_mask"] for s in samples],
+                               proprio if self.processor.config.proprio_dim else None)
         batch["actions"] = torch.from_numpy(np.stack([s["actions"] for s in samples])).float()
         batch["action_valid"] = torch.from_numpy(np.stack([s["action_valid"] for s in samples]))
         return batch

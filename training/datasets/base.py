@@ -8,6 +8,8 @@ Every reader (simulator episodes, ROS 2 bags, RLDS TFRecord shards, Pixel-160K a
         "instruction":  str
         "target_mask":  (H, W) bool mask of the target at step t, or None (no target / text-only sample)
         "prompts":      list of pixel_model prompts (Point/Line/Box/Mask, pixel coordinates of `image`)
+        "proprio":      (P,) float32 robot state at step t normalised with norm_stats[dataset]["proprio"], or None
+                        when the episode has no state
         "actions":      (N_c, 7) float32, actions t .. t+N_c-1 normalised with q01/q99 (gripper kept in [0, 1]);
                         steps past the episode end repeat the last action
         "action_valid": (N_c,) bool, False for those padded steps (the loss ignores them)
@@ -39,6 +41,7 @@ NAN_ACTIONS = "NaN or inf actions"
 MISSING_IMAGE = "missing image"
 TRUNCATED = "truncated or corrupt record"
 MISSING_INSTRUCTION = "missing instruction"
+BAD_STATE = "robot state missing a step, or NaN"
 
 
 class SkipLog:
@@ -72,7 +75,8 @@ class Episode:
 
     images (T, H, W, 3) uint8 RGB; actions (T, 7) float32 raw (Bridge convention, see module doc);
     target_masks (T, H, W) bool or None; prompts: optional per-step list of fixed prompts (e.g. from
-    annotations), None to sample them from the masks; instruction: str; dataset: its norm-stats key.
+    annotations), None to sample them from the masks; instruction: str; dataset: its norm-stats key;
+    proprio (T, P) float32 robot state at each step (raw, the dataset's convention) or None.
     """
 
     images: np.ndarray
@@ -84,6 +88,7 @@ class Episode:
     first_masks: Optional[np.ndarray] = None  # (H, W) target mask of step 0, for "operator clicks once" prompts
     source: str = ""  # where it came from (file, episode id) for log lines
     meta: dict = field(default_factory=dict)
+    proprio: Optional[np.ndarray] = None
 
     @property
     def num_steps(self) -> int:
@@ -102,6 +107,11 @@ def check_episode(ep: Episode, chunk_size: int, skips: SkipLog) -> bool:
     if a.ndim != 2 or a.shape[1] != ACTION_DIM or not np.all(np.isfinite(a)):
         skips.skip(NAN_ACTIONS, ep.source)
         return False
+    if ep.proprio is not None:
+        s = np.asarray(ep.proprio)
+        if s.ndim != 2 or len(s) != len(a) or not np.all(np.isfinite(s)):
+            skips.skip(BAD_STATE, ep.source)
+            return False
     if len(a) < chunk_size:
         skips.skip(SHORT_EPISODE, f"{ep.source}: {len(a)} < {chunk_size} steps")
         return False
@@ -109,6 +119,13 @@ def check_episode(ep: Episode, chunk_size: int, skips: SkipLog) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ statistics
+def state_stats(states: Sequence[np.ndarray]) -> dict:
+    """Statistics of (N, P) robot states, OpenVLA's "proprio" entry: {mean, std, max, min, q01, q99}."""
+    s = np.concatenate([np.asarray(x, np.float64) for x in states])
+    return {"mean": s.mean(0).tolist(), "std": s.std(0).tolist(), "max": s.max(0).tolist(), "min": s.min(0).tolist(),
+            "q01": np.quantile(s, 0.01, axis=0).tolist(), "q99": np.quantile(s, 0.99, axis=0).tolist()}
+
+
 def compute_norm_stats(actions: Sequence[np.ndarray] | np.ndarray, gripper_dims: Sequence[int] = (6,)) -> dict:
     """OpenVLA-layout statistics of (N, 7) actions: {"action": {mean, std, max, min, q01, q99, mask}}."""
     a = np.concatenate([np.asarray(x, np.float64).reshape(-1, ACTION_DIM) for x in actions]) \
@@ -160,7 +177,11 @@ class ChunkDataset:
         if missing:
             raise ValueError(f"no norm stats for datasets {missing}; compute them with compute_norm_stats")
         self.norm_stats = norm_stats
+        from pixelvla_model.processing import normalize_proprio  # the inference path's own normalisation
+
         self.normalised = [normalize_actions(ep.actions, norm_stats[ep.dataset]) for ep in self.episodes]
+        self.states = [None if ep.proprio is None or "proprio" not in norm_stats[ep.dataset]
+                       else normalize_proprio(ep.proprio, norm_stats[ep.dataset]) for ep in self.episodes]
         self.index = [(e, t) for e, ep in enumerate(self.episodes) for t in range(ep.num_steps)]
         self.sampler = sampler
         self.seed = seed
@@ -192,18 +213,29 @@ class ChunkDataset:
             prompts, shown_mask = self.sampler(rng, mask, first_mask=first, fixed_prompts=fixed)
         elif fixed:
             prompts = list(fixed)
+        state = self.states[e]
         return {"image": ep.images[t], "instruction": ep.instruction, "target_mask": shown_mask,
-                "prompts": prompts, "actions": actions, "action_valid": valid, "dataset": ep.dataset}
+                "prompts": prompts, "proprio": None if state is None else state[t], "actions": actions,
+                "action_valid": valid, "dataset": ep.dataset}
 
 
 def norm_stats_for(episodes: Sequence[Episode], keys: Optional[dict[str, str]] = None) -> dict[str, dict]:
-    """q01/q99 statistics per dataset key over the episodes' raw actions (OpenVLA layout)."""
+    """q01/q99 statistics per dataset key over the episodes' raw actions (OpenVLA layout), with a "proprio"
+    entry for the keys whose every episode has a finite robot state of one width."""
     by_key: dict[str, list[np.ndarray]] = collections.defaultdict(list)
+    states: dict[str, list] = collections.defaultdict(list)
     for ep in episodes:
         a = np.asarray(ep.actions, np.float64)
         if a.ndim == 2 and a.shape[1] == ACTION_DIM and np.all(np.isfinite(a)):
             by_key[ep.dataset].append(a)
-    return {k: compute_norm_stats(v) for k, v in by_key.items()}
+            s = None if ep.proprio is None else np.asarray(ep.proprio, np.float64)
+            states[ep.dataset].append(s if s is not None and s.ndim == 2 and len(s) == len(a)
+                                      and np.all(np.isfinite(s)) else None)
+    stats = {k: compute_norm_stats(v) for k, v in by_key.items()}
+    for k, ss in states.items():
+        if ss and all(s is not None for s in ss) and len({s.shape[1] for s in ss}) == 1:
+            stats[k]["proprio"] = state_stats(ss)
+    return stats
 
 
 def resize_episode(ep: Episode, size: int) -> Episode:
@@ -227,4 +259,4 @@ def resize_episode(ep: Episode, size: int) -> Episode:
         return out.numpy() if np.asarray(m).ndim == 3 else out[0].numpy()
 
     return Episode(imgs, ep.actions, ep.instruction, ep.dataset, shrink(ep.target_masks), ep.prompts,
-                   shrink(ep.first_masks), ep.source, ep.meta)
+                   shrink(ep.first_masks), ep.source, ep.meta, ep.proprio)

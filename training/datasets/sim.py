@@ -1,6 +1,7 @@
 """Simulator episodes (training/sim/DATASET.md, npz per episode) -> :class:`Episode`.
 
-Actions are already in the Bridge convention (gripper 1 = open). The target mask of every step comes from
+Actions are already in the Bridge convention (gripper 1 = open). The robot state (proprio) is the 6 arm joint
+positions (rad) and the gripper finger position (m), the order /joint_states has. The target mask of every step comes from
 the renderer; the first step's mask stands for the operator's one click at the start. Episodes recorded as
 failures (``meta.success`` false) are skipped by default: a failed demonstration is not a demonstration.
 """
@@ -54,10 +55,14 @@ def read_sim_episodes(root: str | Path, dataset_key: str = "pixelvla_sim", image
             skips.skip(MISSING_IMAGE, str(path))
             continue
         masks = a.get("target_masks")
+        state = None
+        if "joint_positions" in a and "gripper_positions" in a:  # /joint_states order: arm joints, then gripper
+            state = np.concatenate([a["joint_positions"], a["gripper_positions"][:, None]], axis=1).astype(np.float32)
         ep = Episode(images=a["images"], actions=np.asarray(a.get("actions", np.zeros((0, 7))), np.float32),
                      instruction=str(raw.meta.get("instruction", "")), dataset=dataset_key,
                      target_masks=masks, first_masks=None if masks is None else masks[0],
-                     source=str(path), meta={k: raw.meta.get(k) for k in ("task", "seed", "prompted")})
+                     source=str(path), meta={k: raw.meta.get(k) for k in ("task", "seed", "prompted")},
+                     proprio=state)
         count += 1
         yield resize_episode(ep, image_size) if image_size else ep
 
