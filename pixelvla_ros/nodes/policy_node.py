@@ -11,8 +11,12 @@ allows). Each chunk carries its image's stamp. Bad input (an unsupported or malf
 empty or oversized instruction, an invalid prompt or mask) is refused with a log line and a
 PolicyStatus; nothing is published from it.
 
+A model that reads the robot state (config.proprio_dim > 0) gets the latest /joint_states: the positions
+of `joint_names` then `gripper_joint`, the dataset convention it was trained with. It waits for the first
+complete joint state before it runs, and refuses at configure a model whose state width does not match.
+
 Topics: /camera/image_raw, /pixelvla/instruction (String), /pixelvla/prompt (VisualPrompt; a POINT
-prompt without points clears it), /pixelvla/mask (mono8, the segmenter's target mask) in;
+prompt without points clears it), /pixelvla/mask (mono8, the segmenter's target mask), /joint_states in;
 /pixelvla/action_chunk, /pixelvla/status (PolicyStatus, 1 Hz and on errors), /diagnostics out.
 """
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 
 from pixelvla_ros import qos
@@ -57,6 +61,10 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.min_period = 1.0 / rate if rate > 0 else 0.0
         self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame the actions are expressed in")
         self.instruction = self.declare("instruction", "", "initial instruction (the topic overrides it)")
+        self.state_joints = list(self.declare(
+            "joint_names", ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate"],
+            "arm joints whose positions (then the gripper's) form the robot state of models that read it"))
+        self.state_joints.append(self.declare("gripper_joint", "left_finger", "gripper joint, last value of the robot state"))
         autostart = self.declare("autostart", True, "configure and activate at start-up")
 
         self.policy = None
@@ -67,6 +75,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.latest: Frame | None = None
         self.prompt_msg: VisualPrompt | None = None
         self.mask: np.ndarray | None = None
+        self.robot_state: np.ndarray | None = None  # (len(joint_names) + 1,) latest complete joint positions
         self.sequence = 0
         self.counters = {"received": 0, "used": 0, "dropped": 0}
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -80,6 +89,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.create_subscription(String, "/pixelvla/instruction", self.on_instruction, qos.LATCHED)
         self.create_subscription(VisualPrompt, "/pixelvla/prompt", self.on_prompt, qos.LATCHED)
         self.create_subscription(Image, "/pixelvla/mask", self.on_mask, qos.LATCHED)
+        self.create_subscription(JointState, "/joint_states", self.on_joint_state, qos.SENSOR)
         self.create_timer(1.0, self.publish_status)
         if autostart:
             self.trigger_configure()
@@ -93,6 +103,12 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             self.policy, self.model_id = self.load_policy()
         except Exception as exc:  # noqa: BLE001 - BundleError, OSError, ValueError...: all mean "cannot run this model"
             self.report_error(f"loading {self.model_path or 'the default model'} failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        width = self.policy.config.proprio_dim
+        if width and width != len(self.state_joints):
+            self.report_error(f"the model reads {width} robot-state values, but joint_names + gripper_joint name "
+                              f"{len(self.state_joints)} joints ({self.state_joints}); set them to the joints it was trained on")
+            self.policy = None
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"loaded {self.model_id} ({self.backend})")
         return TransitionCallbackReturn.SUCCESS
@@ -201,12 +217,25 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         with self.lock:
             self.mask = mask if mask.any() else None
 
+    def on_joint_state(self, msg: JointState) -> None:
+        positions = dict(zip(msg.name, msg.position))
+        if all(name in positions for name in self.state_joints):
+            state = np.array([positions[name] for name in self.state_joints], np.float64)
+            if np.all(np.isfinite(state)):
+                with self.lock:
+                    self.robot_state = state
+
     # ---------------------------------------------------------------- inference
+    def ready(self) -> bool:
+        """A frame and an instruction are there, and the robot state when the model reads it (lock held)."""
+        needs_state = self.policy is not None and self.policy.config.proprio_dim > 0
+        return self.latest is not None and bool(self.instruction) and not (needs_state and self.robot_state is None)
+
     def inference_loop(self) -> None:
         next_time = 0.0
         while True:
             with self.lock:
-                while self.active and (self.latest is None or not self.instruction):
+                while self.active and not self.ready():
                     self.new_frame.wait(timeout=0.5)
                 if not self.active:
                     return
@@ -217,11 +246,12 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                 if not self.active:
                     return
                 frame, self.latest = self.latest, None
-                instruction, prompt_msg, mask = self.instruction, self.prompt_msg, self.mask
+                instruction, prompt_msg, mask, state = self.instruction, self.prompt_msg, self.mask, self.robot_state
             next_time = time.monotonic() + self.min_period
-            self.run_once(frame, instruction, prompt_msg, mask)
+            self.run_once(frame, instruction, prompt_msg, mask, state)
 
-    def run_once(self, frame: Frame, instruction: str, prompt_msg: VisualPrompt | None, mask: np.ndarray | None) -> None:
+    def run_once(self, frame: Frame, instruction: str, prompt_msg: VisualPrompt | None, mask: np.ndarray | None,
+                 state: np.ndarray | None = None) -> None:
         hw = frame.rgb.shape[:2]
         try:
             prompts = prompt_from_msg(prompt_msg, hw) if prompt_msg is not None else None
@@ -236,7 +266,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             mask = None
         started = time.perf_counter()
         try:
-            actions = self.policy.predict(frame.rgb, instruction, prompts=prompts, mask=mask, unnorm_key=self.unnorm_key)
+            actions = self.policy.predict(frame.rgb, instruction, prompts=prompts, mask=mask, unnorm_key=self.unnorm_key,
+                                          proprio=state if self.policy.config.proprio_dim else None)
         except (ValueError, RuntimeError) as exc:
             self.report_error(f"inference failed: {exc}")
             return

@@ -224,3 +224,58 @@ def test_default_model_is_the_shipped_checkpoint(ros_node):
         out, _ = node.communicate(timeout=20)
     assert actions.shape == (5, 7)
     assert io["chunks"][-1].model_id == DEFAULT_CHECKPOINT.name and "does not solve the tasks yet" in out
+
+
+# ---------------------------------------------------------------- models that read the robot state
+ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate"]
+
+
+@pytest.fixture(scope="module")
+def state_model(tmp_path_factory):
+    """A tiny checkpoint that reads 7 robot-state values (6 arm joints + the gripper finger)."""
+    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
+
+    stats = {"bridge_orig": {**BRIDGE_LIKE["bridge_orig"],
+                             "proprio": {"q01": [-1.5] * 6 + [0.015], "q99": [1.5] * 6 + [0.037]}}}
+    path = tmp_path_factory.mktemp("state_model") / "ckpt"
+    PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny", proprio_dim=7), seed=4, norm_stats=stats).save_pretrained(path)
+    return path
+
+
+def test_a_state_model_waits_for_joint_states_and_uses_them(ros_node, state_model):
+    from sensor_msgs.msg import JointState
+
+    from pixelvla_model import PixelVLAPolicy
+
+    node = start_policy(f"model_path:={state_model}")
+    io = {"chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
+          "image": ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR)}
+    joints = ros_node.publisher(JointState, "/joint_states", qos.SENSOR)
+    ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube in the bowl"))
+    msg = frame(8001, seed=6)
+    # the gripper's second finger and an unknown joint are ignored; the order is the configured one
+    state = JointState(name=["right_finger", *reversed(ARM), "left_finger", "extra"],
+                       position=[-0.03, 0.5, -0.4, 0.3, -0.2, 0.1, 0.0, 0.03, 9.0])
+    want_state = np.array([0.0, 0.1, -0.2, 0.3, -0.4, 0.5, 0.03])
+    try:
+        for _ in range(15):  # 3 s of images without a joint state: nothing is published
+            io["image"].publish(msg)
+            ros_node.spin_for(0.2)
+        assert not io["chunks"], "a state model ran without a robot state"
+        joints.publish(state)
+        actions = chunk_for(ros_node, io, msg, timeout=60)
+    finally:
+        node.terminate()
+        node.communicate(timeout=20)
+    policy = PixelVLAPolicy.from_pretrained(state_model)
+    rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(120, 160, 3).copy()
+    reference = policy.predict(rgb, "put this cube in the bowl", proprio=want_state)
+    assert np.abs(actions - reference).max() < 1e-5
+    other = policy.predict(rgb, "put this cube in the bowl", proprio=want_state + 0.5)
+    assert np.abs(other - reference).max() > 1e-7, "the robot state does not reach the actions"
+
+
+def test_a_state_model_with_other_joints_stops_at_start(ros_domain, state_model):
+    node = start_policy(f"model_path:={state_model}", "joint_names:=[waist, shoulder]")
+    out, _ = node.communicate(timeout=60)
+    assert node.returncode != 0 and "robot-state values" in out, out
