@@ -67,6 +67,10 @@ class PixelVLAConfig:
     pixel_layers: tuple[int, ...] = (9, 18, 26)  # SigLIP block outputs pooled under the target mask
     pixel_hidden: int = 1024  # width of the per-layer projections Gamma_i and the MLP's hidden layer
     pixel_tokens: int = 1  # tokens the pixel encoder emits
+    # Where the target is: the mask-weighted mean of a fixed sin/cos encoding of the patch centres (this many
+    # octaves per axis, 0: off) is projected and added to the pooled features. A pretrained ViT's features
+    # carry their position; a small one trained from scratch barely does, and its pooled features then lose it.
+    pixel_where_octaves: int = 6
 
     # --- visual prompt encoder ---
     max_prompts: int = 4  # K: prompt slots per sample (fixed shape; unused slots are masked)
@@ -163,8 +167,8 @@ class PixelVLAConfig:
             errors.append(f"prompt_pe_dim {self.prompt_pe_dim} must be even (sin and cos halves)")
         if self.max_prompt_points < 2:
             errors.append("max_prompt_points must be >= 2 (a box has 2 corners)")
-        if self.decoder_blocks < 0 or self.lora_r < 0 or self.dino_registers < 0 or self.proprio_dim < 0:
-            errors.append("decoder_blocks, lora_r, dino_registers and proprio_dim must be >= 0")
+        if min(self.decoder_blocks, self.lora_r, self.dino_registers, self.proprio_dim, self.pixel_where_octaves) < 0:
+            errors.append("decoder_blocks, lora_r, dino_registers, proprio_dim and pixel_where_octaves must be >= 0")
         if self.attn_implementation not in ("sdpa", "eager"):
             errors.append(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
         if errors:

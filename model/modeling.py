@@ -149,10 +149,22 @@ def mask_to_patch_weights(target_mask: torch.Tensor, patch_size: int) -> torch.T
     return p.flatten(1)
 
 
+def patch_position_encoding(grid: int, octaves: int) -> torch.Tensor:
+    """(grid*grid, 4*octaves) fixed encoding of the patch centres (x, y) in [0, 1], patches row-major, columns
+    [sin(2^k pi x) for k, cos(2^k pi x) for k, then the same for y], k = 0 .. octaves-1."""
+    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    freqs = math.pi * 2.0 ** torch.arange(octaves, dtype=torch.float32)
+    angles = torch.stack([x.flatten(), y.flatten()], -1).unsqueeze(-1) * freqs  # (N, 2, octaves)
+    return torch.cat([angles.sin(), angles.cos()], -1).flatten(1)
+
+
 class PixelEncoder(nn.Module):
     """f_p^i = sum_n p_n f_v^i[n] / sum_n p_n for each selected SigLIP layer i (p: the target mask on the
-    patch grid), E_p = MLP(sum_i Gamma_i(f_p^i)) -> (B, n_p, D). An empty mask (sum p < eps) selects the
-    learned no-target embedding instead; the division is guarded so no NaN/inf is ever produced."""
+    patch grid), E_p = MLP(sum_i Gamma_i(f_p^i) + W_where(sum_n p_n pos[n] / sum_n p_n)) -> (B, n_p, D), with
+    pos the fixed patch-centre encoding (config.pixel_where_octaves; no W_where term when 0). An empty mask
+    (sum p < eps) selects the learned no-target embedding instead; the division is guarded so no NaN/inf
+    is ever produced."""
 
     eps = 1e-6
 
@@ -160,6 +172,11 @@ class PixelEncoder(nn.Module):
         super().__init__()
         self.n_tokens, self.dim = c.pixel_tokens, c.llm_hidden
         self.gammas = nn.ModuleList(nn.Linear(c.siglip_hidden, c.pixel_hidden) for _ in c.pixel_layers)
+        self.where = None
+        if c.pixel_where_octaves:
+            self.register_buffer("patch_positions", patch_position_encoding(c.grid_size, c.pixel_where_octaves),
+                                 persistent=False)
+            self.where = nn.Linear(4 * c.pixel_where_octaves, c.pixel_hidden)
         self.mlp = nn.Sequential(nn.Linear(c.pixel_hidden, c.llm_hidden), nn.GELU(),
                                  nn.Linear(c.llm_hidden, c.llm_hidden * c.pixel_tokens))
         self.no_target = nn.Parameter(torch.zeros(c.pixel_tokens, c.llm_hidden))
@@ -169,6 +186,9 @@ class PixelEncoder(nn.Module):
         area = patch_weights.sum(dim=1, keepdim=True)  # (B, 1) = |p|
         pooled = torch.einsum("bn,lbnd->lbd", patch_weights, layer_feats) / area.clamp_min(self.eps)
         z = sum(gamma(pooled[i]) for i, gamma in enumerate(self.gammas))  # (B, pixel_hidden)
+        if self.where is not None:
+            where = (patch_weights @ self.patch_positions.to(patch_weights.dtype)) / area.clamp_min(self.eps)
+            z = z + self.where(where.to(z.dtype))
         tokens = self.mlp(z).view(-1, self.n_tokens, self.dim)
         empty = (area < self.eps).view(-1, 1, 1)
         return torch.where(empty, self.no_target.unsqueeze(0).to(tokens.dtype), tokens)

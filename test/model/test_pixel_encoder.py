@@ -1,6 +1,8 @@
+import math
+
 import torch
 
-from pixelvla_model.modeling import PixelEncoder, mask_to_patch_weights
+from pixelvla_model.modeling import PixelEncoder, mask_to_patch_weights, patch_position_encoding
 
 
 def test_mask_to_patch_weights_is_patch_coverage(tiny_config):
@@ -27,6 +29,7 @@ def test_pixel_encoder_equals_formula(tiny_config):
         for i in range(L):
             f_p = (p[b, :, None] * feats[i, b]).sum(0) / p[b].sum()  # sum(p * f) / |p|
             z = z + enc.gammas[i](f_p)
+        z = z + enc.where((p[b, :, None] * enc.patch_positions).sum(0) / p[b].sum())  # where the target is
         expected = enc.mlp(z).view(tiny_config.pixel_tokens, -1)
         torch.testing.assert_close(out[b], expected, rtol=1e-5, atol=1e-6)
 
@@ -44,3 +47,23 @@ def test_empty_mask_uses_no_target_embedding(tiny_config):
     # gradients stay finite through the guarded division
     out.sum().backward()
     assert all(torch.isfinite(q.grad).all() for q in enc.parameters() if q.grad is not None)
+
+
+def test_patch_position_encoding_values():
+    pos = patch_position_encoding(grid=4, octaves=2)  # columns: sin x, cos x, sin y, cos y (2 octaves each)
+    assert pos.shape == (16, 8)
+    x, y = 2.5 / 4, 1.5 / 4  # patch 6 = row 1, column 2
+    want = [math.sin(math.pi * x), math.sin(2 * math.pi * x), math.cos(math.pi * x), math.cos(2 * math.pi * x),
+            math.sin(math.pi * y), math.sin(2 * math.pi * y), math.cos(math.pi * y), math.cos(2 * math.pi * y)]
+    torch.testing.assert_close(pos[6], torch.tensor(want), rtol=1e-5, atol=1e-6)
+
+
+def test_the_pixel_token_tells_where_identical_features_are(tiny_config):
+    """Two masks over patches with the same features still give different tokens: the position term."""
+    torch.manual_seed(0)
+    enc = PixelEncoder(tiny_config)
+    feats = torch.ones(len(tiny_config.pixel_layers), 2, 256, tiny_config.siglip_hidden)
+    p = torch.zeros(2, 256)
+    p[0, 3], p[1, 250] = 1.0, 1.0
+    out = enc(feats, p)
+    assert (out[0] - out[1]).abs().max() > 1e-4
