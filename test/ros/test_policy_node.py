@@ -213,10 +213,14 @@ def test_unusable_models_stop_the_node_at_start_with_the_reason(ros_domain, mode
 def test_default_model_is_the_shipped_checkpoint(ros_node):
     from pixelvla_model import DEFAULT_CHECKPOINT
 
+    from sensor_msgs.msg import JointState
+
     node = start_policy()
     io = {"chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
           "image": ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR)}
     ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube in the bowl"))
+    joints = ros_node.publisher(JointState, "/joint_states", qos.SENSOR)  # the shipped model reads the robot state
+    ros_node.node.create_timer(0.2, lambda: joints.publish(JointState(name=[*ARM, "left_finger"], position=[0.0] * 6 + [0.037])))
     try:
         actions = chunk_for(ros_node, io, frame(7001), timeout=60)
     finally:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from pixelvla_ros import qos
@@ -20,6 +20,9 @@ def test_prompt_through_the_segmenter_changes_the_policy_output(ros_node):
     chunks = ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND)
     masks = ros_node.collect(Image, "/pixelvla/mask", qos.LATCHED)
     camera = ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR)
+    joints = ros_node.publisher(JointState, "/joint_states", qos.SENSOR)  # the shipped model reads the robot state
+    state = JointState(name=["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "left_finger"],
+                       position=[0.0, -0.9, 1.1, 0.0, -0.3, 0.0, 0.037])
     prompts = ros_node.publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
     ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube on the plate"))
     image = rgb_to_image(np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8))
@@ -27,7 +30,8 @@ def test_prompt_through_the_segmenter_changes_the_policy_output(ros_node):
 
     def chunk_after(count: int) -> np.ndarray:
         """Keep the camera streaming (the same scene) until more than `count` chunks arrived."""
-        assert ros_node.spin_until(lambda: (camera.publish(image), len(chunks) > count)[1], timeout=90)
+        assert ros_node.spin_until(lambda: (joints.publish(state), camera.publish(image), len(chunks) > count)[2],
+                                   timeout=90)
         return np.array(chunks[-1].actions)
 
     try:
