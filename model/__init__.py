@@ -19,8 +19,11 @@ from .prompts import Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors
 from .tokenizer import build_byte_tokenizer, load_tokenizer
 
 # The project's own small checkpoint, trained in the simulator on a CPU (docs/results.md): the default
-# model of the policy node. It runs the whole stack but does not solve the tasks yet.
+# model of the policy node. It reads the robot state (/joint_states) and runs the whole stack, but it does
+# not solve the tasks; DEFAULT_CHECKPOINT_NOTE is what the node and the demo tell the user.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "pixelvla-sim-tiny"
+DEFAULT_CHECKPOINT_NOTE = ("trained in simulation on a CPU; it does not solve the tasks yet (docs/results.md) - "
+                           "pass a model directory or engine bundle for a real policy")
 
 
 def from_openvla(directory, config=None, dtype=None):
@@ -37,4 +40,5 @@ __all__ = [
     "Point", "Line", "Box", "Mask", "batch_prompts", "empty_prompt_tensors", "validate_prompt",
     "PixelVLAProcessor", "PixelVLAPolicy", "PROMPT_TEMPLATE", "unnormalize_actions",
     "save_pretrained", "load_model", "from_openvla", "build_byte_tokenizer", "load_tokenizer", "DEFAULT_CHECKPOINT",
+    "DEFAULT_CHECKPOINT_NOTE",
 ]

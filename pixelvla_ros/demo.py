@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
               "chunk executor, IK and controller topics the policy uses")
         driver = ["--expert"]
     else:
+        from pixelvla_model import DEFAULT_CHECKPOINT_NOTE
+
         print("pixelvla demo: the policy stack drives the simulated arm with "
-              f"{opts.model or 'the shipped checkpoint, trained in simulation on a CPU; it does not solve the tasks yet (docs/results.md)'}")
+              f"{opts.model or 'the shipped checkpoint, ' + DEFAULT_CHECKPOINT_NOTE}")
         driver = ["--model", opts.model] if opts.model else []
     evaluation.main([*driver, "--tasks", opts.task, "--episodes", "1", "--seed0", str(opts.seed), "--videos", "all",
                      "--operator", "prompt", "--mask", "ground_truth", "--out", str(out)])

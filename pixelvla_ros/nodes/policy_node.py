@@ -115,7 +115,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
 
     def load_policy(self):
         """(policy with predict(image, instruction, prompts, mask, unnorm_key), model id) per the parameters."""
-        from pixelvla_model import DEFAULT_CHECKPOINT, PixelVLAConfig, PixelVLAPolicy
+        from pixelvla_model import DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT_NOTE, PixelVLAConfig, PixelVLAPolicy
         from pixelvla_model.runtime import Expectation, load_policy
 
         if self.threads:
@@ -126,10 +126,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         if not model_path and self.backend != "torch":
             raise ValueError(f"backend {self.backend!r} needs model_path:=<engine bundle> (made by pixelvla-export)")
         if not model_path and DEFAULT_CHECKPOINT.is_dir():
-            self.get_logger().warning(
-                f"no model_path: running the shipped {DEFAULT_CHECKPOINT.name} checkpoint, trained in simulation on a "
-                "CPU; it does not solve the tasks yet (docs/results.md) - pass model_path:=<dir> for a real policy"
-            )
+            self.get_logger().warning(f"no model_path: running the shipped {DEFAULT_CHECKPOINT.name} checkpoint, "
+                                      f"{DEFAULT_CHECKPOINT_NOTE}")
             model_path = str(DEFAULT_CHECKPOINT)
         if model_path in ("", "untrained"):
             self.get_logger().warning(

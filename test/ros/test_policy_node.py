@@ -211,7 +211,7 @@ def test_unusable_models_stop_the_node_at_start_with_the_reason(ros_domain, mode
 
 
 def test_default_model_is_the_shipped_checkpoint(ros_node):
-    from pixelvla_model import DEFAULT_CHECKPOINT
+    from pixelvla_model import DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT_NOTE
 
     from sensor_msgs.msg import JointState
 
@@ -227,7 +227,7 @@ def test_default_model_is_the_shipped_checkpoint(ros_node):
         node.terminate()
         out, _ = node.communicate(timeout=20)
     assert actions.shape == (5, 7)
-    assert io["chunks"][-1].model_id == DEFAULT_CHECKPOINT.name and "does not solve the tasks yet" in out
+    assert io["chunks"][-1].model_id == DEFAULT_CHECKPOINT.name and DEFAULT_CHECKPOINT_NOTE in out
 
 
 # ---------------------------------------------------------------- models that read the robot state
