@@ -38,6 +38,7 @@ from pixelvla_ros.image_conversions import Frame, ImageError, image_to_mono, ima
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node
 from pixelvla_ros.prompt_conversions import PromptError, is_clear, prompt_from_msg
+from pixelvla_training.robots import wx250s
 
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
 MAX_INSTRUCTION_CHARS = 512
@@ -62,7 +63,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame the actions are expressed in")
         self.instruction = self.declare("instruction", "", "initial instruction (the topic overrides it)")
         self.state_joints = list(self.declare(
-            "joint_names", ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate"],
+            "joint_names", list(wx250s.JOINT_NAMES),
             "arm joints whose positions (then the gripper's) form the robot state of models that read it"))
         self.state_joints.append(self.declare("gripper_joint", "left_finger", "gripper joint, last value of the robot state"))
         autostart = self.declare("autostart", True, "configure and activate at start-up")
