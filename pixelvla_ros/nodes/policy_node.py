@@ -232,9 +232,14 @@ class PolicyNode(ParameterMixin, LifecycleNode):
 
     def inference_loop(self) -> None:
         next_time = 0.0
+        told = 0.0
         while True:
             with self.lock:
                 while self.active and not self.ready():
+                    if self.latest is not None and self.instruction and time.monotonic() - told > 5.0:
+                        told = time.monotonic()  # frames and an instruction are there: only the state is missing
+                        self.get_logger().warning(f"waiting for /joint_states with {self.state_joints}: "
+                                                  "the model reads the robot state")
                     self.new_frame.wait(timeout=0.5)
                 if not self.active:
                     return

@@ -254,6 +254,7 @@ def test_a_state_model_waits_for_joint_states_and_uses_them(ros_node, state_mode
     node = start_policy(f"model_path:={state_model}")
     io = {"chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
           "image": ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR)}
+    status = ros_node.collect(PolicyStatus, "/pixelvla/status", qos.LATCHED)
     joints = ros_node.publisher(JointState, "/joint_states", qos.SENSOR)
     ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube in the bowl"))
     msg = frame(8001, seed=6)
@@ -262,6 +263,8 @@ def test_a_state_model_waits_for_joint_states_and_uses_them(ros_node, state_mode
                        position=[-0.03, 0.5, -0.4, 0.3, -0.2, 0.1, 0.0, 0.03, 9.0])
     want_state = np.array([0.0, 0.1, -0.2, 0.3, -0.4, 0.5, 0.03])
     try:
+        assert ros_node.spin_until(lambda: any(m.state == PolicyStatus.ACTIVE for m in status), timeout=60)
+        assert ros_node.spin_until(lambda: io["image"].get_subscription_count() > 0, timeout=30)
         for _ in range(15):  # 3 s of images without a joint state: nothing is published
             io["image"].publish(msg)
             ros_node.spin_for(0.2)
@@ -270,7 +273,8 @@ def test_a_state_model_waits_for_joint_states_and_uses_them(ros_node, state_mode
         actions = chunk_for(ros_node, io, msg, timeout=60)
     finally:
         node.terminate()
-        node.communicate(timeout=20)
+        out, _ = node.communicate(timeout=20)
+    assert "waiting for /joint_states" in out  # the user is told what is missing
     policy = PixelVLAPolicy.from_pretrained(state_model)
     rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(120, 160, 3).copy()
     reference = policy.predict(rgb, "put this cube in the bowl", proprio=want_state)
