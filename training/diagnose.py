@@ -7,7 +7,8 @@
 2. ``attention``: per LLM layer, the largest share any head of the last text token (the token whose hidden
    state the decoder reads) gives to each token group (bos, visual, pixel, prompt, state, text);
 3. ``direction``: correlation of the predicted first action's dx and dy with the expert's, on the first
-   ``--steps`` steps of every episode, with a point prompt + the target mask, and text only.
+   ``--steps`` steps of every episode, with a point prompt + the target mask, and text only (None where a
+   series is constant).
 
 A model that ignores the prompt shows near-zero sensitivity and attention on the prompt and pixel tokens,
 and the same direction correlations with and without the prompt.
@@ -96,11 +97,15 @@ def direction_correlation(policy, episodes, steps: int) -> dict[str, dict[str, f
             predicted["prompt"].append(policy.predict(ep.images[t], ep.instruction, [point], ep.target_masks[t], **kw)[0, :2])
             predicted["text"].append(policy.predict(ep.images[t], ep.instruction, **kw)[0, :2])
             expert.append(ep.actions[t, :2])
+    def corr(a: np.ndarray, b: np.ndarray):
+        """Pearson correlation, None where either side is constant (undefined)."""
+        return round(float(np.corrcoef(a, b)[0, 1]), 3) if a.std() > 1e-12 and b.std() > 1e-12 else None
+
     e = np.array(expert)
     out = {}
     for cond, p in predicted.items():
         p = np.array(p)
-        out[cond] = {axis: round(float(np.corrcoef(p[:, i], e[:, i])[0, 1]), 3) for i, axis in enumerate(("dx", "dy"))}
+        out[cond] = {axis: corr(p[:, i], e[:, i]) for i, axis in enumerate(("dx", "dy"))}
     out["samples"] = len(e)
     return out
 

@@ -24,4 +24,5 @@ def test_diagnose_reports_sensitivity_attention_and_direction(sim_dataset, tmp_p
         assert all(0.0 <= v <= 1.0 + 1e-6 for v in layer.values())
         assert max(layer.values()) > 1.0 / 7  # some head gives some group more than an even share
     for cond in ("prompt", "text"):
-        assert -1.0 <= report["direction"][cond]["dx"] <= 1.0  # the synthetic dx varies; its dy is constant
+        assert -1.0 <= report["direction"][cond]["dx"] <= 1.0  # the synthetic dx varies
+        assert report["direction"][cond]["dy"] is None  # its dy is constant: no correlation is defined
