@@ -57,6 +57,18 @@ class ParameterMixin:
         return self.declare_parameter(name, default, descriptor).value
 
 
+def joint_positions(msg, names) -> "np.ndarray | None":
+    """The positions of `names`, in that order, from a sensor_msgs/JointState; None unless every one is
+    there and finite (a partial or corrupt message must not move a robot)."""
+    import numpy as np
+
+    positions = dict(zip(msg.name, msg.position))
+    if not all(name in positions for name in names):
+        return None
+    values = np.array([positions[name] for name in names], np.float64)
+    return values if np.all(np.isfinite(values)) else None
+
+
 class _StopFlag:
     """Set by SIGINT/SIGTERM; the spin loop polls it."""
 

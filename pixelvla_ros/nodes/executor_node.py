@@ -24,7 +24,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pixelvla_ros import qos
 from pixelvla_ros.msg import ActionChunk
-from pixelvla_ros.node_base import ParameterMixin, run_node
+from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node
 from pixelvla_training.control import Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, SafetyGate
 from pixelvla_training.robots import wx250s
 
@@ -87,13 +87,12 @@ class ExecutorNode(ParameterMixin, Node):
             self.get_logger().warning(f"refused {self.last_rejection}")
 
     def on_joint_state(self, msg: JointState) -> None:
-        positions = dict(zip(msg.name, msg.position))
-        if all(name in positions for name in self.joint_names):
-            joints = np.array([positions[name] for name in self.joint_names])
-            if np.all(np.isfinite(joints)):
-                self.joints = joints
-        if self.gripper_joint in positions and np.isfinite(positions[self.gripper_joint]):
-            self.gripper_state = wx250s.finger_to_gripper(positions[self.gripper_joint])
+        joints = joint_positions(msg, self.joint_names)
+        if joints is not None:
+            self.joints = joints
+        finger = joint_positions(msg, [self.gripper_joint])
+        if finger is not None:
+            self.gripper_state = wx250s.finger_to_gripper(float(finger[0]))
 
     def on_estop(self, msg: Bool) -> None:
         if msg.data and not self.chunk_executor.estopped:

@@ -36,7 +36,7 @@ from std_msgs.msg import Header, String
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import Frame, ImageError, image_to_mono, image_to_rgb
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
-from pixelvla_ros.node_base import ParameterMixin, run_node
+from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node
 from pixelvla_ros.prompt_conversions import PromptError, is_clear, prompt_from_msg
 from pixelvla_training.robots import wx250s
 
@@ -217,12 +217,10 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             self.mask = mask if mask.any() else None
 
     def on_joint_state(self, msg: JointState) -> None:
-        positions = dict(zip(msg.name, msg.position))
-        if all(name in positions for name in self.state_joints):
-            state = np.array([positions[name] for name in self.state_joints], np.float64)
-            if np.all(np.isfinite(state)):
-                with self.lock:
-                    self.robot_state = state
+        state = joint_positions(msg, self.state_joints)
+        if state is not None:
+            with self.lock:
+                self.robot_state = state
 
     # ---------------------------------------------------------------- inference
     def ready(self) -> bool:
