@@ -2,7 +2,7 @@
 
 Public API:
     PixelVLAConfig                 configuration.py  (presets "tiny", "small", "prismatic-7b")
-    PixelVLA, example_inputs       modeling.py       (the network; INPUT_NAMES = forward tensor inputs)
+    PixelVLA, example_inputs       modeling.py       (the network; input_names(config) = its tensor inputs)
     Point, Line, Box, Mask         prompts.py        (visual prompts; batch_prompts -> fixed-shape tensors)
     PixelVLAProcessor, PixelVLAPolicy   processing.py
     save_pretrained, load_model    checkpoint.py
