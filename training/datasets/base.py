@@ -120,7 +120,8 @@ def check_episode(ep: Episode, chunk_size: int, skips: SkipLog) -> bool:
 
 # ------------------------------------------------------------------------------------------------ statistics
 def state_stats(states: Sequence[np.ndarray]) -> dict:
-    """Statistics of (N, P) robot states, OpenVLA's "proprio" entry: {mean, std, max, min, q01, q99}."""
+    """Per-column statistics of (N, P) arrays (robot states: OpenVLA's "proprio" entry; actions: its "action"
+    entry without the mask): {mean, std, max, min, q01, q99}."""
     s = np.concatenate([np.asarray(x, np.float64) for x in states])
     return {"mean": s.mean(0).tolist(), "std": s.std(0).tolist(), "max": s.max(0).tolist(), "min": s.min(0).tolist(),
             "q01": np.quantile(s, 0.01, axis=0).tolist(), "q99": np.quantile(s, 0.99, axis=0).tolist()}
@@ -133,10 +134,7 @@ def compute_norm_stats(actions: Sequence[np.ndarray] | np.ndarray, gripper_dims:
     if len(a) == 0:
         raise ValueError("no actions to compute statistics from")
     mask = [i not in gripper_dims for i in range(ACTION_DIM)]
-    return {"action": {
-        "mean": a.mean(0).tolist(), "std": a.std(0).tolist(), "max": a.max(0).tolist(), "min": a.min(0).tolist(),
-        "q01": np.quantile(a, 0.01, axis=0).tolist(), "q99": np.quantile(a, 0.99, axis=0).tolist(),
-        "mask": mask}, "num_transitions": int(len(a))}
+    return {"action": {**state_stats([a]), "mask": mask}, "num_transitions": int(len(a))}
 
 
 def normalize_actions(actions: np.ndarray, stats: dict) -> np.ndarray:
