@@ -109,9 +109,13 @@ def run_episodes(opts: argparse.Namespace, tasks: list[str]) -> list[dict]:
             rclpy.spin_once(node, timeout_sec=0.05)
         return condition()
 
+    def stack_ready() -> bool:  # policy active, simulator and executor listening
+        return (state["active"] and node.count_subscribers("/sim/reset") > 0
+                and node.count_subscribers("/pixelvla/action_chunk") > 0)
+
     results = []
     try:
-        if not spin_until(lambda: state["active"] and node.count_subscribers("/sim/reset") > 0, 120):
+        if not spin_until(stack_ready, 120):
             raise RuntimeError(f"the stack did not come up; see {opts.out / 'launch.log'}")
         total = len(tasks) * opts.episodes
         for task in tasks:

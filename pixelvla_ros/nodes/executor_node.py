@@ -1,7 +1,8 @@
 """Chunk executor node: ActionChunk in, JointTrajectory commands out, within every safety limit.
 
 All decisions live in `pixelvla_training.control.ChunkExecutor`; this node feeds it the chunks,
-the measured joints and the e-stop, and publishes what it decides once per control tick:
+the measured joints and the e-stop, and publishes what it decides once per control tick (a new
+chunk starts a tick at once, at most one action per control period):
 - arm: trajectory_msgs/JointTrajectory with one point (joint targets, time_from_start = one tick)
   on `/arm_controller/joint_trajectory` (ros2_control / Interbotix convention);
 - gripper: a JointTrajectory for the `left_finger` joint (metres, 0.015 closed .. 0.037 open) on
@@ -59,7 +60,8 @@ class ExecutorNode(ParameterMixin, Node):
         self.gripper_state = 1.0
         self.last_rejection = ""
         self.last_reason = "waiting for joint states"
-        self.was_holding = True
+        self.holding: str | None = "waiting for the first chunk"  # why the arm holds; None while executing
+        self.last_action_time = -1.0e9  # s, node clock
         self.commands_sent = 0
 
         self.arm_pub = self.create_publisher(JointTrajectory, "/arm_controller/joint_trajectory", qos.COMMAND)
@@ -69,7 +71,7 @@ class ExecutorNode(ParameterMixin, Node):
         self.create_subscription(JointState, "/joint_states", self.on_joint_state, qos.SENSOR)
         self.create_subscription(Bool, "/pixelvla/estop", self.on_estop, qos.COMMAND)
         self.create_service(Trigger, "~/reset_estop", self.on_reset_estop)
-        self.create_timer(self.period, self.on_tick)
+        self.tick_timer = self.create_timer(self.period, self.on_tick)
         self.create_timer(1.0, self.publish_diagnostics)
 
     def now(self) -> float:
@@ -85,6 +87,13 @@ class ExecutorNode(ParameterMixin, Node):
         except ChunkRejected as exc:
             self.last_rejection = f"chunk {msg.sequence}: {exc}"
             self.get_logger().warning(f"refused {self.last_rejection}")
+            return
+        # A fresh plan starts at once and the ticks count from it: the command follows the image by
+        # the model's latency alone, whatever the phase between camera and control timer. Never
+        # faster than the control rate: a stream of chunks must not speed the arm up.
+        if self.now() - self.last_action_time >= 0.9 * self.period:
+            self.tick_timer.reset()
+            self.on_tick()
 
     def on_joint_state(self, msg: JointState) -> None:
         joints = joint_positions(msg, self.joint_names)
@@ -109,13 +118,16 @@ class ExecutorNode(ParameterMixin, Node):
     def on_tick(self) -> None:
         if self.joints is None:
             return
-        command = self.chunk_executor.tick(self.now(), self.joints, self.gripper_state)
+        now = self.now()
+        command = self.chunk_executor.tick(now, self.joints, self.gripper_state)
         self.last_reason = command.reason or "executing"
-        if command.hold and self.was_holding:
-            return  # one hold command per hold period: the controller keeps its target
+        if command.hold and (command.reason == self.holding or self.commands_sent == 0):
+            return  # one command per hold (the controller keeps its target), none before the first action
         if command.reason and not command.hold:
             self.get_logger().info(f"safety gate: {command.reason}")
-        self.was_holding = command.hold
+        self.holding = command.reason if command.hold else None
+        if not command.hold:
+            self.last_action_time = now
         stamp = self.get_clock().now().to_msg()
         reach = Duration(sec=int(self.period), nanosec=int((self.period % 1.0) * 1e9))
         arm = JointTrajectory(joint_names=self.joint_names)
@@ -132,7 +144,7 @@ class ExecutorNode(ParameterMixin, Node):
         status = DiagnosticStatus(name="pixelvla: chunk executor", hardware_id=self.get_name())
         if self.chunk_executor.estopped:
             status.level, status.message = DiagnosticStatus.ERROR, "e-stop latched"
-        elif self.was_holding:
+        elif self.holding is not None:
             status.level, status.message = DiagnosticStatus.WARN, f"holding: {self.last_reason}"
         else:
             status.level, status.message = DiagnosticStatus.OK, "executing chunks"

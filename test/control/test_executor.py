@@ -114,6 +114,22 @@ def test_a_chunk_is_executed_open_loop_from_its_first_measured_pose():
     assert wx250s.fk(executor.tick(0.51, q, 1.0).joints)[0] - start == pytest.approx([0.01, 0.0, 0.0], abs=1e-3)
 
 
+def test_a_used_up_plan_holds_its_last_target_and_the_watchdog_holds_the_measured_joints():
+    """A tick that lands before the arm reached the last action must not stop it half-way."""
+    executor = ChunkExecutor(ChunkSchedule(), SafetyGate(**GATE), watchdog_timeout=0.5)
+    q = wx250s.HOME_Q.copy()
+    executor.add_chunk(chunk(0.0, [step(0.02)]), now=0.0)
+    target = executor.tick(0.01, q, 1.0).joints
+    held = executor.tick(0.21, q, 1.0)  # the arm has not moved yet
+    assert held.hold and held.reason == "no action due" and np.array_equal(held.joints, target)
+    stopped = executor.tick(0.6, q, 1.0)
+    assert stopped.hold and "watchdog" in stopped.reason and np.array_equal(stopped.joints, q)
+    executor.add_chunk(chunk(0.7, [step(0.02)]), now=0.7)
+    executor.tick(0.71, q, 1.0)
+    executor.estop()
+    assert np.array_equal(executor.tick(0.72, q, 1.0).joints, q)  # the e-stop stops where the arm is
+
+
 def test_a_blocked_arm_does_not_wind_up_the_target():
     executor = ChunkExecutor(ChunkSchedule(execute_steps=10), SafetyGate(**GATE), max_tracking_error=0.025)
     q = wx250s.HOME_Q.copy()

@@ -16,11 +16,12 @@ from pixelvla_training.robots import wx250s
 from support import start_launch
 
 pytestmark = pytest.mark.ros
-NODE_SET = str(Path(__file__).parent / "node_sets" / "sim_executor.nodes.yaml")
+NODE_SETS = Path(__file__).parent / "node_sets"
+NODE_SET = str(NODE_SETS / "sim_executor.nodes.yaml")
 
 
 class Stack:
-    def __init__(self, probe, *args):
+    def __init__(self, probe, *args, node_set=NODE_SET):
         self.probe = probe
         self.episode: dict = {}
         self.joints: list[JointState] = []
@@ -28,7 +29,7 @@ class Stack:
         probe.node.create_subscription(String, "/sim/episode", lambda m: self.episode.update(json.loads(m.data)), qos.LATCHED)
         probe.node.create_subscription(JointState, "/joint_states", self.joints.append, qos.SENSOR)
         self.chunks = probe.publisher(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND)
-        self.runner = start_launch(NODE_SET, *args)
+        self.runner = start_launch(node_set, *args)
         self.output: str | None = None
         assert probe.spin_until(lambda: self.joints and probe.node.count_subscribers("/pixelvla/action_chunk") > 0, timeout=60), "stack did not start"
 
@@ -106,6 +107,21 @@ def test_watchdog_holds_when_chunks_stop_and_estop_latches(stack):
 def test_expert_solves_the_task_through_the_executor(stack):
     assert stack.probe.spin_until(lambda: stack.episode.get("done"), timeout=60), stack.episode
     assert stack.episode["success"], stack.episode
+
+
+def test_the_expert_succeeds_when_the_simulator_steps_late(ros_node):
+    """A loaded machine: each step starts 120 ms late and commands that arrive meanwhile wait for the
+    next step. The executor answers a chunk at once, so the expert still solves the episode (when
+    chunks waited for the executor's own tick, this seed ran out of steps)."""
+    stack = Stack(ros_node, node_set=str(NODE_SETS / "slow_sim_executor.nodes.yaml"))
+    try:
+        reset = ros_node.publisher(String, "/sim/reset", qos.COMMAND)
+        reset.publish(String(data=json.dumps({"task": "put_green_cube_in_bowl", "seed": 1000})))
+        assert ros_node.spin_until(lambda: stack.episode.get("seed") == 1000 and stack.episode["step"] == 0, timeout=10)
+        assert ros_node.spin_until(lambda: stack.episode.get("done"), timeout=60), stack.episode
+        assert stack.episode["success"], stack.episode
+    finally:
+        stack.stop()
 
 
 def test_bad_commands_and_resets_leave_the_sim_running(stack):

@@ -21,8 +21,10 @@ the measured one at every new chunk (and for every ensembled action: those re-pl
 every hold, and whenever the arm is more than `max_tracking_error` metres from it (a blocked arm
 never winds the target up).
 
-When no action is due (no chunk, chunk used up, chunk too old, watchdog expired) or the e-stop is
-latched, `tick` returns a hold command (the joints where they are).
+When no action is due, `tick` returns a hold command: a used-up plan keeps its last target, so the
+controller finishes the last action instead of being stopped half-way by a tick that lands before
+the arm got there; the watchdog (no fresh chunk), the e-stop and an IK failure hold the joints
+where they are measured.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import numpy as np
 from pixelvla_training.robots import wx250s
 
 ACTION_DIM = 7
+NO_ACTION_DUE = "no action due"  # the hold reason of a used-up plan (it keeps the plan's last target)
 
 
 class ChunkRejected(ValueError):
@@ -162,6 +165,7 @@ class ChunkExecutor:
     max_tracking_error: float = 0.03  # m between commanded and measured TCP before the command restarts
     estopped: bool = False
     reference: tuple[np.ndarray, np.ndarray] | None = None  # last commanded TCP pose (position m, rotation)
+    last_target: np.ndarray | None = None  # (6,) rad: joint targets of the last executed action
     last_chunk_time: float = -math.inf
     last_gripper: float = 1.0
 
@@ -183,7 +187,12 @@ class ChunkExecutor:
         """The command for this control tick given the measured joints (6,) rad and gripper in [0, 1]."""
         joints = np.asarray(joints, dtype=float)
         command = self._command(now, joints)
-        self.reference = None if command.hold else self.reference
+        if not command.hold:
+            self.last_target = command.joints
+        else:
+            self.reference = None
+            if command.reason != NO_ACTION_DUE:
+                self.last_target = None
         return command
 
     def _command(self, now: float, joints: np.ndarray) -> Command:
@@ -197,7 +206,9 @@ class ChunkExecutor:
             return hold
         action, new_plan = self.schedule.due(now)
         if action is None:
-            hold.reason = "no action due"
+            if self.last_target is not None:
+                hold.joints = self.last_target.copy()
+            hold.reason = NO_ACTION_DUE
             return hold
         measured = wx250s.fk(joints)
         base = None if new_plan else self.reference
