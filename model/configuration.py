@@ -96,6 +96,9 @@ class PixelVLAConfig:
     lora_r: int = 0  # 0: no LoRA; > 0: the LLM is wrapped with peft LoRA of this rank (stage "pue")
     lora_alpha: int = 16
 
+    # std of the normal init of the backbones built from scratch (towers, LLM) and of the new embeddings.
+    # 0.02 is the value for ~1000-4096-wide pretrained models; narrow models trained from scratch need
+    # about 1/sqrt(width), or attention logits start near zero and stay uniform (the presets set it).
     initializer_range: float = 0.02
     preset: str = field(default="custom")  # the preset this config was built from (informational)
 
@@ -237,7 +240,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         llm_hidden=64, llm_layers=2, llm_heads=4, llm_kv_heads=4, llm_intermediate=128,
         vocab_size=512, max_position_embeddings=1024,
         pixel_layers=(1, 2), pixel_hidden=32,
-        prompt_pe_dim=32, decoder_hidden=64,
+        prompt_pe_dim=32, decoder_hidden=64, initializer_range=0.125,  # 1/sqrt(llm_hidden)
     ),
     # Mid-size model for benchmarks / parity tests (roughly ViT-S towers and a 4-layer 512-wide LLM).
     "small": dict(
@@ -246,6 +249,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         llm_hidden=512, llm_layers=4, llm_heads=8, llm_kv_heads=8, llm_intermediate=1376,
         vocab_size=32064, max_position_embeddings=1024,
         pixel_layers=(2, 4, 6), pixel_hidden=256,
-        prompt_pe_dim=128, decoder_hidden=256,
+        prompt_pe_dim=128, decoder_hidden=256, initializer_range=0.044,  # 1/sqrt(llm_hidden)
     ),
 }

@@ -314,10 +314,11 @@ class PixelVLA(nn.Module):
             self._add_lora(config.lora_r)
 
     def _init_new(self, m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Embedding)):
+        # Linear layers keep PyTorch's fan-in scaled init: a fixed small std (the LLM's 0.02) shrinks the
+        # signal by ~sqrt(fan_in) * std per layer, and through a narrow encoder -> decoder stack the input
+        # no longer reaches the output (a from-scratch decoder then never learned the state -> action map).
+        if isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=self.config.initializer_range)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------ forward
     def forward(

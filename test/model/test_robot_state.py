@@ -25,7 +25,9 @@ def test_the_state_is_one_more_prefix_token_and_changes_the_actions(state_model)
         a = state_model(**x)
         b = state_model(**{**x, "proprio": x["proprio"] + 1.0})
     assert a.last_hidden_state.shape[1] == x["input_ids"].shape[1] + c.prefix_tokens
-    assert (a.actions - b.actions).abs().max() > 1e-5
+    # from the first step, not only after training: with the LLM's 0.02 init on every new layer the state
+    # moved the untrained actions by ~1e-4 and the from-scratch decoder never learned to read it
+    assert (a.actions - b.actions).abs().max() > 1e-3
 
 
 def test_a_missing_or_unexpected_state_is_an_error(state_model):
