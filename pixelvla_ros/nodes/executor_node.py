@@ -2,7 +2,7 @@
 
 All decisions live in `pixelvla_training.control.ChunkExecutor`; this node feeds it the chunks,
 the measured joints and the e-stop, and publishes what it decides once per control tick (a new
-chunk starts a tick at once, at most one action per control period):
+chunk starts a tick at once unless chunks come faster than the control rate):
 - arm: trajectory_msgs/JointTrajectory with one point (joint targets, time_from_start = one tick)
   on `/arm_controller/joint_trajectory` (ros2_control / Interbotix convention);
 - gripper: a JointTrajectory for the `left_finger` joint (metres, 0.015 closed .. 0.037 open) on
@@ -61,7 +61,7 @@ class ExecutorNode(ParameterMixin, Node):
         self.last_rejection = ""
         self.last_reason = "waiting for joint states"
         self.holding: str | None = "waiting for the first chunk"  # why the arm holds; None while executing
-        self.last_action_time = -1.0e9  # s, node clock
+        self.last_chunk_start = -1.0e9  # s, node clock: when a chunk last started at once
         self.commands_sent = 0
 
         self.arm_pub = self.create_publisher(JointTrajectory, "/arm_controller/joint_trajectory", qos.COMMAND)
@@ -89,9 +89,13 @@ class ExecutorNode(ParameterMixin, Node):
             self.get_logger().warning(f"refused {self.last_rejection}")
             return
         # A fresh plan starts at once and the ticks count from it: the command follows the image by
-        # the model's latency alone, whatever the phase between camera and control timer. Never
-        # faster than the control rate: a stream of chunks must not speed the arm up.
-        if self.now() - self.last_action_time >= 0.9 * self.period:
+        # the model's latency alone, whatever the phase between camera and control timer. Chunks
+        # that come faster than the control rate wait for the tick: a stream of chunks must not
+        # speed the arm up. (Counted from the last chunk that started at once, not from the last
+        # tick: a tick must not lock the chunks into its own phase.)
+        now = self.now()
+        if now - self.last_chunk_start >= 0.9 * self.period:
+            self.last_chunk_start = now
             self.tick_timer.reset()
             self.on_tick()
 
@@ -126,8 +130,6 @@ class ExecutorNode(ParameterMixin, Node):
         if command.reason and not command.hold:
             self.get_logger().info(f"safety gate: {command.reason}")
         self.holding = command.reason if command.hold else None
-        if not command.hold:
-            self.last_action_time = now
         stamp = self.get_clock().now().to_msg()
         reach = Duration(sec=int(self.period), nanosec=int((self.period % 1.0) * 1e9))
         arm = JointTrajectory(joint_names=self.joint_names)

@@ -88,9 +88,11 @@ def test_watchdog_holds_and_estop_latches():
     executor = ChunkExecutor(ChunkSchedule(execute_steps=50), SafetyGate(**GATE), watchdog_timeout=0.5)
     q = wx250s.HOME_Q.copy()
     executor.add_chunk(chunk(0.0, [step(0.01)] * 50), now=0.0)
-    assert not executor.tick(0.1, q, 1.0).hold
-    held = executor.tick(0.7, q, 1.0)
-    assert held.hold and "watchdog" in held.reason and np.array_equal(held.joints, q)
+    target = executor.tick(0.1, q, 1.0)
+    assert not target.hold
+    held = executor.tick(0.7, q, 1.0)  # the plan stops; its action in flight finishes
+    assert held.hold and "watchdog" in held.reason and np.array_equal(held.joints, target.joints)
+    assert executor.tick(0.9, q, 1.0).hold
     executor.add_chunk(chunk(1.0, [step(0.01)] * 50), now=1.0)
     executor.estop()
     assert executor.tick(1.1, q, 1.0).hold
@@ -114,20 +116,21 @@ def test_a_chunk_is_executed_open_loop_from_its_first_measured_pose():
     assert wx250s.fk(executor.tick(0.51, q, 1.0).joints)[0] - start == pytest.approx([0.01, 0.0, 0.0], abs=1e-3)
 
 
-def test_a_used_up_plan_holds_its_last_target_and_the_watchdog_holds_the_measured_joints():
-    """A tick that lands before the arm reached the last action must not stop it half-way."""
+def test_holds_let_the_last_action_finish_and_the_estop_stops_where_the_arm_is():
+    """A tick that lands before the arm reached the last action must not stop it half-way, whether
+    the plan is used up or the watchdog fired (the last chunk exactly watchdog_timeout ago)."""
     executor = ChunkExecutor(ChunkSchedule(), SafetyGate(**GATE), watchdog_timeout=0.5)
     q = wx250s.HOME_Q.copy()
-    executor.add_chunk(chunk(0.0, [step(0.02)]), now=0.0)
-    target = executor.tick(0.01, q, 1.0).joints
-    held = executor.tick(0.21, q, 1.0)  # the arm has not moved yet
+    executor.add_chunk(chunk(0.0, [step(0.02)] * 2), now=0.0)
+    target = [executor.tick(t, q, 1.0).joints for t in (0.01, 0.21)][-1]  # the arm has not moved yet
+    held = executor.tick(0.41, q, 1.0)
     assert held.hold and held.reason == "no action due" and np.array_equal(held.joints, target)
-    stopped = executor.tick(0.6, q, 1.0)
-    assert stopped.hold and "watchdog" in stopped.reason and np.array_equal(stopped.joints, q)
+    stopped = executor.tick(0.51, q, 1.0)
+    assert stopped.hold and "watchdog" in stopped.reason and np.array_equal(stopped.joints, target)
     executor.add_chunk(chunk(0.7, [step(0.02)]), now=0.7)
     executor.tick(0.71, q, 1.0)
     executor.estop()
-    assert np.array_equal(executor.tick(0.72, q, 1.0).joints, q)  # the e-stop stops where the arm is
+    assert np.array_equal(executor.tick(0.72, q, 1.0).joints, q)
 
 
 def test_a_blocked_arm_does_not_wind_up_the_target():

@@ -21,10 +21,11 @@ the measured one at every new chunk (and for every ensembled action: those re-pl
 every hold, and whenever the arm is more than `max_tracking_error` metres from it (a blocked arm
 never winds the target up).
 
-When no action is due, `tick` returns a hold command: a used-up plan keeps its last target, so the
-controller finishes the last action instead of being stopped half-way by a tick that lands before
-the arm got there; the watchdog (no fresh chunk), the e-stop and an IK failure hold the joints
-where they are measured.
+When no action is due, `tick` returns a hold command. A used-up plan and the watchdog (no fresh
+chunk for `watchdog_timeout` s: nothing more starts) keep the last target, so the controller
+finishes the last approved action (one step, one control period) instead of being stopped half-way
+by a tick that lands before the arm got there. The e-stop and an IK failure hold the joints where
+they are measured.
 """
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ import numpy as np
 from pixelvla_training.robots import wx250s
 
 ACTION_DIM = 7
-NO_ACTION_DUE = "no action due"  # the hold reason of a used-up plan (it keeps the plan's last target)
+NO_ACTION_DUE = "no action due"
+WATCHDOG = "watchdog: no fresh chunk"
+FINISHING_HOLDS = (NO_ACTION_DUE, WATCHDOG)  # holds that keep the last target: the last action finishes
 
 
 class ChunkRejected(ValueError):
@@ -191,7 +194,7 @@ class ChunkExecutor:
             self.last_target = command.joints
         else:
             self.reference = None
-            if command.reason != NO_ACTION_DUE:
+            if command.reason not in FINISHING_HOLDS:
                 self.last_target = None
         return command
 
@@ -200,16 +203,16 @@ class ChunkExecutor:
         if self.estopped:
             hold.reason = "e-stop latched"
             return hold
+        finish = Command(joints=(joints if self.last_target is None else self.last_target).copy(),
+                         gripper=self.last_gripper, hold=True)
         if now - self.last_chunk_time > self.watchdog_timeout:
             self.schedule.clear()
-            hold.reason = "watchdog: no fresh chunk"
-            return hold
+            finish.reason = WATCHDOG
+            return finish
         action, new_plan = self.schedule.due(now)
         if action is None:
-            if self.last_target is not None:
-                hold.joints = self.last_target.copy()
-            hold.reason = NO_ACTION_DUE
-            return hold
+            finish.reason = NO_ACTION_DUE
+            return finish
         measured = wx250s.fk(joints)
         base = None if new_plan else self.reference
         if base is None or np.linalg.norm(base[0] - measured[0]) > self.max_tracking_error:
