@@ -1,9 +1,11 @@
-"""Success table and plot from several `pixelvla-eval` runs (their summary.json + per-episode JSON).
+"""Tables and plot from several `pixelvla-eval` runs (their per-episode JSON).
 
     python -m pixelvla_training.report --run "CAT only (text)=build/proof/eval_cat" \
         --run "PUE + point prompt=build/proof/eval_pue_prompt" --table build/proof/table.md --plot docs/results.png
 
-Each cell: successes / episodes, the rate, and its 95 % Wilson interval.
+Two metrics per task: success, and "target touched first" (the gripper's first contact with an
+object other than the plate and bowl was the target: the policy went for the right object). Each
+cell: count / episodes, the rate, and its 95 % Wilson interval.
 """
 from __future__ import annotations
 
@@ -23,9 +25,13 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, c - h), min(1.0, c + h)
 
 
-def load_run(directory: Path) -> dict[str, tuple[int, int]]:
-    """task -> (successes, episodes) from the per-episode JSON files of an eval directory."""
-    out: dict[str, list[int]] = {}
+METRICS = {"success": "success", "target_first": "target touched first"}
+
+
+def load_run(directory: Path) -> dict[str, dict[str, int]]:
+    """task -> {"success": count, "target_first": count, "episodes": count} from the per-episode JSON
+    files of an eval directory."""
+    out: dict[str, dict[str, int]] = {}
     for f in sorted(directory.glob("*.json")):
         if f.name == "summary.json":
             continue
@@ -35,10 +41,27 @@ def load_run(directory: Path) -> dict[str, tuple[int, int]]:
             continue
         if not isinstance(r, dict) or "task" not in r or "success" not in r:
             continue
-        k_n = out.setdefault(r["task"], [0, 0])
-        k_n[0] += bool(r["success"])
-        k_n[1] += 1
-    return {t: (k, n) for t, (k, n) in out.items()}
+        counts = out.setdefault(r["task"], {"success": 0, "target_first": 0, "episodes": 0})
+        counts["success"] += bool(r["success"])
+        counts["target_first"] += r.get("first_touched") is not None and r.get("first_touched") == r.get("target_object")
+        counts["episodes"] += 1
+    return out
+
+
+def table(runs: dict[str, dict], tasks: list[str], metric: str) -> list[str]:
+    """Markdown rows: one per run, one cell per task."""
+    lines = [f"| {METRICS[metric]} | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for name, r in runs.items():
+        cells = []
+        for t in tasks:
+            if t not in r:
+                cells.append("-")
+                continue
+            k, n = r[t][metric], r[t]["episodes"]
+            lo, hi = wilson(k, n)
+            cells.append(f"{k}/{n} = **{100 * k / n:.0f} %** [{100 * lo:.0f}-{100 * hi:.0f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -52,19 +75,9 @@ def main(argv=None) -> int:
         name, d = item.split("=", 1)
         runs[name] = load_run(Path(d))
     tasks = sorted({t for r in runs.values() for t in r}, key=lambda t: ("this" in t, t))
-    lines = ["| condition | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
-    for name, r in runs.items():
-        cells = []
-        for t in tasks:
-            if t not in r:
-                cells.append("-")
-                continue
-            k, n = r[t]
-            lo, hi = wilson(k, n)
-            cells.append(f"{k}/{n} = **{100 * k / n:.0f} %** [{100 * lo:.0f}-{100 * hi:.0f}]")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    opts.table.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = "\n\n".join("\n".join(table(runs, tasks, metric)) for metric in METRICS) + "\n"
+    opts.table.write_text(text)
+    print(text)
 
     import matplotlib
 
@@ -72,21 +85,22 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(tasks)), 3.8))
+    fig, axes = plt.subplots(len(METRICS), 1, figsize=(max(6, 1.8 * len(tasks)), 3.4 * len(METRICS)), sharex=True)
     width = 0.8 / max(1, len(runs))
     x = np.arange(len(tasks))
-    for i, (name, r) in enumerate(runs.items()):
-        rates = [r[t][0] / r[t][1] if t in r else 0 for t in tasks]
-        err = np.array([[rates[j] - wilson(*r[t])[0], wilson(*r[t])[1] - rates[j]] if t in r else [0, 0]
-                        for j, t in enumerate(tasks)]).T
-        ax.bar(x + (i - (len(runs) - 1) / 2) * width, [100 * v for v in rates], width, yerr=100 * err,
-               capsize=2, label=name)
-    ax.set_xticks(x, [t.replace("put_", "").replace("_", " ") for t in tasks], fontsize=8)
-    ax.set_ylabel("success rate (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title("closed loop through the ROS stack (95 % Wilson intervals)")
+    for ax, (metric, label) in zip(axes, METRICS.items()):
+        for i, (name, r) in enumerate(runs.items()):
+            k_n = [(r[t][metric], r[t]["episodes"]) if t in r else (0, 0) for t in tasks]
+            rates = np.array([k / n if n else 0.0 for k, n in k_n])
+            bounds = np.array([wilson(k, n) for k, n in k_n])
+            err = np.stack([rates - bounds[:, 0], bounds[:, 1] - rates]).clip(min=0)
+            ax.bar(x + (i - (len(runs) - 1) / 2) * width, 100 * rates, width, yerr=100 * err, capsize=2, label=name)
+        ax.set_ylabel(f"{label} (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("closed loop through the ROS stack (95 % Wilson intervals)")
+    axes[-1].set_xticks(x, [t.replace("put_", "").replace("_", " ") for t in tasks], fontsize=8)
     fig.tight_layout()
     opts.plot.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(opts.plot, dpi=110)

@@ -103,3 +103,18 @@ def test_validator_rejects_corrupt_episodes(tmp_path, recorded, corrupt):
         validate_episode(Episode(arrays, meta))
     with pytest.raises(ValueError):
         write_episode(tmp_path / "x.npz", Episode(arrays, meta))
+
+
+def test_first_touched_names_the_object_the_gripper_went_for(fast_env):
+    """The expert touches the target first; sent to another cube, that cube is the one recorded."""
+    ep = run_expert_episode(fast_env, "put_this_cube_in_bowl", 2, render=False)
+    assert ep.observations[0]["first_touched"] is None
+    assert ep.observations[-1]["first_touched"] == ep.observations[0]["target_object"]
+
+    expert = ScriptedExpert()
+    obs = fast_env.reset("put_this_cube_in_bowl", 2, render=False)
+    decoy = next(n for n in obs["object_poses"] if n.startswith("cube") and n != obs["target_object"])
+    for _ in range(25):  # approach, descend and close on the decoy
+        obs = fast_env.step_ee_delta(expert.act({**obs, "target_object": decoy}), render=False)
+    assert obs["first_touched"] == decoy
+    assert fast_env.reset("put_this_cube_in_bowl", 2, render=False)["first_touched"] is None

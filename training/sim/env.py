@@ -20,6 +20,8 @@ Observation (dict returned by reset/step/observe):
     tcp_rotation      (3, 3) TCP rotation (TCP frame -> world)
     object_poses      {object id: (7,) [x, y, z, qw, qx, qy, qz]} world frame, objects on the table
     success           bool, the task's success condition holds now
+    first_touched     object id the gripper touched first this episode (plate and bowl excepted: the
+                      object the arm went for; a contact at the end of a control step), None before
     step              int, control steps taken since reset
     truncated         bool, step >= max_episode_steps
     task, instruction, target_object   str
@@ -39,7 +41,7 @@ import numpy as np
 from pixelvla_training.robots import wx250s
 from pixelvla_training.sim.camera import MUJOCO_TO_OPTICAL, CameraModel, intrinsics
 from pixelvla_training.sim.tasks import (
-    OBJECT_NAMES, PARK_POSITIONS, REST_Z, EpisodeSpec, check_success, sample_episode,
+    DESTINATIONS, OBJECT_NAMES, PARK_POSITIONS, REST_Z, EpisodeSpec, check_success, sample_episode,
 )
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
@@ -144,6 +146,7 @@ class TabletopEnv:
         self._renderer: mujoco.Renderer | None = None
         self.spec: EpisodeSpec | None = None
         self.step_count = 0
+        self.first_touched: str | None = None
         self.last_ee_target: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------------------------------ episode
@@ -179,6 +182,7 @@ class TabletopEnv:
         mujoco.mj_fwdPosition(m, d)      # positions, cameras and contacts of the final state
         self.spec = spec
         self.step_count = 0
+        self.first_touched = None
         self.last_ee_target = None
         return self.observe(render=render)
 
@@ -238,6 +242,9 @@ class TabletopEnv:
         mujoco.mj_step(self.model, d, nstep=self.substeps)
         mujoco.mj_fwdPosition(self.model, d)  # positions, cameras and contacts of the final state
         self.step_count += 1
+        if self.first_touched is None:
+            touched = [n for n in self.gripper_contacts() if n not in DESTINATIONS]
+            self.first_touched = touched[0] if touched else None
         return self.observe(render=render)
 
     def step_ee_delta(self, action, render: bool | None = None) -> dict:
@@ -280,17 +287,20 @@ class TabletopEnv:
         adr = self._obj_qadr[name]
         return self.data.qpos[adr:adr + 7].copy()
 
-    def target_released(self) -> bool:
-        """True when no gripper geom touches the episode's target object."""
-        target = OBJECT_NAMES.index(self._require_episode().target_object)
-        d = self.data
+    def gripper_contacts(self) -> list[str]:
+        """Object ids a gripper geom touches now, in OBJECT_NAMES order."""
+        d, touched = self.data, set()
         for i in range(d.ncon):
             g1, g2 = d.contact[i].geom1, d.contact[i].geom2
-            if (g1 in self._gripper_geoms and self._geom_object[g2] == target) or (
-                g2 in self._gripper_geoms and self._geom_object[g1] == target
-            ):
-                return False
-        return True
+            if g1 in self._gripper_geoms and self._geom_object[g2] >= 0:
+                touched.add(int(self._geom_object[g2]))
+            if g2 in self._gripper_geoms and self._geom_object[g1] >= 0:
+                touched.add(int(self._geom_object[g1]))
+        return [OBJECT_NAMES[k] for k in sorted(touched)]
+
+    def target_released(self) -> bool:
+        """True when no gripper geom touches the episode's target object."""
+        return self._require_episode().target_object not in self.gripper_contacts()
 
     def success(self) -> bool:
         """The task's success condition (see tasks.check_success) on the current state."""
@@ -316,6 +326,7 @@ class TabletopEnv:
             "tcp_rotation": tcp_rot,
             "object_poses": {n: self.object_pose(n) for n in spec.active_objects},
             "success": self.success(),
+            "first_touched": self.first_touched,
             "step": self.step_count,
             "truncated": self.step_count >= self.max_episode_steps,
             "task": spec.task,

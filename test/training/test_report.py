@@ -1,0 +1,36 @@
+"""The results report: counts, Wilson intervals and the "target touched first" metric from episode files."""
+import json
+
+import pytest
+
+from pixelvla_training.report import load_run, main, wilson
+
+
+def write_episodes(directory, task, outcomes):
+    """outcomes: (success, first_touched) per episode; the target is always cube_1."""
+    directory.mkdir(exist_ok=True)
+    for seed, (success, touched) in enumerate(outcomes):
+        episode = {"task": task, "seed": seed, "success": success, "target_object": "cube_1", "first_touched": touched}
+        (directory / f"episode_{task}_seed{seed}.json").write_text(json.dumps(episode))
+
+
+def test_wilson_interval_matches_the_closed_form():
+    assert wilson(0, 0) == (0.0, 0.0)
+    lo, hi = wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert wilson(0, 50)[0] == 0.0 and wilson(50, 50)[1] == 1.0
+
+
+def test_runs_are_counted_and_tabled(tmp_path):
+    write_episodes(tmp_path / "prompt", "put_this_cube_on_plate", [(True, "cube_1"), (False, "cube_1"), (False, "cube_0"), (False, None)])
+    write_episodes(tmp_path / "text", "put_this_cube_on_plate", [(False, "cube_2"), (False, None)])
+    (tmp_path / "text" / "summary.json").write_text("{}")
+    (tmp_path / "text" / "broken.json").write_text("{not json")
+    assert load_run(tmp_path / "prompt") == {"put_this_cube_on_plate": {"success": 1, "target_first": 2, "episodes": 4}}
+    assert load_run(tmp_path / "text") == {"put_this_cube_on_plate": {"success": 0, "target_first": 0, "episodes": 2}}
+    table, plot = tmp_path / "table.md", tmp_path / "plot.png"
+    assert main(["--run", f"prompted={tmp_path / 'prompt'}", "--run", f"text-only={tmp_path / 'text'}",
+                 "--table", str(table), "--plot", str(plot)]) == 0
+    text = table.read_text()
+    assert "| prompted | 1/4 = **25 %**" in text and "| prompted | 2/4 = **50 %**" in text
+    assert "| text-only | 0/2 = **0 %**" in text and plot.stat().st_size > 0
