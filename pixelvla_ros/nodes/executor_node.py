@@ -12,6 +12,7 @@ The e-stop (`/pixelvla/estop`, std_msgs/Bool true) latches until `~/reset_estop`
 """
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -26,7 +27,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from pixelvla_ros import qos
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node
-from pixelvla_training.control import Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, SafetyGate
+from pixelvla_training.control import NO_ACTION_DUE, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, SafetyGate
 from pixelvla_training.robots import wx250s
 
 
@@ -57,6 +58,8 @@ class ExecutorNode(ParameterMixin, Node):
             max_tracking_error=self.declare("max_tracking_error", 0.03, "commanded-to-measured TCP distance that restarts a plan (m)", minimum=0.001),
         )
         self.joints: np.ndarray | None = None
+        self.joints_stamp = -math.inf  # s, when self.joints were measured
+        self.pending: tuple[int, Chunk, float] | None = None  # (sequence, chunk, arrival s): waiting to start
         self.gripper_state = 1.0
         self.last_rejection = ""
         self.last_reason = "waiting for joint states"
@@ -71,7 +74,7 @@ class ExecutorNode(ParameterMixin, Node):
         self.create_subscription(JointState, "/joint_states", self.on_joint_state, qos.SENSOR)
         self.create_subscription(Bool, "/pixelvla/estop", self.on_estop, qos.COMMAND)
         self.create_service(Trigger, "~/reset_estop", self.on_reset_estop)
-        self.tick_timer = self.create_timer(self.period, self.on_tick)
+        self.tick_timer = self.create_timer(self.period, self.on_timer)
         self.create_timer(1.0, self.publish_diagnostics)
 
     def now(self) -> float:
@@ -83,33 +86,62 @@ class ExecutorNode(ParameterMixin, Node):
                 raise ChunkRejected(f"action space {msg.action_space!r}: this executor runs ee_delta")
             stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
             chunk = Chunk.checked(stamp, msg.dt, msg.actions, msg.horizon, msg.action_dim)
-            self.chunk_executor.add_chunk(chunk, self.now())
         except ChunkRejected as exc:
-            self.last_rejection = f"chunk {msg.sequence}: {exc}"
-            self.get_logger().warning(f"refused {self.last_rejection}")
+            self.refuse(msg.sequence, exc)
             return
-        # A fresh plan starts at once and the ticks count from it: the command follows the image by
-        # the model's latency alone, whatever the phase between camera and control timer. Chunks
-        # that come faster than the control rate wait for the tick: a stream of chunks must not
-        # speed the arm up. (Counted from the last chunk that started at once, not from the last
-        # tick: a tick must not lock the chunks into its own phase.)
+        self.pending = (msg.sequence, chunk, self.now())
+        self.start_pending_chunk()
+
+    def refuse(self, sequence: int, exc: ChunkRejected) -> None:
+        self.last_rejection = f"chunk {sequence}: {exc}"
+        self.get_logger().warning(f"refused {self.last_rejection}")
+
+    def start_pending_chunk(self) -> bool:
+        """Hand the newest chunk to the executor once a joint state as new as its image is in, and
+        run its first action at once; True when that action ran.
+
+        The command then follows the image by the model's latency alone, whatever the phase between
+        camera and control timer, and the chunk's actions count from then. A plan anchored on
+        joints older than the image would add the action to a pose the arm has left (a joint state
+        published with the image may arrive after the chunk); after one control period without a
+        fresh one (clocks apart) the chunk starts anyway. Chunks that come faster than the control
+        rate wait for the tick: a stream of chunks must not speed the arm up (counted from the last
+        chunk that started at once, not from the last tick, which must not lock chunks into its phase).
+        """
+        if self.pending is None:
+            return False
+        sequence, chunk, arrival = self.pending
         now = self.now()
-        if now - self.last_chunk_start >= 0.9 * self.period:
-            self.last_chunk_start = now
-            self.tick_timer.reset()
-            self.on_tick()
+        if self.joints_stamp < chunk.stamp and now - arrival < self.period:
+            return False
+        self.pending = None
+        try:
+            self.chunk_executor.add_chunk(chunk, now)
+        except ChunkRejected as exc:
+            self.refuse(sequence, exc)
+            return False
+        if now - self.last_chunk_start < 0.9 * self.period:
+            return False
+        self.last_chunk_start = now
+        self.tick_timer.reset()
+        self.on_tick()
+        return True
 
     def on_joint_state(self, msg: JointState) -> None:
         joints = joint_positions(msg, self.joint_names)
         if joints is not None:
             self.joints = joints
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            self.joints_stamp = stamp if stamp > 0 else self.now()  # unstamped: measured on arrival
         finger = joint_positions(msg, [self.gripper_joint])
         if finger is not None:
             self.gripper_state = wx250s.finger_to_gripper(float(finger[0]))
+        self.start_pending_chunk()
 
     def on_estop(self, msg: Bool) -> None:
         if msg.data and not self.chunk_executor.estopped:
             self.chunk_executor.estop()
+            self.pending = None
             self.get_logger().error("E-STOP: holding position until ~/reset_estop is called")
             self.on_tick()
 
@@ -118,6 +150,10 @@ class ExecutorNode(ParameterMixin, Node):
         self.get_logger().warning("e-stop reset: chunks are executed again")
         response.success, response.message = True, "e-stop reset"
         return response
+
+    def on_timer(self) -> None:
+        if not self.start_pending_chunk():
+            self.on_tick()
 
     def on_tick(self) -> None:
         if self.joints is None:
@@ -129,6 +165,8 @@ class ExecutorNode(ParameterMixin, Node):
             return  # one command per hold (the controller keeps its target), none before the first action
         if command.reason and not command.hold:
             self.get_logger().info(f"safety gate: {command.reason}")
+        elif command.hold and command.reason != NO_ACTION_DUE:
+            self.get_logger().warning(f"holding: {command.reason}")
         self.holding = command.reason if command.hold else None
         stamp = self.get_clock().now().to_msg()
         reach = Duration(sec=int(self.period), nanosec=int((self.period % 1.0) * 1e9))
