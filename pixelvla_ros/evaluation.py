@@ -3,9 +3,9 @@
 Starts the `sim` node set (simulator + policy + prompt + segmenter + executor) once, then for each
 (task, seed) resets the simulator over `/sim/reset` and waits for `/sim/episode` to report the episode
 done. Writes to `--out`: one JSON per episode, `summary.json`, `results.md` (per task: success
-rate, and how often the gripper touched the target before any other object, which shows whether
-the policy went for the right object even when it fails to place it), `success.png` (a bar plot)
-and GIFs of failed episodes, and prints the table.
+rate, and how often the gripper reached and touched the target before any other object, which shows
+whether the policy went for the right object even when it fails to place it), `success.png` (a
+bar plot) and GIFs of failed episodes, and prints the table.
 
     pixelvla-eval --model path/to/model --tasks all --episodes 50
     pixelvla-eval --expert --tasks plain --episodes 5      # the scripted expert: a sanity baseline
@@ -136,7 +136,8 @@ def run_episodes(opts: argparse.Namespace, tasks: list[str]) -> list[dict]:
                 episode = dict(state["episode"])
                 result = {
                     "task": task, "seed": seed, "success": bool(episode.get("success")), "steps": episode.get("step"),
-                    "target_object": episode.get("target_object"), "first_touched": episode.get("first_touched"),
+                    "target_object": episode.get("target_object"), "first_reached": episode.get("first_reached"),
+                    "first_touched": episode.get("first_touched"),
                     "finished": finished, "wall_time_s": round(time.monotonic() - started, 2),
                     "instruction": episode.get("instruction"),
                     "mean_inference_latency_s": float(np.mean(state["latencies"])) if state["latencies"] else None,
@@ -170,18 +171,22 @@ def write_report(opts: argparse.Namespace, results: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pixelvla_training.report import went_for_target
+
     tasks = sorted({r["task"] for r in results})
     rates = {t: float(np.mean([r["success"] for r in results if r["task"] == t])) for t in tasks}
-    target_first = {t: float(np.mean([r["first_touched"] is not None and r["first_touched"] == r["target_object"]
-                                      for r in results if r["task"] == t])) for t in tasks}
+    target_first = {key: {t: float(np.mean([went_for_target(r, key) for r in results if r["task"] == t])) for t in tasks}
+                    for key in ("first_reached", "first_touched")}
     counts = {t: sum(r["task"] == t for r in results) for t in tasks}
     summary = {"driver": results[0]["driver"] if results else None, "operator": opts.operator, "mask": opts.mask,
                "episodes_per_task": opts.episodes, "seeds": [opts.seed0, opts.seed0 + opts.episodes - 1],
-               "success_rate": rates, "target_touched_first_rate": target_first, "overall": float(np.mean([r["success"] for r in results])) if results else 0.0}
+               "success_rate": rates, "target_reached_first_rate": target_first["first_reached"],
+               "target_touched_first_rate": target_first["first_touched"], "overall": float(np.mean([r["success"] for r in results])) if results else 0.0}
     (opts.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    lines = ["| task | episodes | success rate | target touched first |", "|---|---|---|---|"]
-    lines += [f"| {t} | {counts[t]} | {rates[t]:.0%} | {target_first[t]:.0%} |" for t in tasks]
-    lines.append(f"| **all** | {len(results)} | {summary['overall']:.0%} | |")
+    lines = ["| task | episodes | success rate | target reached first | target touched first |", "|---|---|---|---|---|"]
+    lines += [f"| {t} | {counts[t]} | {rates[t]:.0%} | {target_first['first_reached'][t]:.0%} "
+              f"| {target_first['first_touched'][t]:.0%} |" for t in tasks]
+    lines.append(f"| **all** | {len(results)} | {summary['overall']:.0%} | | |")
     table = "\n".join(lines)
     (opts.out / "results.md").write_text(f"# Evaluation: {summary['driver']}\n\n{table}\n")
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(tasks)), 3.2))

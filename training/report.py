@@ -3,9 +3,10 @@
     python -m pixelvla_training.report --run "CAT only (text)=build/proof/eval_cat" \
         --run "PUE + point prompt=build/proof/eval_pue_prompt" --table build/proof/table.md --plot docs/results.png
 
-Two metrics per task: success, and "target touched first" (the gripper's first contact with an
-object other than the plate and bowl was the target: the policy went for the right object). Each
-cell: count / episodes, the rate, and its 95 % Wilson interval.
+Three metrics per task: success; "target reached first" and "target touched first": the first
+object other than the plate and bowl that the TCP came within 3 cm of (that the gripper touched)
+was the target, i.e. the policy went for the right object. Each cell: count / episodes, the rate,
+and its 95 % Wilson interval.
 """
 from __future__ import annotations
 
@@ -25,12 +26,17 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, c - h), min(1.0, c + h)
 
 
-METRICS = {"success": "success", "target_first": "target touched first"}
+METRICS = {"success": "success", "first_reached": "target reached first", "first_touched": "target touched first"}
+
+
+def went_for_target(episode: dict, key: str) -> bool:
+    """Whether the episode's `key` ("first_reached" or "first_touched") object is its target."""
+    return episode.get(key) is not None and episode.get(key) == episode.get("target_object")
 
 
 def load_run(directory: Path) -> dict[str, dict[str, int]]:
-    """task -> {"success": count, "target_first": count, "episodes": count} from the per-episode JSON
-    files of an eval directory."""
+    """task -> {metric: count for each of METRICS, "episodes": count} from the per-episode JSON files
+    of an eval directory."""
     out: dict[str, dict[str, int]] = {}
     for f in sorted(directory.glob("*.json")):
         if f.name == "summary.json":
@@ -41,9 +47,10 @@ def load_run(directory: Path) -> dict[str, dict[str, int]]:
             continue
         if not isinstance(r, dict) or "task" not in r or "success" not in r:
             continue
-        counts = out.setdefault(r["task"], {"success": 0, "target_first": 0, "episodes": 0})
+        counts = out.setdefault(r["task"], dict.fromkeys([*METRICS, "episodes"], 0))
         counts["success"] += bool(r["success"])
-        counts["target_first"] += r.get("first_touched") is not None and r.get("first_touched") == r.get("target_object")
+        for key in ("first_reached", "first_touched"):
+            counts[key] += went_for_target(r, key)
         counts["episodes"] += 1
     return out
 

@@ -105,16 +105,20 @@ def test_validator_rejects_corrupt_episodes(tmp_path, recorded, corrupt):
         write_episode(tmp_path / "x.npz", Episode(arrays, meta))
 
 
-def test_first_touched_names_the_object_the_gripper_went_for(fast_env):
-    """The expert touches the target first; sent to another cube, that cube is the one recorded."""
+def test_first_reached_and_touched_name_the_object_the_gripper_went_for(fast_env):
+    """The expert reaches and touches the target first; sent to another cube, that cube is recorded."""
     ep = run_expert_episode(fast_env, "put_this_cube_in_bowl", 2, render=False)
-    assert ep.observations[0]["first_touched"] is None
-    assert ep.observations[-1]["first_touched"] == ep.observations[0]["target_object"]
+    assert ep.observations[0]["first_reached"] is None and ep.observations[0]["first_touched"] is None
+    target = ep.observations[0]["target_object"]
+    assert ep.observations[-1]["first_reached"] == target and ep.observations[-1]["first_touched"] == target
+    reached_at = next(t for t, o in enumerate(ep.observations) if o["first_reached"])
+    assert np.linalg.norm(ep.observations[reached_at]["tcp_position"] - ep.observations[reached_at]["object_poses"][target][:3]) < 0.03
 
     expert = ScriptedExpert()
     obs = fast_env.reset("put_this_cube_in_bowl", 2, render=False)
     decoy = next(n for n in obs["object_poses"] if n.startswith("cube") and n != obs["target_object"])
     for _ in range(25):  # approach, descend and close on the decoy
         obs = fast_env.step_ee_delta(expert.act({**obs, "target_object": decoy}), render=False)
-    assert obs["first_touched"] == decoy
-    assert fast_env.reset("put_this_cube_in_bowl", 2, render=False)["first_touched"] is None
+    assert obs["first_reached"] == decoy and obs["first_touched"] == decoy
+    obs = fast_env.reset("put_this_cube_in_bowl", 2, render=False)
+    assert obs["first_reached"] is None and obs["first_touched"] is None

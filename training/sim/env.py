@@ -20,8 +20,9 @@ Observation (dict returned by reset/step/observe):
     tcp_rotation      (3, 3) TCP rotation (TCP frame -> world)
     object_poses      {object id: (7,) [x, y, z, qw, qx, qy, qz]} world frame, objects on the table
     success           bool, the task's success condition holds now
-    first_touched     object id the gripper touched first this episode (plate and bowl excepted: the
-                      object the arm went for; a contact at the end of a control step), None before
+    first_reached     object id the TCP came within REACH_RADIUS of first this episode, plate and bowl
+                      excepted (the object the arm went for), None before; checked at the end of each step
+    first_touched     the same for the first gripper contact
     step              int, control steps taken since reset
     truncated         bool, step >= max_episode_steps
     task, instruction, target_object   str
@@ -47,6 +48,7 @@ from pixelvla_training.sim.tasks import (
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
 SCENE_XML = ASSET_DIR / "tabletop.xml"
 GRIPPER_GEOMS = ("gripper_palm", "left_finger_pad", "right_finger_pad")
+REACH_RADIUS = 0.03  # m, TCP to object centre: under half the closest spacing of two objects, so one at a time
 
 
 def _rotvec_to_matrix(rotvec: np.ndarray) -> np.ndarray:
@@ -146,6 +148,7 @@ class TabletopEnv:
         self._renderer: mujoco.Renderer | None = None
         self.spec: EpisodeSpec | None = None
         self.step_count = 0
+        self.first_reached: str | None = None
         self.first_touched: str | None = None
         self.last_ee_target: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -182,7 +185,7 @@ class TabletopEnv:
         mujoco.mj_fwdPosition(m, d)      # positions, cameras and contacts of the final state
         self.spec = spec
         self.step_count = 0
-        self.first_touched = None
+        self.first_reached = self.first_touched = None
         self.last_ee_target = None
         return self.observe(render=render)
 
@@ -242,10 +245,19 @@ class TabletopEnv:
         mujoco.mj_step(self.model, d, nstep=self.substeps)
         mujoco.mj_fwdPosition(self.model, d)  # positions, cameras and contacts of the final state
         self.step_count += 1
+        self._note_first_approach()
+        return self.observe(render=render)
+
+    def _note_first_approach(self) -> None:
+        """Record the first object (plate and bowl excepted) the TCP reached and the gripper touched."""
+        if self.first_reached is None:
+            tcp = self.tcp_pose()[0]
+            near = [n for n in self._require_episode().active_objects if n not in DESTINATIONS
+                    and np.linalg.norm(self.object_pose(n)[:3] - tcp) < REACH_RADIUS]
+            self.first_reached = near[0] if near else None
         if self.first_touched is None:
             touched = [n for n in self.gripper_contacts() if n not in DESTINATIONS]
             self.first_touched = touched[0] if touched else None
-        return self.observe(render=render)
 
     def step_ee_delta(self, action, render: bool | None = None) -> dict:
         """One control step from a Bridge 7-D action [dx, dy, dz (m), droll, dpitch, dyaw (rad), gripper].
@@ -326,6 +338,7 @@ class TabletopEnv:
             "tcp_rotation": tcp_rot,
             "object_poses": {n: self.object_pose(n) for n in spec.active_objects},
             "success": self.success(),
+            "first_reached": self.first_reached,
             "first_touched": self.first_touched,
             "step": self.step_count,
             "truncated": self.step_count >= self.max_episode_steps,
