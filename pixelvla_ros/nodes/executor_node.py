@@ -2,7 +2,8 @@
 
 All decisions live in `pixelvla_training.control.ChunkExecutor`; this node feeds it the chunks,
 the measured joints and the e-stop, and publishes what it decides once per control tick (a new
-chunk starts a tick at once unless chunks come faster than the control rate):
+chunk starts a tick as soon as a joint state as new as its image is in, unless chunks come faster
+than the control rate):
 - arm: trajectory_msgs/JointTrajectory with one point (joint targets, time_from_start = one tick)
   on `/arm_controller/joint_trajectory` (ros2_control / Interbotix convention);
 - gripper: a JointTrajectory for the `left_finger` joint (metres, 0.015 closed .. 0.037 open) on
