@@ -122,3 +122,19 @@ def test_first_reached_and_touched_name_the_object_the_gripper_went_for(fast_env
     assert obs["first_reached"] == decoy and obs["first_touched"] == decoy
     obs = fast_env.reset("put_this_cube_in_bowl", 2, render=False)
     assert obs["first_reached"] is None and obs["first_touched"] is None
+
+
+def test_noisy_demonstrations_record_the_experts_action_not_the_executed_one(fast_env):
+    """DART: the arm executes the expert's action plus noise, the episode keeps the expert's action."""
+    def run(**noise):
+        return run_expert_episode(fast_env, "put_red_cube_on_plate", 0, render=False, **noise)
+
+    def residual(ep):  # per-axis std (m) of the TCP's move per step minus the recorded translation
+        tcp = np.array([o["tcp_position"] for o in ep.observations])
+        return float(np.std(np.diff(tcp, axis=0) - ep.actions[:, :3]))
+
+    clean, noisy = run(), run(translation_noise=0.005, rotation_noise=0.03)
+    assert noisy.success and len(noisy.actions) != len(clean.actions)
+    assert np.array_equal(noisy.actions, run(translation_noise=0.005, rotation_noise=0.03).actions)  # reproducible
+    assert np.all(np.abs(noisy.actions[:, :3]) <= ScriptedExpert.max_translation + 1e-9)  # labels are clean
+    assert residual(noisy) > 2 * residual(clean), (residual(noisy), residual(clean))

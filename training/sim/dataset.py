@@ -5,7 +5,8 @@ A dataset is a directory holding one compressed ``.npz`` per episode (numpy arra
 :data:`ARRAYS`.
 
 Command line (records the scripted expert): ``python -m pixelvla_training.sim.dataset --out DIR
-[--tasks t1,t2] [--episodes N] [--seed0 S] [--size 224]``; ``--validate DIR`` checks an existing dataset.
+[--tasks t1,t2] [--episodes N] [--seed0 S] [--size 224] [--translation-noise M --rotation-noise RAD]``;
+``--validate DIR`` checks an existing dataset.
 """
 from __future__ import annotations
 
@@ -211,8 +212,10 @@ def validate_dataset(root: str | os.PathLike) -> int:
     return len(index["episodes"])
 
 
-def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=print) -> int:
-    """Record the scripted expert on every (task, seed) into the dataset at `root`; returns episodes written."""
+def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=print,
+                           translation_noise: float = 0.0, rotation_noise: float = 0.0) -> int:
+    """Record the scripted expert on every (task, seed) into the dataset at `root`; returns episodes written.
+    The noise (m, rad) perturbs the executed actions, not the recorded ones: see run_expert_episode."""
     from pixelvla_training.sim.env import TabletopEnv
     from pixelvla_training.sim.expert import run_expert_episode
 
@@ -221,7 +224,7 @@ def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=
     with TabletopEnv(render_size=render_size) as env:
         for task in tasks:
             for seed in seeds:
-                ep = run_expert_episode(env, task, seed)
+                ep = run_expert_episode(env, task, seed, translation_noise=translation_noise, rotation_noise=rotation_noise)
                 writer.add(episode_from_observations(ep.observations, ep.actions, env, ep.success))
                 count += 1
                 progress(f"[{count}/{len(tasks) * len(seeds)}] {task} seed {seed}: "
@@ -238,6 +241,9 @@ def main(argv=None) -> int:
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task")
     parser.add_argument("--seed0", type=int, default=0, help="first seed")
     parser.add_argument("--size", type=int, default=224, help="square image size in pixels")
+    parser.add_argument("--translation-noise", type=float, default=0.0,
+                        help="std (m) of noise added to the executed translation; the recorded action stays the expert's")
+    parser.add_argument("--rotation-noise", type=float, default=0.0, help="the same for rotation (rad per axis)")
     parser.add_argument("--validate", metavar="DIR", help="only validate the dataset in DIR")
     args = parser.parse_args(argv)
     if args.validate:
@@ -247,7 +253,8 @@ def main(argv=None) -> int:
         parser.error("--out or --validate is required")
     tasks = [t for t in args.tasks.split(",") if t]
     seeds = range(args.seed0, args.seed0 + args.episodes)
-    n = record_expert_episodes(args.out, tasks, seeds, (args.size, args.size))
+    n = record_expert_episodes(args.out, tasks, seeds, (args.size, args.size),
+                               translation_noise=args.translation_noise, rotation_noise=args.rotation_noise)
     print(f"wrote {n} episodes to {Path(args.out).resolve()}")
     return 0
 

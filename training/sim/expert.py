@@ -156,17 +156,28 @@ class ExpertEpisode:
 
 
 def run_expert_episode(env, task: str, seed: int, max_steps: int | None = None, render: bool | None = None,
-                       expert: ScriptedExpert | None = None) -> ExpertEpisode:
+                       expert: ScriptedExpert | None = None, translation_noise: float = 0.0,
+                       rotation_noise: float = 0.0) -> ExpertEpisode:
     """Reset `env` to (task, seed) and let the expert act until success after retreating, or `max_steps`
-    (default: env.max_episode_steps). `render` as in TabletopEnv.step (None: the env's setting)."""
+    (default: env.max_episode_steps). `render` as in TabletopEnv.step (None: the env's setting).
+
+    Noise (DART): Gaussian noise with these standard deviations (m, rad per axis) is added to the
+    translation and rotation the arm executes, while the episode records the expert's own action at
+    the state reached. The data then shows how to come back from the small errors a learned policy
+    makes, which clean demonstrations never do. The noise is drawn from (seed, task): reproducible.
+    """
     expert = expert or ScriptedExpert()
     expert.reset()
     max_steps = env.max_episode_steps if max_steps is None else max_steps
+    rng = np.random.default_rng([int(seed), sum(map(ord, task)), 1])
     obs = env.reset(task, seed, render=render)
     observations, actions = [obs], []
     for _ in range(max_steps):
         action = expert.act(obs)
-        obs = env.step_ee_delta(action, render=render)
+        executed = action.copy()
+        executed[:3] += rng.normal(0.0, translation_noise, 3) if translation_noise else 0.0
+        executed[3:6] += rng.normal(0.0, rotation_noise, 3) if rotation_noise else 0.0
+        obs = env.step_ee_delta(executed, render=render)
         actions.append(action)
         observations.append(obs)
         if expert.phase == "done" and obs["success"]:
