@@ -171,12 +171,12 @@ def write_report(opts: argparse.Namespace, results: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pixelvla_training.report import went_for_target
+    from pixelvla_training.report import APPROACH_KEYS, went_for_target
 
     tasks = sorted({r["task"] for r in results})
     rates = {t: float(np.mean([r["success"] for r in results if r["task"] == t])) for t in tasks}
     target_first = {key: {t: float(np.mean([went_for_target(r, key) for r in results if r["task"] == t])) for t in tasks}
-                    for key in ("first_reached", "first_touched")}
+                    for key in APPROACH_KEYS}
     counts = {t: sum(r["task"] == t for r in results) for t in tasks}
     summary = {"driver": results[0]["driver"] if results else None, "operator": opts.operator, "mask": opts.mask,
                "episodes_per_task": opts.episodes, "seeds": [opts.seed0, opts.seed0 + opts.episodes - 1],

@@ -27,6 +27,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 METRICS = {"success": "success", "first_reached": "target reached first", "first_touched": "target touched first"}
+APPROACH_KEYS = ("first_reached", "first_touched")  # episode keys naming the first object reached / touched
 
 
 def went_for_target(episode: dict, key: str) -> bool:
@@ -49,7 +50,7 @@ def load_run(directory: Path) -> dict[str, dict[str, int]]:
             continue
         counts = out.setdefault(r["task"], dict.fromkeys([*METRICS, "episodes"], 0))
         counts["success"] += bool(r["success"])
-        for key in ("first_reached", "first_touched"):
+        for key in APPROACH_KEYS:
             counts[key] += went_for_target(r, key)
         counts["episodes"] += 1
     return out
