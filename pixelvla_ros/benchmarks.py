@@ -48,6 +48,7 @@ def node_latency(preset: str, frames: int, camera_hz: float, threads: int) -> di
     from pixelvla_ros import qos
     from pixelvla_ros.image_conversions import rgb_to_image
     from pixelvla_ros.msg import ActionChunk, PolicyStatus
+    from pixelvla_ros.node_base import stamp_seconds
 
     node_process = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.policy_node", "--ros-args",
                                      "-p", "control_rate_hz:=0.0", "-p", "model_path:=untrained", "-p", f"default_preset:={preset}", "-p", f"threads:={threads}",
@@ -83,7 +84,7 @@ def node_latency(preset: str, frames: int, camera_hz: float, threads: int) -> di
         final_status = status[-1]
         rows = received[warmup:]
         arrival = np.array([t for t, _ in rows])
-        stamps = np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _, m in rows])
+        stamps = np.array([stamp_seconds(m.header.stamp) for _, m in rows])
         inference = np.array([m.inference_latency for _, m in rows])
     finally:
         node.destroy_node()

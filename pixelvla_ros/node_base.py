@@ -69,6 +69,11 @@ def joint_positions(msg, names) -> "np.ndarray | None":
     return values if np.all(np.isfinite(values)) else None
 
 
+def stamp_seconds(stamp) -> float:
+    """A builtin_interfaces/Time (a message header's stamp) in seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
 class _StopFlag:
     """Set by SIGINT/SIGTERM; the spin loop polls it."""
 

@@ -27,7 +27,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pixelvla_ros import qos
 from pixelvla_ros.msg import ActionChunk
-from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node
+from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds
 from pixelvla_training.control import NO_ACTION_DUE, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, SafetyGate
 from pixelvla_training.robots import wx250s
 
@@ -85,8 +85,7 @@ class ExecutorNode(ParameterMixin, Node):
         try:
             if msg.action_space not in ("", "ee_delta"):
                 raise ChunkRejected(f"action space {msg.action_space!r}: this executor runs ee_delta")
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-            chunk = Chunk.checked(stamp, msg.dt, msg.actions, msg.horizon, msg.action_dim)
+            chunk = Chunk.checked(stamp_seconds(msg.header.stamp), msg.dt, msg.actions, msg.horizon, msg.action_dim)
         except ChunkRejected as exc:
             self.refuse(msg.sequence, exc)
             return
@@ -132,7 +131,7 @@ class ExecutorNode(ParameterMixin, Node):
         joints = joint_positions(msg, self.joint_names)
         if joints is not None:
             self.joints = joints
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            stamp = stamp_seconds(msg.header.stamp)
             self.joints_stamp = stamp if stamp > 0 else self.now()  # unstamped: measured on arrival
         finger = joint_positions(msg, [self.gripper_joint])
         if finger is not None:
