@@ -3,8 +3,8 @@
 `rclpy.spin()` with rclpy's own signal handlers sometimes hangs on SIGINT/SIGTERM. `run_node`
 installs its own handlers that only set a flag, spins with a short timeout until the flag is
 set, then destroys the node. A second SIGINT (a terminal Ctrl-C reaches the whole process group,
-and a launcher forwards one too) is ignored once cleanup has begun; a launcher escalates to
-SIGTERM/SIGKILL if cleanup itself hangs.
+and a launcher forwards one too) is ignored once cleanup has begun; a SIGTERM then ends the
+process at once, so a launcher's escalation stops a node whose cleanup hangs.
 
 A node is a small class:
 
@@ -121,6 +121,8 @@ def run_node(
         code = 1
     finally:
         stop.cleaning_up = True
+        # A DDS teardown that hangs must not outlive the launcher's SIGTERM escalation.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if node is not None:
             executor.remove_node(node)
             node.destroy_node()

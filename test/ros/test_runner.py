@@ -36,7 +36,7 @@ def test_two_nodes_with_parameters_and_remaps_then_sigint(ros_node):
         code, out, waited = finish(runner, timeout=20)
     assert relayed[0].data == "relayed: bonjour"  # parameter overrides from the node set and the CLI
     assert code == 0, out
-    assert waited < 8, f"stopping took {waited:.1f} s"
+    assert waited < 8, f"stopping took {waited:.1f} s:\n{out}"
     assert "[talker]" in out or "[launch] started talker" in out
 
 
@@ -50,7 +50,20 @@ def test_node_ignoring_sigint_is_escalated(ros_node):
         code, out, waited = finish(runner, timeout=20)
     assert "sending SIGTERM to talker" in out and "sending SIGKILL to talker" in out, out
     assert "SIGKILL to relay" not in out  # the well-behaved node stopped on SIGINT
-    assert waited < 6, f"stopping took {waited:.1f} s"
+    assert waited < 6, f"stopping took {waited:.1f} s:\n{out}"
+
+
+def test_sigterm_ends_a_node_whose_cleanup_hangs(ros_node):
+    relayed = ros_node.collect(String, "/relay_out")
+    runner = start_launch("--grace", "1.0", CHATTER, "hang:=true")
+    try:
+        assert ros_node.spin_until(lambda: len(relayed) >= 1, timeout=30)
+    finally:
+        runner.send_signal(signal.SIGINT)
+        code, out, waited = finish(runner, timeout=20)
+    assert "sending SIGTERM to talker" in out, out
+    assert "SIGKILL" not in out, out  # SIGINT's cleanup hung; SIGTERM ended it
+    assert waited < 6, f"stopping took {waited:.1f} s:\n{out}"
 
 
 def test_required_node_crash_stops_the_rest(ros_domain):

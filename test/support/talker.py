@@ -1,7 +1,8 @@
 """A node for launch tests: publishes its `greeting` parameter on `chatter`.
 
 `crash_after_s` > 0 makes it exit with code 3 after that long (a crashing required node);
-`ignore_signals` makes it ignore SIGINT and SIGTERM (a node that hangs in shutdown).
+`ignore_signals` makes it ignore SIGINT and SIGTERM (a node that will not stop);
+`hang_in_cleanup` makes destroying it block (a DDS teardown that hangs).
 """
 import os
 import signal
@@ -23,6 +24,7 @@ class Talker(ParameterMixin, Node):
         if self.declare("ignore_signals", False, "ignore SIGINT and SIGTERM"):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.hang_in_cleanup = self.declare("hang_in_cleanup", False, "block forever when destroyed")
         self.started = time.monotonic()
         self.pub = self.create_publisher(String, "chatter", 10)
         self.create_timer(1.0 / rate, self.tick)
@@ -33,6 +35,12 @@ class Talker(ParameterMixin, Node):
             sys.stdout.flush()
             os._exit(3)
         self.pub.publish(String(data=self.greeting))
+
+
+    def destroy_node(self) -> None:
+        while self.hang_in_cleanup:
+            time.sleep(1.0)
+        super().destroy_node()
 
 
 def main(args=None) -> int:
