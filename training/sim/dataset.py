@@ -5,7 +5,8 @@ A dataset is a directory holding one compressed ``.npz`` per episode (numpy arra
 :data:`ARRAYS`.
 
 Command line (records the scripted expert): ``python -m pixelvla_training.sim.dataset --out DIR
-[--tasks t1,t2] [--episodes N] [--seed0 S] [--size 224] [--translation-noise M --rotation-noise RAD]``;
+[--tasks t1,t2] [--episodes N] [--seed0 S] [--size 224] [--translation-noise M --rotation-noise RAD]
+[--policy DIR --expert-share F]``;
 ``--validate DIR`` checks an existing dataset.
 """
 from __future__ import annotations
@@ -213,9 +214,11 @@ def validate_dataset(root: str | os.PathLike) -> int:
 
 
 def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=print,
-                           translation_noise: float = 0.0, rotation_noise: float = 0.0) -> int:
+                           translation_noise: float = 0.0, rotation_noise: float = 0.0,
+                           driver=None, expert_share: float = 1.0) -> int:
     """Record the scripted expert on every (task, seed) into the dataset at `root`; returns episodes written.
-    The noise (m, rad) perturbs the executed actions, not the recorded ones: see run_expert_episode."""
+    The noise (m, rad) and a `driver` (DAgger) change the executed actions, never the recorded ones:
+    see run_expert_episode."""
     from pixelvla_training.sim.env import TabletopEnv
     from pixelvla_training.sim.expert import run_expert_episode
 
@@ -224,7 +227,8 @@ def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=
     with TabletopEnv(render_size=render_size) as env:
         for task in tasks:
             for seed in seeds:
-                ep = run_expert_episode(env, task, seed, translation_noise=translation_noise, rotation_noise=rotation_noise)
+                ep = run_expert_episode(env, task, seed, translation_noise=translation_noise, rotation_noise=rotation_noise,
+                                        driver=driver, expert_share=expert_share)
                 writer.add(episode_from_observations(ep.observations, ep.actions, env, ep.success))
                 count += 1
                 progress(f"[{count}/{len(tasks) * len(seeds)}] {task} seed {seed}: "
@@ -244,6 +248,11 @@ def main(argv=None) -> int:
     parser.add_argument("--translation-noise", type=float, default=0.0,
                         help="std (m) of noise added to the executed translation; the recorded action stays the expert's")
     parser.add_argument("--rotation-noise", type=float, default=0.0, help="the same for rotation (rad per axis)")
+    parser.add_argument("--policy", metavar="DIR",
+                        help="DAgger: a checkpoint that drives the arm on part of the steps (prompted with a click "
+                             "on the target); the recorded actions stay the expert's")
+    parser.add_argument("--expert-share", type=float, default=0.3,
+                        help="with --policy: the fraction of steps the expert's own action is executed")
     parser.add_argument("--validate", metavar="DIR", help="only validate the dataset in DIR")
     args = parser.parse_args(argv)
     if args.validate:
@@ -253,8 +262,16 @@ def main(argv=None) -> int:
         parser.error("--out or --validate is required")
     tasks = [t for t in args.tasks.split(",") if t]
     seeds = range(args.seed0, args.seed0 + args.episodes)
+    if not 0.0 <= args.expert_share <= 1.0:
+        parser.error(f"--expert-share {args.expert_share} is not in [0, 1]")
+    driver = None
+    if args.policy:
+        from pixelvla_training.sim.dagger import PolicyDriver
+
+        driver = PolicyDriver(args.policy)
     n = record_expert_episodes(args.out, tasks, seeds, (args.size, args.size),
-                               translation_noise=args.translation_noise, rotation_noise=args.rotation_noise)
+                               translation_noise=args.translation_noise, rotation_noise=args.rotation_noise,
+                               driver=driver, expert_share=args.expert_share)
     print(f"wrote {n} episodes to {Path(args.out).resolve()}")
     return 0
 

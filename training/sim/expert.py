@@ -12,6 +12,7 @@ for gripper phases, after a fixed number of steps). Per-step motion is limited l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -46,6 +47,7 @@ class ScriptedExpert:
     position_tolerance: float = 0.006  # m
     rotation_tolerance: float = 0.06  # rad
     gripper_steps: int = 2            # control steps to close or open the gripper
+    hold_radius: float = 0.03         # m: a grasped cube's centre stays this close to the TCP
     phase: str = field(default="approach", init=False)
     _counter: int = field(default=0, init=False)
     _psi: float | None = field(default=None, init=False)
@@ -98,6 +100,9 @@ class ScriptedExpert:
 
     def act(self, obs: dict) -> np.ndarray:
         """The (7,) Bridge action for observation `obs` (needs object_poses, tcp_position, tcp_rotation)."""
+        if self.phase in ("lift", "carry", "lower") and not self._holding(obs):
+            # The cube is not in the hand (slipped, or another driver moved the arm): grasp it again.
+            self.phase, self._counter, self._psi = "approach", 0, None
         # Advance through phases whose goal is already met (at most one full pass).
         for _ in range(len(self.PHASES)):
             pos, rot, grip = self._waypoint(obs)
@@ -129,6 +134,11 @@ class ScriptedExpert:
             delta[:] = 0.0
         return np.concatenate([delta, [grip]])
 
+    def _holding(self, obs: dict) -> bool:
+        """Whether the target cube moves with the TCP (within the hold radius of it)."""
+        target = obs["object_poses"][obs["target_object"]][:3]
+        return float(np.linalg.norm(target - obs["tcp_position"])) < self.hold_radius
+
     def _reached_scaled(self, obs: dict, pos, rot, scale: float) -> bool:
         err_pos = np.linalg.norm(pos - obs["tcp_position"])
         err_rot = np.linalg.norm(wx250s.rotation_log(rot @ obs["tcp_rotation"].T))
@@ -155,9 +165,17 @@ class ExpertEpisode:
     success: bool                  # success flag of the final observation
 
 
+class Driver(Protocol):
+    """Something other than the expert that moves the arm (a learned policy, for DAgger)."""
+
+    def reset(self, obs: dict) -> None: ...
+    def __call__(self, obs: dict) -> np.ndarray: ...
+
+
 def run_expert_episode(env, task: str, seed: int, max_steps: int | None = None, render: bool | None = None,
                        expert: ScriptedExpert | None = None, translation_noise: float = 0.0,
-                       rotation_noise: float = 0.0) -> ExpertEpisode:
+                       rotation_noise: float = 0.0, driver: Driver | None = None,
+                       expert_share: float = 1.0) -> ExpertEpisode:
     """Reset `env` to (task, seed) and let the expert act until success after retreating, or `max_steps`
     (default: env.max_episode_steps). `render` as in TabletopEnv.step (None: the env's setting).
 
@@ -165,16 +183,23 @@ def run_expert_episode(env, task: str, seed: int, max_steps: int | None = None, 
     translation and rotation the arm executes, while the episode records the expert's own action at
     the state reached. The data then shows how to come back from the small errors a learned policy
     makes, which clean demonstrations never do. The noise is drawn from (seed, task): reproducible.
+
+    DAgger: with a `driver`, each step executes the driver's action instead of the expert's with
+    probability 1 - `expert_share` (drawn from the same generator); the recorded action is still the
+    expert's. The data then covers the states the driver's own mistakes lead to, labelled with the way back.
     """
     expert = expert or ScriptedExpert()
     expert.reset()
     max_steps = env.max_episode_steps if max_steps is None else max_steps
     rng = np.random.default_rng([int(seed), sum(map(ord, task)), 1])
     obs = env.reset(task, seed, render=render)
+    if driver is not None:
+        driver.reset(obs)
     observations, actions = [obs], []
     for _ in range(max_steps):
         action = expert.act(obs)
-        executed = action.copy()
+        driven = driver is not None and rng.random() >= expert_share
+        executed = np.asarray(driver(obs), dtype=np.float64).copy() if driven else action.copy()
         executed[:3] += rng.normal(0.0, translation_noise, 3) if translation_noise else 0.0
         executed[3:6] += rng.normal(0.0, rotation_noise, 3) if rotation_noise else 0.0
         obs = env.step_ee_delta(executed, render=render)
