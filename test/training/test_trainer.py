@@ -141,3 +141,11 @@ def test_config_is_validated(tmp_path):
         TrainConfig.from_dict({"stage": "cat", "stpes": 3})
     path = write_config(tmp_path / "c.yaml", {"stage": "cat", "steps": 3})
     assert TrainConfig.from_yaml(path, ["steps=7", "optim.lr=0.5"]).steps == 7
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "config" / "training").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_training_configs_parse(path):
+    cfg = TrainConfig.from_yaml(path)
+    assert cfg.stage in ("cat", "pue") and cfg.steps > 0
+    assert all(src.get("type") and src.get("path") for src in cfg.data["sources"])
