@@ -171,6 +171,22 @@ def test_dagger_executes_the_driver_and_records_the_expert(fast_env):
     assert np.allclose([replay.act(o) for o in ep.observations[:-1]], ep.actions)
 
 
+def test_expert_carries_on_with_a_cube_someone_else_grasped(fast_env):
+    """A fresh expert (plan at "approach") given a state where the cube is already held and lifted carries it."""
+    ep = run_expert_episode(fast_env, "put_red_cube_on_plate", 0, render=False)
+    labels = ScriptedExpert()
+    labels.reset()
+    phases = []
+    for obs in ep.observations:
+        labels.act(obs)
+        phases.append(labels.phase)
+    mid_carry = ep.observations[phases.index("carry") + 1]
+    fresh = ScriptedExpert()
+    fresh.reset()
+    action = fresh.act(mid_carry)
+    assert fresh.phase == "carry" and action[6] == 0.0  # keep the gripper closed, go on to the plate
+
+
 def test_expert_grasps_again_when_the_cube_is_not_in_the_hand(fast_env):
     obs = fast_env.reset("put_red_cube_on_plate", 0, render=False)
     expert = ScriptedExpert()

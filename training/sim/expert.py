@@ -48,6 +48,7 @@ class ScriptedExpert:
     rotation_tolerance: float = 0.06  # rad
     gripper_steps: int = 2            # control steps to close or open the gripper
     hold_radius: float = 0.03         # m: a grasped cube's centre stays this close to the TCP
+    lift_margin: float = 0.015        # m above its resting height: a held cube this high is off the table
     phase: str = field(default="approach", init=False)
     _counter: int = field(default=0, init=False)
     _psi: float | None = field(default=None, init=False)
@@ -100,9 +101,12 @@ class ScriptedExpert:
 
     def act(self, obs: dict) -> np.ndarray:
         """The (7,) Bridge action for observation `obs` (needs object_poses, tcp_position, tcp_rotation)."""
+        # The plan follows the state when another driver (DAgger) or a slip changed it: a cube that is no
+        # longer in the hand is grasped again, one already grasped and lifted is carried on.
         if self.phase in ("lift", "carry", "lower") and not self._holding(obs):
-            # The cube is not in the hand (slipped, or another driver moved the arm): grasp it again.
             self.phase, self._counter, self._psi = "approach", 0, None
+        elif self.phase in ("approach", "descend", "close") and self._lifted(obs):
+            self.phase, self._counter = "lift", 0
         # Advance through phases whose goal is already met (at most one full pass).
         for _ in range(len(self.PHASES)):
             pos, rot, grip = self._waypoint(obs)
@@ -138,6 +142,11 @@ class ScriptedExpert:
         """Whether the target cube moves with the TCP (within the hold radius of it)."""
         target = obs["object_poses"][obs["target_object"]][:3]
         return float(np.linalg.norm(target - obs["tcp_position"])) < self.hold_radius
+
+    def _lifted(self, obs: dict) -> bool:
+        """Whether the target is held and raised off the table (by more than the lift margin)."""
+        target = obs["object_poses"][obs["target_object"]][:3]
+        return self._holding(obs) and target[2] > REST_Z[obs["target_object"]] + self.lift_margin
 
     def _reached_scaled(self, obs: dict, pos, rot, scale: float) -> bool:
         err_pos = np.linalg.norm(pos - obs["tcp_position"])
