@@ -185,6 +185,7 @@ def test_expert_carries_on_with_a_cube_someone_else_grasped(fast_env):
     fresh.reset()
     action = fresh.act(mid_carry)
     assert fresh.phase == "carry" and action[6] == 0.0  # keep the gripper closed, go on to the plate
+    assert np.allclose(action[3:6], 0.0)  # and the wrist as it holds the cube
 
 
 def test_expert_grasps_again_when_the_cube_is_not_in_the_hand(fast_env):

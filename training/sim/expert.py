@@ -52,12 +52,13 @@ class ScriptedExpert:
     phase: str = field(default="approach", init=False)
     _counter: int = field(default=0, init=False)
     _psi: float | None = field(default=None, init=False)
+    _hold_rotation: np.ndarray | None = field(default=None, init=False)  # TCP rotation when the grasp closed
 
     PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "open", "retreat", "done")
 
     def reset(self) -> None:
         """Forget the current plan (call at every episode start)."""
-        self.phase, self._counter, self._psi = "approach", 0, None
+        self.phase, self._counter, self._psi, self._hold_rotation = "approach", 0, None, None
 
     def _grasp_yaw(self, obs: dict) -> float:
         """Finger-axis yaw aligned with a cube face, closest to a natural wrist pose for that cube."""
@@ -76,6 +77,8 @@ class ScriptedExpert:
         if self._psi is None:
             self._psi = self._grasp_yaw(obs)
         rot = top_down_rotation(self._psi)
+        if self.phase not in ("approach", "descend", "close") and self._hold_rotation is not None:
+            rot = self._hold_rotation
         grasp_z = target[2] + 0.002
         if dest_name == "plate":
             release_z = dest[2] - REST_Z["plate"] + PLATE_TOP + CUBE_HALF + 0.012
@@ -104,24 +107,26 @@ class ScriptedExpert:
         # The plan follows the state when another driver (DAgger) or a slip changed it: a cube that is no
         # longer in the hand is grasped again, one already grasped and lifted is carried on.
         if self.phase in ("lift", "carry", "lower") and not self._holding(obs):
-            self.phase, self._counter, self._psi = "approach", 0, None
+            self.reset()
         elif self.phase in ("approach", "descend", "close") and self._lifted(obs):
-            self.phase, self._counter = "lift", 0
+            self._enter("lift", obs)
         # Advance through phases whose goal is already met (at most one full pass).
         for _ in range(len(self.PHASES)):
             pos, rot, grip = self._waypoint(obs)
             if self.phase in ("close", "open"):
                 if self._counter >= self.gripper_steps:
-                    self._counter = 0
-                    self.phase = self.PHASES[self.PHASES.index(self.phase) + 1]
+                    self._enter(self.PHASES[self.PHASES.index(self.phase) + 1], obs)
                     continue
                 self._counter += 1
                 break
             if self.phase == "done":
                 break
             tol_scale = 2.5 if self.phase in ("approach", "lift", "carry", "retreat") else 1.0
-            if self._reached_scaled(obs, pos, rot, tol_scale):
-                self.phase = self.PHASES[self.PHASES.index(self.phase) + 1]
+            # Going down to the cube waits for the position only: the wrist turns on the way, and a grasp
+            # a little off the cube's faces still holds (a policy's states often are).
+            check_rotation = self.phase not in ("approach", "descend")
+            if self._reached_scaled(obs, pos, rot, tol_scale, check_rotation):
+                self._enter(self.PHASES[self.PHASES.index(self.phase) + 1], obs)
                 continue
             break
         pos, rot, grip = self._waypoint(obs)
@@ -148,10 +153,17 @@ class ScriptedExpert:
         target = obs["object_poses"][obs["target_object"]][:3]
         return self._holding(obs) and target[2] > REST_Z[obs["target_object"]] + self.lift_margin
 
-    def _reached_scaled(self, obs: dict, pos, rot, scale: float) -> bool:
+    def _enter(self, phase: str, obs: dict) -> None:
+        """Switch to `phase`; a cube in the hand is carried with the wrist as it was when the grasp closed."""
+        self.phase, self._counter = phase, 0
+        if phase == "lift":
+            self._hold_rotation = obs["tcp_rotation"].copy()
+
+    def _reached_scaled(self, obs: dict, pos, rot, scale: float, check_rotation: bool = True) -> bool:
         err_pos = np.linalg.norm(pos - obs["tcp_position"])
         err_rot = np.linalg.norm(wx250s.rotation_log(rot @ obs["tcp_rotation"].T))
-        return err_pos < self.position_tolerance * scale and err_rot < self.rotation_tolerance * scale
+        rotation_ok = err_rot < self.rotation_tolerance * scale or not check_rotation
+        return err_pos < self.position_tolerance * scale and rotation_ok
 
 
 def _rotvec_matrix(rotvec: np.ndarray) -> np.ndarray:
