@@ -2,7 +2,8 @@
 
 The policy is prompted the way `pixelvla-eval --operator prompt --mask ground_truth` prompts it: one
 point clicked on the target in the first frame, kept for the whole episode, plus the target's mask at
-every step. Each call returns the first action of the predicted chunk, the action the stack runs first.
+every step (or, with `prompted=False`, the instruction alone). Each call returns the first action of the
+predicted chunk, the action the stack runs first.
 """
 from __future__ import annotations
 

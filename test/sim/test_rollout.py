@@ -1,0 +1,32 @@
+"""The in-process closed loop: a checkpoint drives the simulator without ROS."""
+import json
+
+import pytest
+
+from pixelvla_model import DEFAULT_CHECKPOINT
+from pixelvla_training.sim.rollout import main, summarize
+
+
+@pytest.mark.parametrize("mode", [[], ["--text-only"]])
+def test_rollout_runs_the_shipped_checkpoint_and_summarizes(capsys, mode):
+    assert main(["--model", str(DEFAULT_CHECKPOINT), "--tasks", "put_this_cube_in_bowl", "--episodes", "1", *mode]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    episode, summary = lines[0], lines[-1]["summary"]
+    assert episode["task"] == "put_this_cube_in_bowl" and episode["seed"] == 1000
+    assert 1 <= episode["steps"] <= 60 and episode["closest_cm"] > 0
+    assert summary["episodes"] == 1 and summary["success"] == int(episode["success"])
+    assert summary["median_closest_cm"] == episode["closest_cm"]
+
+
+def test_summary_counts_the_target_first_only():
+    records = [dict(success=False, first_reached="cube_1", first_touched="cube_0", target_object="cube_0", closest_cm=2.0),
+               dict(success=True, first_reached="cube_0", first_touched=None, target_object="cube_0", closest_cm=1.0),
+               dict(success=False, first_reached=None, first_touched=None, target_object="cube_2", closest_cm=9.0)]
+    assert summarize(records) == dict(episodes=3, success=1, target_reached_first=1, target_touched_first=1,
+                                      median_closest_cm=2.0)
+
+
+def test_unknown_task_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["--model", str(DEFAULT_CHECKPOINT), "--tasks", "put_cube_on_moon"])
+    assert "unknown task(s) put_cube_on_moon" in capsys.readouterr().err

@@ -1,0 +1,75 @@
+"""Closed loop without ROS: a checkpoint drives `TabletopEnv` directly, for quick checks between training
+runs (`pixelvla-eval` through the ROS stack is the evaluation that counts).
+
+Each step the policy gets the current image, instruction and robot state (and, prompted, the click on the
+target from the first frame plus the target's mask, as `pixelvla-eval --operator prompt --mask
+ground_truth`), and its chunk's first action is executed, as the stack does with a new chunk every step.
+
+    python -m pixelvla_training.sim.rollout --model DIR [--text-only] [--tasks a,b] [--episodes 10] [--seed0 1000]
+
+Prints one JSON line per episode (success, first object reached / touched, closest approach of the TCP to
+the target in cm) and a summary line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+import numpy as np
+
+
+def run_episode(env, driver, task: str, seed: int) -> dict:
+    """One episode of `driver` (a PolicyDriver) on (task, seed); returns its record."""
+    obs = env.reset(task, seed)
+    driver.reset(obs)
+    target = obs["target_object"]
+    closest = float("inf")
+    for step in range(env.max_episode_steps):
+        obs = env.step_ee_delta(driver(obs))
+        closest = min(closest, float(np.linalg.norm(obs["tcp_position"] - obs["object_poses"][target][:3])))
+        if obs["success"]:
+            break
+    return dict(task=task, seed=seed, success=bool(obs["success"]), steps=step + 1, target_object=target,
+                first_reached=obs["first_reached"], first_touched=obs["first_touched"],
+                closest_cm=round(100 * closest, 1))
+
+
+def summarize(records: list[dict]) -> dict:
+    """Counts over episodes: successes, target reached / touched first, median closest approach (cm)."""
+    return dict(episodes=len(records), success=sum(r["success"] for r in records),
+                target_reached_first=sum(r["first_reached"] == r["target_object"] for r in records),
+                target_touched_first=sum(r["first_touched"] == r["target_object"] for r in records),
+                median_closest_cm=statistics.median(r["closest_cm"] for r in records) if records else None)
+
+
+def main(argv=None) -> int:
+    from pixelvla_training.sim.dagger import PolicyDriver
+    from pixelvla_training.sim.env import TabletopEnv
+    from pixelvla_training.sim.tasks import TASKS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="checkpoint directory (from_pretrained layout)")
+    parser.add_argument("--text-only", action="store_true", help="no prompt and no mask: the instruction alone")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes (seeds) per task")
+    parser.add_argument("--seed0", type=int, default=1000, help="first seed")
+    args = parser.parse_args(argv)
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        parser.error(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+    driver = PolicyDriver(args.model, prompted=not args.text_only)
+    records = []
+    with TabletopEnv(render_size=(224, 224)) as env:
+        for task in tasks:
+            for seed in range(args.seed0, args.seed0 + args.episodes):
+                records.append(run_episode(env, driver, task, seed))
+                print(json.dumps(records[-1]), flush=True)
+    print(json.dumps({"summary": summarize(records)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
