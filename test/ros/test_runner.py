@@ -25,15 +25,24 @@ def finish(process: subprocess.Popen, timeout: float) -> tuple[int, str, float]:
     return process.returncode, out, time.monotonic() - start
 
 
-def test_two_nodes_with_parameters_and_remaps_then_sigint(ros_node):
+def relay_then_sigint(ros_node, *launch_args: str, messages: int = 1) -> tuple[list, int, str, float]:
+    """Launch the chatter set, wait for `messages` relayed messages, Ctrl-C the runner.
+
+    Returns (relayed messages, exit code, output, seconds the runner took to stop).
+    """
     relayed = ros_node.collect(String, "/relay_out")
-    runner = start_launch(CHATTER, "greeting:=bonjour")
+    runner = start_launch(*launch_args)
     try:
         # talker -> /launch_test/wire (remapped from chatter) -> relay -> /relay_out (absolute remap)
-        assert ros_node.spin_until(lambda: len(relayed) >= 3, timeout=30), "nothing came through the relay"
+        assert ros_node.spin_until(lambda: len(relayed) >= messages, timeout=30), "nothing came through the relay"
     finally:
         runner.send_signal(signal.SIGINT)
         code, out, waited = finish(runner, timeout=20)
+    return relayed, code, out, waited
+
+
+def test_two_nodes_with_parameters_and_remaps_then_sigint(ros_node):
+    relayed, code, out, waited = relay_then_sigint(ros_node, CHATTER, "greeting:=bonjour", messages=3)
     assert relayed[0].data == "relayed: bonjour"  # parameter overrides from the node set and the CLI
     assert code == 0, out
     assert waited < 8, f"stopping took {waited:.1f} s:\n{out}"
@@ -41,26 +50,14 @@ def test_two_nodes_with_parameters_and_remaps_then_sigint(ros_node):
 
 
 def test_node_ignoring_sigint_is_escalated(ros_node):
-    relayed = ros_node.collect(String, "/relay_out")
-    runner = start_launch("--grace", "1.0", CHATTER, "stubborn:=true")
-    try:
-        assert ros_node.spin_until(lambda: len(relayed) >= 1, timeout=30)
-    finally:
-        runner.send_signal(signal.SIGINT)
-        code, out, waited = finish(runner, timeout=20)
+    _, _, out, waited = relay_then_sigint(ros_node, "--grace", "1.0", CHATTER, "stubborn:=true")
     assert "sending SIGTERM to talker" in out and "sending SIGKILL to talker" in out, out
     assert "SIGKILL to relay" not in out  # the well-behaved node stopped on SIGINT
     assert waited < 6, f"stopping took {waited:.1f} s:\n{out}"
 
 
 def test_sigterm_ends_a_node_whose_cleanup_hangs(ros_node):
-    relayed = ros_node.collect(String, "/relay_out")
-    runner = start_launch("--grace", "1.0", CHATTER, "hang:=true")
-    try:
-        assert ros_node.spin_until(lambda: len(relayed) >= 1, timeout=30)
-    finally:
-        runner.send_signal(signal.SIGINT)
-        code, out, waited = finish(runner, timeout=20)
+    _, _, out, waited = relay_then_sigint(ros_node, "--grace", "1.0", CHATTER, "hang:=true")
     assert "sending SIGTERM to talker" in out, out
     assert "SIGKILL" not in out, out  # SIGINT's cleanup hung; SIGTERM ended it
     assert waited < 6, f"stopping took {waited:.1f} s:\n{out}"
