@@ -6,7 +6,8 @@ gripper 1 = open), so its episodes exercise the same IK path a policy uses and a
 Plan (top-down grasp, fingers aligned with two faces of the cube):
 approach above the target -> descend -> close -> lift -> carry above the destination -> lower -> open ->
 retreat upwards. Each phase ends when the measured TCP is within tolerance of the phase's waypoint (or,
-for gripper phases, after a fixed number of steps). Per-step motion is limited like Bridge data
+for gripper phases, after a fixed number of steps). The plan follows the state, so the expert can label
+any state another driver leads to (DAgger): a dropped cube is grasped again, a lifted one carried on. Per-step motion is limited like Bridge data
 (:attr:`ScriptedExpert.max_translation` m, :attr:`ScriptedExpert.max_rotation` rad).
 """
 from __future__ import annotations
