@@ -19,6 +19,8 @@ import sys
 
 import numpy as np
 
+from pixelvla_training.report import went_for_target
+
 
 def run_episode(env, driver, task: str, seed: int) -> dict:
     """One episode of `driver` (a PolicyDriver) on (task, seed); returns its record."""
@@ -39,8 +41,8 @@ def run_episode(env, driver, task: str, seed: int) -> dict:
 def summarize(records: list[dict]) -> dict:
     """Counts over episodes: successes, target reached / touched first, median closest approach (cm)."""
     return dict(episodes=len(records), success=sum(r["success"] for r in records),
-                target_reached_first=sum(r["first_reached"] == r["target_object"] for r in records),
-                target_touched_first=sum(r["first_touched"] == r["target_object"] for r in records),
+                target_reached_first=sum(went_for_target(r, "first_reached") for r in records),
+                target_touched_first=sum(went_for_target(r, "first_touched") for r in records),
                 median_closest_cm=statistics.median(r["closest_cm"] for r in records) if records else None)
 
 
