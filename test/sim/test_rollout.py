@@ -14,6 +14,8 @@ def test_rollout_runs_the_shipped_checkpoint_and_summarizes(capsys, mode):
     episode, summary = lines[0], lines[-1]["summary"]
     assert episode["task"] == "put_this_cube_in_bowl" and episode["seed"] == 1000
     assert 1 <= episode["steps"] <= 60 and episode["closest_cm"] > 0
+    offset = episode["closest_offset_cm"]
+    assert len(offset) == 3 and abs(sum(d * d for d in offset) ** 0.5 - episode["closest_cm"]) <= 0.15
     assert summary["episodes"] == 1 and summary["success"] == int(episode["success"])
     assert summary["median_closest_cm"] == episode["closest_cm"]
 

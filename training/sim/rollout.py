@@ -8,7 +8,7 @@ ground_truth`), and its chunk's first action is executed, as the stack does with
     python -m pixelvla_training.sim.rollout --model DIR [--text-only] [--tasks a,b] [--episodes 10] [--seed0 1000]
 
 Prints one JSON line per episode (success, first object reached / touched, closest approach of the TCP to
-the target in cm) and a summary line.
+the target in cm and the TCP's offset from the target there, world x, y, z in cm) and a summary line.
 """
 from __future__ import annotations
 
@@ -27,15 +27,17 @@ def run_episode(env, driver, task: str, seed: int) -> dict:
     obs = env.reset(task, seed)
     driver.reset(obs)
     target = obs["target_object"]
-    closest = float("inf")
+    closest, offset = float("inf"), np.zeros(3)
     for step in range(env.max_episode_steps):
         obs = env.step_ee_delta(driver(obs))
-        closest = min(closest, float(np.linalg.norm(obs["tcp_position"] - obs["object_poses"][target][:3])))
+        tcp_from_target = obs["tcp_position"] - obs["object_poses"][target][:3]
+        if np.linalg.norm(tcp_from_target) < closest:
+            closest, offset = float(np.linalg.norm(tcp_from_target)), tcp_from_target
         if obs["success"]:
             break
     return dict(task=task, seed=seed, success=bool(obs["success"]), steps=step + 1, target_object=target,
                 first_reached=obs["first_reached"], first_touched=obs["first_touched"],
-                closest_cm=round(100 * closest, 1))
+                closest_cm=round(100 * closest, 1), closest_offset_cm=[round(100 * float(d), 1) for d in offset])
 
 
 def summarize(records: list[dict]) -> dict:
