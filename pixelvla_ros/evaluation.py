@@ -137,7 +137,7 @@ def run_episodes(opts: argparse.Namespace, tasks: list[str]) -> list[dict]:
                 result = {
                     "task": task, "seed": seed, "success": bool(episode.get("success")), "steps": episode.get("step"),
                     "target_object": episode.get("target_object"), "first_reached": episode.get("first_reached"),
-                    "first_touched": episode.get("first_touched"),
+                    "first_touched": episode.get("first_touched"), "first_lifted": episode.get("first_lifted"),
                     "finished": finished, "wall_time_s": round(time.monotonic() - started, 2),
                     "instruction": episode.get("instruction"),
                     "mean_inference_latency_s": float(np.mean(state["latencies"])) if state["latencies"] else None,
@@ -181,12 +181,14 @@ def write_report(opts: argparse.Namespace, results: list[dict]) -> None:
     summary = {"driver": results[0]["driver"] if results else None, "operator": opts.operator, "mask": opts.mask,
                "episodes_per_task": opts.episodes, "seeds": [opts.seed0, opts.seed0 + opts.episodes - 1],
                "success_rate": rates, "target_reached_first_rate": target_first["first_reached"],
-               "target_touched_first_rate": target_first["first_touched"], "overall": float(np.mean([r["success"] for r in results])) if results else 0.0}
+               "target_touched_first_rate": target_first["first_touched"],
+               "target_lifted_first_rate": target_first["first_lifted"], "overall": float(np.mean([r["success"] for r in results])) if results else 0.0}
     (opts.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    lines = ["| task | episodes | success rate | target reached first | target touched first |", "|---|---|---|---|---|"]
-    lines += [f"| {t} | {counts[t]} | {rates[t]:.0%} | {target_first['first_reached'][t]:.0%} "
-              f"| {target_first['first_touched'][t]:.0%} |" for t in tasks]
-    lines.append(f"| **all** | {len(results)} | {summary['overall']:.0%} | | |")
+    lines = ["| task | episodes | success rate | target reached first | target touched first | target lifted first |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {t} | {counts[t]} | {rates[t]:.0%} | "
+              + " | ".join(f"{target_first[key][t]:.0%}" for key in APPROACH_KEYS) + " |" for t in tasks]
+    lines.append(f"| **all** | {len(results)} | {summary['overall']:.0%} | | | |")
     table = "\n".join(lines)
     (opts.out / "results.md").write_text(f"# Evaluation: {summary['driver']}\n\n{table}\n")
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(tasks)), 3.2))

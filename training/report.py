@@ -3,10 +3,11 @@
     python -m pixelvla_training.report --run "CAT only (text)=build/proof/eval_cat" \
         --run "PUE + point prompt=build/proof/eval_pue_prompt" --table build/proof/table.md --plot docs/results.png
 
-Three metrics per task: success; "target reached first" and "target touched first": the first
-object other than the plate and bowl that the TCP came within 3 cm of (that the gripper touched)
-was the target, i.e. the policy went for the right object. Each cell: count / episodes, the rate,
-and its 95 % Wilson interval.
+Four metrics per task: success; "target reached first", "target touched first" and "target lifted
+first": the first object other than the plate and bowl that the TCP came within 3 cm of (that the
+gripper touched, that was raised 3 cm) was the target, i.e. the policy went for the right object.
+Each cell: count / episodes, the rate, and its 95 % Wilson interval; "-" where a run did not record
+the metric (runs from before `first_lifted` existed).
 """
 from __future__ import annotations
 
@@ -26,18 +27,19 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, c - h), min(1.0, c + h)
 
 
-METRICS = {"success": "success", "first_reached": "target reached first", "first_touched": "target touched first"}
-APPROACH_KEYS = ("first_reached", "first_touched")  # episode keys naming the first object reached / touched
+METRICS = {"success": "success", "first_reached": "target reached first", "first_touched": "target touched first",
+           "first_lifted": "target lifted first"}
+APPROACH_KEYS = ("first_reached", "first_touched", "first_lifted")  # episode keys naming the first object reached / ...
 
 
 def went_for_target(episode: dict, key: str) -> bool:
-    """Whether the episode's `key` ("first_reached" or "first_touched") object is its target."""
+    """Whether the episode's `key` (one of APPROACH_KEYS) object is its target."""
     return episode.get(key) is not None and episode.get(key) == episode.get("target_object")
 
 
 def load_run(directory: Path) -> dict[str, dict[str, int]]:
     """task -> {metric: count for each of METRICS, "episodes": count} from the per-episode JSON files
-    of an eval directory."""
+    of an eval directory; a metric no episode of the task records counts None."""
     out: dict[str, dict[str, int]] = {}
     for f in sorted(directory.glob("*.json")):
         if f.name == "summary.json":
@@ -48,10 +50,11 @@ def load_run(directory: Path) -> dict[str, dict[str, int]]:
             continue
         if not isinstance(r, dict) or "task" not in r or "success" not in r:
             continue
-        counts = out.setdefault(r["task"], dict.fromkeys([*METRICS, "episodes"], 0))
+        counts = out.setdefault(r["task"], {"success": 0, **dict.fromkeys(APPROACH_KEYS), "episodes": 0})
         counts["success"] += bool(r["success"])
         for key in APPROACH_KEYS:
-            counts[key] += went_for_target(r, key)
+            if key in r:
+                counts[key] = (counts[key] or 0) + went_for_target(r, key)
         counts["episodes"] += 1
     return out
 
@@ -62,7 +65,7 @@ def table(runs: dict[str, dict], tasks: list[str], metric: str) -> list[str]:
     for name, r in runs.items():
         cells = []
         for t in tasks:
-            if t not in r:
+            if t not in r or r[t][metric] is None:
                 cells.append("-")
                 continue
             k, n = r[t][metric], r[t]["episodes"]
@@ -98,7 +101,7 @@ def main(argv=None) -> int:
     x = np.arange(len(tasks))
     for ax, (metric, label) in zip(axes, METRICS.items()):
         for i, (name, r) in enumerate(runs.items()):
-            k_n = [(r[t][metric], r[t]["episodes"]) if t in r else (0, 0) for t in tasks]
+            k_n = [(r[t][metric], r[t]["episodes"]) if t in r and r[t][metric] is not None else (0, 0) for t in tasks]
             rates = np.array([k / n if n else 0.0 for k, n in k_n])
             bounds = np.array([wilson(k, n) for k, n in k_n])
             err = np.stack([rates - bounds[:, 0], bounds[:, 1] - rates]).clip(min=0)

@@ -10,8 +10,8 @@ steps the physics (`pixelvla_training.sim.TabletopEnv`), and publishes:
   the static transform base -> camera (for projecting RViz clicks);
 - `/sim/target_mask` (mono8): the ground-truth mask of the task's target object;
 - `/sim/episode` (std_msgs/String, JSON, latched): task, seed, instruction, target_object, step, success,
-  first_reached and first_touched (the object the gripper reached and touched first, see
-  TabletopEnv), done.
+  first_reached, first_touched and first_lifted (the object the gripper reached, touched and lifted
+  first, see TabletopEnv), done.
 Commands, as for the real arm's controllers: `/arm_controller/joint_trajectory` and
 `/gripper_controller/joint_trajectory` (the last point of each trajectory is the target).
 Resets: `~/reset` (std_srvs/Trigger) restarts the current task + seed; `/sim/reset`
@@ -197,7 +197,7 @@ class SimNode(ParameterMixin, Node):
             "task": self.task, "seed": self.seed, "instruction": obs["instruction"], "target_object": target,
             "step": int(obs["step"]), "success": bool(obs["success"]),
             "first_reached": obs["first_reached"], "first_touched": obs["first_touched"],
-            "done": self.episode_done(),
+            "first_lifted": obs["first_lifted"], "done": self.episode_done(),
         }
         self.episode_pub.publish(String(data=json.dumps(episode)))
         if obs["step"] < 3:  # the first steps: late subscribers (volatile /clicked_point) still get one

@@ -21,10 +21,11 @@ def test_expert_episodes_are_scored(ros_domain, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["success_rate"] == {"put_green_cube_in_bowl": 1.0}
     assert summary["target_reached_first_rate"] == summary["target_touched_first_rate"] == {"put_green_cube_in_bowl": 1.0}
+    assert summary["target_lifted_first_rate"] == {"put_green_cube_in_bowl": 1.0}
     episodes = sorted(tmp_path.glob("episode_*.json"))
     assert [json.loads(p.read_text())["seed"] for p in episodes] == [1000, 1001]
     assert (tmp_path / "success.png").stat().st_size > 0
-    assert "| put_green_cube_in_bowl | 2 | 100% | 100% | 100% |" in (tmp_path / "results.md").read_text()
+    assert "| put_green_cube_in_bowl | 2 | 100% | 100% | 100% | 100% |" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.slow

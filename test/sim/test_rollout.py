@@ -21,11 +21,14 @@ def test_rollout_runs_the_shipped_checkpoint_and_summarizes(capsys, mode):
 
 
 def test_summary_counts_the_target_first_only():
-    records = [dict(success=False, first_reached="cube_1", first_touched="cube_0", target_object="cube_0", closest_cm=2.0),
-               dict(success=True, first_reached="cube_0", first_touched=None, target_object="cube_0", closest_cm=1.0),
-               dict(success=False, first_reached=None, first_touched=None, target_object="cube_2", closest_cm=9.0)]
+    records = [dict(success=False, first_reached="cube_1", first_touched="cube_0", first_lifted="cube_1",
+                    target_object="cube_0", closest_cm=2.0),
+               dict(success=True, first_reached="cube_0", first_touched=None, first_lifted="cube_0",
+                    target_object="cube_0", closest_cm=1.0),
+               dict(success=False, first_reached=None, first_touched=None, first_lifted=None, target_object="cube_2",
+                    closest_cm=9.0)]
     assert summarize(records) == dict(episodes=3, success=1, target_reached_first=1, target_touched_first=1,
-                                      median_closest_cm=2.0)
+                                      target_lifted_first=1, median_closest_cm=2.0)
 
 
 def test_unknown_task_is_refused(capsys):

@@ -105,23 +105,28 @@ def test_validator_rejects_corrupt_episodes(tmp_path, recorded, corrupt):
         write_episode(tmp_path / "x.npz", Episode(arrays, meta))
 
 
-def test_first_reached_and_touched_name_the_object_the_gripper_went_for(fast_env):
-    """The expert reaches and touches the target first; sent to another cube, that cube is recorded."""
+def test_first_reached_touched_and_lifted_name_the_object_the_gripper_went_for(fast_env):
+    """The expert reaches, touches and lifts the target first; sent to another cube, that cube is recorded."""
     ep = run_expert_episode(fast_env, "put_this_cube_in_bowl", 2, render=False)
-    assert ep.observations[0]["first_reached"] is None and ep.observations[0]["first_touched"] is None
-    target = ep.observations[0]["target_object"]
-    assert ep.observations[-1]["first_reached"] == target and ep.observations[-1]["first_touched"] == target
+    first = ep.observations[0]
+    assert first["first_reached"] is None and first["first_touched"] is None and first["first_lifted"] is None
+    target = first["target_object"]
+    assert all(ep.observations[-1][key] == target for key in ("first_reached", "first_touched", "first_lifted"))
     reached_at = next(t for t, o in enumerate(ep.observations) if o["first_reached"])
     assert np.linalg.norm(ep.observations[reached_at]["tcp_position"] - ep.observations[reached_at]["object_poses"][target][:3]) < 0.03
+    touched_at = next(t for t, o in enumerate(ep.observations) if o["first_touched"])
+    lifted_at = next(t for t, o in enumerate(ep.observations) if o["first_lifted"])
+    assert reached_at <= touched_at < lifted_at  # closing the gripper on the cube does not count as lifting it
+    assert ep.observations[lifted_at]["object_poses"][target][2] > first["object_poses"][target][2] + 0.03
 
     expert = ScriptedExpert()
     obs = fast_env.reset("put_this_cube_in_bowl", 2, render=False)
     decoy = next(n for n in obs["object_poses"] if n.startswith("cube") and n != obs["target_object"])
-    for _ in range(25):  # approach, descend and close on the decoy
+    for _ in range(25):  # approach, descend, close on and lift the decoy
         obs = fast_env.step_ee_delta(expert.act({**obs, "target_object": decoy}), render=False)
-    assert obs["first_reached"] == decoy and obs["first_touched"] == decoy
+    assert obs["first_reached"] == decoy and obs["first_touched"] == decoy and obs["first_lifted"] == decoy
     obs = fast_env.reset("put_this_cube_in_bowl", 2, render=False)
-    assert obs["first_reached"] is None and obs["first_touched"] is None
+    assert obs["first_reached"] is None and obs["first_touched"] is None and obs["first_lifted"] is None
 
 
 def test_noisy_demonstrations_record_the_experts_action_not_the_executed_one(fast_env):

@@ -7,11 +7,14 @@ from pixelvla_training.report import load_run, main, wilson
 
 
 def write_episodes(directory, task, outcomes):
-    """outcomes: (success, first_reached, first_touched) per episode; the target is always cube_1."""
+    """outcomes: (success, first_reached, first_touched[, first_lifted]) per episode; the target is always
+    cube_1. Without a fourth value the episode has no first_lifted, as runs recorded before it existed."""
     directory.mkdir(exist_ok=True)
-    for seed, (success, reached, touched) in enumerate(outcomes):
+    for seed, (success, reached, touched, *lifted) in enumerate(outcomes):
         episode = {"task": task, "seed": seed, "success": success, "target_object": "cube_1",
                    "first_reached": reached, "first_touched": touched}
+        if lifted:
+            episode["first_lifted"] = lifted[0]
         (directory / f"episode_{task}_seed{seed}.json").write_text(json.dumps(episode))
 
 
@@ -24,15 +27,16 @@ def test_wilson_interval_matches_the_closed_form():
 
 def test_runs_are_counted_and_tabled(tmp_path):
     write_episodes(tmp_path / "prompt", "put_this_cube_on_plate",
-                   [(True, "cube_1", "cube_1"), (False, "cube_1", None), (False, "cube_1", "cube_0"), (False, None, None)])
+                   [(True, "cube_1", "cube_1", "cube_1"), (False, "cube_1", None, None), (False, "cube_1", "cube_0", "cube_0"),
+                    (False, None, None, None)])
     write_episodes(tmp_path / "text", "put_this_cube_on_plate", [(False, "cube_2", "cube_2"), (False, None, None)])
     (tmp_path / "text" / "summary.json").write_text("{}")
     (tmp_path / "text" / "broken.json").write_text("{not json")
-    assert load_run(tmp_path / "prompt") == {"put_this_cube_on_plate": {"success": 1, "first_reached": 3, "first_touched": 1, "episodes": 4}}
-    assert load_run(tmp_path / "text") == {"put_this_cube_on_plate": {"success": 0, "first_reached": 0, "first_touched": 0, "episodes": 2}}
+    assert load_run(tmp_path / "prompt") == {"put_this_cube_on_plate": {"success": 1, "first_reached": 3, "first_touched": 1, "first_lifted": 1, "episodes": 4}}
+    assert load_run(tmp_path / "text") == {"put_this_cube_on_plate": {"success": 0, "first_reached": 0, "first_touched": 0, "first_lifted": None, "episodes": 2}}
     table, plot = tmp_path / "table.md", tmp_path / "plot.png"
     assert main(["--run", f"prompted={tmp_path / 'prompt'}", "--run", f"text-only={tmp_path / 'text'}",
                  "--table", str(table), "--plot", str(plot)]) == 0
     text = table.read_text()
-    assert text.count("| prompted | 1/4 = **25 %**") == 2 and "| prompted | 3/4 = **75 %**" in text
-    assert "| text-only | 0/2 = **0 %**" in text and plot.stat().st_size > 0
+    assert text.count("| prompted | 1/4 = **25 %**") == 3 and "| prompted | 3/4 = **75 %**" in text
+    assert text.count("| text-only | 0/2 = **0 %**") == 3 and "| text-only | - |" in text and plot.stat().st_size > 0

@@ -23,6 +23,7 @@ Observation (dict returned by reset/step/observe):
     first_reached     object id the TCP came within REACH_RADIUS of first this episode, plate and bowl
                       excepted (the object the arm went for), None before; checked at the end of each step
     first_touched     the same for the first gripper contact
+    first_lifted      the same for the first object raised LIFT_HEIGHT above its resting height (picked up)
     step              int, control steps taken since reset
     truncated         bool, step >= max_episode_steps
     task, instruction, target_object   str
@@ -49,6 +50,7 @@ ASSET_DIR = Path(__file__).resolve().parent / "assets"
 SCENE_XML = ASSET_DIR / "tabletop.xml"
 GRIPPER_GEOMS = ("gripper_palm", "left_finger_pad", "right_finger_pad")
 REACH_RADIUS = 0.03  # m, TCP to object centre: under half the closest spacing of two objects, so one at a time
+LIFT_HEIGHT = 0.03  # m above the resting height: an object this high has been picked up (pushed ones stay lower)
 
 
 def _rotvec_to_matrix(rotvec: np.ndarray) -> np.ndarray:
@@ -150,6 +152,7 @@ class TabletopEnv:
         self.step_count = 0
         self.first_reached: str | None = None
         self.first_touched: str | None = None
+        self.first_lifted: str | None = None
         self.last_ee_target: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------------------------------ episode
@@ -185,7 +188,7 @@ class TabletopEnv:
         mujoco.mj_fwdPosition(m, d)      # positions, cameras and contacts of the final state
         self.spec = spec
         self.step_count = 0
-        self.first_reached = self.first_touched = None
+        self.first_reached = self.first_touched = self.first_lifted = None
         self.last_ee_target = None
         return self.observe(render=render)
 
@@ -249,7 +252,8 @@ class TabletopEnv:
         return self.observe(render=render)
 
     def _note_first_approach(self) -> None:
-        """Record the first object (plate and bowl excepted) the TCP reached and the gripper touched."""
+        """Record the first object (plate and bowl excepted) the TCP reached, the gripper touched and the
+        arm lifted."""
         if self.first_reached is None:
             tcp = self.tcp_pose()[0]
             near = [n for n in self._require_episode().active_objects if n not in DESTINATIONS
@@ -258,6 +262,10 @@ class TabletopEnv:
         if self.first_touched is None:
             touched = [n for n in self.gripper_contacts() if n not in DESTINATIONS]
             self.first_touched = touched[0] if touched else None
+        if self.first_lifted is None:
+            lifted = [n for n in self._require_episode().active_objects if n not in DESTINATIONS
+                      and self.object_pose(n)[2] - REST_Z[n] > LIFT_HEIGHT]
+            self.first_lifted = lifted[0] if lifted else None
 
     def step_ee_delta(self, action, render: bool | None = None) -> dict:
         """One control step from a Bridge 7-D action [dx, dy, dz (m), droll, dpitch, dyaw (rad), gripper].
@@ -340,6 +348,7 @@ class TabletopEnv:
             "success": self.success(),
             "first_reached": self.first_reached,
             "first_touched": self.first_touched,
+            "first_lifted": self.first_lifted,
             "step": self.step_count,
             "truncated": self.step_count >= self.max_episode_steps,
             "task": spec.task,

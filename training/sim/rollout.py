@@ -7,7 +7,7 @@ ground_truth`), and its chunk's first action is executed, as the stack does with
 
     python -m pixelvla_training.sim.rollout --model DIR [--text-only] [--tasks a,b] [--episodes 10] [--seed0 1000]
 
-Prints one JSON line per episode (success, first object reached / touched, closest approach of the TCP to
+Prints one JSON line per episode (success, first object reached / touched / lifted, closest approach of the TCP to
 the target in cm and the TCP's offset from the target there, world x, y, z in cm) and a summary line.
 """
 from __future__ import annotations
@@ -36,15 +36,16 @@ def run_episode(env, driver, task: str, seed: int) -> dict:
         if obs["success"]:
             break
     return dict(task=task, seed=seed, success=bool(obs["success"]), steps=step + 1, target_object=target,
-                first_reached=obs["first_reached"], first_touched=obs["first_touched"],
+                first_reached=obs["first_reached"], first_touched=obs["first_touched"], first_lifted=obs["first_lifted"],
                 closest_cm=round(100 * closest, 1), closest_offset_cm=[round(100 * float(d), 1) for d in offset])
 
 
 def summarize(records: list[dict]) -> dict:
-    """Counts over episodes: successes, target reached / touched first, median closest approach (cm)."""
+    """Counts over episodes: successes, target reached / touched / lifted first, median closest approach (cm)."""
     return dict(episodes=len(records), success=sum(r["success"] for r in records),
                 target_reached_first=sum(went_for_target(r, "first_reached") for r in records),
                 target_touched_first=sum(went_for_target(r, "first_touched") for r in records),
+                target_lifted_first=sum(went_for_target(r, "first_lifted") for r in records),
                 median_closest_cm=statistics.median(r["closest_cm"] for r in records) if records else None)
 
 
