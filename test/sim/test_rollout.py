@@ -4,7 +4,30 @@ import json
 import pytest
 
 from pixelvla_model import DEFAULT_CHECKPOINT
-from pixelvla_training.sim.rollout import main, summarize
+from pixelvla_training.sim.env import TabletopEnv
+from pixelvla_training.sim.expert import ScriptedExpert
+from pixelvla_training.sim.rollout import main, run_episode, summarize
+
+
+class ExpertDriver:
+    """The scripted expert behind the driver interface run_episode expects."""
+
+    def __init__(self):
+        self.expert = ScriptedExpert()
+
+    def reset(self, obs):
+        self.expert.reset()
+
+    def __call__(self, obs):
+        return self.expert.act(obs)
+
+
+def test_an_expert_episode_records_the_grasp_and_the_carry():
+    with TabletopEnv(render=False, masks=False) as env:
+        record = run_episode(env, ExpertDriver(), "put_this_cube_in_bowl", 3)
+    target = record["target_object"]
+    assert record["success"] and record["first_reached"] == record["first_touched"] == record["first_lifted"] == target
+    assert record["closest_cm"] < 1.5 and record["carried_to_cm"] < 2.0  # the grasp centred, the cube over the bowl
 
 
 @pytest.mark.parametrize("mode", [[], ["--text-only"]])
@@ -16,6 +39,7 @@ def test_rollout_runs_the_shipped_checkpoint_and_summarizes(capsys, mode):
     assert 1 <= episode["steps"] <= 60 and episode["closest_cm"] > 0
     offset = episode["closest_offset_cm"]
     assert len(offset) == 3 and abs(sum(d * d for d in offset) ** 0.5 - episode["closest_cm"]) <= 0.15
+    assert (episode["carried_to_cm"] is None) == (episode["first_lifted"] != episode["target_object"])
     assert summary["episodes"] == 1 and summary["success"] == int(episode["success"])
     assert summary["median_closest_cm"] == episode["closest_cm"]
 

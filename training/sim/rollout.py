@@ -8,7 +8,8 @@ ground_truth`), and its chunk's first action is executed, as the stack does with
     python -m pixelvla_training.sim.rollout --model DIR [--text-only] [--tasks a,b] [--episodes 10] [--seed0 1000]
 
 Prints one JSON line per episode (success, first object reached / touched / lifted, closest approach of the TCP to
-the target in cm and the TCP's offset from the target there, world x, y, z in cm) and a summary line.
+the target in cm and the TCP's offset from the target there, world x, y, z in cm; once the target was lifted
+first, how close it came to the destination's centre, horizontally, in cm) and a summary line.
 """
 from __future__ import annotations
 
@@ -26,18 +27,22 @@ def run_episode(env, driver, task: str, seed: int) -> dict:
     """One episode of `driver` (a PolicyDriver) on (task, seed); returns its record."""
     obs = env.reset(task, seed)
     driver.reset(obs)
-    target = obs["target_object"]
-    closest, offset = float("inf"), np.zeros(3)
+    target, destination = obs["target_object"], env.spec.destination
+    closest, offset, carried = float("inf"), np.zeros(3), float("inf")
     for step in range(env.max_episode_steps):
         obs = env.step_ee_delta(driver(obs))
-        tcp_from_target = obs["tcp_position"] - obs["object_poses"][target][:3]
+        poses = obs["object_poses"]
+        tcp_from_target = obs["tcp_position"] - poses[target][:3]
         if np.linalg.norm(tcp_from_target) < closest:
             closest, offset = float(np.linalg.norm(tcp_from_target)), tcp_from_target
+        if obs["first_lifted"] == target:
+            carried = min(carried, float(np.linalg.norm(poses[target][:2] - poses[destination][:2])))
         if obs["success"]:
             break
     return dict(task=task, seed=seed, success=bool(obs["success"]), steps=step + 1, target_object=target,
                 first_reached=obs["first_reached"], first_touched=obs["first_touched"], first_lifted=obs["first_lifted"],
-                closest_cm=round(100 * closest, 1), closest_offset_cm=[round(100 * float(d), 1) for d in offset])
+                closest_cm=round(100 * closest, 1), closest_offset_cm=[round(100 * float(d), 1) for d in offset],
+                carried_to_cm=round(100 * carried, 1) if np.isfinite(carried) else None)
 
 
 def summarize(records: list[dict]) -> dict:
