@@ -29,7 +29,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 METRICS = {"success": "success", "first_reached": "target reached first", "first_touched": "target touched first",
            "first_lifted": "target lifted first"}
-APPROACH_KEYS = ("first_reached", "first_touched", "first_lifted")  # episode keys naming the first object reached / ...
+APPROACH_KEYS = ("first_reached", "first_touched", "first_lifted")  # episode keys: first object reached, touched, lifted
 
 
 def went_for_target(episode: dict, key: str) -> bool:

@@ -24,7 +24,7 @@ from pixelvla_training.report import went_for_target
 
 
 def run_episode(env, driver, task: str, seed: int) -> dict:
-    """One episode of `driver` (a PolicyDriver) on (task, seed); returns its record."""
+    """One episode of `driver` (a PolicyDriver, or any expert.Driver) on (task, seed); returns its record."""
     obs = env.reset(task, seed)
     driver.reset(obs)
     target, destination = obs["target_object"], env.spec.destination
