@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pixelvla_training.sim.dataset import (
-    DatasetWriter, Episode, episode_from_observations, iter_episodes, read_episode, read_index, validate_dataset,
-    validate_episode, write_episode,
+    DatasetWriter, Episode, episode_from_observations, iter_episodes, read_episode, read_index, relabel_dataset,
+    relabel_episode, validate_dataset, validate_episode, write_episode,
 )
 from pixelvla_training.sim.env import TabletopEnv
 from pixelvla_training.sim.expert import ScriptedExpert, run_expert_episode
@@ -216,3 +216,70 @@ def test_dataset_cli_records_dagger_episodes_driven_by_a_checkpoint(tmp_path, ca
     with pytest.raises(SystemExit):
         main([*args, "--policy", str(DEFAULT_CHECKPOINT), "--expert-share", "1.5"])
     assert "--expert-share 1.5 is not in [0, 1]" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def mixed_dataset(tmp_path_factory):
+    """A dataset of one DART episode and one DAgger episode (64 px), recorded with their executed actions."""
+    root = tmp_path_factory.mktemp("mixed")
+    with TabletopEnv(render_size=(64, 64)) as env:
+        writer = DatasetWriter(root)
+        for kwargs in (dict(translation_noise=0.005, rotation_noise=0.03), dict(driver=_Driver(), expert_share=0.5)):
+            ep = run_expert_episode(env, "put_this_cube_in_bowl", 4, max_steps=40, **kwargs)
+            writer.add(episode_from_observations(ep.observations, ep.actions, env, ep.success, ep.executed))
+    return root
+
+
+def test_episodes_store_what_the_arm_executed(mixed_dataset):
+    dart, dagger = iter_episodes(mixed_dataset)
+    for episode in (dart, dagger):
+        assert episode["executed_actions"].dtype == np.float64 and episode["executed_actions"].shape == (episode.num_steps, 7)
+    assert not np.allclose(dart["executed_actions"][:, :3], dart["actions"][:, :3], atol=1e-4)  # noise was added
+    driven = np.all(dagger["executed_actions"] == [0.0, 0.0, 0.02, 0.0, 0.0, 0.0, 1.0], axis=1)
+    assert 0 < driven.sum() < dagger.num_steps
+
+
+def test_relabelling_with_the_same_expert_changes_nothing(mixed_dataset):
+    before = {p.name: p.read_bytes() for p in mixed_dataset.glob("*.npz")}
+    counts = relabel_dataset(mixed_dataset, progress=lambda line: None)
+    assert counts == {"relabelled": 2, "changed": 0, "unreadable": 0, "not replayable": 0}
+    assert {p.name: p.read_bytes() for p in mixed_dataset.glob("*.npz")} == before
+
+
+def test_relabelling_after_an_expert_change_keeps_the_states(fast_env, mixed_dataset):
+    episode = next(iter_episodes(mixed_dataset))
+    slower = relabel_episode(fast_env, episode, ScriptedExpert(max_translation=0.02))
+    validate_episode(slower)
+    assert np.all(np.linalg.norm(slower["actions"][:, :3], axis=1) <= 0.02 + 1e-6)
+    assert not np.allclose(slower["actions"], episode["actions"])
+    for key in ("images", "joint_positions", "executed_actions", "target_masks"):
+        assert np.array_equal(slower[key], episode[key])
+
+
+def test_episodes_that_cannot_be_replayed_are_left_as_they_are(tmp_path, mixed_dataset):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(mixed_dataset, root)
+    dart_path, dagger_path = (root / e["file"] for e in read_index(root)["episodes"])
+    dart = read_episode(dart_path)
+    write_episode(dart_path, Episode({k: v for k, v in dart.arrays.items() if k != "executed_actions"}, dart.meta))
+    dagger = read_episode(dagger_path)
+    dagger.arrays["executed_actions"][3, 1] += 0.03  # step 3 now goes elsewhere than the recorded step 4
+    write_episode(dagger_path, dagger)
+    before = {p.name: p.read_bytes() for p in root.glob("*.npz")}
+    lines = []
+    counts = relabel_dataset(root, progress=lines.append)
+    assert counts == {"relabelled": 0, "changed": 0, "unreadable": 0, "not replayable": 2}
+    assert "no executed_actions" in lines[0] and "replay left the recorded states at step 4" in lines[1]
+    assert {p.name: p.read_bytes() for p in root.glob("*.npz")} == before
+
+
+def test_dataset_cli_relabels(tmp_path, mixed_dataset, capsys):
+    import shutil
+
+    from pixelvla_training.sim.dataset import main
+
+    shutil.copytree(mixed_dataset, tmp_path / "copy")
+    assert main(["--relabel", str(tmp_path / "copy")]) == 0
+    assert "relabelled 2, changed 0, unreadable 0, not replayable 0" in capsys.readouterr().out

@@ -7,7 +7,7 @@ A dataset is a directory holding one compressed ``.npz`` per episode (numpy arra
 Command line (records the scripted expert): ``python -m pixelvla_training.sim.dataset --out DIR
 [--tasks t1,t2] [--episodes N] [--seed0 S] [--size 224] [--translation-noise M --rotation-noise RAD]
 [--policy DIR --expert-share F]``;
-``--validate DIR`` checks an existing dataset.
+``--validate DIR`` checks an existing dataset; ``--relabel DIR`` recomputes its labels with the current expert.
 """
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ ARRAYS: dict[str, tuple[str, tuple]] = {
     "camera_intrinsics": ("float32", (4,)),
     "camera_pose": ("float32", (7,)),
 }
+# Arrays an episode may lack (datasets recorded before they existed).
+OPTIONAL_ARRAYS: dict[str, tuple[str, tuple]] = {
+    "executed_actions": ("float64", ("T", 7)),  # exact, so that replaying them rebuilds the episode's states
+}
 META_KEYS = ("format", "version", "task", "seed", "instruction", "target_object", "destination", "prompted",
              "success", "num_steps", "image_size", "camera", "control_period")
 
@@ -60,10 +64,13 @@ class Episode:
         return int(self.arrays["actions"].shape[0])
 
 
-def episode_from_observations(observations: list[dict], actions: np.ndarray, env, success: bool) -> Episode:
+def episode_from_observations(observations: list[dict], actions: np.ndarray, env, success: bool,
+                              executed: np.ndarray | None = None) -> Episode:
     """Build an Episode from T + 1 observations (rendered, with masks) and the T actions taken between them.
 
     The last observation only contributes the episode's success; step t stores observation t and action t.
+    `executed`: the (T, 7) actions the arm ran where they differ from the labels (noise, DAgger), stored so
+    the episode can be relabelled (:func:`relabel_episode`).
     """
     spec = env.spec
     actions = np.asarray(actions, dtype=np.float32).reshape(-1, 7)
@@ -86,6 +93,8 @@ def episode_from_observations(observations: list[dict], actions: np.ndarray, env
         "camera_intrinsics": np.array([cam.fx, cam.fy, cam.cx, cam.cy], dtype=np.float32),
         "camera_pose": np.concatenate([cam.position, matrix_to_quat(cam.rotation)]).astype(np.float32),
     }
+    if executed is not None:
+        arrays["executed_actions"] = np.asarray(executed, dtype=np.float64).reshape(-1, 7)
     meta = {
         "format": FORMAT, "version": VERSION, "task": spec.task, "seed": spec.seed,
         "instruction": spec.instruction, "target_object": spec.target_object, "destination": spec.destination,
@@ -109,8 +118,8 @@ def validate_episode(episode: Episode) -> None:
     problems += [f"missing array {k!r}" for k in missing]
     if "actions" in a and "images" in a and a["images"].ndim == 4:
         dims = {"T": a["actions"].shape[0], "H": a["images"].shape[1], "W": a["images"].shape[2]}
-        for key, (dtype, shape) in ARRAYS.items():
-            if key in missing:
+        for key, (dtype, shape) in {**ARRAYS, **OPTIONAL_ARRAYS}.items():
+            if key in missing or key not in a:
                 continue
             want = tuple(dims[s] if isinstance(s, str) else s for s in shape)
             if a[key].dtype != np.dtype(dtype):
@@ -126,8 +135,9 @@ def validate_episode(episode: Episode) -> None:
     elif not missing:
         problems.append("images must be (T, H, W, 3)")
     if not problems:
-        for key in ("actions", "joint_positions", "gripper_positions", "tcp_poses", "camera_intrinsics", "camera_pose"):
-            if not np.all(np.isfinite(a[key])):
+        for key in ("actions", "joint_positions", "gripper_positions", "tcp_poses", "camera_intrinsics", "camera_pose",
+                    "executed_actions"):
+            if key in a and not np.all(np.isfinite(a[key])):
                 problems.append(f"{key} has NaN/inf")
         grip = a["actions"][:, 6]
         if np.any((grip < 0) | (grip > 1)):
@@ -213,6 +223,66 @@ def validate_dataset(root: str | os.PathLike) -> int:
     return len(index["episodes"])
 
 
+def relabel_episode(env, episode: Episode, expert=None, atol: float = 1e-5) -> Episode:
+    """The same episode with its `actions` recomputed by `expert` (default: a fresh ScriptedExpert).
+
+    Replays the stored `executed_actions` from (task, seed) in `env` (no rendering) and asks the expert at
+    every state, as recording did; images, states and masks are kept. For datasets recorded before a change
+    to the expert. ValueError when the episode has no executed actions, or when a replayed state differs from
+    the stored one by more than `atol` (rad, m): then the simulator changed and the labels would not belong
+    to the stored images.
+    """
+    from pixelvla_training.sim.expert import ScriptedExpert
+
+    if "executed_actions" not in episode.arrays:
+        raise ValueError("no executed_actions: recorded before they were stored, cannot be replayed")
+    expert = expert or ScriptedExpert()
+    expert.reset()
+    obs = env.reset(episode.meta["task"], episode.meta["seed"], render=False)
+    labels = []
+    for t, executed in enumerate(episode["executed_actions"]):
+        drift = max(np.abs(obs["joint_positions"] - episode["joint_positions"][t]).max(),
+                    abs(obs["gripper_position"] - episode["gripper_positions"][t]))
+        if drift > atol:
+            raise ValueError(f"replay left the recorded states at step {t} (by {drift:.2g}): the simulator changed")
+        labels.append(expert.act(obs))
+        obs = env.step_ee_delta(executed, render=False)
+    arrays = {**episode.arrays, "actions": np.asarray(labels, dtype=np.float32).reshape(-1, 7)}
+    return Episode(arrays, dict(episode.meta))
+
+
+def relabel_dataset(root: str | os.PathLike, progress=print) -> dict[str, int]:
+    """Relabel every episode of a dataset in place with the current expert (see relabel_episode); an episode
+    that cannot be read or replayed is left as it is. Returns counts: relabelled, changed (files rewritten
+    because their labels differ), unreadable, not replayable."""
+    from pixelvla_training.sim.env import TabletopEnv
+
+    counts = dict.fromkeys(("relabelled", "changed", "unreadable", "not replayable"), 0)
+
+    def leave(reason: str, name: str, exc: Exception) -> None:
+        counts[reason] += 1
+        progress(f"{name}: left as it is, {reason} ({exc})")
+
+    with TabletopEnv(render=False, masks=False) as env:
+        for entry in read_index(root)["episodes"]:
+            path = Path(root) / entry["file"]
+            try:
+                episode = read_episode(path)
+            except (OSError, ValueError) as exc:
+                leave("unreadable", entry["file"], exc)
+                continue
+            try:
+                relabelled = relabel_episode(env, episode)
+            except ValueError as exc:
+                leave("not replayable", entry["file"], exc)
+                continue
+            counts["relabelled"] += 1
+            if not np.array_equal(relabelled["actions"], episode["actions"]):
+                counts["changed"] += 1
+                write_episode(path, relabelled)
+    return counts
+
+
 def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=print,
                            translation_noise: float = 0.0, rotation_noise: float = 0.0,
                            driver=None, expert_share: float = 1.0) -> int:
@@ -229,7 +299,7 @@ def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=
             for seed in seeds:
                 ep = run_expert_episode(env, task, seed, translation_noise=translation_noise, rotation_noise=rotation_noise,
                                         driver=driver, expert_share=expert_share)
-                writer.add(episode_from_observations(ep.observations, ep.actions, env, ep.success))
+                writer.add(episode_from_observations(ep.observations, ep.actions, env, ep.success, ep.executed))
                 count += 1
                 progress(f"[{count}/{len(tasks) * len(seeds)}] {task} seed {seed}: "
                          f"{'success' if ep.success else 'FAILED'} in {len(ep.actions)} steps")
@@ -254,12 +324,19 @@ def main(argv=None) -> int:
     parser.add_argument("--expert-share", type=float, default=0.3,
                         help="with --policy: the fraction of steps the expert's own action is executed")
     parser.add_argument("--validate", metavar="DIR", help="only validate the dataset in DIR")
+    parser.add_argument("--relabel", metavar="DIR",
+                        help="recompute the actions of the dataset in DIR with the current expert, in place, by "
+                             "replaying the executed actions (after a change to the expert)")
     args = parser.parse_args(argv)
     if args.validate:
         print(f"{args.validate}: {validate_dataset(args.validate)} valid episodes")
         return 0
+    if args.relabel:
+        counts = relabel_dataset(args.relabel)
+        print(f"{args.relabel}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return 0
     if not args.out:
-        parser.error("--out or --validate is required")
+        parser.error("--out, --validate or --relabel is required")
     tasks = [t for t in args.tasks.split(",") if t]
     seeds = range(args.seed0, args.seed0 + args.episodes)
     if not 0.0 <= args.expert_share <= 1.0:

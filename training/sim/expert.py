@@ -182,9 +182,10 @@ class ExpertEpisode:
 
     task: str
     seed: int
-    actions: np.ndarray            # (T, 7) Bridge actions taken
+    actions: np.ndarray            # (T, 7) the expert's Bridge actions (the labels)
     observations: list[dict]       # T + 1 observations: observations[t] is what action t was chosen from
     success: bool                  # success flag of the final observation
+    executed: np.ndarray           # (T, 7) what the arm executed: the expert's or the driver's action, plus noise
 
 
 class Driver(Protocol):
@@ -217,7 +218,7 @@ def run_expert_episode(env, task: str, seed: int, max_steps: int | None = None, 
     obs = env.reset(task, seed, render=render)
     if driver is not None:
         driver.reset(obs)
-    observations, actions = [obs], []
+    observations, actions, executed_actions = [obs], [], []
     for _ in range(max_steps):
         action = expert.act(obs)
         driven = driver is not None and rng.random() >= expert_share
@@ -226,8 +227,9 @@ def run_expert_episode(env, task: str, seed: int, max_steps: int | None = None, 
         executed[3:6] += rng.normal(0.0, rotation_noise, 3) if rotation_noise else 0.0
         obs = env.step_ee_delta(executed, render=render)
         actions.append(action)
+        executed_actions.append(executed)
         observations.append(obs)
         if expert.phase == "done" and obs["success"]:
             break
     return ExpertEpisode(task, seed, np.array(actions, dtype=np.float64).reshape(-1, 7), observations,
-                         bool(observations[-1]["success"]))
+                         bool(observations[-1]["success"]), np.array(executed_actions, dtype=np.float64).reshape(-1, 7))
