@@ -76,7 +76,7 @@ def test_episode_round_trip_and_validation(tmp_path, recorded):
 
 
 @pytest.mark.parametrize("corrupt", ["drop_key", "bad_dtype", "bad_shape", "nan_action", "bad_gripper",
-                                     "point_off_mask", "bad_meta"])
+                                     "point_off_mask", "bad_meta", "float32_executed", "nan_executed"])
 def test_validator_rejects_corrupt_episodes(tmp_path, recorded, corrupt):
     _, episode = recorded
     arrays, meta = dict(episode.arrays), dict(episode.meta)
@@ -99,6 +99,11 @@ def test_validator_rejects_corrupt_episodes(tmp_path, recorded, corrupt):
         arrays["target_masks"][visible, v, u] = False
     elif corrupt == "bad_meta":
         meta["num_steps"] = 999
+    elif corrupt == "float32_executed":  # rounded, a replay would drift from the recorded states
+        arrays["executed_actions"] = arrays["actions"].astype(np.float32)
+    elif corrupt == "nan_executed":
+        arrays["executed_actions"] = arrays["actions"].astype(np.float64)
+        arrays["executed_actions"][2, 1] = np.nan
     with pytest.raises(ValueError):
         validate_episode(Episode(arrays, meta))
     with pytest.raises(ValueError):
