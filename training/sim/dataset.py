@@ -69,8 +69,8 @@ def episode_from_observations(observations: list[dict], actions: np.ndarray, env
     """Build an Episode from T + 1 observations (rendered, with masks) and the T actions taken between them.
 
     The last observation only contributes the episode's success; step t stores observation t and action t.
-    `executed`: the (T, 7) actions the arm ran where they differ from the labels (noise, DAgger), stored so
-    the episode can be relabelled (:func:`relabel_episode`).
+    `executed`: the (T, 7) actions the arm ran (the labels, or a DAgger driver's actions, plus any noise),
+    stored so that the episode can be relabelled (:func:`relabel_episode`).
     """
     spec = env.spec
     actions = np.asarray(actions, dtype=np.float32).reshape(-1, 7)
@@ -136,7 +136,7 @@ def validate_episode(episode: Episode) -> None:
         problems.append("images must be (T, H, W, 3)")
     if not problems:
         for key in ("actions", "joint_positions", "gripper_positions", "tcp_poses", "camera_intrinsics", "camera_pose",
-                    "executed_actions"):
+                    *OPTIONAL_ARRAYS):
             if key in a and not np.all(np.isfinite(a[key])):
                 problems.append(f"{key} has NaN/inf")
         grip = a["actions"][:, 6]
