@@ -78,6 +78,10 @@ class PixelVLAConfig:
     prompt_pe_dim: int = 256  # random-Fourier encoding width (SAM: 256 = 128 frequencies x sin/cos)
     prompt_pe_scale: float = 1.0  # std of the Gaussian frequency matrix (SAM's default)
     prompt_mask_size: int = 16  # mask prompts enter downscaled to (S, S); default: the patch grid
+    # Prompts labelled PLACE (2) mark where the target goes (the bowl, a spot on the table) besides the
+    # foreground / background prompts on the target: one more label embedding. Off in the paper's model and
+    # in checkpoints written before it; PixelVLA.enable_place_prompts() switches it on for fine-tuning.
+    place_prompts: bool = False
 
     # --- robot state (proprioception) ---
     # 0: image, text and prompts only (OpenVLA / the paper). > 0: one more prefix token encodes the robot's

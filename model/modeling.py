@@ -203,7 +203,7 @@ class PromptEncoder(nn.Module):
     token_in = W_pts [PE(c_1)*m_1, ..., PE(c_P)*m_P]          (concatenated, so slot order is kept:
                                                               box corners, polyline vertices)
              + is_mask * (W_mask vec(M) + sum_g M_g PE(g) / |M|)  (mask shape + where it is)
-             + type_embedding[type] + label_embedding[fg/bg]
+             + type_embedding[type] + label_embedding[bg/fg/place]
     token = MLP(token_in) * valid. PE is SAM's random-Fourier encoding of coordinates in [0,1]:
     PE(c) = [sin(2 pi (2c-1) G), cos(2 pi (2c-1) G)], G ~ N(0, scale^2) of shape (2, pe/2), fixed.
     """
@@ -215,7 +215,7 @@ class PromptEncoder(nn.Module):
         self.point_proj = nn.Linear(c.max_prompt_points * pe, pe)
         self.mask_proj = nn.Linear(self.s * self.s, pe, bias=False)
         self.type_embed = nn.Embedding(len(PROMPT_TYPE_IDS), pe)
-        self.label_embed = nn.Embedding(2, pe)
+        self.label_embed = nn.Embedding(3 if c.place_prompts else 2, pe)  # background, foreground (, place)
         self.mlp = nn.Sequential(nn.LayerNorm(pe), nn.Linear(pe, c.llm_hidden), nn.GELU(),
                                  nn.Linear(c.llm_hidden, c.llm_hidden))
 
@@ -379,6 +379,21 @@ class PixelVLA(nn.Module):
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss)
 
     # ------------------------------------------------------------------ training stages
+    def enable_place_prompts(self) -> None:
+        """Let a model trained without place prompts (label 2) learn them: the label embedding gains a third
+        row, drawn like a new embedding; the background and foreground rows, and so every output for prompts
+        without the place label, stay as they were. No-op when the model already has them."""
+        if self.config.place_prompts:
+            return
+        old = self.prompt_encoder.label_embed
+        grown = nn.Embedding(3, old.embedding_dim).to(device=old.weight.device, dtype=old.weight.dtype)
+        nn.init.normal_(grown.weight, std=self.config.initializer_range)
+        with torch.no_grad():
+            grown.weight[:2] = old.weight
+        grown.weight.requires_grad_(old.weight.requires_grad)
+        self.prompt_encoder.label_embed = grown
+        self.config.place_prompts = True
+
     def _add_lora(self, r: int) -> None:
         from peft import LoraConfig, get_peft_model
 

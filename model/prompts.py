@@ -10,7 +10,8 @@ Batched layout (K = ``config.max_prompts`` slots, P = ``config.max_prompt_points
 - ``prompt_coords``      (B, K, P, 2) float32, (x, y) normalised to [0, 1]; zero where unused
 - ``prompt_point_mask``  (B, K, P)    float32, 1 for a used point slot
 - ``prompt_types``       (B, K)       int64, :data:`PROMPT_TYPE_IDS` (0 = empty slot)
-- ``prompt_labels``      (B, K)       int64, 1 foreground / 0 background
+- ``prompt_labels``      (B, K)       int64, 1 foreground / 0 background / 2 place (models with
+                                       ``config.place_prompts`` only)
 - ``prompt_masks``       (B, K, S, S) float32 in [0, 1], area-downscaled mask prompts; zero otherwise
 
 Per type: a point fills slot 0; a box fills slots 0 (x0, y0) and 1 (x1, y1); a line (polyline) fills
@@ -31,11 +32,15 @@ import torch.nn.functional as F
 from .configuration import PROMPT_TYPE_IDS, PixelVLAConfig
 
 FOREGROUND, BACKGROUND = 1, 0
+#: Label of a prompt that marks where the target is to be put (a plate, a bowl, a spot), not the target.
+PLACE = 2
+LABEL_NAMES = {BACKGROUND: "background", FOREGROUND: "foreground", PLACE: "place"}
 
 
 @dataclass
 class Point:
-    """A click at pixel (x, y); label 1 = foreground (the target), 0 = background (not this)."""
+    """A click at pixel (x, y); label 1 = foreground (the target), 0 = background (not this), 2 = place
+    (put the target here)."""
 
     x: float
     y: float
@@ -73,8 +78,8 @@ Prompt = Union[Point, Line, Box, Mask]
 
 
 def _check_label(p: Prompt, where: str) -> None:
-    if p.label not in (FOREGROUND, BACKGROUND):
-        raise ValueError(f"{where}: label must be 1 (foreground) or 0 (background), got {p.label!r}")
+    if p.label not in LABEL_NAMES:
+        raise ValueError(f"{where}: label must be 1 (foreground), 0 (background) or 2 (place), got {p.label!r}")
 
 
 def _check_xy(x: float, y: float, width: int, height: int, where: str) -> None:
@@ -172,6 +177,9 @@ def batch_prompts(
             raise ValueError(f"sample {i}: {len(plist)} prompts, at most max_prompts={config.max_prompts}")
         for k, p in enumerate(plist):
             validate_prompt(p, (h, w), index=k)
+            if p.label == PLACE and not config.place_prompts:
+                raise ValueError(f"sample {i} prompt {k} ({type(p).__name__}): a place prompt (label 2), but this "
+                                 "model was not trained with place prompts (config.place_prompts is false)")
             scale = np.array([w, h], dtype=np.float64)
             if isinstance(p, Point):
                 pts = np.array([[p.x, p.y]], dtype=np.float64)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from pixelvla_model import PROMPT_TYPE_IDS, Box, Line, Mask, Point, batch_prompts, example_inputs
+from pixelvla_model import (PLACE, PROMPT_TYPE_IDS, Box, Line, Mask, Point, PixelVLA, PixelVLAConfig, batch_prompts,
+                            example_inputs)
 
 HW = (120, 160)  # (H, W) of a non-square input image
 
@@ -79,3 +80,28 @@ def test_prompt_label_and_position_matter(tiny_model, tiny_config):
     b = _run(tiny_model, inputs, batch_prompts([[Point(40.0, 30.0, label=0)]], HW, tiny_config))
     c = _run(tiny_model, inputs, batch_prompts([[Point(140.0, 100.0, label=1)]], HW, tiny_config))
     assert not torch.allclose(a, b) and not torch.allclose(a, c)
+
+
+def test_place_prompts_need_a_model_trained_with_them(tiny_config):
+    with pytest.raises(ValueError, match="prompt 1 \\(Box\\): a place prompt.*place_prompts is false"):
+        batch_prompts([[Point(1.0, 1.0), Box(10, 10, 50, 40, label=PLACE)]], HW, tiny_config)
+    placed = PixelVLAConfig.from_preset("tiny", place_prompts=True)
+    t = batch_prompts([[Point(1.0, 1.0), Box(10, 10, 50, 40, label=PLACE)]], HW, placed)
+    assert t["prompt_labels"][0, :2].tolist() == [1, 2]
+
+
+def test_enable_place_prompts_grows_the_label_embedding_and_keeps_every_other_output(tiny_config):
+    torch.manual_seed(0)
+    model = PixelVLA(PixelVLAConfig.from_preset("tiny")).eval()
+    inputs = example_inputs(model.config, batch_size=1)
+    target = batch_prompts([[Point(40.0, 30.0), Box(10, 10, 50, 40, label=0)]], HW, model.config)
+    before = _run(model, inputs, target)
+    model.enable_place_prompts()
+    model.enable_place_prompts()  # idempotent
+    assert model.config.place_prompts and model.prompt_encoder.label_embed.weight.shape[0] == 3
+    torch.testing.assert_close(_run(model, inputs, target), before, rtol=0, atol=0)
+    place = _run(model, inputs, batch_prompts([[Point(40.0, 30.0), Box(10, 10, 50, 40, label=PLACE)]], HW,
+                                              model.config))
+    assert not torch.allclose(place, before)  # place differs from background at the same spot
+    built = PixelVLA(PixelVLAConfig.from_dict(model.config.to_dict()))
+    built.load_state_dict(model.state_dict())  # the grown model is what a place_prompts config builds

@@ -59,3 +59,33 @@ def test_unknown_task_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["--model", str(DEFAULT_CHECKPOINT), "--tasks", "put_cube_on_moon"])
     assert "unknown task(s) put_cube_on_moon" in capsys.readouterr().err
+
+
+def _tiny_checkpoint(path, place_prompts: bool):
+    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
+
+    stats = {"bridge_orig": {"action": {"q01": [-0.02] * 6 + [0.0], "q99": [0.02] * 6 + [1.0], "mask": [True] * 6 + [False]},
+                             "proprio": {"q01": [-1.5] * 6 + [0.015], "q99": [1.5] * 6 + [0.037]}}}
+    config = PixelVLAConfig.from_preset("tiny", proprio_dim=7, place_prompts=place_prompts)
+    PixelVLAPolicy.from_config(config, seed=0, norm_stats=stats).save_pretrained(path)
+    return path
+
+
+def test_place_prompt_rollouts_click_the_destination(tmp_path, capsys):
+    from pixelvla_training.sim.dagger import PolicyDriver
+    from pixelvla_training.sim.env import TabletopEnv
+
+    with_place = _tiny_checkpoint(tmp_path / "place", True)
+    driver = PolicyDriver(with_place, place=True)
+    with TabletopEnv(render_size=(96, 96)) as env:
+        obs = env.reset("put_this_cube_on_plate", 3)
+        driver.reset(obs)
+    (target, place) = driver.prompts
+    assert obs["masks"][obs["target_object"]][int(target.y), int(target.x)] and target.label == 1
+    assert obs["masks"]["plate"][int(place.y), int(place.x)] and place.label == 2
+    assert main(["--model", str(with_place), "--tasks", "put_this_cube_on_plate", "--episodes", "1",
+                 "--place-prompt"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]["episodes"] == 1
+    with pytest.raises(SystemExit):
+        main(["--model", str(_tiny_checkpoint(tmp_path / "plain", False)), "--place-prompt"])
+    assert "not trained with place prompts" in capsys.readouterr().err

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pixelvla_training.sim.dataset import (
-    DatasetWriter, Episode, episode_from_observations, iter_episodes, read_episode, read_index, relabel_dataset,
-    relabel_episode, validate_dataset, validate_episode, write_episode,
+    DatasetWriter, Episode, add_destination_masks, episode_from_observations, iter_episodes, read_episode, read_index,
+    relabel_dataset, relabel_episode, validate_dataset, validate_episode, write_episode,
 )
 from pixelvla_training.sim.env import TabletopEnv
 from pixelvla_training.sim.expert import ScriptedExpert, run_expert_episode
@@ -73,6 +73,10 @@ def test_episode_round_trip_and_validation(tmp_path, recorded):
     with TabletopEnv(render_size=(96, 96)) as env:
         obs = env.reset(episode.meta["task"], episode.meta["seed"])
         np.testing.assert_array_equal(obs["rgb"], episode["images"][0])
+    # place prompts come from the destination (the plate here) as the first image shows it
+    assert obs["destination"] == episode.meta["destination"] == "plate"
+    np.testing.assert_array_equal(episode["destination_mask"], obs["masks"]["plate"])
+    assert episode["destination_mask"].sum() > 50
 
 
 @pytest.mark.parametrize("corrupt", ["drop_key", "bad_dtype", "bad_shape", "nan_action", "bad_gripper",
@@ -288,3 +292,29 @@ def test_dataset_cli_relabels(tmp_path, mixed_dataset, capsys):
     shutil.copytree(mixed_dataset, tmp_path / "copy")
     assert main(["--relabel", str(tmp_path / "copy")]) == 0
     assert "relabelled 2, changed 0, unreadable 0, not replayable 0" in capsys.readouterr().out
+
+
+def test_destination_masks_are_added_to_older_recordings_that_replay_exactly(tmp_path, mixed_dataset):
+    import shutil
+
+    from pixelvla_training.sim.dataset import main
+
+    root = tmp_path / "old"
+    shutil.copytree(mixed_dataset, root)
+    first, second = (root / e["file"] for e in read_index(root)["episodes"])
+    expected = read_episode(first)["destination_mask"]
+    assert expected.sum() > 20  # the bowl
+    for path in (first, second):  # as recorded before destination masks were stored
+        ep = read_episode(path)
+        write_episode(path, Episode({k: v for k, v in ep.arrays.items() if k != "destination_mask"}, ep.meta))
+    tampered = read_episode(second)
+    tampered.arrays["images"][0, 0, 0] ^= 1  # its first image no longer comes back from (task, seed)
+    write_episode(second, tampered)
+    untouched = second.read_bytes()
+    lines = []
+    counts = add_destination_masks(root, progress=lines.append)
+    assert counts == {"added": 1, "present": 0, "unreadable": 0, "not reproducible": 1}
+    assert "not reproducible" in lines[0] and second.read_bytes() == untouched
+    np.testing.assert_array_equal(read_episode(first)["destination_mask"], expected)
+    assert main(["--add-destination", str(root)]) == 0  # again: nothing left to add
+    assert validate_dataset(root) == 2

@@ -7,7 +7,8 @@ import numpy as np
 
 
 def synthetic_episode(rng: np.random.Generator, steps: int = 12, size: int = 32, instruction: str = "put the red cube on the plate"):
-    """An episode in the simulator's format: a red square moving right, actions that follow it."""
+    """An episode in the simulator's format: a red square moving right, actions that follow it, and a grey
+    plate (the destination) in the bottom-right corner."""
     from pixelvla_training.sim.dataset import FORMAT, VERSION, Episode
     from pixelvla_training.sim.prompts import mask_box, mask_point
 
@@ -18,6 +19,9 @@ def synthetic_episode(rng: np.random.Generator, steps: int = 12, size: int = 32,
         x = min(size - 6, x0 + t)
         masks[t, y0:y0 + 5, x:x + 5] = True
         images[t][masks[t]] = (200, 30, 30)
+    plate = np.zeros((size, size), bool)
+    plate[size - 7:size - 1, size - 9:size - 1] = True
+    images[:, plate] = (220, 220, 220)
     actions = np.zeros((steps, 7), np.float32)
     actions[:, 0] = rng.normal(0.01, 0.01, steps)
     actions[:, 2] = rng.normal(0.0, 0.02, steps)
@@ -32,6 +36,7 @@ def synthetic_episode(rng: np.random.Generator, steps: int = 12, size: int = 32,
         "step_success": np.zeros(steps, bool),
         "camera_intrinsics": np.array([30, 30, 16, 16], np.float32),
         "camera_pose": np.array([0, 0, 1, 1, 0, 0, 0], np.float32),
+        "destination_mask": plate,
     }
     meta = {"format": FORMAT, "version": VERSION, "task": "put_red_cube_on_plate", "seed": int(rng.integers(1e6)),
             "instruction": instruction, "target_object": "cube_0", "destination": "plate", "prompted": False,

@@ -128,6 +128,37 @@ def test_prompt_sampler_types_and_text_only():
     assert PromptSampler(text_only=0.0)(rng, np.zeros((8, 8), bool)) == ([], None)
 
 
+def test_place_prompts_come_from_the_destination_and_carry_the_place_label(sim_dataset):
+    from pixelvla_model import FOREGROUND, PLACE, PixelVLAConfig, batch_prompts
+    from pixelvla_training.datasets.sim import read_sim_episodes
+
+    eps = list(read_sim_episodes(sim_dataset))
+    plate = eps[0].place_mask
+    assert plate.shape == (32, 32) and plate[-2, -2] and not plate[0, 0]
+    assert list(read_sim_episodes(sim_dataset, image_size=16))[0].place_mask.shape == (16, 16)
+    config = PixelVLAConfig.from_preset("tiny", place_prompts=True)
+    rng = np.random.default_rng(1)
+    sampler = PromptSampler(text_only=0.0, place=0.5)
+    with_place = 0
+    for _ in range(200):
+        prompts, _ = sampler(rng, eps[0].target_masks[3], place_mask=plate)
+        places = [p for p in prompts if p.label == PLACE]
+        assert len(places) <= 1 and prompts[0].label == FOREGROUND
+        with_place += len(places)
+        if places and hasattr(places[0], "x"):
+            assert plate[int(places[0].y), int(places[0].x)]
+        batch_prompts([prompts], (32, 32), config)  # valid for a model with place prompts
+    assert 70 < with_place < 130
+    # place = 0 (or no place mask) draws exactly what the sampler drew before place prompts existed
+    old, new = PromptSampler(text_only=0.3), PromptSampler(text_only=0.3, place=0.5)
+    for i in range(20):
+        a = old(np.random.default_rng(i), eps[0].target_masks[3], place_mask=plate)
+        b = new(np.random.default_rng(i), eps[0].target_masks[3], place_mask=None)
+        assert repr(a) == repr(b)
+    with pytest.raises(ValueError, match="probabilities"):
+        PromptSampler(place=1.5)
+
+
 # ------------------------------------------------------------------------------------------------ bad data
 def _raw_npz(path, **arrays):
     np.savez_compressed(path, **arrays)

@@ -80,6 +80,19 @@ def test_pue_trains_exactly_lora_encoders_and_decoder(tmp_path):
     assert any(not torch.equal(v, before[k]) for k, v in after.state_dict().items() if k.startswith("llm.layers"))
 
 
+def test_pue_grows_place_prompts_onto_a_checkpoint_without_them(tmp_path):
+    data = write_sim_dataset(tmp_path / "demos")
+    cat = Trainer(TrainConfig.from_dict(tiny_train_config(data, tmp_path / "cat", steps=1)), resume=False).train()
+    cfg = tiny_train_config(data, tmp_path / "pue", stage="pue", steps=3)
+    cfg["model"] = {"init_from": str(cat), "place_prompts": True}
+    cfg["data"]["prompts"] = {"text_only": 0.0, "place": 1.0}
+    final = Trainer(TrainConfig.from_dict(cfg), resume=False).train()
+    before, after = PixelVLA.from_pretrained(cat), PixelVLA.from_pretrained(final)
+    assert not before.config.place_prompts and after.config.place_prompts
+    assert after.prompt_encoder.label_embed.weight.shape[0] == 3
+    assert "prompt_encoder.label_embed.weight" in (tmp_path / "pue" / "trainable.txt").read_text().split()
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     data = write_sim_dataset(tmp_path / "demos")

@@ -89,6 +89,7 @@ class Episode:
     source: str = ""  # where it came from (file, episode id) for log lines
     meta: dict = field(default_factory=dict)
     proprio: Optional[np.ndarray] = None
+    place_mask: Optional[np.ndarray] = None  # (H, W) where the target goes (e.g. the plate) at step 0: place prompts
 
     @property
     def num_steps(self) -> int:
@@ -208,7 +209,8 @@ class ChunkDataset:
             rng = np.random.default_rng([self.seed, epoch, i])
             first = ep.first_masks if ep.first_masks is not None else (
                 ep.target_masks[0] if ep.target_masks is not None else None)
-            prompts, shown_mask = self.sampler(rng, mask, first_mask=first, fixed_prompts=fixed)
+            prompts, shown_mask = self.sampler(rng, mask, first_mask=first, fixed_prompts=fixed,
+                                               place_mask=ep.place_mask)
         elif fixed:
             prompts = list(fixed)
         state = self.states[e]
@@ -257,4 +259,4 @@ def resize_episode(ep: Episode, size: int) -> Episode:
         return out.numpy() if np.asarray(m).ndim == 3 else out[0].numpy()
 
     return Episode(imgs, ep.actions, ep.instruction, ep.dataset, shrink(ep.target_masks), ep.prompts,
-                   shrink(ep.first_masks), ep.source, ep.meta, ep.proprio)
+                   shrink(ep.first_masks), ep.source, ep.meta, ep.proprio, shrink(ep.place_mask))

@@ -2,7 +2,8 @@
 
 Actions are already in the Bridge convention (gripper 1 = open). The robot state (proprio) is the 6 arm joint
 positions (rad) and the gripper finger position (m), the order /joint_states has. The target mask of every step comes from
-the renderer; the first step's mask stands for the operator's one click at the start. Episodes recorded as
+the renderer; the first step's mask stands for the operator's one click at the start, and the destination's mask
+in the first image (where recorded) for a click on where the target goes (place prompts). Episodes recorded as
 failures (``meta.success`` false) are skipped by default: a failed demonstration is not a demonstration.
 """
 from __future__ import annotations
@@ -62,7 +63,7 @@ def read_sim_episodes(root: str | Path, dataset_key: str = "pixelvla_sim", image
                      instruction=str(raw.meta.get("instruction", "")), dataset=dataset_key,
                      target_masks=masks, first_masks=None if masks is None else masks[0],
                      source=str(path), meta={k: raw.meta.get(k) for k in ("task", "seed", "prompted")},
-                     proprio=state)
+                     proprio=state, place_mask=a.get("destination_mask"))
         count += 1
         yield resize_episode(ep, image_size) if image_size else ep
 

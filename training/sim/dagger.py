@@ -2,7 +2,8 @@
 
 The policy is prompted the way `pixelvla-eval --operator prompt --mask ground_truth` prompts it: one
 point clicked on the target in the first frame, kept for the whole episode, plus the target's mask at
-every step (or, with `prompted=False`, the instruction alone). Each call returns the first action of the
+every step (or, with `prompted=False`, the instruction alone); with `place=True` (`--place-prompt`) also a
+place point clicked on the destination in the first frame. Each call returns the first action of the
 predicted chunk, the action the stack runs first.
 """
 from __future__ import annotations
@@ -17,21 +18,27 @@ from pixelvla_training.sim.prompts import click_pixel
 class PolicyDriver:
     """`driver(obs) -> (7,)` Bridge action from a checkpoint directory; `reset(obs)` at each episode start."""
 
-    def __init__(self, model_dir: str | Path, unnorm_key: str = "bridge_orig", prompted: bool = True):
+    def __init__(self, model_dir: str | Path, unnorm_key: str = "bridge_orig", prompted: bool = True,
+                 place: bool = False):
         from pixelvla_model import PixelVLAPolicy
 
         self.policy = PixelVLAPolicy.from_pretrained(model_dir)
-        self.unnorm_key, self.prompted = unnorm_key, prompted
-        self.point = None
+        if place and not self.policy.config.place_prompts:
+            raise ValueError(f"{model_dir}: this model was not trained with place prompts (config.place_prompts)")
+        self.unnorm_key, self.prompted, self.place = unnorm_key, prompted, place and prompted
+        self.prompts: list = []
 
     def reset(self, obs: dict) -> None:
-        from pixelvla_model import Point
+        from pixelvla_model import PLACE, Point
 
         u, v = click_pixel(obs)
-        self.point = Point(u + 0.5, v + 0.5)  # pixel centre -> continuous image coordinates
+        self.prompts = [Point(u + 0.5, v + 0.5)]  # pixel centre -> continuous image coordinates
+        if self.place:
+            u, v = click_pixel(obs, obs["destination"])
+            self.prompts.append(Point(u + 0.5, v + 0.5, PLACE))
 
     def __call__(self, obs: dict) -> np.ndarray:
         state = np.array([*obs["joint_positions"], obs["gripper_position"]], np.float32)
-        prompt = dict(prompts=[self.point], mask=obs["masks"][obs["target_object"]]) if self.prompted else {}
+        prompt = dict(prompts=self.prompts, mask=obs["masks"][obs["target_object"]]) if self.prompted else {}
         chunk = self.policy.predict(obs["rgb"], obs["instruction"], proprio=state, unnorm_key=self.unnorm_key, **prompt)
         return np.asarray(chunk[0], dtype=np.float64)

@@ -44,6 +44,7 @@ ARRAYS: dict[str, tuple[str, tuple]] = {
 # Arrays an episode may lack (datasets recorded before they existed).
 OPTIONAL_ARRAYS: dict[str, tuple[str, tuple]] = {
     "executed_actions": ("float64", ("T", 7)),  # exact, so that replaying them rebuilds the episode's states
+    "destination_mask": ("bool", ("H", "W")),  # the plate or bowl in the first image: where place prompts come from
 }
 META_KEYS = ("format", "version", "task", "seed", "instruction", "target_object", "destination", "prompted",
              "success", "num_steps", "image_size", "camera", "control_period")
@@ -95,6 +96,7 @@ def episode_from_observations(observations: list[dict], actions: np.ndarray, env
     }
     if executed is not None:
         arrays["executed_actions"] = np.asarray(executed, dtype=np.float64).reshape(-1, 7)
+    arrays["destination_mask"] = destination_mask(obs[0], spec.destination)
     meta = {
         "format": FORMAT, "version": VERSION, "task": spec.task, "seed": spec.seed,
         "instruction": spec.instruction, "target_object": spec.target_object, "destination": spec.destination,
@@ -103,6 +105,11 @@ def episode_from_observations(observations: list[dict], actions: np.ndarray, env
         "object_descriptions": dict(spec.descriptions),
     }
     return Episode(arrays, meta)
+
+
+def destination_mask(observation: dict, destination: str) -> np.ndarray:
+    """(H, W) bool: the visible pixels of the destination object (plate, bowl) in a rendered observation."""
+    return np.asarray(observation["masks"].get(destination, np.zeros(observation["rgb"].shape[:2], bool)), bool)
 
 
 def validate_episode(episode: Episode) -> None:
@@ -283,6 +290,43 @@ def relabel_dataset(root: str | os.PathLike, progress=print) -> dict[str, int]:
     return counts
 
 
+def add_destination_masks(root: str | os.PathLike, progress=print) -> dict[str, int]:
+    """Give every episode of a dataset without a `destination_mask` one, in place: the episode's first
+    observation is rebuilt from (task, seed) and must equal the stored first image pixel for pixel, else the
+    episode is left as it is (the simulator or renderer changed since it was recorded). Returns counts: added,
+    present (had one), unreadable, not reproducible."""
+    from pixelvla_training.sim.env import TabletopEnv
+
+    counts = dict.fromkeys(("added", "present", "unreadable", "not reproducible"), 0)
+    envs: dict[tuple[int, int], TabletopEnv] = {}  # one renderer per image size
+    try:
+        for entry in read_index(root)["episodes"]:
+            path = Path(root) / entry["file"]
+            try:
+                episode = read_episode(path)
+            except (OSError, ValueError) as exc:
+                counts["unreadable"] += 1
+                progress(f"{entry['file']}: left as it is, unreadable ({exc})")
+                continue
+            if "destination_mask" in episode.arrays:
+                counts["present"] += 1
+                continue
+            h, w = episode["images"].shape[1:3]
+            env = envs.get((h, w)) or envs.setdefault((h, w), TabletopEnv(render_size=(h, w)))
+            obs = env.reset(episode.meta["task"], episode.meta["seed"])
+            if not np.array_equal(obs["rgb"], episode["images"][0]):
+                counts["not reproducible"] += 1
+                progress(f"{entry['file']}: left as it is, not reproducible (the rebuilt first image differs)")
+                continue
+            arrays = {**episode.arrays, "destination_mask": destination_mask(obs, episode.meta["destination"])}
+            write_episode(path, Episode(arrays, dict(episode.meta)))
+            counts["added"] += 1
+    finally:
+        for env in envs.values():
+            env.close()
+    return counts
+
+
 def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=print,
                            translation_noise: float = 0.0, rotation_noise: float = 0.0,
                            driver=None, expert_share: float = 1.0) -> int:
@@ -321,13 +365,22 @@ def main(argv=None) -> int:
     parser.add_argument("--policy", metavar="DIR",
                         help="DAgger: a checkpoint that drives the arm on part of the steps (prompted with a click "
                              "on the target); the recorded actions stay the expert's")
+    parser.add_argument("--place-prompt", action="store_true",
+                        help="with --policy: prompt the policy with a click on the destination too (place prompt)")
     parser.add_argument("--expert-share", type=float, default=0.3,
                         help="with --policy: the fraction of steps the expert's own action is executed")
     parser.add_argument("--validate", metavar="DIR", help="only validate the dataset in DIR")
     parser.add_argument("--relabel", metavar="DIR",
                         help="recompute the actions of the dataset in DIR with the current expert, in place, by "
                              "replaying the executed actions (after a change to the expert)")
+    parser.add_argument("--add-destination", metavar="DIR",
+                        help="give the episodes in DIR recorded without a destination mask one, in place, from "
+                             "their rebuilt first observation")
     args = parser.parse_args(argv)
+    if args.add_destination:
+        counts = add_destination_masks(args.add_destination)
+        print(f"{args.add_destination}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return 0
     if args.validate:
         print(f"{args.validate}: {validate_dataset(args.validate)} valid episodes")
         return 0
@@ -336,7 +389,7 @@ def main(argv=None) -> int:
         print(f"{args.relabel}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return 0
     if not args.out:
-        parser.error("--out, --validate or --relabel is required")
+        parser.error("--out, --validate, --relabel or --add-destination is required")
     tasks = [t for t in args.tasks.split(",") if t]
     seeds = range(args.seed0, args.seed0 + args.episodes)
     if not 0.0 <= args.expert_share <= 1.0:
@@ -345,7 +398,10 @@ def main(argv=None) -> int:
     if args.policy:
         from pixelvla_training.sim.dagger import PolicyDriver
 
-        driver = PolicyDriver(args.policy)
+        try:
+            driver = PolicyDriver(args.policy, place=args.place_prompt)
+        except ValueError as exc:
+            parser.error(str(exc))
     n = record_expert_episodes(args.out, tasks, seeds, (args.size, args.size),
                                translation_noise=args.translation_noise, rotation_noise=args.rotation_noise,
                                driver=driver, expert_share=args.expert_share)

@@ -26,7 +26,7 @@ Observation (dict returned by reset/step/observe):
     first_lifted      the same for the first object raised LIFT_HEIGHT above its resting height (picked up)
     step              int, control steps taken since reset
     truncated         bool, step >= max_episode_steps
-    task, instruction, target_object   str
+    task, instruction, target_object, destination   str (destination: the plate or bowl the target goes to)
 Rendering is offscreen (EGL by default, OSMesa as fallback, see ``_gl.py``); shadows and anti-aliasing
 (MSAA 4x) are off by default.
 """
@@ -354,6 +354,7 @@ class TabletopEnv:
             "task": spec.task,
             "instruction": spec.instruction,
             "target_object": spec.target_object,
+            "destination": spec.destination,
         }
 
     # ------------------------------------------------------------------------------------------ rendering

@@ -3,9 +3,11 @@ runs (`pixelvla-eval` through the ROS stack is the evaluation that counts).
 
 Each step the policy gets the current image, instruction and robot state (and, prompted, the click on the
 target from the first frame plus the target's mask, as `pixelvla-eval --operator prompt --mask
-ground_truth`), and its chunk's first action is executed, as the stack does with a new chunk every step.
+ground_truth`; with --place-prompt also a place click on the destination), and its chunk's first action is
+executed, as the stack does with a new chunk every step.
 
-    python -m pixelvla_training.sim.rollout --model DIR [--text-only] [--tasks a,b] [--episodes 10] [--seed0 1000]
+    python -m pixelvla_training.sim.rollout --model DIR [--text-only | --place-prompt] [--tasks a,b] [--episodes 10]
+        [--seed0 1000]
 
 Prints one JSON line per episode (success, first object reached / touched / lifted, closest approach of the TCP to
 the target in cm and the TCP's offset from the target there, world x, y, z in cm; once the target was lifted
@@ -61,7 +63,10 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="checkpoint directory (from_pretrained layout)")
-    parser.add_argument("--text-only", action="store_true", help="no prompt and no mask: the instruction alone")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--text-only", action="store_true", help="no prompt and no mask: the instruction alone")
+    mode.add_argument("--place-prompt", action="store_true",
+                      help="also a place prompt: a click on the destination in the first frame")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
     parser.add_argument("--episodes", type=int, default=10, help="episodes (seeds) per task")
     parser.add_argument("--seed0", type=int, default=1000, help="first seed")
@@ -70,7 +75,10 @@ def main(argv=None) -> int:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         parser.error(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
-    driver = PolicyDriver(args.model, prompted=not args.text_only)
+    try:
+        driver = PolicyDriver(args.model, prompted=not args.text_only, place=args.place_prompt)
+    except ValueError as exc:
+        parser.error(str(exc))
     records = []
     with TabletopEnv(render_size=(224, 224)) as env:
         for task in tasks:

@@ -7,10 +7,13 @@ Sections (every key optional unless marked; defaults below):
     lora_r: 32                       # LoRA rank of stage pue
     also_train: []                   # extra module prefixes to train (e.g. [vision, projector] when the
                                      # backbones are random-initialised); [] = the paper's stage exactly
-    model: {preset: tiny, overrides: {...}, init_from: null, seed: 0}
+    model: {preset: tiny, overrides: {...}, init_from: null, seed: 0, place_prompts: false}
                                      # init_from: a from_pretrained directory (e.g. the CAT result for PUE)
+                                     # place_prompts: the model learns place prompts (label 2), grown onto
+                                     # init_from if it has none (PixelVLA.enable_place_prompts)
     data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,
-            prompts: {text_only, max_prompts, type_weights, first_frame, show_mask, box_jitter} | null}
+            prompts: {text_only, max_prompts, type_weights, first_frame, show_mask, box_jitter,
+                      place} | null}
     optim: {lr: 1e-4, weight_decay: 0.0, betas: [0.9, 0.999], grad_clip: 1.0, warmup_steps: 0,
             schedule: cosine | constant, min_lr_ratio: 0.1}
     steps: 1000                      # optimiser steps
@@ -67,7 +70,7 @@ class TrainConfig:
             errors.append(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.distributed not in ("auto", "ddp", "fsdp"):
             errors.append(f"distributed must be auto, ddp or fsdp, got {self.distributed!r}")
-        known_model = {"preset", "overrides", "init_from", "seed"}
+        known_model = {"preset", "overrides", "init_from", "seed", "place_prompts"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
         known_data = {"sources", "image_size", "chunk_size", "unnorm_key", "prompts"}

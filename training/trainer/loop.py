@@ -130,6 +130,8 @@ class Trainer:
             config = PixelVLAConfig.from_preset(m.get("preset", "tiny"), **overrides)
             model = PixelVLA(config)
             tokenizer = build_byte_tokenizer()
+        if m.get("place_prompts"):
+            model.enable_place_prompts()
         model.train()
         names = model.freeze_for_stage(self.cfg.stage, lora_r=self.cfg.lora_r)
         extra = tuple(p.rstrip(".") + "." for p in self.cfg.also_train)
