@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="all", help="all, plain, prompted, or a comma-separated list")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task")
     parser.add_argument("--seed0", type=int, default=1000, help="seeds seed0 .. seed0 + episodes - 1")
-    parser.add_argument("--operator", default="prompt", choices=["none", "click", "prompt"],
-                        help="how the operator stand-in names the target (none: text only)")
+    parser.add_argument("--operator", default="prompt", choices=["none", "click", "prompt", "prompt_place"],
+                        help="how the operator stand-in names the target (none: text only; prompt_place: a prompt "
+                             "on the target and a place prompt on the destination)")
     parser.add_argument("--mask", default="segmenter", choices=["segmenter", "ground_truth"],
                         help="the target mask the policy gets: from the segmenter or the simulator's ground truth")
     parser.add_argument("--rate", type=float, default=5.0,

@@ -23,9 +23,13 @@ def is_clear(msg: VisualPrompt) -> bool:
     return msg.type == VisualPrompt.POINT and not msg.points and msg.mask.width == 0
 
 
-def prompt_from_msg(msg: VisualPrompt, image_hw: tuple[int, int]) -> list:
-    """The model prompts of `msg` for an image of (height, width) px; PromptError when unusable."""
-    from pixelvla_model import Box, Line, Mask, Point, validate_prompt  # here: torch is a slow import
+def prompt_from_msg(msg: VisualPrompt, image_hw: tuple[int, int], place: bool = False) -> list:
+    """The model prompts of `msg` for an image of (height, width) px; PromptError when unusable.
+
+    place: `msg` came on /pixelvla/place_prompt: it marks where the target goes, and every prompt made from it
+    carries the PLACE label. On the target topic POINT labels are 1 (foreground) or 0 (background).
+    """
+    from pixelvla_model import PLACE, Box, Line, Mask, Point, validate_prompt  # torch: a slow import
 
     where = f"prompt {msg.prompt_id or '(no id)'}"
     if msg.type not in TYPE_NAMES:
@@ -39,6 +43,11 @@ def prompt_from_msg(msg: VisualPrompt, image_hw: tuple[int, int]) -> list:
     if msg.type == VisualPrompt.POINT and len(labels) != len(xy):
         raise PromptError(f"{where}: {len(labels)} labels for {len(xy)} points")
     if msg.type == VisualPrompt.POINT:
+        allowed = {1} if place else {0, 1}
+        if set(labels) - allowed:
+            raise PromptError(f"{where}: labels {sorted(set(labels) - allowed)}; " + (
+                "a place prompt's points are all places (label 1 or no labels)" if place else
+                "use 1 (foreground) or 0 (background); where the target goes belongs on /pixelvla/place_prompt"))
         if not xy:
             raise PromptError(f"{where}: a POINT prompt needs at least one point")
         prompts = [Point(x, y, int(label)) for (x, y), label in zip(xy, labels)]
@@ -60,6 +69,8 @@ def prompt_from_msg(msg: VisualPrompt, image_hw: tuple[int, int]) -> list:
             raise PromptError(f"{where}: mask is {mask.shape[1]}x{mask.shape[0]}, the image {image_hw[1]}x{image_hw[0]}")
         prompts = [Mask(mask > 0)]
     for index, prompt in enumerate(prompts):
+        if place:
+            prompt.label = PLACE
         try:
             validate_prompt(prompt, image_hw, index)
         except ValueError as exc:

@@ -16,7 +16,9 @@ of `joint_names` then `gripper_joint`, the dataset convention it was trained wit
 complete joint state before it runs, and refuses at configure a model whose state width does not match.
 
 Topics: /camera/image_raw, /pixelvla/instruction (String), /pixelvla/prompt (VisualPrompt; a POINT
-prompt without points clears it), /pixelvla/mask (mono8, the segmenter's target mask), /joint_states in;
+prompt without points clears it), /pixelvla/place_prompt (VisualPrompt: where the target goes, for models
+trained with place prompts; cleared the same way), /pixelvla/mask (mono8, the segmenter's target mask),
+/joint_states in;
 /pixelvla/action_chunk, /pixelvla/status (PolicyStatus, 1 Hz and on errors), /diagnostics out.
 """
 from __future__ import annotations
@@ -75,6 +77,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.new_frame = threading.Condition(self.lock)
         self.latest: Frame | None = None
         self.prompt_msg: VisualPrompt | None = None
+        self.place_msg: VisualPrompt | None = None
         self.mask: np.ndarray | None = None
         self.robot_state: np.ndarray | None = None  # (len(joint_names) + 1,) latest complete joint positions
         self.sequence = 0
@@ -89,6 +92,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.create_subscription(Image, "/camera/image_raw", self.on_image, qos.SENSOR)
         self.create_subscription(String, "/pixelvla/instruction", self.on_instruction, qos.LATCHED)
         self.create_subscription(VisualPrompt, "/pixelvla/prompt", self.on_prompt, qos.LATCHED)
+        self.create_subscription(VisualPrompt, "/pixelvla/place_prompt", self.on_place_prompt, qos.LATCHED)
         self.create_subscription(Image, "/pixelvla/mask", self.on_mask, qos.LATCHED)
         self.create_subscription(JointState, "/joint_states", self.on_joint_state, qos.SENSOR)
         self.create_timer(1.0, self.publish_status)
@@ -207,6 +211,11 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             self.prompt_msg = None if is_clear(msg) else msg
         self.get_logger().info("prompt cleared" if is_clear(msg) else f"prompt {msg.prompt_id!r} received")
 
+    def on_place_prompt(self, msg: VisualPrompt) -> None:
+        with self.lock:
+            self.place_msg = None if is_clear(msg) else msg
+        self.get_logger().info("place prompt cleared" if is_clear(msg) else f"place prompt {msg.prompt_id!r} received")
+
     def on_mask(self, msg: Image) -> None:
         try:
             mask = image_to_mono(msg) > 0
@@ -249,26 +258,35 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                     return
                 frame, self.latest = self.latest, None
                 instruction, prompt_msg, mask, state = self.instruction, self.prompt_msg, self.mask, self.robot_state
+                place_msg = self.place_msg
             next_time = time.monotonic() + self.min_period
-            self.run_once(frame, instruction, prompt_msg, mask, state)
+            self.run_once(frame, instruction, prompt_msg, mask, state, place_msg)
 
     def run_once(self, frame: Frame, instruction: str, prompt_msg: VisualPrompt | None, mask: np.ndarray | None,
-                 state: np.ndarray | None = None) -> None:
+                 state: np.ndarray | None = None, place_msg: VisualPrompt | None = None) -> None:
         hw = frame.rgb.shape[:2]
-        try:
-            prompts = prompt_from_msg(prompt_msg, hw) if prompt_msg is not None else None
-        except PromptError as exc:
-            with self.lock:
-                if self.prompt_msg is prompt_msg:
-                    self.prompt_msg = None  # refuse it once, not on every frame
-            self.report_error(f"prompt refused: {exc}")
-            return
+        prompts = []
+        for msg, place in ((prompt_msg, False), (place_msg, True)):
+            if msg is None:
+                continue
+            try:
+                if place and not self.policy.config.place_prompts:
+                    raise PromptError(f"place prompt {msg.prompt_id or '(no id)'}: this model was not trained with "
+                                      "place prompts (config.place_prompts is false)")
+                prompts += prompt_from_msg(msg, hw, place=place)
+            except PromptError as exc:
+                slot = "place_msg" if place else "prompt_msg"
+                with self.lock:
+                    if getattr(self, slot) is msg:
+                        setattr(self, slot, None)  # refuse it once, not on every frame
+                self.report_error(f"{'place prompt' if place else 'prompt'} refused: {exc}")
+                return
         if mask is not None and mask.shape != hw:
             self.report_error(f"mask {mask.shape[1]}x{mask.shape[0]} does not match the image {hw[1]}x{hw[0]}: ignored")
             mask = None
         started = time.perf_counter()
         try:
-            actions = self.policy.predict(frame.rgb, instruction, prompts=prompts, mask=mask, unnorm_key=self.unnorm_key,
+            actions = self.policy.predict(frame.rgb, instruction, prompts=prompts or None, mask=mask, unnorm_key=self.unnorm_key,
                                           proprio=state if self.policy.config.proprio_dim else None)
         except (ValueError, RuntimeError) as exc:
             self.report_error(f"inference failed: {exc}")

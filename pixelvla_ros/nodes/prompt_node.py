@@ -10,8 +10,10 @@ Pixel coordinates follow VisualPrompt: origin at the top-left pixel's corner, so
 pixel (col, row) is (col + 0.5, row + 0.5).
 
 `mode` (parameter, changeable at run time): "point" publishes each click as a POINT prompt, "box"
-makes a BOX from every two clicks, "line" grows a LINE with every click. `~/clear` (std_srvs/Trigger)
-forgets the clicks and publishes a clearing prompt (a POINT without points).
+makes a BOX from every two clicks, "line" grows a LINE with every click. `marks` (parameter, changeable at
+run time): "target" publishes on `/pixelvla/prompt` (the object to pick), "place" on
+`/pixelvla/place_prompt` (where to put it; models trained with place prompts). `~/clear`
+(std_srvs/Trigger) forgets the clicks and publishes a clearing prompt (a POINT without points) on both.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from pixelvla_training.robots.wx250s import quat_to_matrix
 from pixelvla_training.sim.camera import CameraModel
 
 MODES = ("point", "box", "line")
+TOPICS = {"target": "/pixelvla/prompt", "place": "/pixelvla/place_prompt"}  # what the clicks mark -> topic
 
 
 class PromptNode(ParameterMixin, Node):
@@ -39,6 +42,9 @@ class PromptNode(ParameterMixin, Node):
         self.mode = self.declare("mode", "point", "point, box (two clicks) or line (a click sequence)")
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} is not one of {MODES}")
+        self.marks = self.declare("marks", "target", "what the clicks mark: target (the object) or place (where it goes)")
+        if self.marks not in TOPICS:
+            raise ValueError(f"marks {self.marks!r} is not one of {tuple(TOPICS)}")
         self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame RViz clicks must be in")
         position = self.declare("camera_position", [0.0, 0.0, 0.0], "camera optical centre in base_frame (m); used until /camera/pose arrives")
         orientation = self.declare("camera_orientation", [0.0, 0.0, 0.0, 0.0], "optical frame orientation (x y z w) in base_frame; all zero = unknown")
@@ -50,7 +56,7 @@ class PromptNode(ParameterMixin, Node):
         self.frame_id, self.stamp = "", None
         self.count = 0
         self.add_on_set_parameters_callback(self.on_parameters)
-        self.pub = self.create_publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
+        self.pubs = {marks: self.create_publisher(VisualPrompt, topic, qos.LATCHED) for marks, topic in TOPICS.items()}
         self.create_subscription(CameraInfo, "/camera/camera_info", self.on_camera_info, qos.SENSOR)
         self.create_subscription(PoseStamped, "/camera/pose", self.on_camera_pose, qos.LATCHED)
         self.create_subscription(PointStamped, "/clicked_point", self.on_clicked_point, 10)
@@ -68,6 +74,11 @@ class PromptNode(ParameterMixin, Node):
                 if param.value not in MODES:
                     return SetParametersResult(successful=False, reason=f"mode must be one of {MODES}")
                 self.mode = param.value
+                self.clicks.clear()
+            elif param.name == "marks":
+                if param.value not in TOPICS:
+                    return SetParametersResult(successful=False, reason=f"marks must be one of {tuple(TOPICS)}")
+                self.marks = param.value
                 self.clicks.clear()
         return SetParametersResult(successful=True)
 
@@ -134,17 +145,19 @@ class PromptNode(ParameterMixin, Node):
         msg.labels = [1] * len(points) if prompt_type == VisualPrompt.POINT else []
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.info.header.frame_id if self.info is not None else ""
-        self.pub.publish(msg)
+        self.pubs[self.marks].publish(msg)
         self.count += 1
-        self.get_logger().info(f"{msg.prompt_id}: {self.mode} prompt at {[(round(x, 1), round(y, 1)) for x, y in points]}")
+        self.get_logger().info(f"{msg.prompt_id}: {self.mode} prompt on the {self.marks} at "
+                               f"{[(round(x, 1), round(y, 1)) for x, y in points]}")
 
     def on_clear(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.clicks.clear()
         clear = VisualPrompt(type=VisualPrompt.POINT, prompt_id=f"clear-{self.count}")
         clear.header.stamp = self.get_clock().now().to_msg()
-        self.pub.publish(clear)
+        for pub in self.pubs.values():
+            pub.publish(clear)
         self.count += 1
-        response.success, response.message = True, "prompt cleared"
+        response.success, response.message = True, "target and place prompts cleared"
         return response
 
 

@@ -20,7 +20,8 @@ Resets: `~/reset` (std_srvs/Trigger) restarts the current task + seed; `/sim/res
 (latched), as an operator typing it would.
 Operator stand-in (`operator` parameter): "click" publishes the target's top centre on
 `/clicked_point` (base frame) at the first steps of each episode, as a person would with RViz's
-Publish Point tool; "prompt" publishes a POINT VisualPrompt on the target's pixels; "none" does not.
+Publish Point tool; "prompt" publishes a POINT VisualPrompt on the target's pixels; "prompt_place" also one
+on the destination's pixels on `/pixelvla/place_prompt` (where the target goes); "none" does not.
 With `expert:=true` the scripted expert (privileged state) publishes its action each step as an
 ActionChunk, standing in for the policy so the executor -> IK -> controller path is exercised.
 """
@@ -49,6 +50,7 @@ from pixelvla_training.sim.prompts import click_pixel, click_point
 from pixelvla_training.sim.tasks import get_task
 
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
+OPERATORS = ("none", "click", "prompt", "prompt_place")
 
 
 class SimNode(ParameterMixin, Node):
@@ -64,9 +66,10 @@ class SimNode(ParameterMixin, Node):
         self.camera_frame = self.declare("camera_frame", "camera_optical_frame", "optical frame of the camera")
         self.use_expert = self.declare("expert", False, "publish the scripted expert's actions as ActionChunks")
         self.publish_instruction = self.declare("publish_instruction", True, "publish each episode's instruction")
-        self.operator = self.declare("operator", "none", "operator stand-in: none, click (/clicked_point) or prompt")
-        if self.operator not in ("none", "click", "prompt"):
-            raise ValueError(f"operator {self.operator!r}: use none, click or prompt")
+        self.operator = self.declare("operator", "none", "operator stand-in: none, click (/clicked_point), prompt "
+                                     "or prompt_place (a prompt on the target and a place prompt on the destination)")
+        if self.operator not in OPERATORS:
+            raise ValueError(f"operator {self.operator!r}: use one of {', '.join(OPERATORS)}")
         max_steps = self.declare("max_episode_steps", 60, "episode length (control steps)", minimum=1)
         self.env = TabletopEnv(
             render_size=(size, size),
@@ -86,6 +89,7 @@ class SimNode(ParameterMixin, Node):
         self.chunk_pub = self.create_publisher(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND) if self.use_expert else None
         self.click_pub = self.create_publisher(PointStamped, "/clicked_point", 10)
         self.prompt_pub = self.create_publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
+        self.place_pub = self.create_publisher(VisualPrompt, "/pixelvla/place_prompt", qos.LATCHED)
         self.instruction_pub = self.create_publisher(String, "/pixelvla/instruction", qos.LATCHED)
         self.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", self.on_arm_command, qos.COMMAND)
         self.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory", self.on_gripper_command, qos.COMMAND)
@@ -217,11 +221,15 @@ class SimNode(ParameterMixin, Node):
             click = PointStamped(header=self.header(self.base_frame))
             click.point.x, click.point.y, click.point.z = map(float, point)
             self.click_pub.publish(click)
-        elif self.operator == "prompt" and self.obs["step"] == 0:
-            u, v = click_pixel(self.obs)  # pixel centre convention -> VisualPrompt's corner origin
-            prompt = VisualPrompt(header=image_header, type=VisualPrompt.POINT, points=[Point(x=u + 0.5, y=v + 0.5)],
-                                  labels=[1], prompt_id=f"operator-{self.task}-{self.seed}")
-            self.prompt_pub.publish(prompt)
+        elif self.operator.startswith("prompt") and self.obs["step"] == 0:
+            clicks = [(self.prompt_pub, self.obs["target_object"], "operator")]
+            if self.operator == "prompt_place":
+                clicks.append((self.place_pub, self.obs["destination"], "operator-place"))
+            for publisher, object_id, name in clicks:
+                u, v = click_pixel(self.obs, object_id)  # pixel centre convention -> VisualPrompt's corner origin
+                publisher.publish(VisualPrompt(header=image_header, type=VisualPrompt.POINT, labels=[1],
+                                               points=[Point(x=u + 0.5, y=v + 0.5)],
+                                               prompt_id=f"{name}-{self.task}-{self.seed}"))
 
     def publish_camera_pose(self) -> None:
         camera = self.camera

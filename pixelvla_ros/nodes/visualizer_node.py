@@ -1,7 +1,8 @@
 """Visualizer node: what the policy sees and plans, for the operator's RViz.
 
 - `/pixelvla/overlay` (rgb8): the camera image with the target mask tinted, the visual prompt drawn
-  (points green, box/line outlined) and the predicted end-effector path projected into the image (red);
+  (points green, box/line outlined; the place prompt the same in blue) and the predicted end-effector path
+  projected into the image (red);
 - `/pixelvla/markers` (visualization_msgs/MarkerArray, base frame): the predicted TCP path of the
   newest chunk as a line strip with a sphere per action.
 The path starts at the TCP of the latest `/joint_states` and applies the chunk's deltas in order.
@@ -36,7 +37,7 @@ class VisualizerNode(ParameterMixin, Node):
         self.joints: np.ndarray | None = None
         self.path: np.ndarray | None = None  # (N+1, 3) m, base frame
         self.mask: np.ndarray | None = None
-        self.prompt: VisualPrompt | None = None
+        self.prompts: dict[str, VisualPrompt] = {}  # "target" / "place" -> the prompt in force
         self.info: CameraInfo | None = None
         self.camera_pose: tuple[np.ndarray, np.ndarray] | None = None
         self.overlay_pub = self.create_publisher(Image, "/pixelvla/overlay", qos.SENSOR)
@@ -46,7 +47,8 @@ class VisualizerNode(ParameterMixin, Node):
         self.create_subscription(PoseStamped, "/camera/pose", self.on_camera_pose, qos.LATCHED)
         self.create_subscription(JointState, "/joint_states", self.on_joint_state, qos.SENSOR)
         self.create_subscription(ActionChunk, "/pixelvla/action_chunk", self.on_chunk, qos.COMMAND)
-        self.create_subscription(VisualPrompt, "/pixelvla/prompt", self.on_prompt, qos.LATCHED)
+        self.create_subscription(VisualPrompt, "/pixelvla/prompt", lambda m: self.on_prompt("target", m), qos.LATCHED)
+        self.create_subscription(VisualPrompt, "/pixelvla/place_prompt", lambda m: self.on_prompt("place", m), qos.LATCHED)
         self.create_subscription(Image, "/pixelvla/mask", self.on_mask, qos.LATCHED)
 
     def on_camera_pose(self, msg: PoseStamped) -> None:
@@ -67,8 +69,11 @@ class VisualizerNode(ParameterMixin, Node):
         self.path = predicted_tcp_path(self.joints, actions)
         self.publish_markers(msg)
 
-    def on_prompt(self, msg: VisualPrompt) -> None:
-        self.prompt = None if is_clear(msg) else msg
+    def on_prompt(self, marks: str, msg: VisualPrompt) -> None:
+        if is_clear(msg):
+            self.prompts.pop(marks, None)
+        else:
+            self.prompts[marks] = msg
 
     def on_mask(self, msg: Image) -> None:
         try:
@@ -84,14 +89,15 @@ class VisualizerNode(ParameterMixin, Node):
             return  # the policy node reports bad images
         if self.mask is not None and self.mask.shape == image.shape[:2]:
             image = tint_mask(image, self.mask)
-        if self.prompt is not None:
-            xy = np.array([(p.x, p.y) for p in self.prompt.points])
-            if self.prompt.type == VisualPrompt.BOX and len(xy) == 2:
-                draw_box(image, *xy[0], *xy[1])
-            elif self.prompt.type == VisualPrompt.LINE:
-                draw_polyline(image, xy, color=(60, 255, 60))
+        for marks, prompt in self.prompts.items():
+            color = (60, 255, 60) if marks == "target" else (60, 140, 255)
+            xy = np.array([(p.x, p.y) for p in prompt.points])
+            if prompt.type == VisualPrompt.BOX and len(xy) == 2:
+                draw_box(image, *xy[0], *xy[1], color=color)
+            elif prompt.type == VisualPrompt.LINE:
+                draw_polyline(image, xy, color=color)
             elif len(xy):
-                draw_points(image, xy)
+                draw_points(image, xy, color=color)
         camera = self.camera()
         if camera is not None and self.path is not None:
             uv, depth = camera.project(self.path)

@@ -120,6 +120,8 @@ def test_bad_images_are_refused_and_the_node_lives_on(policy, make_bad, error):
         (VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=float("nan"), y=3.0)], prompt_id="p"), "NaN"),
         (VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=500.0, y=3.0)], prompt_id="p"), "outside"),
         (VisualPrompt(type=VisualPrompt.BOX, points=[Point(x=5.0, y=5.0)], prompt_id="p"), "exactly 2 corner"),
+        (VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=5.0, y=5.0)], labels=[2], prompt_id="p"),
+         "belongs on /pixelvla/place_prompt"),
     ],
 )
 def test_bad_prompts_are_refused(policy, prompt, error):
@@ -287,3 +289,62 @@ def test_a_state_model_with_other_joints_stops_at_start(ros_domain, state_model)
     node = start_policy(f"model_path:={state_model}", "joint_names:=[waist, shoulder]")
     out, _ = node.communicate(timeout=60)
     assert node.returncode != 0 and "robot-state values" in out, out
+
+
+# ---------------------------------------------------------------- place prompts (where the target goes)
+@pytest.fixture(scope="module")
+def place_model(tmp_path_factory):
+    """A tiny checkpoint trained (here: built) with place prompts."""
+    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
+
+    path = tmp_path_factory.mktemp("place_model") / "ckpt"
+    PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny", place_prompts=True), seed=5,
+                               norm_stats=BRIDGE_LIKE).save_pretrained(path)
+    return path
+
+
+def test_a_place_prompt_reaches_the_model_with_the_target_prompt(ros_node, place_model):
+    from pixelvla_model import PLACE, PixelVLAPolicy
+    from pixelvla_model import Point as PromptPoint
+
+    node = start_policy(f"model_path:={place_model}")
+    io = {"chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
+          "image": ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR)}
+    status = ros_node.collect(PolicyStatus, "/pixelvla/status", qos.LATCHED)
+    prompt = ros_node.publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
+    place = ros_node.publisher(VisualPrompt, "/pixelvla/place_prompt", qos.LATCHED)
+    ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube on the plate"))
+    try:
+        assert ros_node.spin_until(lambda: any(m.state == PolicyStatus.ACTIVE for m in status), timeout=60)
+        prompt.publish(VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=30.5, y=40.5)], prompt_id="cube"))
+        place.publish(VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=120.5, y=90.5)], prompt_id="plate"))
+        ros_node.spin_for(0.5)
+        msg = frame(9001, seed=7)
+        both = chunk_for(ros_node, io, msg, timeout=60)
+        place.publish(VisualPrompt(type=VisualPrompt.POINT, labels=[1, 0], prompt_id="bad",
+                                   points=[Point(x=120.5, y=90.5), Point(x=10.5, y=10.5)]))
+        ros_node.spin_for(0.5)
+        io["image"].publish(frame(9002, seed=7))
+        wait_error(ros_node, {"status": status}, "place prompt refused")
+        target_only = chunk_for(ros_node, io, frame(9003, seed=7), timeout=60)  # the refused place is dropped
+    finally:
+        node.terminate()
+        node.communicate(timeout=20)
+    policy = PixelVLAPolicy.from_pretrained(place_model)
+    rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(120, 160, 3).copy()
+    cube = PromptPoint(30.5, 40.5)
+    reference = policy.predict(rgb, "put this cube on the plate", prompts=[cube, PromptPoint(120.5, 90.5, PLACE)])
+    assert np.abs(both - reference).max() < 1e-5
+    alone = policy.predict(rgb, "put this cube on the plate", prompts=[cube])
+    assert np.abs(target_only - alone).max() < 1e-5 and np.abs(alone - reference).max() > 1e-7
+
+
+def test_a_place_prompt_for_a_model_without_them_is_refused(policy):
+    probe, io = policy
+    io["instruction"].publish(String(data="put this cube on the plate"))
+    place = probe.publisher(VisualPrompt, "/pixelvla/place_prompt", qos.LATCHED)
+    place.publish(VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=120.5, y=90.5)], prompt_id="plate"))
+    probe.spin_for(0.3)
+    io["image"].publish(frame(9101))
+    wait_error(probe, io, "not trained with place prompts")
+    chunk_for(probe, io, frame(9102))  # refused once; the node goes on without it

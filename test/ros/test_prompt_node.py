@@ -18,10 +18,10 @@ BASE = "wx250s/base_link"
 R = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
-def start(mode):
+def start(mode, marks="target"):
     w, x, y, z = matrix_to_quat(R)
     return subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.prompt_node", "--ros-args",
-                             "-p", f"mode:={mode}", "-p", f"base_frame:={BASE}",
+                             "-p", f"mode:={mode}", "-p", f"marks:={marks}", "-p", f"base_frame:={BASE}",
                              "-p", "camera_position:=[0.0, 0.0, 0.5]",
                              "-p", f"camera_orientation:=[{x}, {y}, {z}, {w}]"])
 
@@ -91,3 +91,26 @@ def test_two_pixel_clicks_make_a_box(prompt_node):
     box = prompts[-1]
     assert box.type == VisualPrompt.BOX
     assert [(p.x, p.y) for p in box.points] == [(30.5, 20.5), (90.5, 70.5)]
+
+
+def test_place_clicks_go_to_the_place_topic_and_clear_clears_both(ros_node):
+    from std_srvs.srv import Trigger
+
+    node = start("point", marks="place")
+    targets = ros_node.collect(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
+    places = ros_node.collect(VisualPrompt, "/pixelvla/place_prompt", qos.LATCHED)
+    pixels = ros_node.publisher(Point, "/camera/image_raw_mouse_left")
+    try:
+        assert ros_node.spin_until(lambda: pixels.get_subscription_count() > 0, timeout=30)
+        pixels.publish(Point(x=12.0, y=34.0))
+        assert ros_node.spin_until(lambda: places, timeout=20)
+        assert [(p.x, p.y) for p in places[-1].points] == [(12.5, 34.5)] and not targets
+        clear = ros_node.node.create_client(Trigger, "/prompt/clear")
+        assert clear.wait_for_service(timeout_sec=20)
+        future = clear.call_async(Trigger.Request())
+        assert ros_node.spin_until(future.done, timeout=20) and future.result().success
+        assert ros_node.spin_until(lambda: targets and len(places) == 2, timeout=20)
+        assert not places[-1].points and not targets[-1].points  # clearing prompts on both topics
+    finally:
+        node.terminate()
+        node.wait(timeout=20)

@@ -1,4 +1,4 @@
-"""The visualizer draws the mask, the prompt and the projected path, and publishes path markers."""
+"""The visualizer draws the mask, the prompts and the projected path, and publishes path markers."""
 import signal
 from pathlib import Path
 
@@ -36,5 +36,7 @@ def test_overlay_and_markers(ros_node):
     finally:
         runner.send_signal(signal.SIGINT)
         runner.communicate(timeout=30)
+    # the operator stand-in's place prompt on the plate, in its own colour
+    assert any(np.all(image_to_rgb(o) == (60, 140, 255), axis=2).sum() >= 9 for o in overlays[-3:])
     line = markers[-1].markers[0]
     assert line.header.frame_id == "wx250s/base_link" and len(line.points) == 2  # TCP now + one expert action
