@@ -105,3 +105,23 @@ def test_enable_place_prompts_grows_the_label_embedding_and_keeps_every_other_ou
     assert not torch.allclose(place, before)  # place differs from background at the same spot
     built = PixelVLA(PixelVLAConfig.from_dict(model.config.to_dict()))
     built.load_state_dict(model.state_dict())  # the grown model is what a place_prompts config builds
+
+
+def test_an_engine_bundle_of_a_place_model_takes_place_prompts(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from pixelvla_model import PixelVLAPolicy
+    from pixelvla_model.export import export_bundle
+    from pixelvla_model.runtime.policy import load_policy
+
+    stats = {"bridge_orig": {"action": {"q01": [-0.02] * 6 + [0.0], "q99": [0.02] * 6 + [1.0], "mask": [True] * 6 + [False]}}}
+    PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny", place_prompts=True), seed=2,
+                               norm_stats=stats).save_pretrained(tmp_path / "ckpt")
+    export_bundle(tmp_path / "ckpt", tmp_path / "bundle")
+    image = np.random.default_rng(1).integers(0, 255, (*HW, 3), dtype=np.uint8)
+    prompts = [Point(40.0, 30.0), Box(100, 70, 150, 110, label=PLACE)]
+    engine = load_policy(tmp_path / "bundle", backend="onnxruntime").predict(image, "put this cube on the plate",
+                                                                            prompts=prompts)
+    reference = PixelVLAPolicy.from_pretrained(tmp_path / "ckpt").predict(image, "put this cube on the plate",
+                                                                         prompts=prompts)
+    assert np.abs(engine - reference).max() < 1e-4
