@@ -30,7 +30,7 @@ def test_an_expert_episode_records_the_grasp_and_the_carry():
     assert record["closest_cm"] < 1.5 and record["carried_to_cm"] < 2.0  # the grasp centred, the cube over the bowl
 
 
-@pytest.mark.parametrize("mode", [[], ["--text-only"]])
+@pytest.mark.parametrize("mode", [[], ["--text-only"], ["--place-prompt"]])
 def test_rollout_runs_the_shipped_checkpoint_and_summarizes(capsys, mode):
     assert main(["--model", str(DEFAULT_CHECKPOINT), "--tasks", "put_this_cube_in_bowl", "--episodes", "1", *mode]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
