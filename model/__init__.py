@@ -15,7 +15,8 @@ from .checkpoint import load_model, save_pretrained
 from .configuration import PRESETS, PROMPT_TYPE_IDS, PixelVLAConfig
 from .modeling import INPUT_NAMES, PixelVLA, PixelVLAOutput, example_inputs, input_names
 from .processing import PROMPT_TEMPLATE, PixelVLAPolicy, PixelVLAProcessor, unnormalize_actions
-from .prompts import BACKGROUND, FOREGROUND, PLACE, Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors, validate_prompt
+from .prompts import (BACKGROUND, FOREGROUND, PLACE, Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors,
+                      validate_prompt)
 from .tokenizer import build_byte_tokenizer, load_tokenizer
 
 # The project's own small checkpoint, trained in the simulator on a CPU (docs/results.md): the default
@@ -37,7 +38,8 @@ def from_openvla(directory, config=None, dtype=None):
 
 __all__ = [
     "PixelVLAConfig", "PRESETS", "PROMPT_TYPE_IDS", "PixelVLA", "PixelVLAOutput", "INPUT_NAMES", "input_names", "example_inputs",
-    "Point", "Line", "Box", "Mask", "FOREGROUND", "BACKGROUND", "PLACE", "batch_prompts", "empty_prompt_tensors", "validate_prompt",
+    "Point", "Line", "Box", "Mask", "FOREGROUND", "BACKGROUND", "PLACE", "batch_prompts", "empty_prompt_tensors",
+    "validate_prompt",
     "PixelVLAProcessor", "PixelVLAPolicy", "PROMPT_TEMPLATE", "unnormalize_actions",
     "save_pretrained", "load_model", "from_openvla", "build_byte_tokenizer", "load_tokenizer", "DEFAULT_CHECKPOINT",
     "DEFAULT_CHECKPOINT_NOTE",
