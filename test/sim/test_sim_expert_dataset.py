@@ -318,3 +318,35 @@ def test_destination_masks_are_added_to_older_recordings_that_replay_exactly(tmp
     np.testing.assert_array_equal(read_episode(first)["destination_mask"], expected)
     assert main(["--add-destination", str(root)]) == 0  # again: nothing left to add
     assert validate_dataset(root) == 2
+
+
+def _carrying_near_the_plate(env, offset_m: float) -> dict:
+    """An observation of the expert carrying the cube at carry height, `offset_m` (x) from above the plate."""
+    obs = env.reset("put_red_cube_on_plate", 0, render=False)
+    plate = obs["object_poses"]["plate"][:3]
+    obs["tcp_position"] = np.array([plate[0] + offset_m, plate[1], ScriptedExpert.carry_height])
+    obs["object_poses"] = {**obs["object_poses"],
+                           obs["target_object"]: np.concatenate([obs["tcp_position"] - [0, 0, 0.01], [1, 0, 0, 0]])}
+    return obs
+
+
+@pytest.mark.parametrize("radius", [None, 0.025])
+def test_place_radius_ends_the_carry_early_and_lowers_straight_down(fast_env, radius):
+    obs = _carrying_near_the_plate(fast_env, 0.02)
+    expert = ScriptedExpert(place_radius=radius)
+    expert.phase, expert._hold_rotation = "carry", obs["tcp_rotation"].copy()
+    action = expert.act(obs)
+    if radius is None:  # 2 cm off: carried on to the centre first
+        assert expert.phase == "carry" and action[0] < -0.015 and abs(action[2]) < 1e-3
+    else:  # within 2.5 cm: lowered where it is
+        assert expert.phase == "lower" and abs(action[0]) < 1e-3 and abs(action[1]) < 1e-3 and action[2] < -0.02
+    for task in ("put_red_cube_on_plate", "put_yellow_cube_in_bowl"):
+        assert run_expert_episode(fast_env, task, 1, render=False, expert=ScriptedExpert(place_radius=radius)).success
+
+
+def test_dataset_cli_refuses_a_place_radius_that_is_not_a_short_distance(tmp_path, capsys):
+    from pixelvla_training.sim.dataset import main
+
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "x"), "--place-radius", "0.5"])
+    assert "--place-radius 0.5 m" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -258,8 +258,9 @@ def relabel_episode(env, episode: Episode, expert=None, atol: float = 1e-5) -> E
     return Episode(arrays, dict(episode.meta))
 
 
-def relabel_dataset(root: str | os.PathLike, progress=print) -> dict[str, int]:
-    """Relabel every episode of a dataset in place with the current expert (see relabel_episode); an episode
+def relabel_dataset(root: str | os.PathLike, progress=print, expert=None) -> dict[str, int]:
+    """Relabel every episode of a dataset in place with `expert` (default: the current ScriptedExpert; see
+    relabel_episode); an episode
     that cannot be read or replayed is left as it is. Returns counts: relabelled, changed (files rewritten
     because their labels differ), unreadable, not replayable."""
     from pixelvla_training.sim.env import TabletopEnv
@@ -279,7 +280,7 @@ def relabel_dataset(root: str | os.PathLike, progress=print) -> dict[str, int]:
                 leave("unreadable", entry["file"], exc)
                 continue
             try:
-                relabelled = relabel_episode(env, episode)
+                relabelled = relabel_episode(env, episode, expert)
             except ValueError as exc:
                 leave("not replayable", entry["file"], exc)
                 continue
@@ -329,7 +330,7 @@ def add_destination_masks(root: str | os.PathLike, progress=print) -> dict[str, 
 
 def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=print,
                            translation_noise: float = 0.0, rotation_noise: float = 0.0,
-                           driver=None, expert_share: float = 1.0) -> int:
+                           driver=None, expert_share: float = 1.0, expert=None) -> int:
     """Record the scripted expert on every (task, seed) into the dataset at `root`; returns episodes written.
     The noise (m, rad) and a `driver` (DAgger) change the executed actions, never the recorded ones:
     see run_expert_episode."""
@@ -342,7 +343,7 @@ def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=
         for task in tasks:
             for seed in seeds:
                 ep = run_expert_episode(env, task, seed, translation_noise=translation_noise, rotation_noise=rotation_noise,
-                                        driver=driver, expert_share=expert_share)
+                                        driver=driver, expert_share=expert_share, expert=expert)
                 writer.add(episode_from_observations(ep.observations, ep.actions, env, ep.success, ep.executed))
                 count += 1
                 progress(f"[{count}/{len(tasks) * len(seeds)}] {task} seed {seed}: "
@@ -369,6 +370,9 @@ def main(argv=None) -> int:
                         help="with --policy: prompt the policy with a click on the destination too (place prompt)")
     parser.add_argument("--expert-share", type=float, default=0.3,
                         help="with --policy: the fraction of steps the expert's own action is executed")
+    parser.add_argument("--place-radius", type=float, metavar="M",
+                        help="expert labels (recording and --relabel): end the carry within M metres of the point "
+                             "above the destination and lower straight down from there (default: onto the centre)")
     parser.add_argument("--validate", metavar="DIR", help="only validate the dataset in DIR")
     parser.add_argument("--relabel", metavar="DIR",
                         help="recompute the actions of the dataset in DIR with the current expert, in place, by "
@@ -377,6 +381,11 @@ def main(argv=None) -> int:
                         help="give the episodes in DIR recorded without a destination mask one, in place, from "
                              "their rebuilt first observation")
     args = parser.parse_args(argv)
+    from pixelvla_training.sim.expert import ScriptedExpert
+
+    if args.place_radius is not None and not 0.0 < args.place_radius < 0.1:
+        parser.error(f"--place-radius {args.place_radius} m: give a distance in (0, 0.1)")
+    expert = ScriptedExpert(place_radius=args.place_radius)
     if args.add_destination:
         counts = add_destination_masks(args.add_destination)
         print(f"{args.add_destination}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -385,7 +394,7 @@ def main(argv=None) -> int:
         print(f"{args.validate}: {validate_dataset(args.validate)} valid episodes")
         return 0
     if args.relabel:
-        counts = relabel_dataset(args.relabel)
+        counts = relabel_dataset(args.relabel, expert=expert)
         print(f"{args.relabel}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return 0
     if not args.out:
@@ -404,7 +413,7 @@ def main(argv=None) -> int:
             parser.error(str(exc))
     n = record_expert_episodes(args.out, tasks, seeds, (args.size, args.size),
                                translation_noise=args.translation_noise, rotation_noise=args.rotation_noise,
-                               driver=driver, expert_share=args.expert_share)
+                               driver=driver, expert_share=args.expert_share, expert=expert)
     print(f"wrote {n} episodes to {Path(args.out).resolve()}")
     return 0
 

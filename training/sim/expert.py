@@ -50,16 +50,22 @@ class ScriptedExpert:
     gripper_steps: int = 2            # control steps to close or open the gripper
     hold_radius: float = 0.03         # m: a grasped cube's centre stays this close to the TCP
     lift_margin: float = 0.015        # m above its resting height: a held cube this high is off the table
+    # None: carry the cube to the point above the destination's centre (within 2.5 x position_tolerance) and
+    # lower it onto the centre. A distance (m): end the carry within it of that point and lower straight down
+    # from there (the plate and bowl accept a cube several cm off centre; a policy that only resolves the
+    # destination to a few cm then sees "lower" labels where it stops).
+    place_radius: float | None = None
     phase: str = field(default="approach", init=False)
     _counter: int = field(default=0, init=False)
     _psi: float | None = field(default=None, init=False)
     _hold_rotation: np.ndarray | None = field(default=None, init=False)  # TCP rotation when the grasp closed
+    _release_xy: np.ndarray | None = field(default=None, init=False)  # where to lower (with place_radius)
 
     PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "open", "retreat", "done")
 
     def reset(self) -> None:
         """Forget the current plan (call at every episode start)."""
-        self.phase, self._counter, self._psi, self._hold_rotation = "approach", 0, None, None
+        self.phase, self._counter, self._psi, self._hold_rotation, self._release_xy = "approach", 0, None, None, None
 
     def _grasp_yaw(self, obs: dict) -> float:
         """Finger-axis yaw aligned with a cube face, closest to a natural wrist pose for that cube."""
@@ -98,7 +104,8 @@ class ScriptedExpert:
         if ph == "carry":
             return np.array([dest[0], dest[1], self.carry_height]), rot, 0.0
         if ph == "lower":
-            return np.array([dest[0], dest[1], release_z]), rot, 0.0
+            x, y = dest[:2] if self._release_xy is None else self._release_xy
+            return np.array([x, y, release_z]), rot, 0.0
         if ph == "open":
             return obs["tcp_position"], rot, 1.0
         return np.array([obs["tcp_position"][0], obs["tcp_position"][1], release_z + self.hover_height]), rot, 1.0
@@ -126,7 +133,8 @@ class ScriptedExpert:
             # Going down to the cube waits for the position only: the wrist turns on the way, and a grasp
             # a little off the cube's faces still holds (a policy's states often are).
             check_rotation = self.phase not in ("approach", "descend")
-            if self._reached_scaled(obs, pos, rot, tol_scale, check_rotation):
+            loose = self.place_radius if self.phase == "carry" else None
+            if self._reached_scaled(obs, pos, rot, tol_scale, check_rotation, loose):
                 self._enter(self.PHASES[self.PHASES.index(self.phase) + 1], obs)
                 continue
             break
@@ -159,12 +167,17 @@ class ScriptedExpert:
         self.phase, self._counter = phase, 0
         if phase == "lift":
             self._hold_rotation = obs["tcp_rotation"].copy()
+        if phase == "lower" and self.place_radius is not None:
+            self._release_xy = np.array(obs["tcp_position"][:2], dtype=float)
 
-    def _reached_scaled(self, obs: dict, pos, rot, scale: float, check_rotation: bool = True) -> bool:
+    def _reached_scaled(self, obs: dict, pos, rot, scale: float, check_rotation: bool = True,
+                        position_tolerance: float | None = None) -> bool:
+        """Within the scaled tolerances of (pos, rot); `position_tolerance` (m) replaces the scaled one."""
         err_pos = np.linalg.norm(pos - obs["tcp_position"])
         err_rot = np.linalg.norm(wx250s.rotation_log(rot @ obs["tcp_rotation"].T))
         rotation_ok = err_rot < self.rotation_tolerance * scale or not check_rotation
-        return err_pos < self.position_tolerance * scale and rotation_ok
+        limit = self.position_tolerance * scale if position_tolerance is None else position_tolerance
+        return err_pos < limit and rotation_ok
 
 
 def _rotvec_matrix(rotvec: np.ndarray) -> np.ndarray:
