@@ -29,14 +29,16 @@ def test_overlay_and_markers(ros_node):
         overlay, original = pair
         return float(np.any(image_to_rgb(overlay) != image_to_rgb(original), axis=2).mean())
 
+    def place_drawn() -> bool:  # the operator stand-in's place prompt on the plate, in its own colour
+        return any(np.all(image_to_rgb(o) == (60, 140, 255), axis=2).sum() >= 9 for o in overlays[-3:])
+
     try:
-        # the first overlays may come before the mask, the prompt and the first chunk reach the visualizer
+        # the first overlays may come before the mask, the prompts and the first chunk reach the visualizer
         assert ros_node.spin_until(lambda: markers and any(drawn(p) > 0.001 for p in pairs()[-3:]), timeout=60), (
             f"{len(overlays)} overlays, {len(markers)} marker arrays; drawn shares {[drawn(p) for p in pairs()[-3:]]}")
+        assert ros_node.spin_until(place_drawn, timeout=60), "no overlay shows the place prompt"
     finally:
         runner.send_signal(signal.SIGINT)
         runner.communicate(timeout=30)
-    # the operator stand-in's place prompt on the plate, in its own colour
-    assert any(np.all(image_to_rgb(o) == (60, 140, 255), axis=2).sum() >= 9 for o in overlays[-3:])
     line = markers[-1].markers[0]
     assert line.header.frame_id == "wx250s/base_link" and len(line.points) == 2  # TCP now + one expert action
