@@ -148,14 +148,28 @@ def test_empty_instruction_is_refused(policy):
 BRIDGE_LIKE = {"bridge_orig": {"action": {"q01": [-0.02] * 6 + [0.0], "q99": [0.02] * 6 + [1.0], "mask": [True] * 6 + [False]}}}
 
 
+def tiny_checkpoint(path, seed: int, norm_stats=BRIDGE_LIKE, **config):
+    """Save a tiny randomly initialised checkpoint (preset "tiny" with `config` overrides) to `path`."""
+    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
+
+    PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny", **config), seed=seed,
+                               norm_stats=norm_stats).save_pretrained(path)
+    return path
+
+
+def policy_io(probe) -> dict:
+    """The policy's chunk output (collected) and camera input (a publisher)."""
+    return {"chunks": probe.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
+            "image": probe.publisher(Image, "/camera/image_raw", qos.SENSOR)}
+
+
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     """A tiny checkpoint with Bridge-like statistics, and an ONNX engine bundle exported from it."""
-    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
     from pixelvla_model.export import export_bundle
 
     root = tmp_path_factory.mktemp("models")
-    PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny"), seed=3, norm_stats=BRIDGE_LIKE).save_pretrained(root / "ckpt")
+    tiny_checkpoint(root / "ckpt", seed=3)
     export_bundle(root / "ckpt", root / "bundle", model_id="tiny-test-bundle")
     return root / "ckpt", root / "bundle"
 
@@ -175,8 +189,7 @@ def test_checkpoint_and_bundle_give_the_reference_actions(ros_node, model_dirs, 
     ckpt, bundle = model_dirs
     node = start_policy(f"model_path:={ckpt if backend == 'torch' else bundle}", f"backend:={backend}",
                         "unnorm_key:=bridge_orig", "expected_chunk_size:=5")
-    io = {"chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
-          "image": ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR)}
+    io = policy_io(ros_node)
     ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put the red cube on the plate"))
     try:
         msg = frame(6001, seed=5)
@@ -218,8 +231,7 @@ def test_default_model_is_the_shipped_checkpoint(ros_node):
     from sensor_msgs.msg import JointState
 
     node = start_policy()
-    io = {"chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
-          "image": ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR)}
+    io = policy_io(ros_node)
     ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube in the bowl"))
     joints = ros_node.publisher(JointState, "/joint_states", qos.SENSOR)  # the shipped model reads the robot state
     ros_node.node.create_timer(0.2, lambda: joints.publish(JointState(name=[*ARM, "left_finger"], position=[0.0] * 6 + [0.037])))
@@ -239,13 +251,9 @@ ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotat
 @pytest.fixture(scope="module")
 def state_model(tmp_path_factory):
     """A tiny checkpoint that reads 7 robot-state values (6 arm joints + the gripper finger)."""
-    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
-
     stats = {"bridge_orig": {**BRIDGE_LIKE["bridge_orig"],
                              "proprio": {"q01": [-1.5] * 6 + [0.015], "q99": [1.5] * 6 + [0.037]}}}
-    path = tmp_path_factory.mktemp("state_model") / "ckpt"
-    PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny", proprio_dim=7), seed=4, norm_stats=stats).save_pretrained(path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("state_model") / "ckpt", seed=4, norm_stats=stats, proprio_dim=7)
 
 
 def test_a_state_model_waits_for_joint_states_and_uses_them(ros_node, state_model):
@@ -254,8 +262,7 @@ def test_a_state_model_waits_for_joint_states_and_uses_them(ros_node, state_mode
     from pixelvla_model import PixelVLAPolicy
 
     node = start_policy(f"model_path:={state_model}")
-    io = {"chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
-          "image": ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR)}
+    io = policy_io(ros_node)
     status = ros_node.collect(PolicyStatus, "/pixelvla/status", qos.LATCHED)
     joints = ros_node.publisher(JointState, "/joint_states", qos.SENSOR)
     ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube in the bowl"))
@@ -295,12 +302,7 @@ def test_a_state_model_with_other_joints_stops_at_start(ros_domain, state_model)
 @pytest.fixture(scope="module")
 def place_model(tmp_path_factory):
     """A tiny checkpoint trained (here: built) with place prompts."""
-    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
-
-    path = tmp_path_factory.mktemp("place_model") / "ckpt"
-    PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny", place_prompts=True), seed=5,
-                               norm_stats=BRIDGE_LIKE).save_pretrained(path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("place_model") / "ckpt", seed=5, place_prompts=True)
 
 
 def test_a_place_prompt_reaches_the_model_with_the_target_prompt(ros_node, place_model):
@@ -308,8 +310,7 @@ def test_a_place_prompt_reaches_the_model_with_the_target_prompt(ros_node, place
     from pixelvla_model import Point as PromptPoint
 
     node = start_policy(f"model_path:={place_model}")
-    io = {"chunks": ros_node.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
-          "image": ros_node.publisher(Image, "/camera/image_raw", qos.SENSOR)}
+    io = policy_io(ros_node)
     status = ros_node.collect(PolicyStatus, "/pixelvla/status", qos.LATCHED)
     prompt = ros_node.publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
     place = ros_node.publisher(VisualPrompt, "/pixelvla/place_prompt", qos.LATCHED)
