@@ -6,8 +6,9 @@ A dataset is a directory holding one compressed ``.npz`` per episode (numpy arra
 
 Command line (records the scripted expert): ``python -m pixelvla_training.sim.dataset --out DIR
 [--tasks t1,t2] [--episodes N] [--seed0 S] [--size 224] [--translation-noise M --rotation-noise RAD]
-[--policy DIR --expert-share F]``;
-``--validate DIR`` checks an existing dataset; ``--relabel DIR`` recomputes its labels with the current expert.
+[--policy DIR --expert-share F [--place-prompt]] [--place-radius M]``;
+``--validate DIR`` checks an existing dataset; ``--relabel DIR`` recomputes its labels with the current expert
+(or the one ``--place-radius`` describes); ``--add-destination DIR`` adds destination masks to older recordings.
 """
 from __future__ import annotations
 
@@ -258,31 +259,32 @@ def relabel_episode(env, episode: Episode, expert=None, atol: float = 1e-5) -> E
     return Episode(arrays, dict(episode.meta))
 
 
+def _readable_episodes(root: str | os.PathLike, counts: dict[str, int], progress):
+    """(file name, path, Episode) for each episode of the dataset that can be read; the others are counted
+    under "unreadable" and reported through `progress`."""
+    for entry in read_index(root)["episodes"]:
+        path = Path(root) / entry["file"]
+        try:
+            yield entry["file"], path, read_episode(path)
+        except (OSError, ValueError) as exc:
+            counts["unreadable"] += 1
+            progress(f"{entry['file']}: left as it is, unreadable ({exc})")
+
+
 def relabel_dataset(root: str | os.PathLike, progress=print, expert=None) -> dict[str, int]:
     """Relabel every episode of a dataset in place with `expert` (default: the current ScriptedExpert; see
-    relabel_episode); an episode
-    that cannot be read or replayed is left as it is. Returns counts: relabelled, changed (files rewritten
-    because their labels differ), unreadable, not replayable."""
+    relabel_episode); an episode that cannot be read or replayed is left as it is. Returns counts: relabelled,
+    changed (files rewritten because their labels differ), unreadable, not replayable."""
     from pixelvla_training.sim.env import TabletopEnv
 
     counts = dict.fromkeys(("relabelled", "changed", "unreadable", "not replayable"), 0)
-
-    def leave(reason: str, name: str, exc: Exception) -> None:
-        counts[reason] += 1
-        progress(f"{name}: left as it is, {reason} ({exc})")
-
     with TabletopEnv(render=False, masks=False) as env:
-        for entry in read_index(root)["episodes"]:
-            path = Path(root) / entry["file"]
-            try:
-                episode = read_episode(path)
-            except (OSError, ValueError) as exc:
-                leave("unreadable", entry["file"], exc)
-                continue
+        for name, path, episode in _readable_episodes(root, counts, progress):
             try:
                 relabelled = relabel_episode(env, episode, expert)
             except ValueError as exc:
-                leave("not replayable", entry["file"], exc)
+                counts["not replayable"] += 1
+                progress(f"{name}: left as it is, not replayable ({exc})")
                 continue
             counts["relabelled"] += 1
             if not np.array_equal(relabelled["actions"], episode["actions"]):
@@ -301,23 +303,17 @@ def add_destination_masks(root: str | os.PathLike, progress=print) -> dict[str, 
     counts = dict.fromkeys(("added", "present", "unreadable", "not reproducible"), 0)
     envs: dict[tuple[int, int], TabletopEnv] = {}  # one renderer per image size
     try:
-        for entry in read_index(root)["episodes"]:
-            path = Path(root) / entry["file"]
-            try:
-                episode = read_episode(path)
-            except (OSError, ValueError) as exc:
-                counts["unreadable"] += 1
-                progress(f"{entry['file']}: left as it is, unreadable ({exc})")
-                continue
+        for name, path, episode in _readable_episodes(root, counts, progress):
             if "destination_mask" in episode.arrays:
                 counts["present"] += 1
                 continue
-            h, w = episode["images"].shape[1:3]
-            env = envs.get((h, w)) or envs.setdefault((h, w), TabletopEnv(render_size=(h, w)))
-            obs = env.reset(episode.meta["task"], episode.meta["seed"])
+            size = episode["images"].shape[1:3]
+            if size not in envs:
+                envs[size] = TabletopEnv(render_size=size)
+            obs = envs[size].reset(episode.meta["task"], episode.meta["seed"])
             if not np.array_equal(obs["rgb"], episode["images"][0]):
                 counts["not reproducible"] += 1
-                progress(f"{entry['file']}: left as it is, not reproducible (the rebuilt first image differs)")
+                progress(f"{name}: left as it is, not reproducible (the rebuilt first image differs)")
                 continue
             arrays = {**episode.arrays, "destination_mask": destination_mask(obs, episode.meta["destination"])}
             write_episode(path, Episode(arrays, dict(episode.meta)))
