@@ -113,10 +113,9 @@ def test_an_engine_bundle_of_a_place_model_takes_place_prompts(tmp_path):
     from pixelvla_model import PixelVLAPolicy
     from pixelvla_model.export import export_bundle
     from pixelvla_model.runtime.policy import load_policy
+    from tiny_models import save_tiny_checkpoint
 
-    stats = {"bridge_orig": {"action": {"q01": [-0.02] * 6 + [0.0], "q99": [0.02] * 6 + [1.0], "mask": [True] * 6 + [False]}}}
-    PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny", place_prompts=True), seed=2,
-                               norm_stats=stats).save_pretrained(tmp_path / "ckpt")
+    save_tiny_checkpoint(tmp_path / "ckpt", seed=2, place_prompts=True)
     export_bundle(tmp_path / "ckpt", tmp_path / "bundle")
     image = np.random.default_rng(1).integers(0, 255, (*HW, 3), dtype=np.uint8)
     prompts = [Point(40.0, 30.0), Box(100, 70, 150, 110, label=PLACE)]

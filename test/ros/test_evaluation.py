@@ -40,11 +40,12 @@ def test_policy_episode_runs_and_failures_are_filmed(ros_domain, tmp_path):
 
 
 def test_the_demo_adds_a_place_prompt_for_models_trained_with_them(tmp_path):
-    from pixelvla_model import DEFAULT_CHECKPOINT, PixelVLAConfig, PixelVLAPolicy
+    from pixelvla_model import DEFAULT_CHECKPOINT, PixelVLAConfig
     from pixelvla_ros.demo import operator_for
+    from tiny_models import save_tiny_checkpoint
 
     for place in (False, True):
-        PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny", place_prompts=place)).save_pretrained(tmp_path / str(place))
+        save_tiny_checkpoint(tmp_path / str(place), place_prompts=place)
         assert operator_for(str(tmp_path / str(place))) == ("prompt_place" if place else "prompt")
     shipped = PixelVLAConfig.from_json_file(DEFAULT_CHECKPOINT / "config.json").place_prompts
     assert operator_for("") == ("prompt_place" if shipped else "prompt")

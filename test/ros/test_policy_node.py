@@ -12,6 +12,7 @@ from std_msgs.msg import String
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import mono_to_image, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
+from tiny_models import BRIDGE_LIKE_WITH_STATE, save_tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -145,18 +146,6 @@ def test_empty_instruction_is_refused(policy):
 
 
 # ---------------------------------------------------------------- checkpoints and engine bundles
-BRIDGE_LIKE = {"bridge_orig": {"action": {"q01": [-0.02] * 6 + [0.0], "q99": [0.02] * 6 + [1.0], "mask": [True] * 6 + [False]}}}
-
-
-def tiny_checkpoint(path, seed: int, norm_stats=BRIDGE_LIKE, **config):
-    """Save a tiny randomly initialised checkpoint (preset "tiny" with `config` overrides) to `path`."""
-    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
-
-    PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny", **config), seed=seed,
-                               norm_stats=norm_stats).save_pretrained(path)
-    return path
-
-
 def policy_io(probe) -> dict:
     """The policy's chunk output (collected) and camera input (a publisher)."""
     return {"chunks": probe.collect(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND),
@@ -169,7 +158,7 @@ def model_dirs(tmp_path_factory):
     from pixelvla_model.export import export_bundle
 
     root = tmp_path_factory.mktemp("models")
-    tiny_checkpoint(root / "ckpt", seed=3)
+    save_tiny_checkpoint(root / "ckpt", seed=3)
     export_bundle(root / "ckpt", root / "bundle", model_id="tiny-test-bundle")
     return root / "ckpt", root / "bundle"
 
@@ -251,9 +240,8 @@ ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotat
 @pytest.fixture(scope="module")
 def state_model(tmp_path_factory):
     """A tiny checkpoint that reads 7 robot-state values (6 arm joints + the gripper finger)."""
-    stats = {"bridge_orig": {**BRIDGE_LIKE["bridge_orig"],
-                             "proprio": {"q01": [-1.5] * 6 + [0.015], "q99": [1.5] * 6 + [0.037]}}}
-    return tiny_checkpoint(tmp_path_factory.mktemp("state_model") / "ckpt", seed=4, norm_stats=stats, proprio_dim=7)
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("state_model") / "ckpt", seed=4,
+                                norm_stats=BRIDGE_LIKE_WITH_STATE, proprio_dim=7)
 
 
 def test_a_state_model_waits_for_joint_states_and_uses_them(ros_node, state_model):
@@ -302,7 +290,7 @@ def test_a_state_model_with_other_joints_stops_at_start(ros_domain, state_model)
 @pytest.fixture(scope="module")
 def place_model(tmp_path_factory):
     """A tiny checkpoint trained (here: built) with place prompts."""
-    return tiny_checkpoint(tmp_path_factory.mktemp("place_model") / "ckpt", seed=5, place_prompts=True)
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("place_model") / "ckpt", seed=5, place_prompts=True)
 
 
 def test_a_place_prompt_reaches_the_model_with_the_target_prompt(ros_node, place_model):

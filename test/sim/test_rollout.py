@@ -7,6 +7,7 @@ from pixelvla_model import DEFAULT_CHECKPOINT
 from pixelvla_training.sim.env import TabletopEnv
 from pixelvla_training.sim.expert import ScriptedExpert
 from pixelvla_training.sim.rollout import main, run_episode, summarize
+from tiny_models import BRIDGE_LIKE_WITH_STATE, save_tiny_checkpoint
 
 
 class ExpertDriver:
@@ -62,18 +63,11 @@ def test_unknown_task_is_refused(capsys):
 
 
 def _tiny_checkpoint(path, place_prompts: bool):
-    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
-
-    stats = {"bridge_orig": {"action": {"q01": [-0.02] * 6 + [0.0], "q99": [0.02] * 6 + [1.0], "mask": [True] * 6 + [False]},
-                             "proprio": {"q01": [-1.5] * 6 + [0.015], "q99": [1.5] * 6 + [0.037]}}}
-    config = PixelVLAConfig.from_preset("tiny", proprio_dim=7, place_prompts=place_prompts)
-    PixelVLAPolicy.from_config(config, seed=0, norm_stats=stats).save_pretrained(path)
-    return path
+    return save_tiny_checkpoint(path, norm_stats=BRIDGE_LIKE_WITH_STATE, proprio_dim=7, place_prompts=place_prompts)
 
 
 def test_place_prompt_rollouts_click_the_destination(tmp_path, capsys):
     from pixelvla_training.sim.dagger import PolicyDriver
-    from pixelvla_training.sim.env import TabletopEnv
 
     with_place = _tiny_checkpoint(tmp_path / "place", True)
     driver = PolicyDriver(with_place, place=True)
