@@ -12,7 +12,7 @@ from pixelvla_training.sim.dataset import (
 )
 from pixelvla_training.sim.env import TabletopEnv
 from pixelvla_training.sim.expert import ScriptedExpert, run_expert_episode
-from pixelvla_training.sim.tasks import TASKS
+from pixelvla_training.sim.tasks import CUBE_HALF, PLATE_TOP, REST_Z, TASKS
 
 
 @pytest.fixture(scope="module")
@@ -320,26 +320,49 @@ def test_destination_masks_are_added_to_older_recordings_that_replay_exactly(tmp
     assert validate_dataset(root) == 2
 
 
-def _carrying_near_the_plate(env, offset_m: float) -> dict:
-    """An observation of the expert carrying the cube at carry height, `offset_m` (x) from above the plate."""
+def _carrying_near_the_plate(env, offset_m: float, height_m: float = ScriptedExpert.carry_height) -> dict:
+    """An observation of the expert carrying the cube at `height_m` (TCP), `offset_m` (x) from the plate's centre."""
     obs = env.reset("put_red_cube_on_plate", 0, render=False)
     plate = obs["object_poses"]["plate"][:3]
-    obs["tcp_position"] = np.array([plate[0] + offset_m, plate[1], ScriptedExpert.carry_height])
+    obs["tcp_position"] = np.array([plate[0] + offset_m, plate[1], height_m])
     obs["object_poses"] = {**obs["object_poses"],
                            obs["target_object"]: np.concatenate([obs["tcp_position"] - [0, 0, 0.01], [1, 0, 0, 0]])}
     return obs
 
 
-@pytest.mark.parametrize("radius", [None, 0.025])
-def test_place_radius_ends_the_carry_early_and_lowers_straight_down(fast_env, radius):
-    obs = _carrying_near_the_plate(fast_env, 0.02)
+def _carry_step(obs: dict, radius) -> tuple[str, np.ndarray]:
     expert = ScriptedExpert(place_radius=radius)
     expert.phase, expert._hold_rotation = "carry", obs["tcp_rotation"].copy()
     action = expert.act(obs)
-    if radius is None:  # 2 cm off: carried on to the centre first
-        assert expert.phase == "carry" and action[0] < -0.015 and abs(action[2]) < 1e-3
-    else:  # within 2.5 cm: lowered where it is
-        assert expert.phase == "lower" and abs(action[0]) < 1e-3 and abs(action[1]) < 1e-3 and action[2] < -0.02
+    return expert.phase, action
+
+
+def test_without_place_radius_the_carry_ends_above_the_centre(fast_env):
+    phase, action = _carry_step(_carrying_near_the_plate(fast_env, 0.02), None)
+    assert phase == "carry" and action[0] < -0.015 and abs(action[2]) < 1e-3  # 2 cm off: level, to the centre
+
+
+def test_place_radius_carries_down_a_cone_and_lowers_straight_down_near_the_bottom(fast_env):
+    radius = 0.03
+    # Far out (10 cm, beyond where the cone starts): level, towards the plate.
+    phase, action = _carry_step(_carrying_near_the_plate(fast_env, 0.10), radius)
+    assert phase == "carry" and action[0] < -0.02 and abs(action[2]) < 1e-3
+    # 2 cm off at carry height: inside the radius but high up, so down towards the release point, and a
+    # little in; at 5 cm off the cone asks for less descent than at 2 cm.
+    phase, near = _carry_step(_carrying_near_the_plate(fast_env, 0.02), radius)
+    _, farther = _carry_step(_carrying_near_the_plate(fast_env, 0.05), radius)
+    assert phase == "carry" and near[2] < -0.03 and near[0] < 0.0
+    assert farther[2] > near[2] and farther[0] < near[0]
+    # 2 cm off, 1 cm above the release height: the carry is over, the cube goes straight down where it is.
+    obs = _carrying_near_the_plate(fast_env, 0.02)
+    plate_z = obs["object_poses"]["plate"][2]
+    release_z = plate_z - REST_Z["plate"] + PLATE_TOP + CUBE_HALF + 0.012
+    phase, action = _carry_step(_carrying_near_the_plate(fast_env, 0.02, release_z + 0.01), radius)
+    assert phase == "lower" and abs(action[0]) < 1e-3 and abs(action[1]) < 1e-3 and -0.011 < action[2] < -0.009
+
+
+@pytest.mark.parametrize("radius", [None, 0.03])
+def test_the_expert_places_with_and_without_a_place_radius(fast_env, radius):
     for task in ("put_red_cube_on_plate", "put_yellow_cube_in_bowl"):
         assert run_expert_episode(fast_env, task, 1, render=False, expert=ScriptedExpert(place_radius=radius)).success
 

@@ -367,8 +367,9 @@ def main(argv=None) -> int:
     parser.add_argument("--expert-share", type=float, default=0.3,
                         help="with --policy: the fraction of steps the expert's own action is executed")
     parser.add_argument("--place-radius", type=float, metavar="M",
-                        help="expert labels (recording and --relabel): end the carry within M metres of the point "
-                             "above the destination and lower straight down from there (default: onto the centre)")
+                        help="expert labels (recording and --relabel): carry down a cone around the destination, end "
+                             "the carry within M metres of the release point and lower straight down from there "
+                             "(default: level carry onto the centre)")
     parser.add_argument("--validate", metavar="DIR", help="only validate the dataset in DIR")
     parser.add_argument("--relabel", metavar="DIR",
                         help="recompute the actions of the dataset in DIR with the current expert, in place, by "

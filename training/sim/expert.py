@@ -51,10 +51,13 @@ class ScriptedExpert:
     hold_radius: float = 0.03         # m: a grasped cube's centre stays this close to the TCP
     lift_margin: float = 0.015        # m above its resting height: a held cube this high is off the table
     # None: carry the cube to the point above the destination's centre (within 2.5 x position_tolerance) and
-    # lower it onto the centre. A distance (m): end the carry within it of that point and lower straight down
-    # from there (the plate and bowl accept a cube several cm off centre; a policy that only resolves the
-    # destination to a few cm then sees "lower" labels where it stops).
+    # lower it onto the centre. A distance (m): the carry comes down a cone around the destination's centre
+    # (height above the release point = place_slope x (horizontal distance - place_radius)), ends within
+    # place_radius of the release point and lowers straight down from there. The plate and bowl accept a cube
+    # several cm off centre; a policy that resolves the destination only to a few cm then sees "lower" labels
+    # that grow smoothly as it closes in, instead of one switch at a point it cannot see.
     place_radius: float | None = None
+    place_slope: float = 2.0           # m of height per m of horizontal distance on that cone (clears the bowl rim)
     phase: str = field(default="approach", init=False)
     _counter: int = field(default=0, init=False)
     _psi: float | None = field(default=None, init=False)
@@ -102,7 +105,11 @@ class ScriptedExpert:
         if ph == "lift":
             return np.array([obs["tcp_position"][0], obs["tcp_position"][1], self.carry_height]), rot, 0.0
         if ph == "carry":
-            return np.array([dest[0], dest[1], self.carry_height]), rot, 0.0
+            z = self.carry_height
+            if self.place_radius is not None:
+                off_centre = float(np.linalg.norm(obs["tcp_position"][:2] - dest[:2]))
+                z = min(z, release_z + self.place_slope * max(0.0, off_centre - self.place_radius))
+            return np.array([dest[0], dest[1], z]), rot, 0.0
         if ph == "lower":
             x, y = dest[:2] if self._release_xy is None else self._release_xy
             return np.array([x, y, release_z]), rot, 0.0
