@@ -330,35 +330,51 @@ def _carrying_near_the_plate(env, offset_m: float, height_m: float = ScriptedExp
     return obs
 
 
-def _carry_step(obs: dict, radius) -> tuple[str, np.ndarray]:
+def _step_from(obs: dict, phase: str, radius) -> tuple[str, np.ndarray]:
+    """(phase after, action) of an expert with `radius` asked at `obs` while in `phase` (holding the cube)."""
     expert = ScriptedExpert(place_radius=radius)
-    expert.phase, expert._hold_rotation = "carry", obs["tcp_rotation"].copy()
+    expert.phase, expert._hold_rotation = phase, obs["tcp_rotation"].copy()
     action = expert.act(obs)
     return expert.phase, action
 
 
+def _plate_release_z(obs: dict) -> float:
+    return obs["object_poses"]["plate"][2] - REST_Z["plate"] + PLATE_TOP + CUBE_HALF + 0.012
+
+
 def test_without_place_radius_the_carry_ends_above_the_centre(fast_env):
-    phase, action = _carry_step(_carrying_near_the_plate(fast_env, 0.02), None)
+    phase, action = _step_from(_carrying_near_the_plate(fast_env, 0.02), "carry", None)
     assert phase == "carry" and action[0] < -0.015 and abs(action[2]) < 1e-3  # 2 cm off: level, to the centre
 
 
-def test_place_radius_carries_down_a_cone_and_lowers_straight_down_near_the_bottom(fast_env):
+def test_place_radius_carries_down_a_cone_lowers_straight_down_and_lets_go_in_a_band(fast_env):
     radius = 0.03
     # Far out (10 cm, beyond where the cone starts): level, towards the plate.
-    phase, action = _carry_step(_carrying_near_the_plate(fast_env, 0.10), radius)
+    phase, action = _step_from(_carrying_near_the_plate(fast_env, 0.10), "carry", radius)
     assert phase == "carry" and action[0] < -0.02 and abs(action[2]) < 1e-3
     # 2 cm off at carry height: inside the radius but high up, so down towards the release point, and a
     # little in; at 5 cm off the cone asks for less descent than at 2 cm.
-    phase, near = _carry_step(_carrying_near_the_plate(fast_env, 0.02), radius)
-    _, farther = _carry_step(_carrying_near_the_plate(fast_env, 0.05), radius)
+    phase, near = _step_from(_carrying_near_the_plate(fast_env, 0.02), "carry", radius)
+    _, farther = _step_from(_carrying_near_the_plate(fast_env, 0.05), "carry", radius)
     assert phase == "carry" and near[2] < -0.03 and near[0] < 0.0
     assert farther[2] > near[2] and farther[0] < near[0]
-    # 2 cm off, 1 cm above the release height: the carry is over, the cube goes straight down where it is.
-    obs = _carrying_near_the_plate(fast_env, 0.02)
-    plate_z = obs["object_poses"]["plate"][2]
-    release_z = plate_z - REST_Z["plate"] + PLATE_TOP + CUBE_HALF + 0.012
-    phase, action = _carry_step(_carrying_near_the_plate(fast_env, 0.02, release_z + 0.01), radius)
-    assert phase == "lower" and abs(action[0]) < 1e-3 and abs(action[1]) < 1e-3 and -0.011 < action[2] < -0.009
+    release_z = _plate_release_z(_carrying_near_the_plate(fast_env, 0.0))
+    # 1 cm off, 2 cm above the release height: the carry is over, the cube goes straight down where it is.
+    phase, action = _step_from(_carrying_near_the_plate(fast_env, 0.01, release_z + 0.02), "carry", radius)
+    assert phase == "lower" and abs(action[0]) < 1e-3 and abs(action[1]) < 1e-3 and -0.021 < action[2] < -0.019
+    # 2 cm off, 1 cm above it: within the release band, so it opens where it is.
+    phase, action = _step_from(_carrying_near_the_plate(fast_env, 0.02, release_z + 0.01), "carry", radius)
+    assert phase == "open" and np.allclose(action[:6], 0.0) and action[6] == 1.0
+
+
+def test_with_place_radius_a_lift_goes_only_as_high_as_the_cone(fast_env):
+    release_z = _plate_release_z(_carrying_near_the_plate(fast_env, 0.0))
+    # A cube the driver lifted itself right by the plate's centre is let go there, not lifted to carry height.
+    phase, action = _step_from(_carrying_near_the_plate(fast_env, 0.01, release_z + 0.005), "lift", 0.03)
+    assert phase == "open" and action[6] == 1.0
+    # Far from the plate a lift still goes up to carry height.
+    phase, action = _step_from(_carrying_near_the_plate(fast_env, 0.15, release_z), "lift", 0.03)
+    assert phase == "lift" and action[2] > 0.03
 
 
 @pytest.mark.parametrize("radius", [None, 0.03])

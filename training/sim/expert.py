@@ -58,6 +58,9 @@ class ScriptedExpert:
     # that grow smoothly as it closes in, instead of one switch at a point it cannot see.
     place_radius: float | None = None
     place_slope: float = 2.0           # m of height per m of horizontal distance on that cone (clears the bowl rim)
+    # With place_radius: let go once within this of the release point (the cube drops at most that far), so
+    # "open" is asked over a band of heights, not at one. A lift near the destination goes only up to the cone.
+    release_band: float = 0.015        # m
     phase: str = field(default="approach", init=False)
     _counter: int = field(default=0, init=False)
     _psi: float | None = field(default=None, init=False)
@@ -96,6 +99,10 @@ class ScriptedExpert:
             release_z = dest[2] + CUBE_HALF + 0.02
         release_z = max(release_z, dest[2] + BOWL_RIM - 0.01) if dest_name == "bowl" else release_z
         ph = self.phase
+        carry_z = self.carry_height
+        if self.place_radius is not None:  # the cone around the destination
+            off_centre = float(np.linalg.norm(obs["tcp_position"][:2] - dest[:2]))
+            carry_z = min(carry_z, release_z + self.place_slope * max(0.0, off_centre - self.place_radius))
         if ph == "approach":
             return np.array([target[0], target[1], grasp_z + self.hover_height]), rot, 1.0
         if ph == "descend":
@@ -103,13 +110,9 @@ class ScriptedExpert:
         if ph == "close":
             return obs["tcp_position"], rot, 0.0
         if ph == "lift":
-            return np.array([obs["tcp_position"][0], obs["tcp_position"][1], self.carry_height]), rot, 0.0
+            return np.array([obs["tcp_position"][0], obs["tcp_position"][1], carry_z]), rot, 0.0
         if ph == "carry":
-            z = self.carry_height
-            if self.place_radius is not None:
-                off_centre = float(np.linalg.norm(obs["tcp_position"][:2] - dest[:2]))
-                z = min(z, release_z + self.place_slope * max(0.0, off_centre - self.place_radius))
-            return np.array([dest[0], dest[1], z]), rot, 0.0
+            return np.array([dest[0], dest[1], carry_z]), rot, 0.0
         if ph == "lower":
             x, y = dest[:2] if self._release_xy is None else self._release_xy
             return np.array([x, y, release_z]), rot, 0.0
@@ -140,7 +143,9 @@ class ScriptedExpert:
             # Going down to the cube waits for the position only: the wrist turns on the way, and a grasp
             # a little off the cube's faces still holds (a policy's states often are).
             check_rotation = self.phase not in ("approach", "descend")
-            loose = self.place_radius if self.phase == "carry" else None
+            loose = None
+            if self.place_radius is not None and self.phase in ("carry", "lower"):
+                loose = self.place_radius if self.phase == "carry" else self.release_band
             if self._reached_scaled(obs, pos, rot, tol_scale, check_rotation, loose):
                 self._enter(self.PHASES[self.PHASES.index(self.phase) + 1], obs)
                 continue
