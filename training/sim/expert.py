@@ -143,9 +143,9 @@ class ScriptedExpert:
             # Going down to the cube waits for the position only: the wrist turns on the way, and a grasp
             # a little off the cube's faces still holds (a policy's states often are).
             check_rotation = self.phase not in ("approach", "descend")
-            loose = None
-            if self.place_radius is not None and self.phase in ("carry", "lower"):
-                loose = self.place_radius if self.phase == "carry" else self.release_band
+            # With place_radius the carry and the lowering end early (see place_radius, release_band).
+            loose = None if self.place_radius is None else {"carry": self.place_radius,
+                                                            "lower": self.release_band}.get(self.phase)
             if self._reached_scaled(obs, pos, rot, tol_scale, check_rotation, loose):
                 self._enter(self.PHASES[self.PHASES.index(self.phase) + 1], obs)
                 continue
