@@ -372,8 +372,8 @@ def main(argv=None) -> int:
                              "(default: level carry onto the centre)")
     parser.add_argument("--validate", metavar="DIR", help="only validate the dataset in DIR")
     parser.add_argument("--relabel", metavar="DIR",
-                        help="recompute the actions of the dataset in DIR with the current expert, in place, by "
-                             "replaying the executed actions (after a change to the expert)")
+                        help="recompute the actions of the dataset in DIR with the current expert (and --place-radius), "
+                             "in place, by replaying the executed actions (after a change to the expert)")
     parser.add_argument("--add-destination", metavar="DIR",
                         help="give the episodes in DIR recorded without a destination mask one, in place, from "
                              "their rebuilt first observation")
