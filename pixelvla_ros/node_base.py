@@ -87,6 +87,19 @@ class _StopFlag:
         self.event.set()
 
 
+def stop_node(node: Node) -> None:
+    """Call the node's `on_stop()` if it has one: the place to join worker threads and send a last
+    command (a hold) before the node is destroyed. Runs once, in the main thread, after spinning ends;
+    an exception is logged and never stops the teardown."""
+    on_stop = getattr(node, "on_stop", None)
+    if on_stop is None:
+        return
+    try:
+        on_stop()
+    except Exception as exc:  # noqa: BLE001 - teardown goes on whatever a node's cleanup does
+        node.get_logger().error(f"on_stop failed: {type(exc).__name__}: {exc}")
+
+
 def run_node(
     factory: Callable[[], Node],
     args: Sequence[str] | None = None,
@@ -124,6 +137,7 @@ def run_node(
         # A DDS teardown that hangs must not outlive the launcher's SIGTERM escalation.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if node is not None:
+            stop_node(node)
             executor.remove_node(node)
             node.destroy_node()
         executor.shutdown(timeout_sec=1.0)
