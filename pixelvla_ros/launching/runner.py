@@ -5,11 +5,15 @@ process (`python -m pixelvla_ros.nodes.<executable> --ros-args ...`) in its own 
 terminal Ctrl-C reaches only this runner, which then stops the nodes itself: SIGINT, a grace
 period, SIGTERM, another, then SIGKILL, always to its own children only. Node output is
 forwarded line by line, prefixed with the node's name. When a required node exits, the rest
-are stopped and the runner exits non-zero.
+are stopped and the runner exits non-zero. Should the runner itself die without stopping them
+(kill -9, a crash), Linux sends each node SIGTERM (PR_SET_PDEATHSIG), its clean stop: no orphans.
+(`start_in_background` ties a runner to the tool that starts it the same way.)
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -28,6 +32,24 @@ from pixelvla_ros.launching.description import LaunchError, NodeSpec, available_
 # DDS discovery stays on this machine unless the user asks for more (e.g. SUBNET for a robot
 # and an operator's laptop).
 DEFAULT_ENV = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_this_process():
+    """A `preexec_fn` for Popen (Linux; None elsewhere): the child gets SIGTERM when this process dies.
+
+    The kernel sends the signal when the *thread* that forked the child exits, so start children
+    from the main thread (or one that lives as long as the process).
+    """
+    return functools.partial(_die_with, os.getpid()) if _libc is not None else None
+
+
+def _die_with(parent_pid: int) -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != parent_pid:  # the parent died before the prctl took effect: do not start
+        os._exit(1)
 
 
 def ros_arguments(spec: NodeSpec, overrides_file: Path | None) -> list[str]:
@@ -80,6 +102,7 @@ class Runner:
         return path
 
     def start(self) -> None:
+        """Start every node; call from the main thread (see `die_with_this_process`)."""
         env = {**DEFAULT_ENV, **os.environ, "PYTHONUNBUFFERED": "1"}
         for spec in self.specs:
             command = [sys.executable, "-m", spec.module, *ros_arguments(spec, self._overrides_file(spec))]
@@ -91,6 +114,7 @@ class Runner:
                 text=True,
                 env=env,
                 start_new_session=True,
+                preexec_fn=die_with_this_process(),
             )
             forwarder = threading.Thread(target=self._forward, args=(spec.name, process.stdout), daemon=True)
             forwarder.start()
@@ -164,9 +188,13 @@ class Runner:
 
 
 def start_in_background(arguments: list[str], log: IO[str]) -> subprocess.Popen:
-    """`pixelvla-launch *arguments` as a child process writing its output to `log` (for tools that drive a stack)."""
+    """`pixelvla-launch *arguments` as a child process writing its output to `log` (for tools that drive a stack).
+
+    Should the tool die without `stop_background` (kill -9), the runner gets SIGTERM and stops its nodes.
+    """
     return subprocess.Popen([sys.executable, "-m", "pixelvla_ros.launching.runner", *arguments],
-                            stdout=log, stderr=subprocess.STDOUT, env={**DEFAULT_ENV, **os.environ})
+                            stdout=log, stderr=subprocess.STDOUT, env={**DEFAULT_ENV, **os.environ},
+                            preexec_fn=die_with_this_process())
 
 
 def stop_background(process: subprocess.Popen, timeout: float = 30.0) -> None:

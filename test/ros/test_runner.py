@@ -1,6 +1,10 @@
 """pixelvla-launch starting real nodes: parameters, remaps, shutdown, required nodes, bad input."""
+import os
+import re
 import signal
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +15,7 @@ from support import start_launch
 
 pytestmark = pytest.mark.ros
 CHATTER = str(Path(__file__).parent / "node_sets" / "chatter.nodes.yaml")
+CHATTER_EXECUTOR = str(Path(__file__).parent / "node_sets" / "chatter_executor.nodes.yaml")
 
 
 def finish(process: subprocess.Popen, timeout: float) -> tuple[int, str, float]:
@@ -69,6 +74,66 @@ def test_required_node_crash_stops_the_rest(ros_domain):
     assert code == 3, out
     assert "required node talker ended" in out
     assert "relay exited" in out
+
+
+def test_required_node_crash_stops_the_executor_cleanly(ros_domain):
+    runner = start_launch(CHATTER_EXECUTOR, "crash_after:=3.0")
+    code, out, _ = finish(runner, timeout=60)
+    assert code == 3 and "required node talker ended" in out, out
+    assert "sending SIGINT to executor" in out and "executor exited with code 0" in out, out
+    assert "SIGTERM to executor" not in out and "SIGKILL" not in out, out  # SIGINT was enough: its own clean stop
+
+
+def running(pid: int) -> bool:
+    """`pid` exists and is not a zombie (an orphan's zombie waits for a reaper that may never come)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+# a tool that drives a stack (as pixelvla-eval does), then hangs
+TOOL = """import sys, time
+from pixelvla_ros.launching.runner import start_in_background
+runner = start_in_background(sys.argv[1:], sys.stdout)
+print(f"started runner (pid {runner.pid})", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("killed", ["runner", "tool"])
+def test_kill_9_leaves_no_orphans(ros_node, killed):
+    """kill -9 of pixelvla-launch (or of a tool that started it in the background): no chance to stop
+    anything, yet no node outlives it (PR_SET_PDEATHSIG: SIGTERM, their clean stop)."""
+    relayed = ros_node.collect(String, "/relay_out")
+    if killed == "runner":
+        process = start_launch(CHATTER_EXECUTOR)
+    else:
+        process = subprocess.Popen([sys.executable, "-c", TOOL, CHATTER_EXECUTOR], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
+    pids: dict[int, str] = {}
+    try:
+        assert ros_node.spin_until(lambda: relayed, timeout=30), "nothing came through the relay"
+        pids = {int(m.group(2)): m.group(1) for m in re.finditer(r"started (\w+) \(pid (\d+)\)", "".join(lines))}
+        assert sorted(pids.values()) == sorted(["executor", "relay", "talker"] + (["runner"] if killed == "tool" else [])), lines
+        assert all(running(pid) for pid in pids)
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 30  # a clean stop takes ~1 s; generous for a loaded machine
+        while time.monotonic() < deadline and any(running(pid) for pid in pids):
+            time.sleep(0.1)
+        assert not [name for pid, name in pids.items() if running(pid)], f"outlived the {killed}: {''.join(lines)}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        reader.join(timeout=5)
+        for pid in pids:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)  # the test's own orphans: never leave them behind
 
 
 @pytest.mark.parametrize(
