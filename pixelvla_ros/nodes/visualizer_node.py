@@ -22,7 +22,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import ImageError, image_to_mono, image_to_rgb, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, VisualPrompt
-from pixelvla_ros.node_base import ParameterMixin, run_node
+from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node
 from pixelvla_ros.prompt_conversions import is_clear
 from pixelvla_training.robots import wx250s
 from pixelvla_training.sim.camera import CameraModel
@@ -56,9 +56,12 @@ class VisualizerNode(ParameterMixin, Node):
         self.camera_pose = (np.array([p.x, p.y, p.z]), wx250s.quat_to_matrix(np.array([o.w, o.x, o.y, o.z])))
 
     def on_joint_state(self, msg: JointState) -> None:
-        positions = dict(zip(msg.name, msg.position))
-        if all(n in positions for n in self.joint_names):
-            self.joints = np.array([positions[n] for n in self.joint_names])
+        joints = joint_positions(msg, self.joint_names)
+        if joints is not None:
+            self.joints = joints
+        elif set(self.joint_names) <= set(msg.name):  # (a message of other joints, e.g. the gripper's, is normal)
+            self.get_logger().warning("ignoring /joint_states with NaN or inf arm joint positions",
+                                      throttle_duration_sec=5.0)
 
     def on_chunk(self, msg: ActionChunk) -> None:
         if self.joints is None or msg.action_dim != 7 or len(msg.actions) != msg.horizon * 7:
