@@ -9,6 +9,10 @@ so are the messages received since the previous episode status (the new episode'
 be handled before its status: subscriptions are served in creation order, not arrival order).
 Bags go to `<output_dir>/<task>_seed<seed>_<n>` (or `<output_dir>/recording_<time>`), never
 overwriting an existing one.
+
+A crash (kill -9, power kept) loses at most the last `flush_period` of messages: the bag is in the file
+up to then, without its metadata.yaml, and `pixelvla_training.bags.read_bag` reads it and says what is
+missing. A failed write (disk full) ends that bag with an error line; the node goes on with the next one.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ KNOWN_TOPICS = {
     "/joint_states": ("sensor_msgs/msg/JointState", qos.SENSOR),
     "/pixelvla/instruction": ("std_msgs/msg/String", qos.LATCHED),
     "/pixelvla/prompt": ("pixelvla_ros/msg/VisualPrompt", qos.LATCHED),
+    "/pixelvla/place_prompt": ("pixelvla_ros/msg/VisualPrompt", qos.LATCHED),
     "/pixelvla/mask": ("sensor_msgs/msg/Image", qos.LATCHED),
     "/pixelvla/action_chunk": ("pixelvla_ros/msg/ActionChunk", qos.COMMAND),
     "/pixelvla/status": ("pixelvla_ros/msg/PolicyStatus", qos.LATCHED),
@@ -61,6 +66,8 @@ class RecorderNode(ParameterMixin, Node):
         self.split = self.declare("split_episodes", True, "one bag per simulator episode (/sim/episode)")
         if self.split and "/sim/episode" not in topics:
             raise ValueError("split_episodes needs /sim/episode among the recorded topics")
+        self.flush_period = self.declare("flush_period", 0.5, "a crash loses at most about this much of the recording (s)",
+                                         minimum=0.01)
         self.typestore = project_typestore(share_dir() / "msg")
         self.bag: BagWriter | None = None
         self.done_seen = False  # the open bag's episode has reported done
@@ -70,6 +77,7 @@ class RecorderNode(ParameterMixin, Node):
         for topic in topics:
             ros_type, profile = KNOWN_TOPICS[topic]
             self.create_subscription(message_class(ros_type), topic, lambda data, t=topic: self.on_message(t, data), profile, raw=True)
+        self.create_timer(self.flush_period / 2, self.on_flush_timer)
         if not self.split:
             self.open_bag(f"recording_{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -78,7 +86,7 @@ class RecorderNode(ParameterMixin, Node):
         n = 0
         while (self.output_dir / f"{name}_{n}").exists():
             n += 1
-        self.bag = BagWriter(self.output_dir / f"{name}_{n}", self.typestore)
+        self.bag = BagWriter(self.output_dir / f"{name}_{n}", self.typestore, flush_period_s=self.flush_period)
         for topic, (ros_type, _) in KNOWN_TOPICS.items():
             self.bag.add_topic(topic, ros_type)
         for topic, (stamp_ns, data) in self.latched.items():
@@ -95,7 +103,24 @@ class RecorderNode(ParameterMixin, Node):
             self.get_logger().info(f"wrote {self.bag.count} messages to {self.bag.path}")
             self.bag = None
 
+    def guarded(self, write) -> None:
+        """Run `write()`; if the disk fails it (full, the folder gone), give up the open bag, not the node."""
+        try:
+            write()
+        except OSError as exc:
+            path, self.bag = (self.bag.path if self.bag else self.output_dir), None
+            self.get_logger().error(f"recording to {path} stopped: {exc}. What reached the file before is kept "
+                                    "(pixelvla_training.bags.read_bag reads it)")
+
+    def on_flush_timer(self) -> None:
+        """BagWriter flushes when a write finds it due; this covers quiet periods."""
+        if self.bag is not None:
+            self.guarded(self.bag.flush_if_due)
+
     def on_message(self, topic: str, data: bytes) -> None:
+        self.guarded(lambda: self.record(topic, data))
+
+    def record(self, topic: str, data: bytes) -> None:
         stamp_ns = self.get_clock().now().nanoseconds
         episode = self.parse_episode(data) if self.split and topic == "/sim/episode" else None
         if episode is not None and self.done_seen:  # one status period after "done": the episode is over
@@ -125,7 +150,7 @@ class RecorderNode(ParameterMixin, Node):
             return None
 
     def destroy_node(self) -> None:
-        self.close_bag()
+        self.guarded(self.close_bag)
         super().destroy_node()
 
 

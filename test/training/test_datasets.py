@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 
 import numpy as np
@@ -289,9 +290,14 @@ def test_rlds_fractal_gripper_and_truncated_shard(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ bags
-def test_bag_reader_action_chunks_and_joint_states(tmp_path):
+STEPS = 7  # steps of the episode bag below
+BAG_MESSAGES = 1 + 4 * STEPS - 1  # an instruction; per step an image, a mask, joint states, a chunk (but step 3)
+
+
+def write_episode_bag(path, flush_period_s: float = 0.5, close: bool = True):
+    """A recorder-like bag of STEPS steps: images, target masks, chunks (none for step 3), joint states."""
     from pixelvla_training.bags import BagWriter, project_typestore
-    from pixelvla_training.datasets.bags import DEFAULT_MSG_DIR, read_bags
+    from pixelvla_training.datasets.bags import DEFAULT_MSG_DIR
     from pixelvla_training.robots import wx250s
 
     store = project_typestore(DEFAULT_MSG_DIR)
@@ -310,16 +316,15 @@ def test_bag_reader_action_chunks_and_joint_states(tmp_path):
         return T["sensor_msgs/msg/Image"](header=header(k), height=6, width=8, encoding=enc, is_bigendian=0,
                                           step=8 * c, data=data.reshape(-1))
 
-    bag = tmp_path / "bags" / "ep0"
-    bag.parent.mkdir()
-    w = BagWriter(bag, store)
+    path.parent.mkdir(exist_ok=True)
+    w = BagWriter(path, store, flush_period_s=flush_period_s)
     for topic, kind in [("/camera/image_raw", "sensor_msgs/msg/Image"), ("/pixelvla/instruction", "std_msgs/msg/String"),
                         ("/pixelvla/action_chunk", "pixelvla_ros/msg/ActionChunk"), ("/sim/target_mask", "sensor_msgs/msg/Image"),
                         ("/joint_states", "sensor_msgs/msg/JointState")]:
         w.add_topic(topic, kind)
     w.write("/pixelvla/instruction", 1, store.serialize_cdr(T["std_msgs/msg/String"](data="put the red cube on the plate"), "std_msgs/msg/String"))
     q = np.array(wx250s.HOME_Q if hasattr(wx250s, "HOME_Q") else np.zeros(6), float)
-    for k in range(7):
+    for k in range(STEPS):
         ns = (100 + k) * 10**9
         w.write("/camera/image_raw", ns, store.serialize_cdr(image(k), "sensor_msgs/msg/Image"))
         w.write("/sim/target_mask", ns, store.serialize_cdr(image(k, "mono8", 255), "sensor_msgs/msg/Image"))
@@ -333,8 +338,16 @@ def test_bag_reader_action_chunks_and_joint_states(tmp_path):
                                              position=np.array([*(q + [0.02 * k, 0, 0, 0, 0, 0]), 0.036, -0.036]),
                                              velocity=np.zeros(0), effort=np.zeros(0))
         w.write("/joint_states", ns, store.serialize_cdr(js, "sensor_msgs/msg/JointState"))
-    w.close()
+    if close:
+        w.close()
+    return w, q
 
+
+def test_bag_reader_action_chunks_and_joint_states(tmp_path):
+    from pixelvla_training.datasets.bags import read_bags
+    from pixelvla_training.robots import wx250s
+
+    _, q = write_episode_bag(tmp_path / "bags" / "ep0")
     skips = SkipLog("bags")
     (ep,) = list(read_bags(tmp_path / "bags", skips=skips))
     assert ep.instruction == "put the red cube on the plate" and ep.images.shape == (6, 6, 8, 3)
@@ -350,6 +363,63 @@ def test_bag_reader_action_chunks_and_joint_states(tmp_path):
     assert set(js_ep.actions[:, 6]) == {1.0}
     eps = load_episodes([{"type": "bags", "path": str(tmp_path / "bags")}], image_size=12)
     assert eps[0].images.shape == (6, 12, 12, 3)
+
+
+def test_bag_cut_short_gives_its_intact_steps_and_says_what_was_lost(tmp_path, caplog):
+    """A crash or a full disk leaves an MCAP file without its end (`File end magic is invalid` for rosbags)
+    or a bag without metadata.yaml: the steps before the damage are read, the loss is logged with numbers."""
+    from pixelvla_training.datasets.bags import read_bags
+
+    bag = tmp_path / "bags" / "ep0"
+    write_episode_bag(bag, flush_period_s=3600)  # one MCAP chunk: the cut falls inside it
+    (whole,) = read_bags(tmp_path / "bags", skips=SkipLog("whole"))
+    mcap = bag / "ep0.mcap"
+    data = mcap.read_bytes()  # magic, header record, the chunk record (opcode 6, u64 length), ...
+    chunk_at = 8 + 9 + int.from_bytes(data[9:17], "little")
+    assert data[chunk_at] == 0x06
+    mcap.write_bytes(data[: chunk_at + 9 + int.from_bytes(data[chunk_at + 1:chunk_at + 9], "little") // 2])
+    caplog.clear()
+    (cut,) = read_bags(tmp_path / "bags", skips=SkipLog("cut"))
+    assert 0 < len(cut.images) < len(whole.images)
+    np.testing.assert_array_equal(cut.images, whole.images[: len(cut.images)])  # the steps before the damage
+    np.testing.assert_array_equal(cut.actions, whole.actions[: len(cut.actions)])
+    (warning,) = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    read, lost = map(int, re.search(rf"read (\d+) messages of the {BAG_MESSAGES} its metadata.yaml lists: (\d+) lost",
+                                    warning).groups())
+    assert read + lost == BAG_MESSAGES and lost > 0
+    assert "ep0.mcap ends without its summary, its last" in warning and "bytes cut off mid-record" in warning
+
+    (bag / "metadata.yaml").unlink()  # a bag never closed: found, read, and reported
+    caplog.clear()
+    (unclosed,) = read_bags(tmp_path / "bags", skips=SkipLog("unclosed"))
+    np.testing.assert_array_equal(unclosed.images, cut.images)
+    assert any(f"ep0: no metadata.yaml: the bag was never closed" in r.getMessage() and f"read {read} messages" in r.getMessage()
+               for r in caplog.records), caplog.text
+
+
+def test_flushed_messages_survive_a_crash(tmp_path):
+    """What `BagWriter.flush` handed to the OS is in the file without a close (the recorder killed with -9)."""
+    from pixelvla_training.bags import find_bags, read_bag
+
+    bag = tmp_path / "ep0"
+    writer, _ = write_episode_bag(bag, flush_period_s=3600, close=False)
+    store = writer.typestore
+
+    def messages():
+        return [stamp for _, stamp, _ in read_bag(bag, store)]
+
+    assert messages() == []  # everything is still in rosbags' in-memory chunk
+    writer.flush()
+    assert len(messages()) == BAG_MESSAGES
+    writer.write("/pixelvla/instruction", 2, store.serialize_cdr(store.types["std_msgs/msg/String"](data="x"), "std_msgs/msg/String"))
+    assert len(messages()) == BAG_MESSAGES
+    writer.flush_period_s = 0.0
+    writer.flush_if_due()
+    flushed = messages()
+    assert len(flushed) == BAG_MESSAGES + 1
+    assert find_bags(tmp_path) == [bag] and find_bags(bag) == [bag]
+    writer.close()  # a bag closed after flushes (chunks of any size) reads as any other, through rosbags
+    assert (bag / "metadata.yaml").is_file() and messages() == sorted(flushed)
 
 
 # ------------------------------------------------------------------------------------------------ Pixel-160K

@@ -11,7 +11,9 @@ instruction is the latest ``/pixelvla/instruction`` (std_msgs/String) before it;
   two TCP poses, gripper = the next finger position binarised (1 = open); the last image has no action.
 
 The target mask of a step is the latest ``mask_topic`` image (mono8, non-zero = target) at or before it, if
-the bag has one. No ROS installation is needed (rosbags).
+the bag has one. A bag cut short (a recorder that crashed: no metadata.yaml, an MCAP file without its end)
+gives the steps up to the damage; `pixelvla_training.bags.read_bag` logs what was lost. No ROS installation
+is needed (rosbags).
 """
 from __future__ import annotations
 
@@ -168,13 +170,11 @@ def _joint_actions(image_stamps: Sequence[int], joints: list) -> list:
 
 
 def read_bags(paths: str | Sequence[str | Path], skips: Optional[SkipLog] = None, **kwargs) -> Iterator[Episode]:
-    """Episodes of every bag directory under `paths` (a folder of bags, one bag, or a list)."""
+    """Episodes of every bag directory under `paths` (a folder of bags, one bag, or a list), closed or not."""
     if isinstance(paths, (str, Path)):
-        root = Path(paths)
-        if (root / "metadata.yaml").is_file():
-            bag_dirs = [root]
-        else:
-            bag_dirs = sorted(p.parent for p in root.glob("*/metadata.yaml"))
+        from pixelvla_training.bags import find_bags
+
+        bag_dirs = find_bags(paths)
     else:
         bag_dirs = [Path(p) for p in paths]
     skips = skips if skips is not None else SkipLog("bags")
