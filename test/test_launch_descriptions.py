@@ -63,3 +63,54 @@ def test_malformed_node_set_files(tmp_path):
     bad.write_text("nodes: [")
     with pytest.raises(LaunchError, match="not valid YAML"):
         load_node_set(bad)
+
+
+@pytest.mark.parametrize("name, split", [("sim", True), ("policy", False)])
+def test_record_argument_adds_the_recorder(name, split, tmp_path):
+    node_set = load_node_set(name)
+    assert "recorder" not in {s.name for s in node_set.resolve()}  # off by default
+    specs = {s.name: s for s in node_set.resolve(node_set.parse_cli(["record:=true", f"bag_dir:={tmp_path}"]))}
+    recorder = specs["recorder"]
+    assert recorder.executable == "recorder_node" and not recorder.required
+    assert recorder.parameters["output_dir"] == str(tmp_path)
+    assert recorder.parameters.get("split_episodes", True) is split  # one bag per simulated episode; one bag on a robot
+    if name == "policy":  # it records the camera the policy reads
+        specs = {s.name: s for s in node_set.resolve(node_set.parse_cli(["record:=true", "camera_topic:=/cam/rgb"]))}
+        assert dict(specs["recorder"].remappings)["/camera/image_raw"] == "/cam/rgb"
+
+
+def test_enabled_must_be_a_boolean(tmp_path):
+    path = tmp_path / "x.nodes.yaml"
+    path.write_text("arguments: {flag: {default: 'yes please'}}\nnodes: {a: {executable: x, enabled: $(arg flag)}}")
+    with pytest.raises(LaunchError, match=r"node 'a': `enabled` must be true, false or a bool argument"):
+        load_node_set(path).resolve()
+
+
+def test_ros2_launch_starts_what_pixelvla_launch_starts(monkeypatch):
+    """launch/launch_ros are not installable here: stand-ins that record what ros_launch builds."""
+    import importlib
+    import sys
+    import types
+
+    class Recorded:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    stubs = {"launch": {"LaunchContext": Recorded, "LaunchDescription": lambda actions: actions},
+             "launch.actions": {"DeclareLaunchArgument": Recorded, "OpaqueFunction": Recorded, "Shutdown": Recorded},
+             "launch.substitutions": {"LaunchConfiguration": lambda name: types.SimpleNamespace(
+                 perform=lambda context: context.kwargs["values"][name])},
+             "launch_ros": {}, "launch_ros.actions": {"Node": Recorded}}
+    for name, attributes in stubs.items():
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attributes))
+    monkeypatch.delitem(sys.modules, "pixelvla_ros.launching.ros_launch", raising=False)  # restored afterwards
+    ros_launch = importlib.import_module("pixelvla_ros.launching.ros_launch")
+    for name in ("sim", "policy"):
+        *arguments, create = ros_launch.node_set_launch_description(name)
+        node_set = load_node_set(name)
+        assert [a.args[0] for a in arguments] == list(node_set.arguments)
+        for record in ("false", "true"):
+            values = {a.args[0]: a.kwargs["default_value"] for a in arguments} | {"record": record}
+            nodes = create.kwargs["function"](Recorded(values=values))
+            assert [n.kwargs["name"] for n in nodes] == [s.name for s in node_set.resolve(values)]
+            assert ("recorder" in [n.kwargs["name"] for n in nodes]) == (record == "true")

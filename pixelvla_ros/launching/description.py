@@ -8,6 +8,7 @@ exist) read it, so the two cannot drift apart:
     arguments:                       # user-settable as name:=value; all strings unless `type`
       robot: {default: widowx_bridge, description: "...", choices: [widowx_bridge, google_robot]}
       rate: {default: "5.0", type: float, description: "..."}
+      record: {default: "false", type: bool, description: "..."}
     namespace: $(arg namespace)      # optional, for every node
     nodes:
       policy:                        # the node's name
@@ -16,6 +17,9 @@ exist) read it, so the two cannot drift apart:
         parameter_files: [config/robots/$(arg robot).yaml]   # relative to the package share dir
         parameters: {control_rate_hz: $(arg rate)}           # override the files
         remappings: {/camera/image_raw: $(arg camera_topic)}
+      recorder:
+        executable: recorder_node
+        enabled: $(arg record)       # optional: a bool argument that starts the node or leaves it out
 
 `$(arg name)` is replaced by the argument's value. A value that is exactly one `$(arg x)` takes
 the argument's type; inside a longer string it is text.
@@ -156,6 +160,11 @@ class NodeSet:
         namespace = str(sub(self.raw.get("namespace", "")) or "")
         specs = []
         for node_name, node in self.raw["nodes"].items():
+            enabled = sub(node.get("enabled", True))
+            if not isinstance(enabled, bool):
+                raise LaunchError(f"node {node_name!r}: `enabled` must be true, false or a bool argument, not {enabled!r}")
+            if not enabled:
+                continue
             files = []
             for rel in sub(node.get("parameter_files", [])):
                 path = share_dir() / rel
@@ -218,7 +227,7 @@ def _validate(path: Path, raw: Any) -> NodeSet:
             type=ARG_TYPES[type_name],
             choices=tuple(str(c) for c in choices) if choices else None,
         )
-    node_keys = {"executable", "required", "parameter_files", "parameters", "remappings", "python_module"}
+    node_keys = {"executable", "required", "enabled", "parameter_files", "parameters", "remappings", "python_module"}
     for node_name, node in raw["nodes"].items():
         if not isinstance(node, dict) or "executable" not in node:
             raise fail(f"node {node_name!r} needs an `executable`")
