@@ -12,6 +12,8 @@ STAMP := $(VENV)/.stamps
 # (tests pick a free one per test; see test/conftest.py).
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= 95
+# Camera-sized frames over shared memory (config/fastdds.xml says why).
+export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds.xml
 # Offscreen rendering for the simulator (EGL, Mesa on the CPU where there is no GPU).
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl

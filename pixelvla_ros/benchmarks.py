@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from pixelvla_ros.launching.environment import missing_defaults
+
 
 def bare_latency(preset: str, frames: int, threads: int) -> np.ndarray:
     import torch
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--camera-hz", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for the node and the bare model")
     opts = parser.parse_args(argv)
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.update(missing_defaults())  # DDS on localhost, the Fast DDS profile for camera frames
     results = {}
     for preset in opts.presets.split(","):
         bare = bare_latency(preset, opts.frames, opts.threads)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelvla_ros.launching.environment import missing_defaults
+
 
 def task_list(spec: str) -> list[str]:
     from pixelvla_training.sim.tasks import TASKS, get_task
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--model {opts.model}: no such directory")
     if opts.operator == "none" and opts.mask == "ground_truth":
         parser.error("--operator none with --mask ground_truth gives the target away: text-only runs take --mask segmenter")
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.update(missing_defaults())  # DDS on localhost, the Fast DDS profile for camera frames
     opts.out.mkdir(parents=True, exist_ok=True)
     results = run_episodes(opts, tasks)
     write_report(opts, results)

@@ -11,6 +11,8 @@ import pytest
 
 # Before anything imports rclpy: DDS discovery never leaves this machine.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+# Camera-sized frames over shared memory, in the test process and the nodes it starts (config/fastdds.xml).
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(Path(__file__).resolve().parents[1] / "config" / "fastdds.xml"))
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -114,3 +114,18 @@ def test_ros2_launch_starts_what_pixelvla_launch_starts(monkeypatch):
             nodes = create.kwargs["function"](Recorded(values=values))
             assert [n.kwargs["name"] for n in nodes] == [s.name for s in node_set.resolve(values)]
             assert ("recorder" in [n.kwargs["name"] for n in nodes]) == (record == "true")
+
+
+def test_every_started_node_gets_localhost_discovery_and_the_fast_dds_profile():
+    """The profile exists, parses, and holds a 1280x720 rgb8 frame; user settings always win."""
+    import xml.etree.ElementTree as ET
+
+    from pixelvla_ros.launching.environment import missing_defaults, ros_environment
+
+    env = ros_environment({"PATH": "/bin"})
+    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    profile = ET.parse(env["FASTDDS_DEFAULT_PROFILES_FILE"])
+    sizes = [int(e.text) for e in profile.iter("{http://www.eprosima.com}segment_size")]
+    assert sizes and min(sizes) >= 4 * 1280 * 720 * 3
+    assert ros_environment({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"})["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "SUBNET"
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" not in missing_defaults({"FASTRTPS_DEFAULT_PROFILES_FILE": "/robot.xml"})

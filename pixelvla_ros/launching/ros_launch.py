@@ -12,6 +12,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from pixelvla_ros.launching.description import load_node_set
+from pixelvla_ros.launching.environment import missing_defaults
 
 
 def node_set_launch_description(name: str) -> LaunchDescription:
@@ -19,6 +20,7 @@ def node_set_launch_description(name: str) -> LaunchDescription:
 
     def create_nodes(context: LaunchContext) -> list[Node]:
         values = {arg: LaunchConfiguration(arg).perform(context) for arg in node_set.arguments}
+        environment = missing_defaults()  # DDS on localhost, large camera frames (launching/environment.py)
         nodes = []
         for spec in node_set.resolve(values):
             nodes.append(
@@ -31,6 +33,7 @@ def node_set_launch_description(name: str) -> LaunchDescription:
                     remappings=list(spec.remappings),
                     output="screen",
                     emulate_tty=True,
+                    additional_env=environment,
                     on_exit=Shutdown(reason=f"required node {spec.name} exited") if spec.required else None,
                 )
             )

@@ -28,10 +28,8 @@ from typing import IO
 import yaml
 
 from pixelvla_ros.launching.description import LaunchError, NodeSpec, available_node_sets, load_node_set
+from pixelvla_ros.launching.environment import ros_environment
 
-# DDS discovery stays on this machine unless the user asks for more (e.g. SUBNET for a robot
-# and an operator's laptop).
-DEFAULT_ENV = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -103,7 +101,7 @@ class Runner:
 
     def start(self) -> None:
         """Start every node; call from the main thread (see `die_with_this_process`)."""
-        env = {**DEFAULT_ENV, **os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**ros_environment(), "PYTHONUNBUFFERED": "1"}
         for spec in self.specs:
             command = [sys.executable, "-m", spec.module, *ros_arguments(spec, self._overrides_file(spec))]
             process = subprocess.Popen(
@@ -193,7 +191,7 @@ def start_in_background(arguments: list[str], log: IO[str]) -> subprocess.Popen:
     Should the tool die without `stop_background` (kill -9), the runner gets SIGTERM and stops its nodes.
     """
     return subprocess.Popen([sys.executable, "-m", "pixelvla_ros.launching.runner", *arguments],
-                            stdout=log, stderr=subprocess.STDOUT, env={**DEFAULT_ENV, **os.environ},
+                            stdout=log, stderr=subprocess.STDOUT, env=ros_environment(),
                             preexec_fn=die_with_this_process())
 
 
