@@ -3,8 +3,14 @@
 `rclpy.spin()` with rclpy's own signal handlers sometimes hangs on SIGINT/SIGTERM. `run_node`
 installs its own handlers that only set a flag, spins with a short timeout until the flag is
 set, then destroys the node. A second SIGINT (a terminal Ctrl-C reaches the whole process group,
-and a launcher forwards one too) is ignored once cleanup has begun; a SIGTERM then ends the
-process at once, so a launcher's escalation stops a node whose cleanup hangs.
+and a launcher forwards one too) is ignored once cleanup has begun, up to the process's exit; a SIGTERM
+then ends the process at once, so a launcher's escalation stops a node whose cleanup hangs. Before the
+node is destroyed, its `on_stop()` (if any) joins the threads it owns: a thread still inside torch or
+rclpy when the interpreter exits aborts the process (SIGABRT).
+
+Operator-facing topics (instruction, prompts, mask, e-stop) are read with `subscribe_latched`, so that
+both a latched publisher (transient local: a late joiner gets its last value) and the `ros2 topic pub`
+an operator types (reliable + volatile) reach the node.
 
 A node is a small class:
 
@@ -21,13 +27,23 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
+from collections import deque
 from typing import Any, Callable, Sequence
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
+
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+from pixelvla_ros import qos
 
 
 class ParameterMixin:
@@ -57,21 +73,77 @@ class ParameterMixin:
         return self.declare_parameter(name, default, descriptor).value
 
 
-def joint_positions(msg, names) -> "np.ndarray | None":
+def joint_positions(msg, names, finite: bool = True) -> "np.ndarray | None":
     """The positions of `names`, in that order, from a sensor_msgs/JointState; None unless every one is
-    there and finite (a partial or corrupt message must not move a robot)."""
+    there and (with `finite`) finite: a partial or corrupt message must not move a robot. With
+    finite=False a complete message holding NaN/inf comes back as it is, for a caller that reports it."""
     import numpy as np
 
     positions = dict(zip(msg.name, msg.position))
     if not all(name in positions for name in names):
         return None
     values = np.array([positions[name] for name in names], np.float64)
-    return values if np.all(np.isfinite(values)) else None
+    return values if not finite or np.all(np.isfinite(values)) else None
 
 
 def stamp_seconds(stamp) -> float:
     """A builtin_interfaces/Time (a message header's stamp) in seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+class DuplicateFilter:
+    """Drops the second copy of a message that both subscriptions of `subscribe_latched` delivered.
+
+    A transient-local publisher reaches both the transient-local and the volatile subscription, so each
+    of its messages arrives twice, once per subscription, moments apart; a volatile publisher (the CLI)
+    reaches only the volatile one. A message is a duplicate when it equals one delivered through the other
+    subscription within the last `window` s whose twin has not come yet (serialized messages compare as
+    bytes, so a NaN field is equal to itself). An operator who publishes the same message again reaches
+    one subscription only: every repeat passes.
+    """
+
+    def __init__(self, window: float = 2.0) -> None:
+        self.window = window  # s: both copies are taken by the same executor, normally ms apart
+        self.waiting: deque[tuple[Any, str, float]] = deque(maxlen=8)  # (message, subscription, arrival s)
+
+    def is_duplicate(self, msg: Any, via: str, now: float | None = None) -> bool:
+        """`msg` arrived through subscription `via` at `now` (s, monotonic): is it a twin already delivered?"""
+        now = time.monotonic() if now is None else now
+        while self.waiting and now - self.waiting[0][2] > self.window:
+            self.waiting.popleft()
+        for entry in self.waiting:
+            if entry[1] != via and entry[0] == msg:
+                self.waiting.remove(entry)  # the twin has come: a third copy is a new message
+                return True
+        self.waiting.append((msg, via, now))
+        return False
+
+
+def subscribe_latched(node: Node, msg_type: Any, topic: str, callback: Callable[[Any], None], **kwargs) -> list:
+    """Subscribe `callback` to an operator-facing topic that latched publishers and `ros2 topic pub` both use.
+
+    A transient-local subscription (qos.LATCHED) receives a latched publisher's last value when it joins
+    late, but matches no volatile publisher (the CLI's default: its messages never arrive); a volatile one
+    (qos.LATCHED_LIVE) matches both but replays nothing. Humble has no BEST_AVAILABLE durability, so both
+    are created and the copy that both deliver is dropped (DuplicateFilter). kwargs go to
+    create_subscription; with raw=True the callback gets the serialized message. Returns the two
+    subscriptions.
+    """
+    raw = kwargs.pop("raw", False)
+    duplicates = DuplicateFilter()
+
+    def deliver(via: str) -> Callable[[bytes], None]:
+        def on_message(data: bytes) -> None:
+            if not duplicates.is_duplicate(data, via):
+                callback(data if raw else deserialize_message(data, msg_type))
+        return on_message
+
+    # A volatile publisher is expected not to match the transient-local subscription (its twin takes its
+    # messages): no "offering incompatible QoS" warning from that one; the volatile one still warns.
+    quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _event: None)
+    return [node.create_subscription(msg_type, topic, deliver("latched"), qos.LATCHED, raw=True, event_callbacks=quiet,
+                                     **kwargs),
+            node.create_subscription(msg_type, topic, deliver("live"), qos.LATCHED_LIVE, raw=True, **kwargs)]
 
 
 class _StopFlag:
@@ -113,10 +185,12 @@ def run_node(
     at a time, so nodes need no locks and thread-bound resources (an EGL context) work; long work
     (inference) belongs in a worker thread of the node's own. `on_start` runs once after the
     node exists (e.g. lifecycle autostart). Exceptions raised while constructing or spinning are
-    logged and give exit code 1.
+    logged and give exit code 1. Meant to be the last thing a process does: SIGINT stays ignored after
+    it returns.
     """
     stop = _StopFlag()
-    previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, stop.handle)
     rclpy.init(args=list(args) if args is not None else None, signal_handler_options=SignalHandlerOptions.NO)
     executor = executor or SingleThreadedExecutor()
     node: Node | None = None
@@ -133,8 +207,12 @@ def run_node(
         logger.fatal(f"{type(exc).__name__}: {exc}")
         code = 1
     finally:
+        # From here to the process's exit a further SIGINT (the second of a Ctrl-C) is ignored; Python's
+        # default handler never comes back: a KeyboardInterrupt while threads are joined or the interpreter
+        # exits can abort the process. A DDS teardown that hangs must not outlive the launcher's SIGTERM
+        # escalation: SIGTERM ends the process at once.
         stop.cleaning_up = True
-        # A DDS teardown that hangs must not outlive the launcher's SIGTERM escalation.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if node is not None:
             stop_node(node)
@@ -142,6 +220,4 @@ def run_node(
             node.destroy_node()
         executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     return code

@@ -28,7 +28,7 @@ from std_msgs.msg import String
 
 from pixelvla_ros import qos
 from pixelvla_ros.launching.description import share_dir
-from pixelvla_ros.node_base import ParameterMixin, run_node
+from pixelvla_ros.node_base import ParameterMixin, run_node, subscribe_latched
 from pixelvla_training.bags import BagWriter, project_typestore
 
 # topic -> (ROS type, QoS). Latched topics are re-written at the start of each bag.
@@ -76,7 +76,11 @@ class RecorderNode(ParameterMixin, Node):
         self.bags_written: list[str] = []
         for topic in topics:
             ros_type, profile = KNOWN_TOPICS[topic]
-            self.create_subscription(message_class(ros_type), topic, lambda data, t=topic: self.on_message(t, data), profile, raw=True)
+            callback = lambda data, t=topic: self.on_message(t, data)  # noqa: E731
+            if profile is qos.LATCHED:  # operator topics: latched and `ros2 topic pub` publishers alike
+                subscribe_latched(self, message_class(ros_type), topic, callback, raw=True)
+            else:
+                self.create_subscription(message_class(ros_type), topic, callback, profile, raw=True)
         self.create_timer(self.flush_period / 2, self.on_flush_timer)
         if not self.split:
             self.open_bag(f"recording_{time.strftime('%Y%m%d-%H%M%S')}")
