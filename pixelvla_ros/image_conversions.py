@@ -2,6 +2,10 @@
 
 Every check a camera driver or an operator tool can fail raises `ImageError` with a message a
 person can act on; nodes catch it, report it in their status and publish nothing from that input.
+
+Byte order: an image flagged `is_bigendian` is refused whatever its encoding. For the 8-bit encodings
+supported here the flag changes nothing, so a driver that sets it is misconfigured or sends another
+layout than it names; an operator fixes the driver rather than have the policy guess.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from std_msgs.msg import Header
 # encoding -> channels; all are 8 bits per channel.
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 MAX_PIXELS = 4096 * 4096  # larger frames are rejected rather than converted (memory, latency)
+MAX_SIDE = 8192  # px: no camera the models are used with is wider or taller
+MAX_ASPECT = 8.0  # long side / short side: the models squash every frame to a square; 2x100000 is not a camera
 
 
 class ImageError(ValueError):
@@ -32,12 +38,19 @@ def _checked_view(msg: Image) -> np.ndarray:
     """The message's pixels as a (H, W, C) uint8 view of its buffer (no copy), after every check."""
     if msg.encoding not in CHANNELS:
         raise ImageError(f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(CHANNELS)}")
+    if msg.is_bigendian:
+        raise ImageError(f"a {msg.encoding} image flagged is_bigendian=1: this camera driver's byte-order flag is "
+                         "wrong or its layout is not the one it names; publish is_bigendian=0")
     channels = CHANNELS[msg.encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise ImageError(f"empty image ({width}x{height})")
-    if height * width > MAX_PIXELS:
-        raise ImageError(f"image {width}x{height} is larger than the {MAX_PIXELS} pixels accepted")
+    if height * width > MAX_PIXELS or max(height, width) > MAX_SIDE:
+        raise ImageError(f"image {width}x{height} is larger than accepted (at most {MAX_SIDE} px a side and "
+                         f"{MAX_PIXELS} pixels)")
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise ImageError(f"image {width}x{height} is more than {MAX_ASPECT:g} times as wide as high (or high as "
+                         "wide): not a camera frame the model can use")
     if step < width * channels:
         raise ImageError(f"step {step} is smaller than width {width} x {channels} channels ({msg.encoding})")
     data = msg.data

@@ -41,6 +41,11 @@ def test_round_trips():
         (Image(height=2, width=2, encoding="rgb8", step=4, data=bytes(8)), "step 4 is smaller than width 2"),
         (Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(10)), "data has 10 bytes, expected"),
         (Image(height=5000, width=5000, encoding="mono8", step=5000, data=b""), "larger than"),
+        (Image(height=2, width=100000, encoding="rgb8", step=300000, data=bytes(600000)), "larger than accepted"),
+        (Image(height=2, width=4000, encoding="rgb8", step=12000, data=bytes(24000)), "more than 8 times as wide"),
+        (Image(height=4, width=4, encoding="mono16", is_bigendian=1, step=8, data=bytes(32)),
+         r"unsupported image encoding 'mono16'"),
+        (Image(height=4, width=4, encoding="rgb8", is_bigendian=1, step=12, data=bytes(48)), "is_bigendian=1"),
     ],
 )
 def test_malformed_images_are_rejected(msg, message):
