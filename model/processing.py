@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -145,6 +146,9 @@ class PixelVLAProcessor:
 
     def __init__(self, config: PixelVLAConfig, tokenizer, norm_stats: Optional[dict[str, Any]] = None):
         self.config, self.tokenizer = config, tokenizer
+        # A fast tokenizer changes its padding settings per call and is not safe to call from two threads at
+        # once (a ROS node checks instructions in one thread while another runs the model).
+        self.tokenizer_lock = threading.Lock()
         self.norm_stats = validate_norm_stats(norm_stats or {}, config.action_dim)
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token")
@@ -157,6 +161,13 @@ class PixelVLAProcessor:
                         or len(p.get("q99", ())) != config.proprio_dim:
                     raise ValueError(f"the model takes {config.proprio_dim} robot-state values, but norm_stats[{key!r}] "
                                      f"has no 'proprio' entry with q01/q99 of that length; retrain or fix norm_stats.json")
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable (e.g. a collate_fn sent to DataLoader workers)
+        return {k: v for k, v in self.__dict__.items() if k != "tokenizer_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.tokenizer_lock = threading.Lock()
 
     def normalize_proprio(self, state: np.ndarray, unnorm_key: Optional[str] = None) -> np.ndarray:
         """Raw robot state (P,) -> normalised (P,) float32; ValueError naming what is wrong with it."""
@@ -184,7 +195,8 @@ class PixelVLAProcessor:
         hw = [tuple(np.asarray(im).shape[:2]) for im in images]
         pixel_values = torch.stack([preprocess_image(im, s) for im in images])
         target = torch.stack([preprocess_mask(m, h, s) for m, h in zip(masks, hw)])
-        text = self.tokenizer([build_prompt(t) for t in instructions], padding=True, return_tensors="pt")
+        with self.tokenizer_lock:
+            text = self.tokenizer([build_prompt(t) for t in instructions], padding=True, return_tensors="pt")
         ids = text["input_ids"]
         if self.tokenizer.bos_token_id is not None and not bool((ids[:, 0] == self.tokenizer.bos_token_id).all()):
             raise ValueError("the tokenizer must put BOS first (the network inserts its tokens after it)")
@@ -197,6 +209,11 @@ class PixelVLAProcessor:
                                  f"the {b} images; pass proprio")
             out["proprio"] = torch.as_tensor(np.stack([np.asarray(p, np.float32) for p in proprio]))
         return out
+
+    def text_tokens(self, instruction: str) -> int:
+        """Tokens the network gets for `instruction` (in PROMPT_TEMPLATE); ValueError for an empty one."""
+        with self.tokenizer_lock:
+            return len(self.tokenizer(build_prompt(instruction))["input_ids"])
 
     def unnormalize(self, actions: np.ndarray, unnorm_key: Optional[str] = None) -> np.ndarray:
         return unnormalize_actions(actions, self.norm_stats[resolve_unnorm_key(self.norm_stats, unnorm_key)])
@@ -239,6 +256,21 @@ class PixelVLAPolicy:
     @property
     def norm_stats(self) -> dict[str, Any]:
         return self.processor.norm_stats
+
+    @property
+    def text_len_range(self) -> tuple[int, int]:
+        """(min, max) text tokens the network takes: the positions left after the prefix (image, pixel,
+        prompt and state tokens)."""
+        return 1, self.config.max_position_embeddings - self.config.prefix_tokens
+
+    def check_instruction(self, instruction: str) -> int:
+        """The token count of `instruction` in the prompt template; ValueError saying why this model cannot
+        take it (empty, or longer than text_len_range allows), before any frame is run with it."""
+        n = self.processor.text_tokens(instruction)
+        low, high = self.text_len_range
+        if not low <= n <= high:
+            raise ValueError(f"{n} tokens with the prompt template; this model takes {low}..{high}")
+        return n
 
     @torch.inference_mode()
     def infer(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:

@@ -31,6 +31,10 @@ class RuntimePolicy(PixelVLAPolicy):
     def config(self) -> PixelVLAConfig:
         return self.processor.config
 
+    @property
+    def text_len_range(self) -> tuple[int, int]:
+        return self.runtime.text_len_range  # a bundle may accept fewer tokens than the config allows
+
     def infer(self, inputs: dict) -> np.ndarray:
         return self.runtime.infer(inputs)
 

@@ -7,13 +7,25 @@ With `autostart` (default) the node configures and activates itself.
 Latest frame only: the image callback keeps one slot; a frame that is replaced before the worker
 thread takes it is counted as dropped, so a slow model never works through a backlog. Inference
 runs in that worker thread, at most `control_rate_hz` times per second (0: as fast as the model
-allows). Each chunk carries its image's stamp. Bad input (an unsupported or malformed image, an
-empty or oversized instruction, an invalid prompt or mask) is refused with a log line and a
-PolicyStatus; nothing is published from it.
+allows). Each chunk carries its image's stamp. Inputs are checked when they arrive, against the
+loaded model (pixelvla_ros.policy_inputs): an unsupported or malformed image, an empty instruction or one
+longer than the model's token limit, a prompt the model cannot take (NaN, outside the image, more points
+than config.max_prompts with the place prompt, a place prompt for a model without them), a mask of another
+size than the camera's. Each is refused once with a log line and an ERROR PolicyStatus; the previous
+instruction, prompt or mask stays in force, and nothing is published from a refused image.
 
 A model that reads the robot state (config.proprio_dim > 0) gets the latest /joint_states: the positions
-of `joint_names` then `gripper_joint`, the dataset convention it was trained with. It waits for the first
-complete joint state before it runs, and refuses at configure a model whose state width does not match.
+of `joint_names` then `gripper_joint`, the dataset convention it was trained with. It does not run while
+the newest complete joint state is missing, holds NaN/inf or is older than `max_joint_state_age`, and
+refuses at configure a model whose state width does not match. While it waits for an input (a frame, an
+instruction, a usable joint state) PolicyStatus.waiting_for says which, and diagnostics report a WARN.
+
+Camera: the frame rate is estimated from the image stamps and the frames that never arrived are counted
+(PolicyStatus camera_rate, frames_lost), with the age of the frame each chunk was computed from.
+
+Instruction, prompts and mask are received from latched publishers (a late-joining node gets their last
+value) and from volatile ones (`ros2 topic pub`) alike: node_base.subscribe_latched. On shutdown the
+inference thread is joined before the node is destroyed (on_stop).
 
 Topics: /camera/image_raw, /pixelvla/instruction (String), /pixelvla/prompt (VisualPrompt; a POINT
 prompt without points clears it), /pixelvla/place_prompt (VisualPrompt: where the target goes, for models
@@ -23,6 +35,7 @@ trained with place prompts; cleared the same way), /pixelvla/mask (mono8, the se
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -38,12 +51,12 @@ from std_msgs.msg import Header, String
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import Frame, ImageError, image_to_mono, image_to_rgb
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
-from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node
-from pixelvla_ros.prompt_conversions import PromptError, is_clear, prompt_from_msg
+from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_latched
+from pixelvla_ros.policy_inputs import CameraRate, InputError, ModelLimits, PolicyInputs
+from pixelvla_ros.prompt_conversions import is_clear
 from pixelvla_training.robots import wx250s
 
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
-MAX_INSTRUCTION_CHARS = 512
 LATENCY_WINDOW = 200
 
 
@@ -63,37 +76,42 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         rate = self.declare("control_rate_hz", 5.0, "max chunks per second; 0 = as fast as the model allows", minimum=0.0)
         self.min_period = 1.0 / rate if rate > 0 else 0.0
         self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame the actions are expressed in")
-        self.instruction = self.declare("instruction", "", "initial instruction (the topic overrides it)")
+        instruction = self.declare("instruction", "", "initial instruction (the topic overrides it)")
         self.state_joints = list(self.declare(
             "joint_names", list(wx250s.JOINT_NAMES),
             "arm joints whose positions (then the gripper's) form the robot state of models that read it"))
         self.state_joints.append(self.declare("gripper_joint", "left_finger", "gripper joint, last value of the robot state"))
+        max_state_age = self.declare("max_joint_state_age", 1.0, "s: a model that reads the robot state does not run "
+                                     "on a joint state older than this (header stamp, or arrival if unstamped)",
+                                     minimum=0.0)
         autostart = self.declare("autostart", True, "configure and activate at start-up")
 
         self.policy = None
         self.model_id = ""
         self.active = False
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards latest, inputs, camera and active between callbacks and the worker
         self.new_frame = threading.Condition(self.lock)
         self.latest: Frame | None = None
-        self.prompt_msg: VisualPrompt | None = None
-        self.place_msg: VisualPrompt | None = None
-        self.mask: np.ndarray | None = None
-        self.robot_state: np.ndarray | None = None  # (len(joint_names) + 1,) latest complete joint positions
+        self.inputs = PolicyInputs(self.state_joints, max_state_age)
+        if instruction:
+            self.inputs.set_instruction(instruction)  # checked against the model at configure
+        self.camera = CameraRate()
         self.sequence = 0
         self.counters = {"received": 0, "used": 0, "dropped": 0}
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.last_frame_age = math.nan  # s, of the image the last chunk was computed from, when it went out
         self.last_error = ""
+        self.told_waiting = ""  # the waiting reason last logged
         self.worker: threading.Thread | None = None
 
         self.chunk_pub = self.create_publisher(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND)
         self.status_pub = self.create_publisher(PolicyStatus, "/pixelvla/status", qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(Image, "/camera/image_raw", self.on_image, qos.SENSOR)
-        self.create_subscription(String, "/pixelvla/instruction", self.on_instruction, qos.LATCHED)
-        self.create_subscription(VisualPrompt, "/pixelvla/prompt", self.on_prompt, qos.LATCHED)
-        self.create_subscription(VisualPrompt, "/pixelvla/place_prompt", self.on_place_prompt, qos.LATCHED)
-        self.create_subscription(Image, "/pixelvla/mask", self.on_mask, qos.LATCHED)
+        subscribe_latched(self, String, "/pixelvla/instruction", self.on_instruction)
+        subscribe_latched(self, VisualPrompt, "/pixelvla/prompt", lambda msg: self.on_prompt(msg, place=False))
+        subscribe_latched(self, VisualPrompt, "/pixelvla/place_prompt", lambda msg: self.on_prompt(msg, place=True))
+        subscribe_latched(self, Image, "/pixelvla/mask", self.on_mask)
         self.create_subscription(JointState, "/joint_states", self.on_joint_state, qos.SENSOR)
         self.create_timer(1.0, self.publish_status)
         if autostart:
@@ -109,13 +127,16 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - BundleError, OSError, ValueError...: all mean "cannot run this model"
             self.report_error(f"loading {self.model_path or 'the default model'} failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        width = self.policy.config.proprio_dim
-        if width and width != len(self.state_joints):
-            self.report_error(f"the model reads {width} robot-state values, but joint_names + gripper_joint name "
-                              f"{len(self.state_joints)} joints ({self.state_joints}); set them to the joints it was trained on")
+        try:
+            with self.lock:
+                refused = self.inputs.set_model(ModelLimits.of(self.policy))
+        except InputError as exc:
+            self.report_error(str(exc))
             self.policy = None
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"loaded {self.model_id} ({self.backend})")
+        for reason in refused:
+            self.report_error(reason)
         return TransitionCallbackReturn.SUCCESS
 
     def load_policy(self):
@@ -153,7 +174,9 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         return policy, policy.runtime.describe().get("model_id") or Path(model_path).resolve().name
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.active = True
+        with self.lock:
+            self.active = True
+            self.camera = CameraRate()
         self.worker = threading.Thread(target=self.inference_loop, name="inference", daemon=True)
         self.worker.start()
         return super().on_activate(state)
@@ -171,17 +194,33 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.stop_worker()
         return TransitionCallbackReturn.SUCCESS
 
+    def on_stop(self) -> None:
+        """run_node: the process is stopping; the inference thread must end before the node is destroyed."""
+        self.stop_worker()
+
     def stop_worker(self) -> None:
+        """Stop the inference thread and wait for it: it finishes the chunk it is computing. Never given up
+        on: a thread left inside torch makes the interpreter abort at exit, and a second worker must not start."""
         with self.lock:
             self.active = False
             self.new_frame.notify_all()
-        if self.worker is not None:
-            self.worker.join(timeout=5.0)
-            self.worker = None
+        if self.worker is None:
+            return
+        self.worker.join(timeout=5.0)
+        if self.worker.is_alive():
+            self.get_logger().warning("waiting for the running inference to finish")
+            self.worker.join()
+        self.worker = None
 
     # ---------------------------------------------------------------- inputs
+    def now(self) -> float:
+        """s, node clock (the clock image and joint-state stamps are on)."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def on_image(self, msg: Image) -> None:
         self.counters["received"] += 1
+        with self.lock:
+            self.camera.add(stamp_seconds(msg.header.stamp))  # a refused image arrived all the same
         try:
             rgb = image_to_rgb(msg)
         except ImageError as exc:
@@ -189,64 +228,64 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             self.report_error(f"image refused: {exc}")
             return
         with self.lock:
+            refused = self.inputs.frame_arrived(rgb.shape[:2], self.now())
             if self.latest is not None:
                 self.counters["dropped"] += 1  # replaced before the model got to it
             self.latest = Frame(rgb, msg.header)
             self.new_frame.notify()
+        for reason in refused:
+            self.report_error(reason)
 
     def on_instruction(self, msg: String) -> None:
-        text = msg.data.strip()
-        if not text:
-            self.report_error("instruction refused: it is empty")
+        try:
+            with self.lock:
+                previous = self.inputs.instruction
+                text = self.inputs.set_instruction(msg.data)
+        except InputError as exc:
+            kept = f"; keeping {previous!r}" if previous else ""
+            self.report_error(f"instruction refused: {exc}{kept}")
             return
-        if len(text) > MAX_INSTRUCTION_CHARS:
-            self.report_error(f"instruction refused: {len(text)} characters, at most {MAX_INSTRUCTION_CHARS}")
+        if text != previous:  # `ros2 topic pub` repeats its message every second
+            self.get_logger().info(f"instruction: {text!r}")
+
+    def on_prompt(self, msg: VisualPrompt, place: bool) -> None:
+        name = "place prompt" if place else "prompt"
+        try:
+            with self.lock:
+                previous = self.inputs.prompts.msg[place]
+                self.inputs.set_prompt(msg, place)
+        except ValueError as exc:  # PromptError
+            self.report_error(f"{name} refused: {exc}; the previous {name} (if any) stays in force")
             return
-        with self.lock:
-            self.instruction = text
-        self.get_logger().info(f"instruction: {text!r}")
-
-    def on_prompt(self, msg: VisualPrompt) -> None:
-        with self.lock:
-            self.prompt_msg = None if is_clear(msg) else msg
-        self.get_logger().info("prompt cleared" if is_clear(msg) else f"prompt {msg.prompt_id!r} received")
-
-    def on_place_prompt(self, msg: VisualPrompt) -> None:
-        with self.lock:
-            self.place_msg = None if is_clear(msg) else msg
-        self.get_logger().info("place prompt cleared" if is_clear(msg) else f"place prompt {msg.prompt_id!r} received")
+        if msg != previous:
+            self.get_logger().info(f"{name} cleared" if is_clear(msg) else f"{name} {msg.prompt_id!r} received")
 
     def on_mask(self, msg: Image) -> None:
         try:
             mask = image_to_mono(msg) > 0
-        except ImageError as exc:
+            with self.lock:
+                self.inputs.set_mask(mask)
+        except ValueError as exc:  # ImageError, InputError
             self.report_error(f"mask refused: {exc}")
-            return
-        with self.lock:
-            self.mask = mask if mask.any() else None
 
     def on_joint_state(self, msg: JointState) -> None:
-        state = joint_positions(msg, self.state_joints)
-        if state is not None:
-            with self.lock:
-                self.robot_state = state
+        positions = joint_positions(msg, self.state_joints, finite=False)  # NaN/inf kept: they block the model
+        if positions is None:
+            return  # not all of our joints: another publisher's (e.g. a gripper driver's own)
+        stamp = stamp_seconds(msg.header.stamp) or self.now()  # unstamped: measured on arrival
+        with self.lock:
+            self.inputs.set_state(positions, stamp)
 
     # ---------------------------------------------------------------- inference
     def ready(self) -> bool:
-        """A frame and an instruction are there, and the robot state when the model reads it (lock held)."""
-        needs_state = self.policy is not None and self.policy.config.proprio_dim > 0
-        return self.latest is not None and bool(self.instruction) and not (needs_state and self.robot_state is None)
+        """A new frame is there and nothing blocks the model (lock held)."""
+        return self.latest is not None and not self.inputs.blocking(self.now())
 
     def inference_loop(self) -> None:
         next_time = 0.0
-        told = 0.0
         while True:
             with self.lock:
                 while self.active and not self.ready():
-                    if self.latest is not None and self.instruction and time.monotonic() - told > 5.0:
-                        told = time.monotonic()  # frames and an instruction are there: only the state is missing
-                        self.get_logger().warning(f"waiting for /joint_states with {self.state_joints}: "
-                                                  "the model reads the robot state")
                     self.new_frame.wait(timeout=0.5)
                 if not self.active:
                     return
@@ -256,38 +295,20 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             with self.lock:
                 if not self.active:
                     return
+                if not self.ready():
+                    continue  # an input went stale while waiting
                 frame, self.latest = self.latest, None
-                instruction, prompt_msg, mask, state = self.instruction, self.prompt_msg, self.mask, self.robot_state
-                place_msg = self.place_msg
+                inputs = self.inputs.snapshot()
             next_time = time.monotonic() + self.min_period
-            self.run_once(frame, instruction, prompt_msg, mask, state, place_msg)
+            self.run_once(frame, *inputs)
 
-    def run_once(self, frame: Frame, instruction: str, prompt_msg: VisualPrompt | None, mask: np.ndarray | None,
-                 state: np.ndarray | None = None, place_msg: VisualPrompt | None = None) -> None:
-        hw = frame.rgb.shape[:2]
-        prompts = []
-        for msg, place in ((prompt_msg, False), (place_msg, True)):
-            if msg is None:
-                continue
-            try:
-                if place and not self.policy.config.place_prompts:
-                    raise PromptError(f"place prompt {msg.prompt_id or '(no id)'}: this model was not trained with "
-                                      "place prompts (config.place_prompts is false)")
-                prompts += prompt_from_msg(msg, hw, place=place)
-            except PromptError as exc:
-                slot = "place_msg" if place else "prompt_msg"
-                with self.lock:
-                    if getattr(self, slot) is msg:
-                        setattr(self, slot, None)  # refuse it once, not on every frame
-                self.report_error(f"{'place prompt' if place else 'prompt'} refused: {exc}")
-                return
-        if mask is not None and mask.shape != hw:
-            self.report_error(f"mask {mask.shape[1]}x{mask.shape[0]} does not match the image {hw[1]}x{hw[0]}: ignored")
-            mask = None
+    def run_once(self, frame: Frame, instruction: str, prompts: list, mask: np.ndarray | None,
+                 state: np.ndarray | None) -> None:
+        """One chunk from `frame` with the inputs in force (PolicyInputs.snapshot: already checked)."""
         started = time.perf_counter()
         try:
-            actions = self.policy.predict(frame.rgb, instruction, prompts=prompts or None, mask=mask, unnorm_key=self.unnorm_key,
-                                          proprio=state if self.policy.config.proprio_dim else None)
+            actions = self.policy.predict(frame.rgb, instruction, prompts=prompts or None, mask=mask,
+                                          unnorm_key=self.unnorm_key, proprio=state)
         except (ValueError, RuntimeError) as exc:
             self.report_error(f"inference failed: {exc}")
             return
@@ -302,6 +323,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             action_space="ee_delta", model_id=self.model_id, inference_latency=latency, sequence=self.sequence,
         )
         self.chunk_pub.publish(chunk)
+        stamp = stamp_seconds(frame.header.stamp)
+        self.last_frame_age = self.now() - stamp if stamp > 0 else math.nan
         self.sequence += 1
         self.counters["used"] += 1
         self.latencies.append(latency)
@@ -315,20 +338,35 @@ class PolicyNode(ParameterMixin, LifecycleNode):
     def publish_status(self, state: int | None = None) -> None:
         if state is None:
             state = PolicyStatus.ACTIVE if self.active else PolicyStatus.INACTIVE if self.policy else PolicyStatus.UNCONFIGURED
+        with self.lock:  # report_error calls this from the worker thread too
+            waiting = self.inputs.waiting_for(self.now()) if self.active else ""
+            camera_rate, frames_lost = self.camera.rate, self.camera.lost
+        if waiting and waiting != self.told_waiting:
+            self.get_logger().warning(f"waiting for {waiting}")
+        self.told_waiting = waiting
         latencies = np.array(self.latencies) if self.latencies else np.zeros(1)
         status = PolicyStatus(
             state=state, backend=self.backend if self.policy else "", model_id=self.model_id,
             last_latency=float(latencies[-1]), mean_latency=float(latencies.mean()),
             p99_latency=float(np.percentile(latencies, 99)), frames_received=self.counters["received"],
             frames_used=self.counters["used"], frames_dropped=self.counters["dropped"], last_error=self.last_error,
+            waiting_for=waiting, camera_rate=camera_rate, frames_lost=frames_lost, last_frame_age=self.last_frame_age,
         )
         status.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(status)
-        level = {PolicyStatus.ACTIVE: DiagnosticStatus.OK, PolicyStatus.ERROR: DiagnosticStatus.ERROR}.get(state, DiagnosticStatus.WARN)
-        diag = DiagnosticStatus(level=level, name="pixelvla: policy", hardware_id=self.get_name(),
-                                message=self.last_error if state == PolicyStatus.ERROR else "ok")
-        diag.values = [KeyValue(key=k, value=str(v)) for k, v in {**self.counters, "model_id": self.model_id,
-                                                                     "mean_latency_s": status.mean_latency}.items()]
+        if state == PolicyStatus.ERROR:
+            level, message = DiagnosticStatus.ERROR, self.last_error
+        elif waiting:
+            level, message = DiagnosticStatus.WARN, f"waiting for {waiting}"
+        elif state == PolicyStatus.ACTIVE:
+            level, message = DiagnosticStatus.OK, "ok"
+        else:
+            level, message = DiagnosticStatus.WARN, "inactive" if self.policy else "no model loaded"
+        diag = DiagnosticStatus(level=level, name="pixelvla: policy", hardware_id=self.get_name(), message=message)
+        values = {**self.counters, "frames_lost": frames_lost, "camera_rate_hz": f"{camera_rate:.2f}",
+                  "last_frame_age_s": f"{self.last_frame_age:.3f}", "model_id": self.model_id,
+                  "mean_latency_s": status.mean_latency, "waiting_for": waiting}
+        diag.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray(status=[diag])
         array.header.stamp = status.header.stamp
         self.diag_pub.publish(array)

@@ -5,18 +5,22 @@ track; every later frame is tracked (`pixelvla_model.segmentation.Sam2Segmenter`
 the object rather than the pixels the operator clicked. With `track:=false` every frame is segmented
 from the prompt alone instead. A clearing prompt (POINT without points) stops the track and publishes
 an all-zero mask (the size and header of the latest frame). A prompt that cannot be used on the frame
-(outside the image, NaN, a malformed message, a mask of the wrong size) is refused with a log line and
-a diagnostics error; the running track, if any, goes on, and nothing is published from that prompt.
+(outside the image, NaN, a malformed message, a mask of the wrong size, more points than the policy's
+model takes: `max_prompts`) is refused with a log line and a diagnostics error, when it arrives (the
+same check as the policy's, prompt_conversions.check_prompt) or, before the first frame, on that frame;
+the running track, if any, goes on, and nothing is published from that prompt.
 
 Latest frame only: the image callback keeps one slot, and a frame replaced before the worker thread
 takes it is counted as dropped, so a slow model never works through a backlog. SAM 2 runs in that
-worker thread, at most `rate_hz` times per second (0: as fast as the model allows).
+worker thread, at most `rate_hz` times per second (0: as fast as the model allows); it is joined
+before the node is destroyed (on_stop).
 
-Topics: /pixelvla/prompt (VisualPrompt, latched), /camera/image_raw (sensor QoS) in;
+Topics: /pixelvla/prompt (VisualPrompt, from latched and volatile publishers: node_base.subscribe_latched),
+/camera/image_raw (sensor QoS) in;
 /pixelvla/mask (mono8, 255 = target, the size of the camera image, header = that image's header,
 latched), /diagnostics (1 Hz and on errors) out.
 Parameters: sam2_path (a local SAM 2 checkpoint directory in transformers layout; empty = a tiny
-UNTRAINED model, for tests only), device, track, rate_hz.
+UNTRAINED model, for tests only), device, track, rate_hz, max_prompts.
 """
 from __future__ import annotations
 
@@ -32,11 +36,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from pixelvla_model import PixelVLAConfig
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import Frame, ImageError, image_to_rgb, mono_to_image
 from pixelvla_ros.msg import VisualPrompt
-from pixelvla_ros.node_base import ParameterMixin, run_node
-from pixelvla_ros.prompt_conversions import PromptError, is_clear, prompt_from_msg
+from pixelvla_ros.node_base import ParameterMixin, run_node, subscribe_latched
+from pixelvla_ros.prompt_conversions import PromptError, check_prompt, is_clear, prompt_from_msg
 
 LATENCY_WINDOW = 200
 
@@ -49,6 +54,9 @@ class SegmenterNode(ParameterMixin, Node):
         self.track = self.declare("track", True, "follow the target with SAM 2 video tracking (false: per frame)")
         rate = self.declare("rate_hz", 10.0, "max masks per second; 0 = as fast as the model allows", minimum=0.0)
         self.min_period = 1.0 / rate if rate > 0 else 0.0
+        self.max_prompts = self.declare(
+            "max_prompts", PixelVLAConfig.max_prompts, "refuse a prompt with more points than the policy's model takes "
+            "(its config.max_prompts), as the policy does, so both keep the same target; 0: any", minimum=0)
 
         self.segmenter, self.model_id = self.load_segmenter()
         self.get_logger().info(f"loaded {self.segmenter!r}")
@@ -71,7 +79,7 @@ class SegmenterNode(ParameterMixin, Node):
 
         self.mask_pub = self.create_publisher(Image, "/pixelvla/mask", qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(VisualPrompt, "/pixelvla/prompt", self.on_prompt, qos.LATCHED)
+        subscribe_latched(self, VisualPrompt, "/pixelvla/prompt", self.on_prompt)
         self.create_subscription(Image, "/camera/image_raw", self.on_image, qos.SENSOR)
         self.create_timer(1.0, self.publish_diagnostics)
         self.worker = threading.Thread(target=self.work_loop, name="segmenter", daemon=True)
@@ -90,12 +98,13 @@ class SegmenterNode(ParameterMixin, Node):
         segmenter = Sam2Segmenter.from_pretrained(self.sam2_path, device=self.device)
         return segmenter, Path(self.sam2_path).resolve().name
 
-    def destroy_node(self) -> None:
+    def on_stop(self) -> None:
+        """run_node: stop the SAM 2 thread and wait for it (it finishes the mask it is computing): a thread
+        left inside torch makes the interpreter abort at exit."""
         with self.lock:
             self.running = False
             self.wake.notify_all()
-        self.worker.join(timeout=5.0)
-        super().destroy_node()
+        self.worker.join()
 
     # ---------------------------------------------------------------- inputs
     def on_image(self, msg: Image) -> None:
@@ -128,10 +137,19 @@ class SegmenterNode(ParameterMixin, Node):
                 self.wake.notify()
             self.get_logger().info("prompt cleared: empty mask published, tracking stopped")
             return
-        with self.lock:
-            self.prompt_msg, self.prompt_new = msg, True
-            self.pending_clear = False
-            self.wake.notify()
+        try:
+            with self.lock:  # refused here, the prompt changes nothing: the running track goes on
+                if msg == self.prompt_msg:
+                    return  # the same prompt again (`ros2 topic pub` repeats it every second): keep tracking
+                check_prompt(msg, self.last_hw, max_prompts=self.max_prompts)
+                self.prompt_msg, self.prompt_new = msg, True
+                self.latest = None  # segment the next frame, not one that waited in the slot while idle
+                self.pending_clear = False
+                self.wake.notify()
+        except PromptError as exc:
+            self.counters["refused"] += 1
+            self.report_error(f"prompt refused: {exc}")
+            return
         self.get_logger().info(f"prompt {msg.prompt_id!r} received: segmenting the next frame")
 
     def publish_empty_locked(self) -> None:

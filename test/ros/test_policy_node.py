@@ -5,8 +5,9 @@ import time
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from pixelvla_ros import qos
@@ -28,6 +29,7 @@ def policy(ros_node):
         "instruction": ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED),
         "prompt": ros_node.publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED),
         "mask": ros_node.publisher(Image, "/pixelvla/mask", qos.LATCHED),
+        "diagnostics": ros_node.collect(DiagnosticArray, "/diagnostics", 10),
     }
     assert ros_node.spin_until(lambda: any(s.state == PolicyStatus.ACTIVE for s in io["status"]), timeout=60), "policy never became active"
     yield ros_node, io
@@ -102,6 +104,8 @@ def wait_error(probe, io, text):
         (lambda: Image(height=0, width=0, encoding="rgb8", step=0, data=b""), "empty image"),
         (lambda: Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(40)), "data has 40 bytes"),
         (lambda: Image(height=4100, width=4100, encoding="mono8", step=4100, data=b""), "larger than"),
+        (lambda: Image(height=2, width=100000, encoding="rgb8", step=300000, data=bytes(600000)), "larger than"),
+        (lambda: Image(height=4, width=4, encoding="rgb8", is_bigendian=1, step=12, data=bytes(48)), "is_bigendian=1"),
     ],
 )
 def test_bad_images_are_refused_and_the_node_lives_on(policy, make_bad, error):
@@ -134,6 +138,91 @@ def test_bad_prompts_are_refused(policy, prompt, error):
     io["image"].publish(msg)
     wait_error(probe, io, error)
     assert not [c for c in io["chunks"] if c.header.stamp.sec == 4001]
+
+
+def test_a_refused_prompt_changes_nothing(policy):
+    """A prompt the model cannot take (NaN; more points than config.max_prompts) leaves the previous one in
+    force: the chunks stay the prompted ones, not the text-only ones."""
+    probe, io = policy
+    io["instruction"].publish(String(data="pick up this cube"))
+    plain = chunk_for(probe, io, frame(4101))
+    io["prompt"].publish(VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=40.5, y=30.5)], prompt_id="good"))
+    probe.spin_for(0.5)
+    prompted = chunk_for(probe, io, frame(4102))
+    assert not np.allclose(plain, prompted)
+    nan = VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=float("nan"), y=3.0)], prompt_id="nan")
+    five = VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=10.5 + 10 * k, y=20.5) for k in range(5)], prompt_id="five")
+    for bad, error in [(nan, "NaN"), (five, "at most 4")]:
+        io["prompt"].publish(bad)
+        wait_error(probe, io, error)
+        assert np.allclose(chunk_for(probe, io, frame(4103 + len(io["chunks"]))), prompted, atol=1e-6)
+    errors = [s for s in io["status"] if s.state == PolicyStatus.ERROR]
+    assert len([s for s in errors if "at most 4" in s.last_error]) == 1  # refused once, not on every frame
+
+
+def test_an_instruction_longer_than_the_models_token_limit_is_refused_and_the_previous_one_kept(policy):
+    probe, io = policy
+    io["instruction"].publish(String(data="pick up the cube"))
+    first = chunk_for(probe, io, frame(4201))
+    io["instruction"].publish(String(data="\U0001F600" * 300))  # 300 characters, ~1200 byte tokens
+    wait_error(probe, io, "instruction refused: 1")
+    refusal = io["status"][-1].last_error
+    assert "tokens with the prompt template; this model takes 1..763; keeping 'pick up the cube'" in refusal
+    assert np.allclose(chunk_for(probe, io, frame(4202)), first, atol=1e-6)
+
+
+def test_a_mask_of_another_size_is_refused_once(policy):
+    probe, io = policy
+    io["instruction"].publish(String(data="pick up the cube"))
+    plain = chunk_for(probe, io, frame(4301))
+    io["mask"].publish(mono_to_image(np.ones((100, 100), bool)))
+    wait_error(probe, io, "mask refused: mask 100x100 does not match the camera image 160x120")
+    for sec in range(4302, 4306):
+        assert np.allclose(chunk_for(probe, io, frame(sec)), plain, atol=1e-6)
+    assert len([s for s in io["status"] if s.state == PolicyStatus.ERROR and "mask" in s.last_error]) == 1
+
+
+def policy_diagnostics(io):
+    return [s for a in io["diagnostics"] for s in a.status if s.name == "pixelvla: policy"]
+
+
+def test_waiting_for_an_input_is_a_warning_with_the_reason(policy):
+    probe, io = policy
+    assert probe.spin_until(lambda: io["status"][-1].waiting_for.startswith("an instruction on /pixelvla/instruction"))
+    assert probe.spin_until(lambda: any(d.level == DiagnosticStatus.WARN and "waiting for an instruction" in d.message
+                                        for d in policy_diagnostics(io)))
+    io["instruction"].publish(String(data="pick up the cube"))
+    chunk_for(probe, io, frame(4401))
+    assert probe.spin_until(lambda: (io["image"].publish(frame(4401)),  # frames keep coming: nothing is missing
+                                     policy_diagnostics(io)[-1].level == DiagnosticStatus.OK
+                                     and io["status"][-1].waiting_for == "")[1])
+    assert probe.spin_until(lambda: "a camera frame on /camera/image_raw (none for" in io["status"][-1].waiting_for)
+    assert probe.spin_until(lambda: policy_diagnostics(io)[-1].message.startswith("waiting for a camera frame"))
+
+
+def test_camera_rate_lost_frames_and_frame_age_are_reported(policy):
+    """Frames stamped 0.1 s apart with every third one never sent: 10 Hz and those frames lost. Frames the
+    transport loses on top can only add to the count: lost <= skipped + (sent - received)."""
+    probe, io = policy
+    io["instruction"].publish(String(data="pick up the cube"))
+    assert probe.spin_until(lambda: io["image"].get_subscription_count() > 0)
+    start = probe.node.get_clock().now().nanoseconds * 1e-9 - 30.0  # 30 s ago: the frames are old
+    sent = skipped = 0
+    for k in range(60):
+        if k % 3 == 2 and 3 <= k < 57:
+            skipped += 1
+            continue
+        msg = frame(0)
+        stamp = start + 0.1 * k
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), int((stamp % 1) * 1e9)
+        io["image"].publish(msg)
+        sent += 1
+        probe.spin_for(0.03)
+    assert probe.spin_until(lambda: io["status"][-1].frames_lost >= skipped and io["status"][-1].frames_used > 0)
+    status = io["status"][-1]
+    assert status.camera_rate == pytest.approx(10.0, rel=0.01)
+    assert skipped <= status.frames_lost <= skipped + (sent - status.frames_received), (skipped, sent, status)
+    assert 30.0 - 6.0 < status.last_frame_age < 30.0 + 60.0  # the chunk's image was stamped 24-30 s ago
 
 
 def test_empty_instruction_is_refused(policy):
@@ -280,6 +369,53 @@ def test_a_state_model_waits_for_joint_states_and_uses_them(ros_node, state_mode
     assert np.abs(other - reference).max() > 1e-7, "the robot state does not reach the actions"
 
 
+def test_a_stale_or_non_finite_robot_state_stops_the_model_with_a_warning(ros_node, state_model):
+    from rclpy.duration import Duration
+
+    node = start_policy(f"model_path:={state_model}", "max_joint_state_age:=1.0")
+    io = policy_io(ros_node)
+    status = ros_node.collect(PolicyStatus, "/pixelvla/status", qos.LATCHED)
+    diagnostics = ros_node.collect(DiagnosticArray, "/diagnostics", 10)
+    joints = ros_node.publisher(JointState, "/joint_states", qos.SENSOR)
+    ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube in the bowl"))
+
+    def state(age=0.0, gripper=0.03):
+        msg = JointState(name=[*ARM, "left_finger"], position=[0.0] * 6 + [gripper])
+        msg.header.stamp = (ros_node.node.get_clock().now() - Duration(seconds=age)).to_msg()
+        return msg
+
+    def waiting(text):
+        return ros_node.spin_until(
+            lambda: (io["image"].publish(frame(9500)), status and text in status[-1].waiting_for)[1], timeout=30)
+
+    def no_chunk_for(secs):
+        for sec in secs:
+            io["image"].publish(frame(sec))
+            ros_node.spin_for(0.2)
+        return not [c for c in io["chunks"] if c.header.stamp.sec in secs]
+
+    try:
+        assert ros_node.spin_until(lambda: any(m.state == PolicyStatus.ACTIVE for m in status), timeout=60)
+        assert waiting("/joint_states with waist")
+        assert ros_node.spin_until(lambda: any(
+            d.level == DiagnosticStatus.WARN and d.message.startswith("waiting for") and "/joint_states with" in d.message
+            for a in diagnostics for d in a.status if d.name == "pixelvla: policy"))
+        for _ in range(3):
+            joints.publish(state(age=10.0))  # measured 10 s ago
+            ros_node.spin_for(0.1)
+        assert waiting("s old, more than max_joint_state_age 1 s")
+        assert no_chunk_for(range(9501, 9511)), "the model ran on a 10 s old robot state"
+        fresh = ros_node.node.create_timer(0.1, lambda: joints.publish(state()))
+        chunk_for(ros_node, io, frame(9520), timeout=60)
+        ros_node.node.destroy_timer(fresh)
+        ros_node.node.create_timer(0.1, lambda: joints.publish(state(gripper=float("nan"))))
+        assert waiting("(the newest holds NaN/inf)")
+        assert no_chunk_for(range(9531, 9541)), "the model ran on a NaN robot state"
+    finally:
+        node.terminate()
+        node.communicate(timeout=20)
+
+
 def test_a_state_model_with_other_joints_stops_at_start(ros_domain, state_model):
     node = start_policy(f"model_path:={state_model}", "joint_names:=[waist, shoulder]")
     out, _ = node.communicate(timeout=60)
@@ -310,12 +446,16 @@ def test_a_place_prompt_reaches_the_model_with_the_target_prompt(ros_node, place
         ros_node.spin_for(0.5)
         msg = frame(9001, seed=7)
         both = chunk_for(ros_node, io, msg, timeout=60)
+        prompt.publish(VisualPrompt(type=VisualPrompt.POINT, prompt_id="four",  # 4 + the place's 1 > max_prompts
+                                    points=[Point(x=10.5 + 10 * k, y=20.5) for k in range(4)]))
+        wait_error(ros_node, {"status": status}, "4 prompts (one per point) with the 1 of the place prompt in force")
         place.publish(VisualPrompt(type=VisualPrompt.POINT, labels=[1, 0], prompt_id="bad",
                                    points=[Point(x=120.5, y=90.5), Point(x=10.5, y=10.5)]))
-        ros_node.spin_for(0.5)
-        io["image"].publish(frame(9002, seed=7))
         wait_error(ros_node, {"status": status}, "place prompt refused")
-        target_only = chunk_for(ros_node, io, frame(9003, seed=7), timeout=60)  # the refused place is dropped
+        still_both = chunk_for(ros_node, io, frame(9003, seed=7), timeout=60)  # the refused place changes nothing
+        place.publish(VisualPrompt(type=VisualPrompt.POINT, prompt_id="clear"))
+        ros_node.spin_for(0.5)
+        target_only = chunk_for(ros_node, io, frame(9004, seed=7), timeout=60)
     finally:
         node.terminate()
         node.communicate(timeout=20)
@@ -323,7 +463,7 @@ def test_a_place_prompt_reaches_the_model_with_the_target_prompt(ros_node, place
     rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(120, 160, 3).copy()
     cube = PromptPoint(30.5, 40.5)
     reference = policy.predict(rgb, "put this cube on the plate", prompts=[cube, PromptPoint(120.5, 90.5, PLACE)])
-    assert np.abs(both - reference).max() < 1e-5
+    assert np.abs(both - reference).max() < 1e-5 and np.abs(still_both - reference).max() < 1e-5
     alone = policy.predict(rgb, "put this cube on the plate", prompts=[cube])
     assert np.abs(target_only - alone).max() < 1e-5 and np.abs(alone - reference).max() > 1e-7
 
