@@ -146,6 +146,22 @@ def subscribe_latched(node: Node, msg_type: Any, topic: str, callback: Callable[
             node.create_subscription(msg_type, topic, deliver("live"), qos.LATCHED_LIVE, raw=True, **kwargs)]
 
 
+def subscribe_camera(node: Node, topic: str, transport: str, callback: Callable[[Any], None]) -> Any:
+    """Subscribe `callback` to a camera the way image_transport names it: `topic` (sensor_msgs/Image) for
+    transport "raw", `topic`/compressed (sensor_msgs/CompressedImage, JPEG or PNG) for "compressed".
+    Sensor QoS (best effort, depth 1): the newest frame only. The callback gets the message undecoded
+    (image_conversions.CameraFrame.received checks it; its `rgb` decodes it where the frame is used)."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from pixelvla_ros.image_conversions import TRANSPORTS
+
+    if transport == "raw":
+        return node.create_subscription(Image, topic, callback, qos.SENSOR)
+    if transport == "compressed":
+        return node.create_subscription(CompressedImage, f"{topic.rstrip('/')}/compressed", callback, qos.SENSOR)
+    raise ValueError(f"image_transport {transport!r}: one of {', '.join(TRANSPORTS)}")
+
+
 class _StopFlag:
     """Set by SIGINT/SIGTERM; the spin loop polls it."""
 

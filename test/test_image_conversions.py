@@ -56,3 +56,42 @@ def test_malformed_images_are_rejected(msg, message):
 def test_mask_must_be_mono8():
     with pytest.raises(ImageError, match="mono8"):
         image_to_mono(make("rgb8", RGB))
+
+
+def test_compressed_images_decode_as_image_transport_publishes_them():
+    from pixelvla_ros.image_conversions import CameraFrame, compressed_to_rgb, rgb_to_compressed
+
+    y, x = np.mgrid[0:48, 0:64]
+    rgb = np.stack([x * 4, y * 5, x + y], axis=-1).astype(np.uint8)  # smooth, like a camera picture
+    assert np.array_equal(compressed_to_rgb(rgb_to_compressed(rgb, "png")), rgb)
+    jpeg = rgb_to_compressed(rgb, "jpeg", quality=95)
+    assert jpeg.format == "rgb8; jpeg compressed rgb8"
+    frame = CameraFrame.received(jpeg)
+    assert (frame.height, frame.width) == (48, 64) and frame._rgb is None  # checked, not decoded
+    assert frame.rgb.shape == (48, 64, 3) and np.abs(frame.rgb.astype(int) - rgb).mean() < 3
+
+
+@pytest.mark.parametrize(
+    "fmt, data, message",
+    [
+        ("16UC1; compressedDepth png", b"\x89PNG", "not supported"),
+        ("rgb8; jpeg compressed bgr8", b"not a jpeg at all", "not a readable JPEG"),
+    ],
+)
+def test_unreadable_compressed_images_are_refused(fmt, data, message):
+    from sensor_msgs.msg import CompressedImage
+
+    from pixelvla_ros.image_conversions import CameraFrame
+
+    with pytest.raises(ImageError, match=message):
+        CameraFrame.received(CompressedImage(format=fmt, data=data))
+
+
+def test_a_truncated_jpeg_is_refused_when_decoded():
+    from pixelvla_ros.image_conversions import CameraFrame, rgb_to_compressed
+
+    jpeg = rgb_to_compressed(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    jpeg.data = bytes(jpeg.data)[: len(jpeg.data) // 2]
+    frame = CameraFrame.received(jpeg)  # the header is intact
+    with pytest.raises(ImageError, match="could not be decoded"):
+        frame.rgb

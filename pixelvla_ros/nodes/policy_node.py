@@ -20,14 +20,17 @@ the newest complete joint state is missing, holds NaN/inf or is older than `max_
 refuses at configure a model whose state width does not match. While it waits for an input (a frame, an
 instruction, a usable joint state) PolicyStatus.waiting_for says which, and diagnostics report a WARN.
 
-Camera: the frame rate is estimated from the image stamps and the frames that never arrived are counted
+Camera: raw (sensor_msgs/Image) or, with `image_transport` compressed, JPEG/PNG on `<topic>/compressed`
+as image_transport publishes it. The image callback only checks a frame's header; the worker converts or
+decodes the frame it takes (and the model resizes it), so a 30 Hz camera costs 5 conversions a second at
+5 Hz. The frame rate is estimated from the image stamps and the frames that never arrived are counted
 (PolicyStatus camera_rate, frames_lost), with the age of the frame each chunk was computed from.
 
 Instruction, prompts and mask are received from latched publishers (a late-joining node gets their last
 value) and from volatile ones (`ros2 topic pub`) alike: node_base.subscribe_latched. On shutdown the
 inference thread is joined before the node is destroyed (on_stop).
 
-Topics: /camera/image_raw, /pixelvla/instruction (String), /pixelvla/prompt (VisualPrompt; a POINT
+Topics: /camera/image_raw (or /camera/image_raw/compressed), /pixelvla/instruction (String), /pixelvla/prompt (VisualPrompt; a POINT
 prompt without points clears it), /pixelvla/place_prompt (VisualPrompt: where the target goes, for models
 trained with place prompts; cleared the same way), /pixelvla/mask (mono8, the segmenter's target mask),
 /joint_states in;
@@ -49,9 +52,9 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 
 from pixelvla_ros import qos
-from pixelvla_ros.image_conversions import Frame, ImageError, image_to_mono, image_to_rgb
+from pixelvla_ros.image_conversions import CameraFrame, ImageError, image_to_mono
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
-from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_latched
+from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_camera, subscribe_latched
 from pixelvla_ros.policy_inputs import CameraRate, InputError, ModelLimits, PolicyInputs
 from pixelvla_ros.prompt_conversions import is_clear
 from pixelvla_training.robots import wx250s
@@ -84,6 +87,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         max_state_age = self.declare("max_joint_state_age", 1.0, "s: a model that reads the robot state does not run "
                                      "on a joint state older than this (header stamp, or arrival if unstamped)",
                                      minimum=0.0)
+        transport = self.declare("image_transport", "raw", "raw: sensor_msgs/Image on the camera topic; compressed: "
+                                 "CompressedImage (JPEG/PNG) on <camera topic>/compressed", read_only=True)
         autostart = self.declare("autostart", True, "configure and activate at start-up")
 
         self.policy = None
@@ -91,7 +96,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.active = False
         self.lock = threading.Lock()  # guards latest, inputs, camera and active between callbacks and the worker
         self.new_frame = threading.Condition(self.lock)
-        self.latest: Frame | None = None
+        self.latest: CameraFrame | None = None  # newest frame, checked, decoded only if the model takes it
         self.inputs = PolicyInputs(self.state_joints, max_state_age)
         if instruction:
             self.inputs.set_instruction(instruction)  # checked against the model at configure
@@ -107,7 +112,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.chunk_pub = self.create_publisher(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND)
         self.status_pub = self.create_publisher(PolicyStatus, "/pixelvla/status", qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Image, "/camera/image_raw", self.on_image, qos.SENSOR)
+        subscribe_camera(self, "/camera/image_raw", transport, self.on_image)
         subscribe_latched(self, String, "/pixelvla/instruction", self.on_instruction)
         subscribe_latched(self, VisualPrompt, "/pixelvla/prompt", lambda msg: self.on_prompt(msg, place=False))
         subscribe_latched(self, VisualPrompt, "/pixelvla/place_prompt", lambda msg: self.on_prompt(msg, place=True))
@@ -217,21 +222,22 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         """s, node clock (the clock image and joint-state stamps are on)."""
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def on_image(self, msg: Image) -> None:
+    def on_image(self, msg) -> None:
+        """Image or CompressedImage: checked here (header only), decoded by the worker if it uses it."""
         self.counters["received"] += 1
         with self.lock:
             self.camera.add(stamp_seconds(msg.header.stamp))  # a refused image arrived all the same
         try:
-            rgb = image_to_rgb(msg)
+            frame = CameraFrame.received(msg)
         except ImageError as exc:
             self.counters["dropped"] += 1
             self.report_error(f"image refused: {exc}")
             return
         with self.lock:
-            refused = self.inputs.frame_arrived(rgb.shape[:2], self.now())
+            refused = self.inputs.frame_arrived((frame.height, frame.width), self.now())
             if self.latest is not None:
                 self.counters["dropped"] += 1  # replaced before the model got to it
-            self.latest = Frame(rgb, msg.header)
+            self.latest = frame
             self.new_frame.notify()
         for reason in refused:
             self.report_error(reason)
@@ -302,12 +308,17 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             next_time = time.monotonic() + self.min_period
             self.run_once(frame, *inputs)
 
-    def run_once(self, frame: Frame, instruction: str, prompts: list, mask: np.ndarray | None,
+    def run_once(self, frame: CameraFrame, instruction: str, prompts: list, mask: np.ndarray | None,
                  state: np.ndarray | None) -> None:
         """One chunk from `frame` with the inputs in force (PolicyInputs.snapshot: already checked)."""
+        try:
+            rgb = frame.rgb  # the one conversion (or JPEG/PNG decode) of this frame, off the image callback
+        except ImageError as exc:
+            self.report_error(f"image refused: {exc}")
+            return
         started = time.perf_counter()
         try:
-            actions = self.policy.predict(frame.rgb, instruction, prompts=prompts or None, mask=mask,
+            actions = self.policy.predict(rgb, instruction, prompts=prompts or None, mask=mask,
                                           unnorm_key=self.unnorm_key, proprio=state)
         except (ValueError, RuntimeError) as exc:
             self.report_error(f"inference failed: {exc}")

@@ -16,7 +16,7 @@ worker thread, at most `rate_hz` times per second (0: as fast as the model allow
 before the node is destroyed (on_stop).
 
 Topics: /pixelvla/prompt (VisualPrompt, from latched and volatile publishers: node_base.subscribe_latched),
-/camera/image_raw (sensor QoS) in;
+/camera/image_raw (sensor QoS; with image_transport compressed, /camera/image_raw/compressed) in;
 /pixelvla/mask (mono8, 255 = target, the size of the camera image, header = that image's header,
 latched), /diagnostics (1 Hz and on errors) out.
 Parameters: sam2_path (a local SAM 2 checkpoint directory in transformers layout; empty = a tiny
@@ -38,9 +38,9 @@ from std_msgs.msg import Header
 
 from pixelvla_model import PixelVLAConfig
 from pixelvla_ros import qos
-from pixelvla_ros.image_conversions import Frame, ImageError, image_to_rgb, mono_to_image
+from pixelvla_ros.image_conversions import CameraFrame, ImageError, mono_to_image
 from pixelvla_ros.msg import VisualPrompt
-from pixelvla_ros.node_base import ParameterMixin, run_node, subscribe_latched
+from pixelvla_ros.node_base import ParameterMixin, run_node, subscribe_camera, subscribe_latched
 from pixelvla_ros.prompt_conversions import PromptError, check_prompt, is_clear, prompt_from_msg
 
 LATENCY_WINDOW = 200
@@ -52,6 +52,8 @@ class SegmenterNode(ParameterMixin, Node):
         self.sam2_path = self.declare("sam2_path", "", "SAM 2 checkpoint directory; empty = tiny UNTRAINED model")
         self.device = self.declare("device", "cpu", "torch device (cpu, cuda, cuda:1)")
         self.track = self.declare("track", True, "follow the target with SAM 2 video tracking (false: per frame)")
+        transport = self.declare("image_transport", "raw", "raw: sensor_msgs/Image on the camera topic; compressed: "
+                                 "CompressedImage (JPEG/PNG) on <camera topic>/compressed", read_only=True)
         rate = self.declare("rate_hz", 10.0, "max masks per second; 0 = as fast as the model allows", minimum=0.0)
         self.min_period = 1.0 / rate if rate > 0 else 0.0
         self.max_prompts = self.declare(
@@ -63,7 +65,7 @@ class SegmenterNode(ParameterMixin, Node):
 
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
-        self.latest: Frame | None = None         # newest frame not yet taken by the worker
+        self.latest: CameraFrame | None = None   # newest frame not yet taken by the worker (decoded by it)
         self.last_header: Header | None = None   # newest frame seen (for a clear)
         self.last_hw: tuple[int, int] | None = None
         self.prompt_msg: VisualPrompt | None = None  # the prompt in force (pending or accepted)
@@ -80,7 +82,7 @@ class SegmenterNode(ParameterMixin, Node):
         self.mask_pub = self.create_publisher(Image, "/pixelvla/mask", qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         subscribe_latched(self, VisualPrompt, "/pixelvla/prompt", self.on_prompt)
-        self.create_subscription(Image, "/camera/image_raw", self.on_image, qos.SENSOR)
+        subscribe_camera(self, "/camera/image_raw", transport, self.on_image)
         self.create_timer(1.0, self.publish_diagnostics)
         self.worker = threading.Thread(target=self.work_loop, name="segmenter", daemon=True)
         self.worker.start()
@@ -107,10 +109,10 @@ class SegmenterNode(ParameterMixin, Node):
         self.worker.join()
 
     # ---------------------------------------------------------------- inputs
-    def on_image(self, msg: Image) -> None:
+    def on_image(self, msg) -> None:  # Image or CompressedImage
         self.counters["received"] += 1
         try:
-            rgb = image_to_rgb(msg)
+            frame = CameraFrame.received(msg)
         except ImageError as exc:
             self.counters["dropped"] += 1
             self.report_error(f"image refused: {exc}")
@@ -118,8 +120,8 @@ class SegmenterNode(ParameterMixin, Node):
         with self.lock:
             if self.latest is not None and self.prompt_msg is not None:
                 self.counters["dropped"] += 1  # replaced before the model got to it (idle frames don't count)
-            self.latest = Frame(rgb, msg.header)
-            self.last_header, self.last_hw = msg.header, rgb.shape[:2]
+            self.latest = frame
+            self.last_header, self.last_hw = msg.header, (frame.height, frame.width)
             if self.pending_clear:
                 self.pending_clear = False
                 self.publish_empty_locked()
@@ -185,17 +187,22 @@ class SegmenterNode(ParameterMixin, Node):
             next_time = time.monotonic() + self.min_period
             self.run_once(frame, msg, new, generation)
 
-    def run_once(self, frame: Frame, msg: VisualPrompt, new: bool, generation: int) -> None:
+    def run_once(self, frame: CameraFrame, msg: VisualPrompt, new: bool, generation: int) -> None:
+        try:
+            rgb = frame.rgb  # the one conversion (or JPEG/PNG decode) of this frame
+        except ImageError as exc:
+            self.report_error(f"image refused: {exc}")
+            return
         started = time.perf_counter()
         try:
             if new or not self.track:
-                prompts = prompt_from_msg(msg, frame.rgb.shape[:2])
+                prompts = prompt_from_msg(msg, rgb.shape[:2])
                 if self.track:
-                    mask = self.segmenter.start_tracking(frame.rgb, prompts)
+                    mask = self.segmenter.start_tracking(rgb, prompts)
                 else:
-                    mask = self.segmenter.segment(frame.rgb, prompts)
+                    mask = self.segmenter.segment(rgb, prompts)
             else:
-                mask = self.segmenter.track(frame.rgb)
+                mask = self.segmenter.track(rgb)
         except PromptError as exc:
             self.counters["refused"] += 1
             with self.lock:
