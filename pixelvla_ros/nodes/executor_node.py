@@ -1,24 +1,36 @@
 """Chunk executor node: ActionChunk in, JointTrajectory commands out, within every safety limit.
 
-All decisions live in `pixelvla_training.control.ChunkExecutor`; this node feeds it the chunks,
-the measured joints and the e-stop, and publishes what it decides once per control tick (a new
-chunk starts a tick as soon as a joint state as new as its image is in, unless chunks come faster
-than the control rate):
-- arm: trajectory_msgs/JointTrajectory with one point (joint targets, time_from_start = one tick)
-  on `/arm_controller/joint_trajectory` (ros2_control / Interbotix convention);
-- gripper: a JointTrajectory for the `left_finger` joint (metres, 0.015 closed .. 0.037 open) on
-  `/gripper_controller/joint_trajectory`;
-- `/diagnostics`: holding or executing, and the last rejected chunk with its reason.
+Every decision is `pixelvla_training.control.ChunkExecutor`'s (its module docstring says exactly what
+is enforced, with these parameter names); this node feeds it the chunks, the measured joints and the
+e-stop, asks it what to send on every chunk, every joint state and every half control period, and
+publishes that:
+- move: trajectory_msgs/JointTrajectory with one point (joint targets) on
+  `/arm_controller/joint_trajectory` (ros2_control / Interbotix convention), stamped with the move's
+  slot (see the executor's rate limit) and reached one period after it is sent; and the gripper's
+  on `/gripper_controller/joint_trajectory` (the `left_finger` joint, m, 0.015 closed .. 0.037 open);
+- nothing while the arm holds (a used-up plan, the watchdog): the controller keeps the last target;
+- stop: the arm's joint names and no points, stamp 0 ("now": a stamped trajectory without points
+  would end in the past and be refused). A ros2_control joint trajectory controller of the Foxy /
+  early Humble line holds the arm where it is; later releases refuse a trajectory without points
+  ("Empty trajectory received.") and finish their current one-period segment, itself a command
+  within every limit, then hold. The `sim` node stops where it is;
+- `/diagnostics`: OK while executing, WARN while holding (and why), ERROR for the e-stop or a joint
+  measured beyond its limit; the last refused chunk and why. Published at once on a refusal or a
+  stop, and every second.
 The e-stop (`/pixelvla/estop`, std_msgs/Bool true) latches until `~/reset_estop` (std_srvs/Trigger).
+On shutdown (`on_stop`, called by node_base.run_node) the node sends a final hold, arm only: one
+point at the measured joints (clamped into the limits; a hair beyond counts as at the limit), or a
+stop when they are unknown, stale or beyond a limit or the e-stop is latched, and waits up to a
+second for the controller to acknowledge it (a point at the measured joints is what every controller
+version takes as "stay here"; the gripper keeps its last command).
 """
 from __future__ import annotations
 
-import math
 import sys
 
-import numpy as np
-from builtin_interfaces.msg import Duration
+from builtin_interfaces.msg import Duration as DurationMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -28,8 +40,13 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from pixelvla_ros import qos
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds
-from pixelvla_training.control import NO_ACTION_DUE, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, SafetyGate
+from pixelvla_training.control import (
+    DEFAULT_MAX_JOINT_VELOCITY, MOVE, NO_ACTION_DUE, STOP, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, Command,
+    JointReading, SafetyGate,
+)
 from pixelvla_training.robots import wx250s
+
+ACK_TIMEOUT_S = 1.0  # how long the final hold waits for the controller's acknowledgement
 
 
 class ExecutorNode(ParameterMixin, Node):
@@ -39,33 +56,34 @@ class ExecutorNode(ParameterMixin, Node):
         if len(self.joint_names) != 6:
             raise ValueError(f"joint_names must name the 6 arm joints, got {self.joint_names}")
         self.gripper_joint = self.declare("gripper_joint", "left_finger", "finger joint of the gripper command (m)")
-        rate = self.declare("control_rate_hz", 5.0, "control ticks per second", minimum=0.5, maximum=100.0)
+        rate = self.declare("control_rate_hz", 5.0, "arm targets per second at most", minimum=0.5, maximum=100.0)
         self.period = 1.0 / rate
         schedule = ChunkSchedule(
             strategy=self.declare("strategy", "receding_horizon", "receding_horizon or temporal_ensemble"),
             execute_steps=self.declare("execute_steps", 5, "receding horizon: actions executed per chunk", minimum=1),
             ensemble_decay=self.declare("ensemble_decay", 0.1, "temporal ensembling: k of exp(-k i)", minimum=0.0),
             max_chunk_age=self.declare("max_chunk_age", 1.0, "older chunks (s since their image) are refused", minimum=0.0),
+            max_future_stamp=self.declare("max_future_stamp", 0.1, "chunks stamped later than now + this (s) are refused", minimum=0.0),
+            min_dt=self.declare("min_chunk_dt", 0.01, "chunks with a shorter dt (s) are refused", minimum=1e-4),
+            max_dt=self.declare("max_chunk_dt", 1.0, "chunks with a longer dt (s) are refused", minimum=1e-4),
         )
         gate = SafetyGate(
             workspace_min=self.declare("workspace_min", [0.10, -0.35, 0.02], "workspace box min corner (m, base frame)"),
             workspace_max=self.declare("workspace_max", [0.50, 0.35, 0.45], "workspace box max corner (m, base frame)"),
-            max_step_translation=self.declare("max_step_translation", 0.05, "per action (m)", minimum=1e-4),
-            max_step_rotation=self.declare("max_step_rotation", 0.35, "per action (rad)", minimum=1e-4),
+            max_step_translation=self.declare("max_step_translation", 0.05, "TCP step per command from the measured TCP (m)", minimum=0.002),
+            max_step_rotation=self.declare("max_step_rotation", 0.35, "TCP rotation per command from the measured TCP (rad)", minimum=0.01),
+            max_joint_velocity=self.declare("max_joint_velocity", list(DEFAULT_MAX_JOINT_VELOCITY),
+                                            "per joint (rad/s, joint_names order): a command moves a joint at most this x period"),
         )
         self.chunk_executor = ChunkExecutor(
-            schedule, gate,
-            watchdog_timeout=self.declare("watchdog_timeout", 1.0, "hold after this long without a chunk (s)"),
+            schedule, gate, period=self.period,
+            watchdog_timeout=self.declare("watchdog_timeout", 1.0, "hold after this long without a chunk (s)", minimum=0.0),
             max_tracking_error=self.declare("max_tracking_error", 0.03, "commanded-to-measured TCP distance that restarts a plan (m)", minimum=0.001),
+            max_joint_state_age=self.declare("max_joint_state_age", 0.5, "stop when the newest joint state arrived longer ago (s)", minimum=0.0),
         )
-        self.joints: np.ndarray | None = None
-        self.joints_stamp = -math.inf  # s, when self.joints were measured
-        self.pending: tuple[int, Chunk, float] | None = None  # (sequence, chunk, arrival s): waiting to start
-        self.gripper_state = 1.0
+        self.reading: JointReading | None = None  # the newest valid joint state
         self.last_rejection = ""
-        self.last_reason = "waiting for joint states"
-        self.holding: str | None = "waiting for the first chunk"  # why the arm holds; None while executing
-        self.last_chunk_start = -1.0e9  # s, node clock: when a chunk last started at once
+        self.reported_state = self.chunk_executor.state
         self.commands_sent = 0
 
         self.arm_pub = self.create_publisher(JointTrajectory, "/arm_controller/joint_trajectory", qos.COMMAND)
@@ -75,75 +93,41 @@ class ExecutorNode(ParameterMixin, Node):
         self.create_subscription(JointState, "/joint_states", self.on_joint_state, qos.SENSOR)
         self.create_subscription(Bool, "/pixelvla/estop", self.on_estop, qos.COMMAND)
         self.create_service(Trigger, "~/reset_estop", self.on_reset_estop)
-        self.tick_timer = self.create_timer(self.period, self.on_timer)
+        # Polls the executor ten times a period: a move that waits for its slot goes out within a
+        # tenth of a period of it (the executor allows a quarter).
+        self.tick_timer = self.create_timer(self.period / 10, self.on_timer)
         self.create_timer(1.0, self.publish_diagnostics)
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    # ---------------------------------------------------------------- inputs
     def on_chunk(self, msg: ActionChunk) -> None:
         try:
             if msg.action_space not in ("", "ee_delta"):
                 raise ChunkRejected(f"action space {msg.action_space!r}: this executor runs ee_delta")
             chunk = Chunk.checked(stamp_seconds(msg.header.stamp), msg.dt, msg.actions, msg.horizon, msg.action_dim)
+            self.chunk_executor.offer(chunk, self.now())
         except ChunkRejected as exc:
-            self.refuse(msg.sequence, exc)
+            self.last_rejection = f"chunk {msg.sequence}: {exc}"
+            self.get_logger().warning(f"refused {self.last_rejection}", throttle_duration_sec=1.0)
+            self.publish_diagnostics()
             return
-        self.pending = (msg.sequence, chunk, self.now())
-        self.start_pending_chunk()
-
-    def refuse(self, sequence: int, exc: ChunkRejected) -> None:
-        self.last_rejection = f"chunk {sequence}: {exc}"
-        self.get_logger().warning(f"refused {self.last_rejection}")
-
-    def start_pending_chunk(self) -> bool:
-        """Hand the newest chunk to the executor once a joint state as new as its image is in, and
-        run its first action at once; True when that action ran.
-
-        The command then follows the image by the model's latency alone, whatever the phase between
-        camera and control timer, and the chunk's actions count from then. A plan anchored on
-        joints older than the image would add the action to a pose the arm has left (a joint state
-        published with the image may arrive after the chunk); after one control period without a
-        fresh one (clocks apart) the chunk starts anyway. Chunks that come faster than the control
-        rate wait for the tick: a stream of chunks must not speed the arm up (counted from the last
-        chunk that started at once, not from the last tick, which must not lock chunks into its phase).
-        """
-        if self.pending is None:
-            return False
-        sequence, chunk, arrival = self.pending
-        now = self.now()
-        if self.joints_stamp < chunk.stamp and now - arrival < self.period:
-            return False
-        self.pending = None
-        try:
-            self.chunk_executor.add_chunk(chunk, now)
-        except ChunkRejected as exc:
-            self.refuse(sequence, exc)
-            return False
-        if now - self.last_chunk_start < 0.9 * self.period:
-            return False
-        self.last_chunk_start = now
-        self.tick_timer.reset()
-        self.on_tick()
-        return True
+        self.step()
 
     def on_joint_state(self, msg: JointState) -> None:
-        joints = joint_positions(msg, self.joint_names)
+        joints = joint_positions(msg, self.joint_names)  # None unless all six are there and finite
         if joints is not None:
-            self.joints = joints
+            received = self.now()
             stamp = stamp_seconds(msg.header.stamp)
-            self.joints_stamp = stamp if stamp > 0 else self.now()  # unstamped: measured on arrival
-        finger = joint_positions(msg, [self.gripper_joint])
-        if finger is not None:
-            self.gripper_state = wx250s.finger_to_gripper(float(finger[0]))
-        self.start_pending_chunk()
+            self.reading = JointReading(joints, stamp if stamp > 0 else received, received)  # unstamped: measured on arrival
+        self.step()
 
     def on_estop(self, msg: Bool) -> None:
         if msg.data and not self.chunk_executor.estopped:
             self.chunk_executor.estop()
-            self.pending = None
-            self.get_logger().error("E-STOP: holding position until ~/reset_estop is called")
-            self.on_tick()
+            self.get_logger().error("E-STOP: stopping the arm until ~/reset_estop is called")
+            self.step()
 
     def on_reset_estop(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.chunk_executor.reset_estop()
@@ -152,45 +136,66 @@ class ExecutorNode(ParameterMixin, Node):
         return response
 
     def on_timer(self) -> None:
-        if not self.start_pending_chunk():
-            self.on_tick()
+        self.step()
 
-    def on_tick(self) -> None:
-        if self.joints is None:
-            return
-        now = self.now()
-        command = self.chunk_executor.tick(now, self.joints, self.gripper_state)
-        self.last_reason = command.reason or "executing"
-        if command.hold and (command.reason == self.holding or self.commands_sent == 0):
-            return  # one command per hold (the controller keeps its target), none before the first action
-        if command.reason and not command.hold:
-            self.get_logger().info(f"safety gate: {command.reason}")
-        elif command.hold and command.reason != NO_ACTION_DUE:
-            self.get_logger().warning(f"holding: {command.reason}")
-        self.holding = command.reason if command.hold else None
-        stamp = self.get_clock().now().to_msg()
-        reach = Duration(sec=int(self.period), nanosec=int((self.period % 1.0) * 1e9))
+    # ---------------------------------------------------------------- outputs
+    def step(self) -> None:
+        command = self.chunk_executor.tick(self.now(), self.reading)
+        if command is not None:
+            self.send(command)
+        state = self.chunk_executor.state
+        if state != self.reported_state:  # report a hold once, when it begins (a stop reports itself)
+            self.reported_state = state
+            if command is None and state not in ("executing", NO_ACTION_DUE):
+                (self.get_logger().error if self.chunk_executor.fault else self.get_logger().warning)(f"holding: {state}")
+                self.publish_diagnostics()
+
+    def send(self, command: Command) -> None:
+        if command.kind == MOVE:
+            if command.reason:
+                self.get_logger().info(f"safety gate: {command.reason}")
+        else:
+            log = self.get_logger().error if command.fault else self.get_logger().warning
+            log(f"{command.kind}: {command.reason}")
         arm = JointTrajectory(joint_names=self.joint_names)
-        arm.header.stamp = stamp
-        arm.points = [JointTrajectoryPoint(positions=command.joints.tolist(), time_from_start=reach)]
-        gripper = JointTrajectory(joint_names=[self.gripper_joint])
-        gripper.header.stamp = stamp
-        gripper.points = [JointTrajectoryPoint(positions=[wx250s.gripper_to_finger(command.gripper)], time_from_start=reach)]
+        if command.kind != STOP:
+            # Stamped with its slot (at most a quarter period ago), reached a full period after now.
+            seconds, nanoseconds = divmod(int(round(command.time * 1e9)), 10**9)
+            arm.header.stamp.sec, arm.header.stamp.nanosec = seconds, nanoseconds
+            reach_s, reach_ns = divmod(int(round((self.period + max(0.0, self.now() - command.time)) * 1e9)), 10**9)
+            reach = DurationMsg(sec=reach_s, nanosec=reach_ns)
+            arm.points = [JointTrajectoryPoint(positions=command.joints.tolist(), time_from_start=reach)]
         self.arm_pub.publish(arm)
-        self.gripper_pub.publish(gripper)
+        if command.kind == MOVE:
+            gripper = JointTrajectory(joint_names=[self.gripper_joint])
+            gripper.header.stamp = arm.header.stamp
+            gripper.points = [JointTrajectoryPoint(positions=[wx250s.gripper_to_finger(command.gripper)], time_from_start=reach)]
+            self.gripper_pub.publish(gripper)
+        else:
+            self.publish_diagnostics()
         self.commands_sent += 1
+
+    def on_stop(self) -> None:
+        """Shutdown (node_base.run_node): send the final hold and wait for the controller to have it."""
+        self.tick_timer.cancel()
+        self.send(self.chunk_executor.final_hold(self.now(), self.reading))
+        if not self.arm_pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
+            self.get_logger().warning(f"final hold not acknowledged within {ACK_TIMEOUT_S} s")
 
     def publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name="pixelvla: chunk executor", hardware_id=self.get_name())
-        if self.chunk_executor.estopped:
-            status.level, status.message = DiagnosticStatus.ERROR, "e-stop latched"
-        elif self.holding is not None:
-            status.level, status.message = DiagnosticStatus.WARN, f"holding: {self.last_reason}"
+        state = self.chunk_executor.state
+        if self.chunk_executor.fault or self.chunk_executor.estopped:
+            status.level, status.message = DiagnosticStatus.ERROR, state
+        elif state in ("executing", NO_ACTION_DUE):
+            status.level, status.message = DiagnosticStatus.OK, f"executing chunks ({state})"
         else:
-            status.level, status.message = DiagnosticStatus.OK, "executing chunks"
+            status.level, status.message = DiagnosticStatus.WARN, f"holding: {state}"
+        age = self.now() - self.reading.received if self.reading is not None else float("inf")
         status.values = [
             KeyValue(key="commands_sent", value=str(self.commands_sent)),
             KeyValue(key="last_rejection", value=self.last_rejection),
+            KeyValue(key="joint_state_age_s", value=f"{age:.3f}"),
         ]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

@@ -13,7 +13,8 @@ steps the physics (`pixelvla_training.sim.TabletopEnv`), and publishes:
   first_reached, first_touched and first_lifted (the object the gripper reached, touched and lifted
   first, see TabletopEnv), done.
 Commands, as for the real arm's controllers: `/arm_controller/joint_trajectory` and
-`/gripper_controller/joint_trajectory` (the last point of each trajectory is the target).
+`/gripper_controller/joint_trajectory` (the last point of each trajectory is the target; an arm
+trajectory without points stops the arm where it is: its measured joints become the target).
 Resets: `~/reset` (std_srvs/Trigger) restarts the current task + seed; `/sim/reset`
 (std_msgs/String, JSON {"task": ..., "seed": ...}) switches episodes.
 `publish_instruction` (default true) publishes each episode's instruction on `/pixelvla/instruction`
@@ -133,8 +134,9 @@ class SimNode(ParameterMixin, Node):
 
     # ---------------------------------------------------------------- commands
     def on_arm_command(self, msg: JointTrajectory) -> None:
-        if not msg.points:
-            self.get_logger().error("arm trajectory without points: ignored")
+        if not msg.points:  # a stop, as ros2_control's joint trajectory controller once defined it
+            self.q_target = self.obs["joint_positions"].copy()
+            self.get_logger().warning("arm trajectory without points: stopping where the arm is")
             return
         positions = dict(zip(msg.joint_names, msg.points[-1].positions))
         missing = [n for n in wx250s.JOINT_NAMES if n not in positions]

@@ -49,7 +49,7 @@ def test_a_new_chunk_starts_from_joints_measured_after_its_image(executor):
     assert executor.commands_sent == 0, "started from joints measured before the image"
     executor.on_joint_state(joint_state(q_after, t0 - 0.04))
     assert executor.commands_sent == 1, "the chunk did not start when a fresh joint state came in"
-    target, _ = wx250s.fk(executor.chunk_executor.last_target)
+    target, _ = wx250s.fk(executor.chunk_executor.last_command.joints)
     assert target == pytest.approx(wx250s.fk(q_after)[0] + [0.02, 0.0, 0.0], abs=2e-3)
 
 
@@ -66,5 +66,5 @@ def test_a_chunk_starts_after_one_period_without_a_fresh_joint_state(executor):
     time.sleep(executor.period)
     executor.on_timer()
     assert executor.commands_sent == 1
-    target, _ = wx250s.fk(executor.chunk_executor.last_target)
+    target, _ = wx250s.fk(executor.chunk_executor.last_command.joints)
     assert target == pytest.approx(wx250s.fk(wx250s.HOME_Q)[0] + [0.02, 0.0, 0.0], abs=2e-3)

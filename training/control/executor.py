@@ -1,36 +1,63 @@
-"""Turning action chunks into arm commands, safely (no ROS; the executor node is a thin wrapper).
+"""Turning action chunks into arm commands within every limit (no ROS; the executor node is a thin wrapper).
 
 A chunk is (N_c, 7) end-effector deltas [dx dy dz (m), droll dpitch dyaw (rad), gripper (1 = open)]
-in the arm's base frame, one every `dt` seconds from the chunk's stamp (the camera image's time).
-Each control tick the executor:
+in the arm's base frame, one every `dt` seconds, computed from the camera image of time `stamp`.
+Times are seconds on one clock (the executor node's); joints are (6,) rad in `wx250s.JOINT_NAMES` order.
 
-1. asks the `ChunkSchedule` for the action due now: receding horizon (the newest chunk's first
-   `execute_steps` actions, in order) or temporal ensembling (ACT: every stored chunk's prediction
-   for this tick, averaged with weights exp(-k * i), i = 0 for the oldest chunk). Action i of a
-   chunk is due i * dt after the chunk arrived: the first action runs at the first tick after
-   arrival whatever the phase between camera, model and control loop; the image stamp only
-   decides whether the chunk is too old to run at all;
-2. passes it through the `SafetyGate`: non-finite values are refused, steps are scaled down to the
-   per-step translation/rotation limits, the target is clipped into the workspace box;
-3. maps it to joint targets with the arm's IK and checks them against the joint limits.
+What is enforced (parameter names as the executor node declares them):
 
-A chunk is an open-loop plan from one image: its first action applies to the measured end-effector
-pose, each further action to the pose commanded before it, so an arm that lags a tick behind its
-controller (or a control loop that misses a tick) loses no motion. The commanded pose restarts from
-the measured one at every new chunk (and for every ensembled action: those re-plan each tick), after
-every hold, and whenever the arm is more than `max_tracking_error` metres from it (a blocked arm
-never winds the target up).
-
-When no action is due, `tick` returns a hold command. A used-up plan and the watchdog (no fresh
-chunk for `watchdog_timeout` s: nothing more starts) keep the last target, so the controller
-finishes the last approved action (one step, one control period) instead of being stopped half-way
-by a tick that lands before the arm got there. The e-stop and an IK failure hold the joints where
-they are measured.
+- Chunks (`ChunkExecutor.offer`, refused with `ChunkRejected` and its reason): 7-D, horizon x 7 finite
+  values, `dt` finite and within [`min_chunk_dt`, `max_chunk_dt`]; the image stamp neither older than
+  `max_chunk_age` nor later than now + `max_future_stamp`; none while the e-stop is latched.
+- Each action is a displacement executed at most once: a plan's actions run in order, one per
+  command, action i no earlier than i * dt after the plan's first action (a late tick runs the next
+  action, it never re-applies one). Receding horizon: the newest chunk replaces the plan and at most
+  `execute_steps` of its actions run; temporal ensembling (ACT): each command averages every stored
+  chunk's next action, weights exp(-k i), i = 0 for the oldest chunk, k = `ensemble_decay`.
+- Rate: at most one move per control period T (1 / `control_rate_hz`). Each move has a slot, its
+  stamp (`Command.time`): the moment it became due, at least T after the previous move's slot, so
+  over any window of W s at most W * rate + 1 moves are stamped, however fast chunks come. A move
+  goes out at most T/4 after its slot (so never less than 3T/4 after the previous one in real time);
+  the controller still gets a full period for it. A new chunk is due as soon as a joint state as new
+  as its image is in (or after one period without one: clocks apart); a plan's later actions are due
+  half a period after their time, so a chunk that comes on time replaces the plan first instead of
+  queueing behind it. When chunks come about once a period, a chunk that would wait more than T/8
+  for its slot gives way to the next one (it runs 1.5 T late if none comes): the rate limit lets no
+  move catch up, so one late start would delay every following chunk as much. Stops are never
+  delayed.
+- Measured state: no motion without a valid joint state that arrived within `max_joint_state_age`
+  (arrival time on this clock, so a publisher's clock offset does not count) and lies within the
+  joint limits (`JOINT_LIMIT_TOLERANCE` counts as at the limit).
+- Every move, relative to the measured joints q_m (the controller starts its one-period segment there):
+  joint targets within the joint limits; |q - q_m| <= `max_joint_velocity` * period per joint; the TCP
+  within `max_step_translation` m and `max_step_rotation` rad of the measured TCP; the TCP inside the
+  `workspace_min`/`workspace_max` box, or, for an arm measured outside it, no further out than it is
+  (it is brought back at most one step per command, never jumped). The action's own step is scaled to
+  the same step limits first; the IK target is then cut to the limits and the joint motion scaled down
+  until `SafetyGate.violation` finds nothing (`SafetyGate.violation` is the one definition of "within
+  the limits"). A plan's later actions apply to the pose commanded before, so an arm that lags a little
+  loses no motion; the plan restarts from the measured pose at every new chunk, after a stop or the
+  watchdog, and when the arm is more than `max_tracking_error` m from the commanded pose (a blocked
+  arm never winds the target up).
+- Holding: when no move is due or possible (a used-up plan, the watchdog, a move that no scaling
+  brings within the limits) nothing is sent: the controller finishes the last move, one period long
+  and within every limit, and keeps its target. No older target is ever sent again, so the arm holds
+  where it is and a new chunk starts from there. The watchdog: no action whose time comes more than
+  `watchdog_timeout` after the newest chunk's first action runs (a late tick still runs one whose
+  time was within it); with no chunk for `watchdog_timeout` the executor reports it and holds.
+- Stopping: STOP = no target, the controller stops the arm where it is (for a ros2_control joint
+  trajectory controller, a JointTrajectory without points). Sent at once for the e-stop (latched
+  until `reset_estop`), and, while a move may still be under way, for no valid or a stale joint
+  state or a joint measured beyond its limit. A stop forgets the running plan; a chunk that arrived
+  meanwhile starts once the joints are valid again if it is still within `max_chunk_age` (the e-stop
+  forgets it too). `final_hold`, the command for a shutdown: HOLD = a target at the measured joints,
+  or a STOP where they are unknown, stale or beyond a limit, or under the e-stop.
+- The gripper command (clipped to [0, 1]) goes with moves only; holds and stops leave the gripper's
+  last command in place (an object in the hand is not dropped).
 """
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,9 +65,24 @@ import numpy as np
 from pixelvla_training.robots import wx250s
 
 ACTION_DIM = 7
+MOVE, HOLD, STOP = "move", "hold", "stop"
 NO_ACTION_DUE = "no action due"
-WATCHDOG = "watchdog: no fresh chunk"
-FINISHING_HOLDS = (NO_ACTION_DUE, WATCHDOG)  # holds that keep the last target: the last action finishes
+WATCHDOG = "watchdog: no chunk"
+# A joint measured this far (rad) beyond its limit counts as at the limit (encoder noise, a simulator's
+# soft limit); further is a fault.
+JOINT_LIMIT_TOLERANCE = 0.01
+# The IK reaches its target to ~0.1 mm / 1 mrad: targets are cut this far inside the step limits and the
+# workspace box so that the solved joints satisfy the limits exactly.
+TRANSLATION_MARGIN = 1e-3  # m
+ROTATION_MARGIN = 5e-3  # rad
+# rad/s per joint: about two thirds of the wx250s URDF's pi rad/s (wx250s.VELOCITY_LIMITS); 0.4 rad per
+# command at 5 Hz. The scripted expert's fastest moves reach ~3 rad/s: this scales about 4 % of them.
+DEFAULT_MAX_JOINT_VELOCITY = (2.0,) * 6
+TIME_EPSILON = 1e-6  # s: comparisons of times allow this much float rounding
+SEND_DELAY = 0.25  # periods: a move goes out at most this long after its slot (see ChunkExecutor.tick)
+GIVE_WAY = 0.125  # periods: a chunk that would wait longer for its slot gives way (see ChunkExecutor.tick)
+BACKOFF = 0.8  # joint motion is scaled by this until a command satisfies every limit ...
+BACKOFF_TRIES = 12  # ... at most this often (0.8**12 ~ 7 %), then no move is sent
 
 
 class ChunkRejected(ValueError):
@@ -63,166 +105,389 @@ class Chunk:
             raise ChunkRejected(f"{flat.size} values do not make horizon {horizon} x action_dim {action_dim}")
         if not math.isfinite(dt) or dt <= 0:
             raise ChunkRejected(f"dt must be positive, got {dt}")
+        if not math.isfinite(stamp):
+            raise ChunkRejected(f"stamp must be finite, got {stamp}")
         if not np.all(np.isfinite(flat)):
             raise ChunkRejected("chunk contains NaN or inf")
         return Chunk(stamp=float(stamp), dt=float(dt), actions=flat.reshape(horizon, action_dim))
 
 
+@dataclass(frozen=True)
+class JointReading:
+    """The newest measured joints: (6,) rad, the header stamp (s, the publisher's clock) and when it
+    arrived (s, the executor's clock)."""
+
+    joints: np.ndarray
+    stamp: float
+    received: float
+
+
+@dataclass
+class _Plan:
+    chunk: Chunk
+    limit: int                    # actions of the chunk that may run
+    ready: float                  # s: from when its first action may run
+    start: float | None = None    # s: the slot of its first action (None: not run yet)
+    next_index: int = 0           # the actions before this one ran; none runs twice
+
+
 @dataclass
 class ChunkSchedule:
-    """Which action is due at time t. strategy: "receding_horizon" or "temporal_ensemble"."""
+    """Which action runs next. strategy: "receding_horizon" or "temporal_ensemble"."""
 
     strategy: str = "receding_horizon"
     execute_steps: int = 5          # receding horizon: actions of a chunk executed before it expires
     ensemble_decay: float = 0.1     # temporal ensembling: k in exp(-k * i)
-    max_chunk_age: float = 1.0      # s: chunks whose stamp is older than this are dropped
-    chunks: deque = field(default_factory=lambda: deque(maxlen=16))  # (arrival time s, Chunk)
+    max_chunk_age: float = 1.0      # s: chunks whose stamp is older than this are refused
+    max_future_stamp: float = 0.1   # s: chunks stamped later than now + this are refused
+    min_dt: float = 0.01            # s: the range of dt a chunk may have
+    max_dt: float = 1.0
+    plans: list = field(default_factory=list)  # _Plan, oldest first (at most 16)
 
     def __post_init__(self) -> None:
         if self.strategy not in ("receding_horizon", "temporal_ensemble"):
             raise ValueError(f"unknown strategy {self.strategy!r}: receding_horizon or temporal_ensemble")
+        if not 0 < self.min_dt <= self.max_dt:
+            raise ValueError(f"need 0 < min_dt <= max_dt, got {self.min_dt}, {self.max_dt}")
 
-    def add(self, chunk: Chunk, now: float) -> None:
-        """Queue `chunk`, arrived at `now` (s, same clock as its stamp)."""
+    def check(self, chunk: Chunk, now: float) -> None:
+        """ChunkRejected unless `chunk`, arriving at `now`, may run."""
         age = now - chunk.stamp
         if age > self.max_chunk_age:
             raise ChunkRejected(f"chunk is {age:.2f} s old (max_chunk_age {self.max_chunk_age} s)")
+        if -age > self.max_future_stamp:
+            raise ChunkRejected(f"chunk is stamped {-age:.3g} s in the future (max_future_stamp {self.max_future_stamp} s)")
+        if not self.min_dt <= chunk.dt <= self.max_dt:
+            raise ChunkRejected(f"dt {chunk.dt:.3g} s outside [min_chunk_dt {self.min_dt}, max_chunk_dt {self.max_dt}] s")
+
+    def add(self, chunk: Chunk, ready: float) -> None:
+        """Queue a checked chunk whose first action may run from `ready` (s), at the next `take`."""
         if self.strategy == "receding_horizon":
-            self.chunks.clear()
-        self.chunks.append((now, chunk))
+            self.plans.clear()
+        limit = min(len(chunk.actions), self.execute_steps) if self.strategy == "receding_horizon" else len(chunk.actions)
+        self.plans = [*self.plans[-15:], _Plan(chunk, limit, ready)]
 
     def clear(self) -> None:
-        self.chunks.clear()
+        self.plans.clear()
 
-    def due(self, now: float) -> tuple[np.ndarray | None, bool]:
-        """(the (7,) action due at `now` or None when no chunk covers it, whether it starts a new plan)."""
-        predictions, index = [], 0
-        for arrival, chunk in self.chunks:
-            index = int(math.floor((now - arrival) / chunk.dt + 1e-6))
-            limit = min(len(chunk.actions), self.execute_steps) if self.strategy == "receding_horizon" else len(chunk.actions)
-            if 0 <= index < limit:
-                predictions.append(chunk.actions[index])
+    def fresh(self) -> float | None:
+        """Since when (s) the newest chunk waiting for its first action may run; None if none waits."""
+        return max((plan.ready for plan in self.plans if plan.start is None), default=None)
+
+    def next_due(self) -> float:
+        """When (s) the next action of a running plan is due; inf when none is left."""
+        times = [plan.start + plan.next_index * plan.chunk.dt for plan in self.plans
+                 if plan.start is not None and plan.next_index < plan.limit]
+        return min(times, default=math.inf)
+
+    def drop_after(self, deadline: float) -> None:
+        """Forget every action due later than `deadline` (s), and chunks that have not started."""
+        for plan in self.plans:
+            due = 0 if plan.start is None else math.floor((deadline - plan.start) / plan.chunk.dt + TIME_EPSILON) + 1
+            plan.limit = min(plan.limit, max(due, 0))
+        self.plans = [plan for plan in self.plans if plan.next_index < plan.limit]
+
+    def take(self, now: float) -> tuple[np.ndarray | None, bool]:
+        """(the (7,) action to run at `now` or None, whether it starts a plan); marks it as run.
+
+        A plan's next action is due from half a dt before its time (a tick that comes a little early
+        does not drop an ensemble member); a new chunk's first action is due at once.
+        """
+        predictions, first = [], False
+        for plan in self.plans:
+            if plan.start is None:
+                plan.start = now
+            if plan.next_index < plan.limit and now + TIME_EPSILON >= plan.start + (plan.next_index - 0.5) * plan.chunk.dt:
+                predictions.append(plan.chunk.actions[plan.next_index])
+                first = plan.next_index == 0
+                plan.next_index += 1
+        self.plans = [plan for plan in self.plans if plan.next_index < plan.limit]
         if not predictions:
-            return None, True
+            return None, False
         if self.strategy == "receding_horizon":
-            return predictions[0], index == 0
+            return predictions[0], first
         weights = np.exp(-self.ensemble_decay * np.arange(len(predictions)))
         return (weights[:, None] * np.stack(predictions)).sum(0) / weights.sum(), True
 
 
+def _scaled(vector: np.ndarray, limit: float) -> tuple[np.ndarray, float]:
+    """(`vector` scaled down to norm `limit` if longer, its original norm); no overflow for huge values."""
+    biggest = float(np.max(np.abs(vector)))
+    if biggest == 0.0:
+        return vector, 0.0
+    unit = vector / biggest
+    norm = biggest * float(np.linalg.norm(unit))
+    return (unit * (limit / np.linalg.norm(unit)) if norm > limit else vector), norm
+
+
+def _turn_fraction(rotation: np.ndarray, fraction: float) -> np.ndarray:
+    """`fraction` of a rotation (3, 3) about the same axis (slerp from the identity)."""
+    w, *xyz = wx250s.matrix_to_quat(rotation)
+    angle = 2.0 * math.atan2(float(np.linalg.norm(xyz)), w) * fraction
+    axis = np.asarray(xyz) / max(float(np.linalg.norm(xyz)), 1e-12)
+    return wx250s.quat_to_matrix(np.array([math.cos(angle / 2), *(axis * math.sin(angle / 2))]))
+
+
+def _outside(position: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
+    """Distance (m) of `position` from the box [low, high]; 0 inside."""
+    return float(np.linalg.norm(position - np.clip(position, low, high)))
+
+
 @dataclass
 class SafetyGate:
-    """Limits, in the base frame: workspace box (m), per-step translation (m) and rotation (rad)."""
+    """Limits, base frame: workspace box (m), per-command TCP step (m, rad), joint velocity (rad/s)."""
 
     workspace_min: np.ndarray
     workspace_max: np.ndarray
     max_step_translation: float
     max_step_rotation: float
+    max_joint_velocity: np.ndarray = field(default_factory=lambda: np.array(DEFAULT_MAX_JOINT_VELOCITY))
 
     def __post_init__(self) -> None:
         self.workspace_min = np.asarray(self.workspace_min, dtype=float).reshape(3)
         self.workspace_max = np.asarray(self.workspace_max, dtype=float).reshape(3)
-        if np.any(self.workspace_min >= self.workspace_max):
+        self.max_joint_velocity = np.asarray(self.max_joint_velocity, dtype=float).reshape(6)
+        if np.any(self.workspace_max - self.workspace_min <= 2 * TRANSLATION_MARGIN):
             raise ValueError(f"workspace_min {self.workspace_min} must be below workspace_max {self.workspace_max}")
-        if self.max_step_translation <= 0 or self.max_step_rotation <= 0:
-            raise ValueError("step limits must be positive")
+        if self.max_step_translation <= TRANSLATION_MARGIN or self.max_step_rotation <= ROTATION_MARGIN:
+            raise ValueError(f"step limits must exceed {TRANSLATION_MARGIN} m and {ROTATION_MARGIN} rad")
+        if not np.all(self.max_joint_velocity > 0):
+            raise ValueError(f"max_joint_velocity must be positive, got {self.max_joint_velocity}")
 
-    def limit(self, action: np.ndarray, tcp_position: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """The action scaled/clipped into every limit, and what was changed (for logs)."""
+    def limit(self, action: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """The action with its translation/rotation scaled to the step limits and the gripper clipped to
+        [0, 1], and what was changed (for logs). ChunkRejected for anything but 7 finite values."""
         action = np.asarray(action, dtype=float).copy()
         if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
             raise ChunkRejected(f"action must be 7 finite values, got {action}")
         notes = []
-        step = np.linalg.norm(action[:3])
+        action[:3], step = _scaled(action[:3], self.max_step_translation)
         if step > self.max_step_translation:
-            action[:3] *= self.max_step_translation / step
-            notes.append(f"translation {step:.3f} m scaled to {self.max_step_translation} m")
-        turn = np.linalg.norm(action[3:6])
+            notes.append(f"translation {step:.3g} m scaled to {self.max_step_translation} m")
+        action[3:6], turn = _scaled(action[3:6], self.max_step_rotation)
         if turn > self.max_step_rotation:
-            action[3:6] *= self.max_step_rotation / turn
-            notes.append(f"rotation {turn:.3f} rad scaled to {self.max_step_rotation} rad")
-        target = np.asarray(tcp_position, dtype=float) + action[:3]
-        clipped = np.clip(target, self.workspace_min, self.workspace_max)
-        if not np.allclose(clipped, target):
-            action[:3] = clipped - tcp_position
-            notes.append(f"target {np.round(target, 3)} clipped to the workspace")
+            notes.append(f"rotation {turn:.3g} rad scaled to {self.max_step_rotation} rad")
         action[6] = float(np.clip(action[6], 0.0, 1.0))
         return action, notes
+
+    def bound_target(self, measured, target) -> tuple[tuple[np.ndarray, np.ndarray], list[str]]:
+        """The TCP target pose (position m, rotation) clipped into the workspace box and then cut to the
+        step limits from the `measured` TCP pose (a margin inside each), and what was changed."""
+        (position, rotation), (here, here_rot), notes = target, measured, []
+        low, high = self.workspace_min + TRANSLATION_MARGIN, self.workspace_max - TRANSLATION_MARGIN
+        clipped = np.clip(position, low, high)
+        if not np.allclose(clipped, position):
+            notes.append(f"target {np.round(position, 3)} clipped to the workspace")
+        step, distance = _scaled(clipped - here, self.max_step_translation - TRANSLATION_MARGIN)
+        if distance > self.max_step_translation - TRANSLATION_MARGIN:
+            notes.append(f"target {distance:.3f} m from the measured TCP cut to a step")
+        turn = rotation @ here_rot.T
+        angle = float(np.linalg.norm(wx250s.rotation_log(turn)))
+        if angle > self.max_step_rotation - ROTATION_MARGIN:
+            turn = _turn_fraction(turn, (self.max_step_rotation - ROTATION_MARGIN) / angle)
+            notes.append(f"target rotation {angle:.3f} rad from the measured TCP cut to a step")
+        return (here + step, turn @ here_rot), notes
+
+    def violation(self, q: np.ndarray, q_measured: np.ndarray, period: float) -> str | None:
+        """What about joint targets `q` (6,) rad breaks a limit, given the measured joints (6,) rad
+        (within the joint limits) and the control period (s); None when nothing does."""
+        if not np.all(np.isfinite(q)):
+            return "joint targets not finite"
+        if np.any(q < wx250s.JOINT_LOWER) or np.any(q > wx250s.JOINT_UPPER):
+            return "joint targets outside the joint limits"
+        if np.any(np.abs(q - q_measured) > self.max_joint_velocity * period):
+            return "joint motion over max_joint_velocity"
+        (position, rotation), (here, here_rot) = wx250s.fk(q), wx250s.fk(q_measured)
+        if np.linalg.norm(position - here) > self.max_step_translation:
+            return "TCP step over max_step_translation"
+        if np.linalg.norm(wx250s.rotation_log(rotation @ here_rot.T)) > self.max_step_rotation:
+            return "TCP rotation over max_step_rotation"
+        out_before = _outside(here, self.workspace_min, self.workspace_max)
+        if _outside(position, self.workspace_min, self.workspace_max) > out_before:
+            return "TCP leaves the workspace" if out_before == 0.0 else "TCP moves further out of the workspace"
+        return None
+
+    def bound_joints(self, q_target: np.ndarray, q_measured: np.ndarray, period: float) -> tuple[np.ndarray | None, list[str]]:
+        """The joint motion from `q_measured` towards `q_target` (6,) rad scaled to max_joint_velocity,
+        then further down until no limit is broken (None if nothing but no motion is), and notes."""
+        motion = q_target - q_measured
+        reach = self.max_joint_velocity * period
+        scale = float(min(1.0, np.min(reach / np.maximum(np.abs(motion), 1e-12)) * (1.0 - 1e-9)))  # 1e-9: float rounding
+        notes = [f"joint motion scaled to {scale:.2f} (max_joint_velocity)"] if scale < 1.0 else []
+        for _ in range(BACKOFF_TRIES):
+            q = wx250s.clamp_to_limits(q_measured + scale * motion)  # q_measured is within the limits
+            problem = self.violation(q, q_measured, period)
+            if problem is None:
+                return q, notes
+            notes.append(f"{problem}: motion scaled by {BACKOFF}")
+            scale *= BACKOFF
+        return None, notes
 
 
 @dataclass
 class Command:
-    """What to send to the arm: joint targets (6,) rad, gripper in [0, 1], and why."""
+    """What to send to the arm, and why.
 
-    joints: np.ndarray
-    gripper: float
-    hold: bool
-    reason: str = ""
+    kind MOVE: go to `joints` (6,) rad within one period, gripper to `gripper` in [0, 1];
+    HOLD (only `final_hold`): stay at `joints`, the measured joints; STOP: no target, the controller
+    stops where the arm is (`joints` None). `fault`: the reason is an error to report. `time`: s,
+    when it was decided (the command's stamp).
+    """
+
+    kind: str
+    joints: np.ndarray | None
+    gripper: float | None
+    reason: str
+    time: float
+    fault: bool = False
 
 
 @dataclass
 class ChunkExecutor:
     schedule: ChunkSchedule
     gate: SafetyGate
-    watchdog_timeout: float = 1.0   # s without a fresh chunk -> hold
-    max_tracking_error: float = 0.03  # m between commanded and measured TCP before the command restarts
+    period: float = 0.2               # s, the control period (1 / control_rate_hz)
+    watchdog_timeout: float = 1.0     # s: no action due later than this after the newest chunk's first runs
+    max_tracking_error: float = 0.03  # m between commanded and measured TCP before the plan restarts
+    max_joint_state_age: float = 0.5  # s since the newest valid joint state arrived -> stop
     estopped: bool = False
-    reference: tuple[np.ndarray, np.ndarray] | None = None  # last commanded TCP pose (position m, rotation)
-    last_target: np.ndarray | None = None  # (6,) rad: joint targets of the last executed action
-    last_chunk_time: float = -math.inf
-    last_gripper: float = 1.0
+    state: str = "waiting for the first chunk"  # executing, or why the arm is held (for diagnostics)
+    fault: bool = False               # the state is an error
+    last_command: Command | None = None
+    last_chunk_time: float = -math.inf  # s: when the last chunk was accepted
+    _pending: tuple[Chunk, float] | None = None  # (chunk, arrival s): waits for a joint state as new as its image
+    _reference: tuple[np.ndarray, np.ndarray] | None = None  # TCP pose (m, rotation) of the last move
+    _last_slot: float = -math.inf     # s: the slot of the last move
+    _last_ready: float = -math.inf    # s: when the newest chunk became ready
+    _chunk_interval: float = math.inf  # s: between the last two chunks becoming ready
+    _moving: bool = False             # a move may be under way (none since: a stop, the watchdog)
+    _estop_sent: bool = False
 
-    def add_chunk(self, chunk: Chunk, now: float) -> None:
+    def offer(self, chunk: Chunk, now: float) -> None:
+        """Accept `chunk`, arrived at `now`, or raise ChunkRejected with the reason."""
         if self.estopped:
             raise ChunkRejected("e-stop is latched: reset it before sending chunks")
-        self.schedule.add(chunk, now)
+        self.schedule.check(chunk, now)
+        self._pending = (chunk, now)
         self.last_chunk_time = now
 
     def estop(self) -> None:
-        """Latch the e-stop: hold from now on, forget queued chunks, until `reset_estop`."""
+        """Latch the e-stop: stop the arm, refuse chunks and forget queued ones until `reset_estop`."""
         self.estopped = True
-        self.schedule.clear()
 
     def reset_estop(self) -> None:
-        self.estopped = False
+        self.estopped, self._estop_sent = False, False
 
-    def tick(self, now: float, joints: np.ndarray, gripper_state: float) -> Command:
-        """The command for this control tick given the measured joints (6,) rad and gripper in [0, 1]."""
-        joints = np.asarray(joints, dtype=float)
-        command = self._command(now, joints)
-        if not command.hold:
-            self.last_target = command.joints
-        else:
-            self.reference = None
-            if command.reason not in FINISHING_HOLDS:
-                self.last_target = None
+    def tick(self, now: float, reading: JointReading | None) -> Command | None:
+        """The command to send at `now` given the newest joint reading, or None: nothing to send.
+        Call it on every chunk and joint state and at least every T/4 (the node: every T/10): it
+        decides when."""
+        fault = self._fault(now, reading)
+        if fault is not None:
+            reason, is_error = fault
+            self._forget(reason, is_error)
+            if self.estopped:
+                self._pending = None
+            if self.estopped and not self._estop_sent:
+                self._estop_sent = True
+                return self._send(Command(STOP, None, None, reason, now, True))
+            return self._send(Command(STOP, None, None, reason, now, is_error)) if self._moving else None
+        q = wx250s.clamp_to_limits(reading.joints)
+        if self._pending is not None:
+            chunk, arrival = self._pending
+            if reading.stamp >= chunk.stamp or now - arrival >= self.period:
+                self._pending = None
+                try:
+                    self.schedule.check(chunk, now)  # it may have waited out a fault
+                    self.schedule.add(chunk, ready=now)
+                    self._chunk_interval, self._last_ready = now - self._last_ready, now
+                except ChunkRejected as exc:
+                    self.state, self.fault = f"chunk dropped: {exc}", False
+        newest = self.schedule.plans[-1] if self.schedule.plans else None
+        if newest is not None and newest.start is not None and now > newest.start + self.watchdog_timeout:
+            self.schedule.drop_after(newest.start + self.watchdog_timeout)
+        if not self.schedule.plans:  # the controller keeps the last move's target
+            if now - self.last_chunk_time > self.watchdog_timeout:
+                self._forget(f"{WATCHDOG} for {self.watchdog_timeout} s", False)
+                self._moving = False  # the last move, at least a period ago, is over
+            else:
+                self.state, self.fault = NO_ACTION_DUE, False
+            return None
+        # The move's slot: when it became due (a new chunk: once ready; a running plan's next action:
+        # half a period after its time, so that a chunk coming on time replaces the plan first), at
+        # least a period after the last slot (the rate limit) and at most SEND_DELAY before now. Slots,
+        # not the moments a tick notices them, set the pace, so a tick's lateness does not accumulate,
+        # and a stalled executor cannot catch up with a burst.
+        ready = self.schedule.fresh()
+        due = ready if ready is not None else self.schedule.next_due() + self.period / 2
+        if ready is not None and self._last_slot + self.period - ready > GIVE_WAY * self.period \
+                and self._chunk_interval <= (1 + GIVE_WAY) * self.period:
+            # Chunks come once a period and this one would wait long for the rate limit: running it
+            # late would hold every following chunk back as long (the rate limit lets none catch
+            # up), so it gives way to the next one, due in about a period (if none comes, it runs
+            # after one and a half).
+            due = ready + 1.5 * self.period
+        slot = max(due, self._last_slot + self.period, now - SEND_DELAY * self.period)
+        if now + TIME_EPSILON < slot:
+            return None
+        action, first = self.schedule.take(slot)
+        return None if action is None else self._move(slot, q, action, first)
+
+    def final_hold(self, now: float, reading: JointReading | None) -> Command:
+        """The last command before shutting down: a hold at the measured joints, or a stop when they are
+        not known, stale or beyond a limit (and under the e-stop)."""
+        fault = self._fault(now, reading)
+        if fault is not None:
+            return Command(STOP, None, None, f"shutdown: {fault[0]}", now, fault[1])
+        return Command(HOLD, wx250s.clamp_to_limits(reading.joints), None, "shutdown", now)
+
+    # ------------------------------------------------------------------------------------------- internals
+    def _fault(self, now: float, reading: JointReading | None) -> tuple[str, bool] | None:
+        """(why no target may be sent, whether that is an error) or None."""
+        if self.estopped:
+            return "e-stop latched", True
+        if reading is None or not np.all(np.isfinite(reading.joints)):
+            return "no valid joint state", False
+        if now - reading.received > self.max_joint_state_age:
+            return f"joint states stale: none valid for max_joint_state_age {self.max_joint_state_age} s", False
+        beyond = (reading.joints < wx250s.JOINT_LOWER - JOINT_LIMIT_TOLERANCE) | (reading.joints > wx250s.JOINT_UPPER + JOINT_LIMIT_TOLERANCE)
+        if np.any(beyond):
+            i = int(np.argmax(beyond))
+            return (f"{wx250s.JOINT_NAMES[i]} measured at {reading.joints[i]:.3f} rad, beyond its limits "
+                    f"[{wx250s.JOINT_LOWER[i]}, {wx250s.JOINT_UPPER[i]}]"), True
+        return None
+
+    def _forget(self, reason: str, fault: bool) -> None:
+        """Drop the running plans and their reference (a chunk waiting to start stays, and starts from
+        the joints measured then); remember why (for diagnostics)."""
+        self.schedule.clear()
+        self._reference = None
+        self.state, self.fault = reason, fault
+
+    def _send(self, command: Command) -> Command:
+        self.last_command = command
+        self._moving = command.kind == MOVE
+        if command.kind == MOVE:
+            self._last_slot = command.time
         return command
 
-    def _command(self, now: float, joints: np.ndarray) -> Command:
-        hold = Command(joints=joints.copy(), gripper=self.last_gripper, hold=True)
-        if self.estopped:
-            hold.reason = "e-stop latched"
-            return hold
-        finish = Command(joints=(joints if self.last_target is None else self.last_target).copy(),
-                         gripper=self.last_gripper, hold=True)
-        if now - self.last_chunk_time > self.watchdog_timeout:
-            self.schedule.clear()
-            finish.reason = WATCHDOG
-            return finish
-        action, new_plan = self.schedule.due(now)
-        if action is None:
-            finish.reason = NO_ACTION_DUE
-            return finish
-        measured = wx250s.fk(joints)
-        base = None if new_plan else self.reference
-        if base is None or np.linalg.norm(base[0] - measured[0]) > self.max_tracking_error:
+    def _move(self, slot: float, q: np.ndarray, action: np.ndarray, first: bool) -> Command | None:
+        try:
+            action, notes = self.gate.limit(action)
+        except ChunkRejected as exc:  # an ensemble average overflowed
+            self.state, self.fault = str(exc), False
+            return None
+        measured = wx250s.fk(q)
+        base = self._reference
+        if first or base is None or np.linalg.norm(base[0] - measured[0]) > self.max_tracking_error:
             base = measured
-        action, notes = self.gate.limit(action, base[0])
-        target_pose = wx250s.apply_ee_delta(*base, action[:3], action[3:6])
-        target = wx250s.solve_ik(joints, *target_pose)
-        if np.any(target < wx250s.JOINT_LOWER - 1e-9) or np.any(target > wx250s.JOINT_UPPER + 1e-9):
-            hold.reason = "IK result outside the joint limits"
-            return hold
-        self.reference = target_pose
-        self.last_gripper = float(action[6])
-        return Command(joints=target, gripper=self.last_gripper, hold=False, reason="; ".join(notes))
+        target = wx250s.apply_ee_delta(*base, action[:3], action[3:6])
+        target, more = self.gate.bound_target(measured, target)
+        joints, scaled = self.gate.bound_joints(wx250s.solve_ik(q, *target), q, self.period)
+        notes += more + scaled
+        if joints is None:  # the arm finishes the last move and stays there
+            self.state, self.fault = "no move within the limits: " + "; ".join(notes), False
+            return None
+        self._reference = wx250s.fk(joints)
+        self.state, self.fault = "executing", False
+        return self._send(Command(MOVE, joints, float(action[6]), "; ".join(notes), slot))

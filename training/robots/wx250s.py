@@ -47,6 +47,8 @@ JOINT_AXES = np.array([
 ])
 JOINT_LOWER = np.array([-3.1416, -1.8850, -2.1468, -3.1416, -1.7453, -3.1416])
 JOINT_UPPER = np.array([3.1416, 1.9897, 1.6057, 3.1416, 2.1468, 3.1416])
+# rad/s: the joint velocity limits of the Interbotix wx250s URDF (interbotix_xsarm_descriptions: pi for each arm joint).
+VELOCITY_LIMITS = np.full(6, np.pi)
 LINK_MASSES = {
     "base_link": 0.539, "shoulder_link": 0.481, "upper_arm_link": 0.431, "upper_forearm_link": 0.235,
     "lower_forearm_link": 0.221, "wrist_link": 0.085, "gripper_link": 0.110,
