@@ -39,7 +39,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pixelvla_ros import qos
 from pixelvla_ros.msg import ActionChunk
-from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds
+from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_latched
 from pixelvla_training.control import (
     DEFAULT_MAX_JOINT_VELOCITY, MOVE, NO_ACTION_DUE, STOP, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, Command,
     JointReading, SafetyGate,
@@ -91,7 +91,8 @@ class ExecutorNode(ParameterMixin, Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(ActionChunk, "/pixelvla/action_chunk", self.on_chunk, qos.COMMAND)
         self.create_subscription(JointState, "/joint_states", self.on_joint_state, qos.SENSOR)
-        self.create_subscription(Bool, "/pixelvla/estop", self.on_estop, qos.COMMAND)
+        # `ros2 topic pub` and latched publishers alike; a restarted executor gets a latched e-stop too.
+        subscribe_latched(self, Bool, "/pixelvla/estop", self.on_estop)
         self.create_service(Trigger, "~/reset_estop", self.on_reset_estop)
         # Polls the executor ten times a period: a move that waits for its slot goes out within a
         # tenth of a period of it (the executor allows a quarter).
