@@ -205,8 +205,8 @@ class McapScan:
             while True:
                 start = f.tell()
                 head = f.read(9)
-                if len(head) < 9:
-                    self.cut_bytes = size - start
+                if len(head) < 9 or start + 9 > size:  # `size` bounds the read: the file may still grow
+                    self.cut_bytes = max(0, size - start)
                     return
                 op, length = head[0], int.from_bytes(head[1:], "little")
                 body = f.read(min(length, size - start - 9))  # a corrupt length must not allocate gigabytes
