@@ -229,6 +229,8 @@ def test_duplicate_filter_drops_the_copy_from_the_other_subscription_only():
     assert f.is_duplicate("b", "live", now=3.02) and f.is_duplicate("c", "live", now=3.03)  # interleaved twins
     assert not f.is_duplicate("d", "latched", now=4.0)
     assert not f.is_duplicate("d", "live", now=7.0)       # too late to be its twin
-    nan = serialize_message(points((math.nan, 1.0)))  # serialized: a NaN field equals itself
+    # Both subscriptions get the bytes the writer serialized once, so a NaN field equals itself. (Serializing
+    # twice here could differ in CDR padding bytes, which nothing initialises.)
+    nan = serialize_message(points((math.nan, 1.0)))
     assert not f.is_duplicate(nan, "live", now=8.0)
-    assert f.is_duplicate(serialize_message(points((math.nan, 1.0))), "latched", now=8.0)
+    assert f.is_duplicate(bytes(nan), "latched", now=8.0)
