@@ -19,6 +19,7 @@ many were older than one model period) and the node's CPU use.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -50,41 +51,62 @@ def bare_latency(preset: str, frames: int, threads: int) -> np.ndarray:
     return np.array(times)
 
 
-def node_latency(preset: str, frames: int, camera_hz: float, threads: int) -> dict:
+@contextlib.contextmanager
+def policy_under_test(params: list[str], probe_name: str):
+    """A policy node process (`params`: `name:=value` strings) and a probe node in this process that has
+    published the instruction, collects (arrival s, ActionChunk) and PolicyStatus, and waited for ACTIVE.
+    Yields (probe node, received, status, the node's pid); stops both afterwards."""
     import rclpy
-    from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
     from pixelvla_ros import qos
-    from pixelvla_ros.image_conversions import rgb_to_image
     from pixelvla_ros.msg import ActionChunk, PolicyStatus
-    from pixelvla_ros.node_base import stamp_seconds
 
-    node_process = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.policy_node", "--ros-args",
-                                     "-p", "control_rate_hz:=0.0", "-p", "model_path:=untrained", "-p", f"default_preset:={preset}", "-p", f"threads:={threads}",
-                                     "-r", "__node:=policy"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [sys.executable, "-m", "pixelvla_ros.nodes.policy_node", "--ros-args", "-r", "__node:=policy"]
+    for param in params:
+        args += ["-p", param]
+    node_process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rclpy.init()
-    node = rclpy.create_node("latency_probe")
-    received: list[tuple[float, ActionChunk]] = []
-    status: list[PolicyStatus] = []
-
-    def now() -> float:
-        return node.get_clock().now().nanoseconds * 1e-9
-
-    node.create_subscription(ActionChunk, "/pixelvla/action_chunk", lambda m: received.append((now(), m)), qos.COMMAND)
+    node = rclpy.create_node(probe_name)
+    received: list = []
+    status: list = []
+    node.create_subscription(ActionChunk, "/pixelvla/action_chunk",
+                             lambda m: received.append((node.get_clock().now().nanoseconds * 1e-9, m)), qos.COMMAND)
     node.create_subscription(PolicyStatus, "/pixelvla/status", status.append, qos.LATCHED)
-    images = node.create_publisher(Image, "/camera/image_raw", qos.SENSOR)
     node.create_publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put the red cube on the plate"))
-    frame = rgb_to_image(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not any(s.state == PolicyStatus.ACTIVE for s in status):
             rclpy.spin_once(node, timeout_sec=0.1)
+        yield node, received, status, node_process.pid
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        node_process.send_signal(signal.SIGINT)
+        try:
+            node_process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node_process.kill()
+
+
+def node_latency(preset: str, frames: int, camera_hz: float, threads: int) -> dict:
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    from pixelvla_ros import qos
+    from pixelvla_ros.image_conversions import rgb_to_image
+    from pixelvla_ros.node_base import stamp_seconds
+
+    params = ["control_rate_hz:=0.0", "model_path:=untrained", f"default_preset:={preset}", f"threads:={threads}"]
+    frame = rgb_to_image(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    with policy_under_test(params, "latency_probe") as (node, received, status, _):
+        images = node.create_publisher(Image, "/camera/image_raw", qos.SENSOR)
         published = 0
         period = 1.0 / camera_hz
         next_frame = time.monotonic()
         warmup = 5
-        while len(received) < frames + warmup and time.monotonic() < deadline + 600:
+        deadline = time.monotonic() + 600
+        while len(received) < frames + warmup and time.monotonic() < deadline:
             if time.monotonic() >= next_frame:
                 frame.header.stamp = node.get_clock().now().to_msg()
                 images.publish(frame)
@@ -96,14 +118,6 @@ def node_latency(preset: str, frames: int, camera_hz: float, threads: int) -> di
         arrival = np.array([t for t, _ in rows])
         stamps = np.array([stamp_seconds(m.header.stamp) for _, m in rows])
         inference = np.array([m.inference_latency for _, m in rows])
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-        node_process.send_signal(signal.SIGINT)
-        try:
-            node_process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node_process.kill()
     end_to_end = arrival - stamps
     model_period = np.diff(arrival)
     age_at_start = end_to_end - inference
@@ -134,33 +148,23 @@ def synthetic_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 def camera_stream(width: int, height: int, transport: str, seconds: float, camera_hz: float) -> dict:
     """One case of `--camera`: see the module docstring."""
+    with policy_under_test([f"image_transport:={transport}"], "camera_probe") as (node, received, status, pid):
+        return _camera_stream(node, received, status, pid, width, height, transport, seconds, camera_hz)
+
+
+def _camera_stream(node, received: list, status: list, pid: int, width: int, height: int, transport: str, seconds: float,
+                   camera_hz: float) -> dict:
     import io
 
     import rclpy
     from PIL import Image as PILImage
     from sensor_msgs.msg import CompressedImage, Image, JointState
-    from std_msgs.msg import String
 
     from pixelvla_ros import qos
     from pixelvla_ros.image_conversions import rgb_to_image
-    from pixelvla_ros.msg import ActionChunk, PolicyStatus
     from pixelvla_ros.node_base import stamp_seconds
     from pixelvla_training.robots import wx250s
 
-    node_process = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.policy_node", "--ros-args",
-                                     "-p", f"image_transport:={transport}", "-r", "__node:=policy"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rclpy.init()
-    node = rclpy.create_node("camera_probe")
-    received: list[tuple[float, ActionChunk]] = []
-    status: list[PolicyStatus] = []
-
-    def now() -> float:
-        return node.get_clock().now().nanoseconds * 1e-9
-
-    node.create_subscription(ActionChunk, "/pixelvla/action_chunk", lambda m: received.append((now(), m)), qos.COMMAND)
-    node.create_subscription(PolicyStatus, "/pixelvla/status", status.append, qos.LATCHED)
-    node.create_publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put the red cube on the plate"))
     joints_pub = node.create_publisher(JointState, "/joint_states", qos.SENSOR)
     joints = JointState(name=[*wx250s.JOINT_NAMES, "left_finger"], position=[*map(float, wx250s.HOME_Q), wx250s.FINGER_OPEN])
     rgb = [synthetic_frame(width, height, seed) for seed in range(4)]
@@ -174,42 +178,30 @@ def camera_stream(width: int, height: int, transport: str, seconds: float, camer
     else:
         frames = [rgb_to_image(picture) for picture in rgb]
         images = node.create_publisher(Image, "/camera/image_raw", qos.SENSOR)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(s.state == PolicyStatus.ACTIVE for s in status):
-            rclpy.spin_once(node, timeout_sec=0.1)
-        ticks = os.sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
 
-        def cpu_seconds() -> float:
-            fields = Path(f"/proc/{node_process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    def cpu_seconds() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
-        received.clear()
-        published, period, start = 0, 1.0 / camera_hz, time.monotonic()
-        frames_before = status[-1].frames_received
-        cpu_before = cpu_seconds()
-        while time.monotonic() - start < seconds:
-            if time.monotonic() >= start + published * period:
-                stamp = node.get_clock().now().to_msg()
-                frame = frames[published % len(frames)]
-                frame.header.stamp = joints.header.stamp = stamp
-                images.publish(frame)
-                joints_pub.publish(joints)
-                published += 1
-            rclpy.spin_once(node, timeout_sec=max(0.0, min(0.005, start + published * period - time.monotonic())))
-        cpu = cpu_seconds() - cpu_before
-        settle = time.monotonic() + 1.5  # the last status (1 Hz) counts every frame sent
-        while time.monotonic() < settle:
-            rclpy.spin_once(node, timeout_sec=0.05)
-        final = status[-1]
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-        node_process.send_signal(signal.SIGINT)
-        try:
-            node_process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node_process.kill()
+    received.clear()
+    published, period, start = 0, 1.0 / camera_hz, time.monotonic()
+    frames_before = status[-1].frames_received
+    cpu_before = cpu_seconds()
+    while time.monotonic() - start < seconds:
+        if time.monotonic() >= start + published * period:
+            stamp = node.get_clock().now().to_msg()
+            frame = frames[published % len(frames)]
+            frame.header.stamp = joints.header.stamp = stamp
+            images.publish(frame)
+            joints_pub.publish(joints)
+            published += 1
+        rclpy.spin_once(node, timeout_sec=max(0.0, min(0.005, start + published * period - time.monotonic())))
+    cpu = cpu_seconds() - cpu_before
+    settle = time.monotonic() + 1.5  # the last status (1 Hz) counts every frame sent
+    while time.monotonic() < settle:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    final = status[-1]
     arrival = np.array([t for t, _ in received])
     age = arrival - np.array([m.inference_latency + stamp_seconds(m.header.stamp) for _, m in received])
     model_period = np.diff(arrival)
