@@ -37,12 +37,21 @@ $(STAMP)/system:
 	fi
 	@mkdir -p $(STAMP) && touch $@
 
+$(STAMP)/browser:
+	@# Chromium for the operator console's browser tests (Playwright drives /usr/bin/chromium; its own
+	@# browser download cannot work here): Debian packages, installed only when missing.
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "installing Chromium (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+	@mkdir -p $(STAMP) && touch $@
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip setuptools wheel
 
 # torch is pinned by constraints.txt (a CPU build of 2.13.0 on these machines).
-$(STAMP)/deps: $(PY) setup.py constraints.txt | $(STAMP)/system
+$(STAMP)/deps: $(PY) setup.py constraints.txt | $(STAMP)/system $(STAMP)/browser
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[sim,train,export,test,ros]' $(ROS_BUILD_WHEELS)
 	@mkdir -p $(STAMP) && touch $@

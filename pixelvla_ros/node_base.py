@@ -58,8 +58,12 @@ class ParameterMixin:
         minimum: float | None = None,
         maximum: float | None = None,
         read_only: bool = False,
+        choices: Sequence[str] | None = None,
     ) -> Any:
-        """Declare `name` with `default` (its type fixes the parameter's type) and return its value."""
+        """Declare `name` with `default` (its type fixes the parameter's type) and return its value. With
+        `choices` (for read-only parameters), a value not among them fails at start-up with the choices."""
+        if choices is not None:
+            description = f"{description} (one of: {', '.join(choices)})"
         descriptor = ParameterDescriptor(description=description, read_only=read_only)
         if minimum is not None or maximum is not None:
             lo = minimum if minimum is not None else -sys.float_info.max
@@ -70,7 +74,10 @@ class ParameterMixin:
                 descriptor.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
             else:
                 descriptor.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
-        return self.declare_parameter(name, default, descriptor).value
+        value = self.declare_parameter(name, default, descriptor).value
+        if choices is not None and value not in choices:
+            raise ValueError(f"parameter {name}: {value!r} is not one of {', '.join(choices)}")
+        return value
 
 
 def joint_positions(msg, names, finite: bool = True) -> "np.ndarray | None":
@@ -84,6 +91,16 @@ def joint_positions(msg, names, finite: bool = True) -> "np.ndarray | None":
         return None
     values = np.array([positions[name] for name in names], np.float64)
     return values if not finite or np.all(np.isfinite(values)) else None
+
+
+def pose_arrays(pose) -> "tuple[np.ndarray, np.ndarray]":
+    """geometry_msgs/Pose -> (position (3,) m, rotation (3, 3): the pose's frame -> its parent frame)."""
+    import numpy as np
+
+    from pixelvla_training.robots.wx250s import quat_to_matrix
+
+    p, o = pose.position, pose.orientation
+    return np.array([p.x, p.y, p.z]), quat_to_matrix(np.array([o.w, o.x, o.y, o.z]))
 
 
 def stamp_seconds(stamp) -> float:
@@ -237,3 +254,29 @@ def run_node(
         executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
     return code
+
+
+class BackgroundNode:
+    """A node in a context of its own, spun in a background thread: for tools and tests whose main thread blocks
+    (a browser, an evaluation loop) while messages must still arrive on time. `close()` stops and destroys it."""
+
+    def __init__(self, name: str, domain_id: int | None = None) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._running = True
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self._running:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def close(self) -> None:
+        self._running = False
+        self._thread.join(timeout=5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()

@@ -1,7 +1,9 @@
-"""Drawing what the policy sees and plans, in plain numpy (no OpenCV): masks, prompts, the predicted path.
+"""Drawing what the policy sees and plans, in plain numpy (no OpenCV): masks, prompts, the predicted path,
+and the camera image laid onto the table plane for RViz.
 
 Images are (H, W, 3) uint8 RGB; pixel coordinates (x, y) have their origin at the top-left pixel's
-corner (pixel (col, row) covers [col, col+1) x [row, row+1)), like VisualPrompt.
+corner (pixel (col, row) covers [col, col+1) x [row, row+1)), like VisualPrompt. A CameraModel's (u, v)
+has its origin at the top-left pixel's centre: x = u + 0.5, y = v + 0.5.
 """
 from __future__ import annotations
 
@@ -10,6 +12,12 @@ import math
 import numpy as np
 
 from pixelvla_training.robots import wx250s
+
+# RGB colours of the overlays, shared by the visualizer's image and the operator console's page.
+TARGET_COLOR = (60, 255, 60)    # the target prompt
+PLACE_COLOR = (60, 140, 255)    # the place prompt
+PATH_COLOR = (255, 60, 60)      # the predicted TCP path
+MASK_COLOR = (0, 200, 255)      # the target mask (blended)
 
 
 def predicted_tcp_path(joints: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -22,7 +30,21 @@ def predicted_tcp_path(joints: np.ndarray, actions: np.ndarray) -> np.ndarray:
     return np.stack(path)
 
 
-def tint_mask(image: np.ndarray, mask: np.ndarray, color=(0, 200, 255), alpha: float = 0.45) -> np.ndarray:
+def path_in_image(camera, path: np.ndarray) -> np.ndarray:
+    """(N, 2) pixel coordinates (x, y), corner origin, of the (N, 3) base-frame points `path` seen by `camera` (a
+    CameraModel); NaN for points behind the camera (draw_polyline breaks the line there)."""
+    uv, depth = camera.project(path)
+    uv[depth <= 0] = np.nan
+    return uv + 0.5
+
+
+def draw_path(image: np.ndarray, path_xy) -> None:
+    """The predicted TCP path (N, 2) pixels, corner origin, in place: a line from the TCP now, a dot per action."""
+    draw_polyline(image, path_xy, color=PATH_COLOR, thickness=2)
+    draw_points(image, np.asarray(path_xy, dtype=float).reshape(-1, 2)[1:], color=PATH_COLOR, radius=1)
+
+
+def tint_mask(image: np.ndarray, mask: np.ndarray, color=MASK_COLOR, alpha: float = 0.45) -> np.ndarray:
     """`image` with the (H, W) bool `mask` blended in `color`."""
     out = image.astype(np.float32)
     out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color, np.float32)
@@ -89,3 +111,42 @@ def draw_points(image: np.ndarray, points_xy, color=(60, 255, 60), radius: int =
 
 def draw_box(image: np.ndarray, x0: float, y0: float, x1: float, y1: float, color=(60, 255, 60)) -> None:
     draw_polyline(image, [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)], color)
+
+
+def table_mesh(camera, image: np.ndarray, height: float = 0.0, cells: tuple[int, int] = (64, 48),
+               max_range: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """The camera image laid onto the table plane z = `height` (m, base frame) as triangles, for RViz.
+
+    The image is cut into `cells` (columns, rows) cells along whole pixels; the corners of each cell are
+    back-projected along their pixel rays onto the plane, and the cell's two triangles take the mean colour of
+    its pixels. A projective map keeps straight lines straight, so every point of a cell's triangles projects
+    back into that cell: what a viewer sees on the plane at a point is what the camera saw at the pixel the
+    point projects to (RViz's "Publish Point" then gives a point the prompt node projects onto that pixel).
+    Cells with a corner whose ray misses the plane (at or above the horizon) or meets it farther than
+    `max_range` m from the camera are left out.
+
+    camera: a CameraModel (position, rotation in the base frame); image: (H, W, 3) uint8 of that camera.
+    Returns (vertices (3T, 3) m in the base frame, colours (3T, 3) in [0, 1]), T triangles, three
+    vertices each: (top-left, bottom-left, bottom-right) and (top-left, bottom-right, top-right) per cell.
+    """
+    h, w = image.shape[:2]
+    nx, ny = min(int(cells[0]), w), min(int(cells[1]), h)
+    xs = (np.arange(nx + 1) * w) // nx  # cell borders in whole pixels (corner origin), strictly increasing
+    ys = (np.arange(ny + 1) * h) // ny
+    gx, gy = np.meshgrid(xs.astype(float), ys.astype(float))  # (ny + 1, nx + 1) corners
+    # Ray directions of the corners (not unit length): optical frame -> base frame.
+    rays = np.stack([(gx - 0.5 - camera.cx) / camera.fx, (gy - 0.5 - camera.cy) / camera.fy, np.ones_like(gx)], -1)
+    rays = rays @ np.asarray(camera.rotation, float).T
+    origin = np.asarray(camera.position, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (height - origin[2]) / rays[..., 2]
+    corners = origin + t[..., None] * rays
+    corners[..., 2] = height  # exactly on the plane
+    hit = np.isfinite(t) & (t > 0) & (np.linalg.norm(corners - origin, axis=-1) <= max_range)
+    keep = hit[:-1, :-1] & hit[1:, :-1] & hit[1:, 1:] & hit[:-1, 1:]  # (ny, nx) cells
+    tl, bl, br, tr = corners[:-1, :-1], corners[1:, :-1], corners[1:, 1:], corners[:-1, 1:]
+    triangles = np.stack([tl, bl, br, tl, br, tr], axis=2)[keep]  # (kept cells, 6, 3)
+    sums = np.add.reduceat(np.add.reduceat(image[..., :3].astype(np.float64), ys[:-1], axis=0), xs[:-1], axis=1)
+    means = sums / np.outer(np.diff(ys), np.diff(xs))[..., None] / 255.0  # (ny, nx, 3)
+    colors = np.repeat(means[keep][:, None, :], 6, axis=1)
+    return triangles.reshape(-1, 3), colors.reshape(-1, 3)

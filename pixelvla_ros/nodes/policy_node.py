@@ -52,7 +52,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 
 from pixelvla_ros import qos
-from pixelvla_ros.image_conversions import CameraFrame, ImageError, image_to_mono
+from pixelvla_ros.image_conversions import TRANSPORTS, CameraFrame, ImageError, image_to_mono
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_camera, subscribe_latched
 from pixelvla_ros.policy_inputs import CameraRate, InputError, ModelLimits, PolicyInputs
@@ -88,7 +88,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                                      "on a joint state older than this (header stamp, or arrival if unstamped)",
                                      minimum=0.0)
         transport = self.declare("image_transport", "raw", "raw: sensor_msgs/Image on the camera topic; compressed: "
-                                 "CompressedImage (JPEG/PNG) on <camera topic>/compressed", read_only=True)
+                                 "CompressedImage (JPEG/PNG) on <camera topic>/compressed", read_only=True, choices=TRANSPORTS)
         autostart = self.declare("autostart", True, "configure and activate at start-up")
 
         self.policy = None

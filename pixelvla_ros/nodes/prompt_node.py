@@ -28,7 +28,7 @@ from std_srvs.srv import Trigger
 
 from pixelvla_ros import qos
 from pixelvla_ros.msg import VisualPrompt
-from pixelvla_ros.node_base import ParameterMixin, run_node
+from pixelvla_ros.node_base import ParameterMixin, pose_arrays, run_node
 from pixelvla_training.robots.wx250s import quat_to_matrix
 from pixelvla_training.sim.camera import CameraModel
 
@@ -89,16 +89,12 @@ class PromptNode(ParameterMixin, Node):
         if msg.header.frame_id and msg.header.frame_id != self.base_frame:
             self.get_logger().warning(f"camera pose in {msg.header.frame_id!r}, expected {self.base_frame!r}: ignored")
             return
-        o = msg.pose.orientation
-        p = msg.pose.position
-        self.camera_pose = (np.array([p.x, p.y, p.z]), self.rotation_from_xyzw([o.x, o.y, o.z, o.w]))
+        self.camera_pose = pose_arrays(msg.pose)
 
     def camera(self) -> CameraModel | None:
         if self.info is None or self.camera_pose is None:
             return None
-        k = self.info.k
-        return CameraModel(name="camera", width=self.info.width, height=self.info.height, fx=k[0], fy=k[4],
-                           cx=k[2], cy=k[5], position=self.camera_pose[0], rotation=self.camera_pose[1])
+        return CameraModel.from_camera_info(self.info, *self.camera_pose)
 
     def on_clicked_point(self, msg: PointStamped) -> None:
         if msg.header.frame_id != self.base_frame:

@@ -38,7 +38,7 @@ from std_msgs.msg import Header
 
 from pixelvla_model import PixelVLAConfig
 from pixelvla_ros import qos
-from pixelvla_ros.image_conversions import CameraFrame, ImageError, mono_to_image
+from pixelvla_ros.image_conversions import TRANSPORTS, CameraFrame, ImageError, mono_to_image
 from pixelvla_ros.msg import VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node, subscribe_camera, subscribe_latched
 from pixelvla_ros.prompt_conversions import PromptError, check_prompt, is_clear, prompt_from_msg
@@ -53,7 +53,7 @@ class SegmenterNode(ParameterMixin, Node):
         self.device = self.declare("device", "cpu", "torch device (cpu, cuda, cuda:1)")
         self.track = self.declare("track", True, "follow the target with SAM 2 video tracking (false: per frame)")
         transport = self.declare("image_transport", "raw", "raw: sensor_msgs/Image on the camera topic; compressed: "
-                                 "CompressedImage (JPEG/PNG) on <camera topic>/compressed", read_only=True)
+                                 "CompressedImage (JPEG/PNG) on <camera topic>/compressed", read_only=True, choices=TRANSPORTS)
         rate = self.declare("rate_hz", 10.0, "max masks per second; 0 = as fast as the model allows", minimum=0.0)
         self.min_period = 1.0 / rate if rate > 0 else 0.0
         self.max_prompts = self.declare(

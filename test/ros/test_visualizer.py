@@ -106,3 +106,37 @@ def test_bad_inputs_never_stop_the_overlays(ros_node):
         out, _ = node.communicate(timeout=30)
     assert node.returncode == 0, out
     assert "ignoring /joint_states with NaN or inf arm joint positions" in out, out
+
+
+def test_a_compressed_camera_gets_overlays(ros_node):
+    """image_transport compressed: PNG frames on /camera/image_raw/compressed give overlays of the same pixels
+    (PNG is lossless), stamped as the frame; frames faster than overlay_rate_hz are not drawn."""
+    from sensor_msgs.msg import CompressedImage
+
+    from pixelvla_ros.image_conversions import rgb_to_compressed
+
+    node = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.visualizer_node", "--ros-args",
+                             "-p", "image_transport:=compressed", "-p", "overlay_rate_hz:=2.0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    overlays = ros_node.collect(Image, "/pixelvla/overlay", qos.SENSOR)
+    camera = ros_node.publisher(CompressedImage, "/camera/image_raw/compressed", qos.SENSOR)
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    try:
+        assert ros_node.spin_until(lambda: ros_node.node.count_subscribers("/camera/image_raw/compressed") > 0,
+                                   timeout=30)
+        assert ros_node.node.count_subscribers("/camera/image_raw") == 0
+        published = 0
+        while published < 40:  # 4 s at 10 Hz: 2 Hz allows about 8 overlays
+            msg = rgb_to_compressed(rgb, "png")
+            msg.header.stamp.sec = published
+            camera.publish(msg)
+            published += 1
+            ros_node.spin_for(0.1)
+        ros_node.spin_for(0.5)
+    finally:
+        node.send_signal(signal.SIGINT)
+        out, _ = node.communicate(timeout=30)
+    assert node.returncode == 0, out
+    assert overlays, out
+    assert all(np.array_equal(image_to_rgb(o), rgb) for o in overlays)  # no prompt, mask or path: the frame as sent
+    assert len(overlays) <= 10, f"{len(overlays)} overlays from 40 frames at overlay_rate_hz 2"

@@ -33,6 +33,13 @@ class CameraModel:
     position: np.ndarray   # (3,) m, optical centre in the world/base frame
     rotation: np.ndarray   # (3, 3) optical frame -> world frame
 
+    @classmethod
+    def from_camera_info(cls, info, position: np.ndarray, rotation: np.ndarray, name: str = "camera") -> "CameraModel":
+        """From a sensor_msgs/CameraInfo (width, height, k) and the optical frame's pose in the base frame."""
+        k = info.k
+        return cls(name, int(info.width), int(info.height), float(k[0]), float(k[4]), float(k[2]), float(k[5]),
+                   np.asarray(position, float), np.asarray(rotation, float))
+
     @property
     def K(self) -> np.ndarray:
         """(3, 3) intrinsic matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (CameraInfo.k, row-major)."""
