@@ -84,7 +84,7 @@ demo: setup
 
 bench: setup
 	$(PY) -m pixelvla_model.benchmarks
-	$(PY) -m pixelvla_training.sim.benchmarks
+	$(PY) -m pixelvla_sim.benchmarks
 	$(PY) -m pixelvla_model.runtime.bench --model tiny --backend all --threads 1 --frames 50 --warmup 5 --output build/bench/runtimes-tiny.json
 	$(PY) -m pixelvla_model.runtime.bench --model small --backend all --threads 1 --frames 30 --warmup 3 --output build/bench/runtimes-small.json
 	$(PY) -m pixelvla_ros.benchmarks --presets tiny,small

@@ -21,11 +21,14 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=packages("pixelvla_model", "model")
+    + packages("pixelvla_robots", "robots")
+    + packages("pixelvla_sim", "sim")
     + packages("pixelvla_training", "training")
     + packages("pixelvla_ros", "pixelvla_ros"),
-    # Unique import names: model/ and training/ never land in site-packages as `model`/`training`.
-    package_dir={"pixelvla_model": "model", "pixelvla_training": "training"},
-    package_data={"pixelvla_training.sim": ["assets/*.xml"], "pixelvla_training.labeling": ["FORMAT.md"],
+    # Unique import names: model/, robots/, sim/ and training/ never land in site-packages under those names.
+    package_dir={"pixelvla_model": "model", "pixelvla_robots": "robots", "pixelvla_sim": "sim",
+                 "pixelvla_training": "training"},
+    package_data={"pixelvla_sim": ["assets/*.xml"], "pixelvla_training.labeling": ["FORMAT.md"],
                   "pixelvla_model": ["checkpoints/*/*"], "pixelvla_ros": ["console/static/*"]},
     # aiohttp + pillow: the operator's console (a node of every node set, on by default).
     install_requires=["numpy", "pyyaml", "torch", "safetensors", "transformers>=4.56", "tokenizers", "aiohttp>=3.9",

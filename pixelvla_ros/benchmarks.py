@@ -163,7 +163,7 @@ def _camera_stream(node, received: list, status: list, pid: int, width: int, hei
     from pixelvla_ros import qos
     from pixelvla_ros.image_conversions import rgb_to_image
     from pixelvla_ros.node_base import stamp_seconds
-    from pixelvla_training.robots import wx250s
+    from pixelvla_robots import wx250s
 
     joints_pub = node.create_publisher(JointState, "/joint_states", qos.SENSOR)
     joints = JointState(name=[*wx250s.JOINT_NAMES, "left_finger"], position=[*map(float, wx250s.HOME_Q), wx250s.FINGER_OPEN])

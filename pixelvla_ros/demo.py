@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelvla_model import DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT_NOTE, PixelVLAConfig
+
 
 def operator_for(model: str) -> str:
     """The operator stand-in for a model directory or bundle ('' = the shipped checkpoint): a place prompt too
     where the model was trained with place prompts."""
-    from pixelvla_model import DEFAULT_CHECKPOINT, PixelVLAConfig
-
     config = PixelVLAConfig.from_json_file(Path(model or DEFAULT_CHECKPOINT) / "config.json")
     return "prompt_place" if config.place_prompts else "prompt"
 
@@ -118,8 +118,6 @@ def main(argv: list[str] | None = None) -> int:
               "chunk executor, IK and controller topics the policy uses")
         driver = ["--expert"]
     else:
-        from pixelvla_model import DEFAULT_CHECKPOINT_NOTE
-
         print("pixelvla demo: the policy stack drives the simulated arm with "
               f"{opts.model or 'the shipped checkpoint, ' + DEFAULT_CHECKPOINT_NOTE}")
         driver = ["--model", opts.model] if opts.model else []

@@ -25,7 +25,7 @@ from pixelvla_ros.launching.environment import missing_defaults
 
 
 def task_list(spec: str) -> list[str]:
-    from pixelvla_training.sim.tasks import TASKS, get_task
+    from pixelvla_sim.tasks import TASKS, get_task
 
     if spec == "all":
         return sorted(TASKS)

@@ -97,7 +97,7 @@ def pose_arrays(pose) -> "tuple[np.ndarray, np.ndarray]":
     """geometry_msgs/Pose -> (position (3,) m, rotation (3, 3): the pose's frame -> its parent frame)."""
     import numpy as np
 
-    from pixelvla_training.robots.wx250s import quat_to_matrix
+    from pixelvla_robots.wx250s import quat_to_matrix
 
     p, o = pose.position, pose.orientation
     return np.array([p.x, p.y, p.z]), quat_to_matrix(np.array([o.w, o.x, o.y, o.z]))

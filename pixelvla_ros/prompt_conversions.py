@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from pixelvla_model import PLACE, Box, Line, Mask, Point, validate_prompt
 from pixelvla_ros.image_conversions import image_to_mono
 from pixelvla_ros.msg import VisualPrompt
 
@@ -39,8 +40,6 @@ def prompt_from_msg(msg: VisualPrompt, image_hw: tuple[int, int] | None, place: 
     carries the PLACE label. On the target topic POINT labels are 1 (foreground) or 0 (background).
     image_hw None (no frame seen yet): only what the message alone can get wrong is checked.
     """
-    from pixelvla_model import PLACE, Box, Line, Mask, Point, validate_prompt  # torch: a slow import
-
     where = f"prompt {msg.prompt_id or '(no id)'}"
     if msg.type not in TYPE_NAMES:
         raise PromptError(f"{where}: unknown type {msg.type}; use POINT, LINE, BOX or MASK")

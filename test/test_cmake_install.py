@@ -38,10 +38,11 @@ def test_cmake_install_layout(tmp_path):
 
     site = prefix / Path(sysconfig.get_path("purelib")).relative_to(sys.prefix)
     for package, module in [("pixelvla_ros", "node_base.py"), ("pixelvla_model", "modeling.py"),
-                            ("pixelvla_training", "sim/env.py"), ("pixelvla_training", "sim/assets/tabletop.xml"),
+                            ("pixelvla_sim", "env.py"), ("pixelvla_sim", "assets/tabletop.xml"),
+                            ("pixelvla_robots", "executor.py"), ("pixelvla_training", "episodes/dataset.py"),
                             ("pixelvla_ros", "msg/_action_chunk.py")]:
         assert (site / package / module).is_file(), f"{package}/{module} not installed"
-    assert not (site / "model").exists() and not (site / "training").exists()
+    assert not any((site / name).exists() for name in ("model", "training", "robots", "sim"))
     share = prefix / "share" / "pixelvla_ros"
     for rel in ["package.xml", "msg/ActionChunk.msg", "launch/policy.launch.py", "launch/policy.nodes.yaml",
                 "config/robots/widowx_bridge.yaml", "config/pixelvla.rviz"]:
@@ -49,7 +50,7 @@ def test_cmake_install_layout(tmp_path):
     wrapper = prefix / "lib" / "pixelvla_ros" / "policy_node"
     assert os.access(wrapper, os.X_OK) and "from pixelvla_ros.nodes.policy_node import main" in wrapper.read_text()
     # The installed packages import on their own, messages included.
-    probe = ("import pixelvla_ros, pixelvla_model, pixelvla_training.sim.tasks;"
+    probe = ("import pixelvla_ros, pixelvla_model, pixelvla_robots.executor, pixelvla_sim.tasks, pixelvla_training;"
              "from pixelvla_ros.msg import ActionChunk, VisualPrompt, PolicyStatus;"
              "print(pixelvla_ros.__file__)")
     out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {probe}"],

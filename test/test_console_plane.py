@@ -6,7 +6,7 @@ whose colour the plane shows at that point.
 """
 import numpy as np
 
-from pixelvla_training.sim.camera import CameraModel
+from pixelvla_robots.camera import CameraModel
 from pixelvla_training.visualization import table_mesh
 
 

@@ -3,7 +3,7 @@ import tracemalloc
 
 import numpy as np
 
-from pixelvla_training.robots import wx250s
+from pixelvla_robots import wx250s
 from pixelvla_training.visualization import clip_segment, draw_box, draw_points, draw_polyline, predicted_tcp_path, tint_mask
 
 

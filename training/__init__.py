@@ -1,1 +1,2 @@
-"""pixelvla_training: datasets, simulator, pixel labeling, CAT/PUE trainers, export and evaluation (no ROS)."""
+"""pixelvla_training: datasets, simulator episodes for training (demonstrations, DAgger, rollouts), pixel labeling,
+CAT/PUE trainers and reports (no ROS). The simulator itself is pixelvla_sim, the robot side pixelvla_robots."""

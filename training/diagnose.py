@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixelvla_model import PixelVLAPolicy, Point
+
 
 def _inputs(policy, image, instruction, prompts=None, mask=None, state=None) -> dict:
     proprio = [policy.processor.normalize_proprio(state)] if policy.config.proprio_dim else None
@@ -30,8 +32,6 @@ def _inputs(policy, image, instruction, prompts=None, mask=None, state=None) -> 
 
 def _centre_point(mask: np.ndarray):
     """The mask pixel nearest to the mask's centroid (a click on the object)."""
-    from pixelvla_model import Point
-
     rows, cols = np.nonzero(mask)
     k = int(np.argmin((cols - cols.mean()) ** 2 + (rows - rows.mean()) ** 2))
     return Point(cols[k] + 0.5, rows[k] + 0.5)
@@ -39,8 +39,6 @@ def _centre_point(mask: np.ndarray):
 
 def prompt_sensitivity(policy, image: np.ndarray, instruction: str, state) -> dict[str, float]:
     """Max |change| of the normalised chunk as a point, then a 1/8-image square mask, moves over a 3x3 grid."""
-    from pixelvla_model import Point
-
     h, w = image.shape[:2]
     spots = [(w * fx, h * fy) for fy in (0.25, 0.5, 0.75) for fx in (0.25, 0.5, 0.75)]
     points = [policy.infer(_inputs(policy, image, instruction, [Point(x, y)], None, state))[0] for x, y in spots]
@@ -111,7 +109,6 @@ def direction_correlation(policy, episodes, steps: int) -> dict[str, dict[str, f
 
 
 def diagnose(model_dir: str | Path, episodes_dir: str | Path, steps: int = 8, frame: int = 5) -> dict:
-    from pixelvla_model import PixelVLAPolicy
     from pixelvla_training.datasets.sim import read_sim_episodes
 
     policy = PixelVLAPolicy.from_pretrained(model_dir)

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from pixelvla_training.robots import wx250s
+from pixelvla_robots import wx250s
 
 # RGB colours of the overlays, shared by the visualizer's image and the operator console's page.
 TARGET_COLOR = (60, 255, 60)    # the target prompt

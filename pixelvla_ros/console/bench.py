@@ -69,7 +69,7 @@ class Ros(BackgroundNode):
 
         from pixelvla_ros import qos
         from pixelvla_ros.msg import ActionChunk
-        from pixelvla_training.robots import wx250s
+        from pixelvla_robots import wx250s
 
         super().__init__("console_bench")
         self.image_pub = self.node.create_publisher(Image, "/camera/image_raw", qos.SENSOR)

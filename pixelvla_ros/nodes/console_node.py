@@ -56,9 +56,9 @@ from pixelvla_ros.node_base import (
     ParameterMixin, joint_positions, pose_arrays, run_node, subscribe_camera, subscribe_latched,
 )
 from pixelvla_ros.prompt_conversions import is_clear
-from pixelvla_training.robots import wx250s
-from pixelvla_training.sim.camera import CameraModel
-from pixelvla_training.sim.tasks import TASKS
+from pixelvla_robots import wx250s
+from pixelvla_robots.camera import CameraModel
+from pixelvla_sim.tasks import TASKS
 from pixelvla_training.visualization import path_in_image, predicted_tcp_path
 
 PROMPT_TYPES = {"point": VisualPrompt.POINT, "line": VisualPrompt.LINE, "box": VisualPrompt.BOX}

@@ -1,6 +1,6 @@
 """Chunk executor node: ActionChunk in, JointTrajectory commands out, within every safety limit.
 
-Every decision is `pixelvla_training.control.ChunkExecutor`'s (its module docstring says exactly what
+Every decision is `pixelvla_robots.executor.ChunkExecutor`'s (its module docstring says exactly what
 is enforced, with these parameter names); this node feeds it the chunks, the measured joints and the
 e-stop, asks it what to send on every chunk, every joint state and every half control period, and
 publishes that:
@@ -40,11 +40,11 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from pixelvla_ros import qos
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_latched
-from pixelvla_training.control import (
+from pixelvla_robots.executor import (
     DEFAULT_MAX_JOINT_VELOCITY, MOVE, NO_ACTION_DUE, STOP, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, Command,
     JointReading, SafetyGate,
 )
-from pixelvla_training.robots import wx250s
+from pixelvla_robots import wx250s
 
 ACK_TIMEOUT_S = 1.0  # how long the final hold waits for the controller's acknowledgement
 

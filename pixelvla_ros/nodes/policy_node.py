@@ -51,13 +51,14 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 
+from pixelvla_model import DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT_NOTE, PixelVLAConfig
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import TRANSPORTS, CameraFrame, ImageError, image_to_mono
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_camera, subscribe_latched
 from pixelvla_ros.policy_inputs import CameraRate, InputError, ModelLimits, PolicyInputs
 from pixelvla_ros.prompt_conversions import is_clear
-from pixelvla_training.robots import wx250s
+from pixelvla_robots import wx250s
 
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
 LATENCY_WINDOW = 200
@@ -146,7 +147,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
 
     def load_policy(self):
         """(policy with predict(image, instruction, prompts, mask, unnorm_key), model id) per the parameters."""
-        from pixelvla_model import DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT_NOTE, PixelVLAConfig, PixelVLAPolicy
+        # torch and transformers load here, with the model, not when the node starts
+        from pixelvla_model import PixelVLAPolicy
         from pixelvla_model.runtime import Expectation, load_policy
 
         if self.threads:

@@ -3,7 +3,7 @@
 Each control period (default 0.2 s, 5 Hz) the node applies the latest arm and gripper targets,
 steps the physics by `sim_step_s` simulated seconds (default: one control period, real time; set it
 to 0.2 with control_rate_hz:=10 on every node of the stack to run episodes at twice real time),
-steps the physics (`pixelvla_training.sim.TabletopEnv`), and publishes:
+steps the physics (`pixelvla_sim.TabletopEnv`), and publishes:
 - `/camera/image_raw` (rgb8) and `/camera/camera_info` (with every image), stamped with the step's time;
 - `/joint_states`: the six arm joints (rad) and both fingers (m);
 - `/camera/pose` (geometry_msgs/PoseStamped, latched): the optical frame's pose in the base frame,
@@ -44,11 +44,11 @@ from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import mono_to_image, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node
-from pixelvla_training.robots import wx250s
-from pixelvla_training.sim.env import TabletopEnv
-from pixelvla_training.sim.expert import ScriptedExpert
-from pixelvla_training.sim.prompts import click_pixel, click_point
-from pixelvla_training.sim.tasks import get_task
+from pixelvla_robots import wx250s
+from pixelvla_sim.env import TabletopEnv
+from pixelvla_sim.expert import ScriptedExpert
+from pixelvla_sim.prompts import click_pixel, click_point
+from pixelvla_sim.tasks import get_task
 
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
 OPERATORS = ("none", "click", "prompt", "prompt_place")

@@ -35,8 +35,8 @@ from pixelvla_ros.image_conversions import TRANSPORTS, CameraFrame, ImageError, 
 from pixelvla_ros.msg import ActionChunk, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, pose_arrays, run_node, subscribe_camera
 from pixelvla_ros.prompt_conversions import is_clear
-from pixelvla_training.robots import wx250s
-from pixelvla_training.sim.camera import CameraModel
+from pixelvla_robots import wx250s
+from pixelvla_robots.camera import CameraModel
 from pixelvla_training.visualization import (
     PLACE_COLOR, TARGET_COLOR, draw_box, draw_path, draw_points, draw_polyline, path_in_image, predicted_tcp_path,
     table_mesh, tint_mask,

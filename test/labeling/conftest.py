@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pixelvla_training.sim.dataset import DatasetWriter, episode_from_observations
-from pixelvla_training.sim.expert import ScriptedExpert, run_expert_episode
-from pixelvla_training.sim.tasks import TASKS
+from pixelvla_training.episodes.dataset import DatasetWriter, episode_from_observations
+from pixelvla_sim.expert import ScriptedExpert, run_expert_episode
+from pixelvla_sim.tasks import TASKS
 from labeling_helpers import window
 
 SIZE = (64, 64)
@@ -25,7 +25,7 @@ class PhaseLog(ScriptedExpert):
 def sim_dataset(tmp_path_factory):
     """(dataset dir, {file: ground-truth closure frame}) over every task x 4 seeds: the closure frame is the
     first step the expert acted in its "close" phase."""
-    from pixelvla_training.sim.env import TabletopEnv
+    from pixelvla_sim.env import TabletopEnv
 
     root = tmp_path_factory.mktemp("sim") / "episodes"
     writer = DatasetWriter(root)
@@ -44,7 +44,7 @@ def sim_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def short_dataset(sim_dataset, tmp_path_factory):
     """4 episodes cut to 7 frames around their closure (fast end-to-end runs)."""
-    from pixelvla_training.sim.dataset import iter_episodes, read_index
+    from pixelvla_training.episodes.dataset import iter_episodes, read_index
 
     src, truth = sim_dataset
     root = tmp_path_factory.mktemp("short") / "episodes"

@@ -1,7 +1,7 @@
 """Helpers shared by the labeling tests and their fixtures (a unique module name: test folders share `conftest`)."""
 from __future__ import annotations
 
-from pixelvla_training.sim.dataset import Episode
+from pixelvla_training.episodes.dataset import Episode
 
 
 def window(episode: Episode, start: int, stop: int, **meta) -> Episode:

@@ -16,7 +16,7 @@ import pytest
 from pixelvla_training.labeling import cli
 from pixelvla_training.labeling import format as fmt
 from pixelvla_training.labeling.nouns import SpacyNouns
-from pixelvla_training.sim.dataset import DatasetWriter, iter_episodes
+from pixelvla_training.episodes.dataset import DatasetWriter, iter_episodes
 
 from labeling_helpers import window
 

@@ -18,8 +18,8 @@ from pixelvla_ros import qos
 from pixelvla_ros.console.browser import CHROMIUM, open_browser
 from pixelvla_ros.image_conversions import mono_to_image, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
-from pixelvla_training.robots import wx250s
-from pixelvla_training.sim.camera import CameraModel
+from pixelvla_robots import wx250s
+from pixelvla_robots.camera import CameraModel
 from pixelvla_training.visualization import PATH_COLOR, PLACE_COLOR, TARGET_COLOR, path_in_image, predicted_tcp_path
 from support.console import RosThread, start_console, wait_until
 

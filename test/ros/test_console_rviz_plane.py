@@ -11,7 +11,7 @@ from visualization_msgs.msg import Marker
 
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import rgb_to_image
-from pixelvla_training.sim.camera import CameraModel
+from pixelvla_robots.camera import CameraModel
 from pixelvla_training.visualization import table_mesh
 from support.console import NodeProcess
 

@@ -7,7 +7,7 @@ import rclpy
 from sensor_msgs.msg import JointState
 
 from pixelvla_ros.msg import ActionChunk
-from pixelvla_training.robots import wx250s
+from pixelvla_robots import wx250s
 
 pytestmark = pytest.mark.ros
 

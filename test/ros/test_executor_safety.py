@@ -18,7 +18,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pixelvla_ros import qos
 from pixelvla_ros.msg import ActionChunk
-from pixelvla_training.robots import wx250s
+from pixelvla_robots import wx250s
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[2]

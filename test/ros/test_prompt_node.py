@@ -9,7 +9,7 @@ from sensor_msgs.msg import CameraInfo
 
 from pixelvla_ros import qos
 from pixelvla_ros.msg import VisualPrompt
-from pixelvla_training.robots.wx250s import matrix_to_quat
+from pixelvla_robots.wx250s import matrix_to_quat
 
 pytestmark = pytest.mark.ros
 BASE = "wx250s/base_link"

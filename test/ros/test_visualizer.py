@@ -13,7 +13,7 @@ from visualization_msgs.msg import MarkerArray
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import image_to_rgb, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, VisualPrompt
-from pixelvla_training.robots import wx250s
+from pixelvla_robots import wx250s
 from support import start_launch
 
 pytestmark = pytest.mark.ros

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from pixelvla_model import DEFAULT_CHECKPOINT
-from pixelvla_training.sim.env import TabletopEnv
-from pixelvla_training.sim.expert import ScriptedExpert
-from pixelvla_training.sim.rollout import main, run_episode, summarize
+from pixelvla_sim.env import TabletopEnv
+from pixelvla_sim.expert import ScriptedExpert
+from pixelvla_training.episodes.rollout import main, run_episode, summarize
 from tiny_models import BRIDGE_LIKE_WITH_STATE, save_tiny_checkpoint
 
 
@@ -67,7 +67,7 @@ def _tiny_checkpoint(path, place_prompts: bool):
 
 
 def test_place_prompt_rollouts_click_the_destination(tmp_path, capsys):
-    from pixelvla_training.sim.dagger import PolicyDriver
+    from pixelvla_training.episodes.dagger import PolicyDriver
 
     with_place = _tiny_checkpoint(tmp_path / "place", True)
     driver = PolicyDriver(with_place, place=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pixelvla_training.robots import wx250s
-from pixelvla_training.sim.env import TabletopEnv
-from pixelvla_training.sim.expert import ScriptedExpert, top_down_rotation
-from pixelvla_training.sim.prompts import click_pixel, click_point, mask_box, mask_centroid
-from pixelvla_training.sim.tasks import OBJECT_NAMES, TASKS, sample_episode
+from pixelvla_robots import wx250s
+from pixelvla_sim.env import TabletopEnv
+from pixelvla_sim.expert import ScriptedExpert, top_down_rotation
+from pixelvla_sim.prompts import click_pixel, click_point, mask_box, mask_centroid
+from pixelvla_sim.tasks import OBJECT_NAMES, TASKS, sample_episode
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ def test_osmesa_fallback_renders_the_same_scene(env):
     import subprocess
     import sys
 
-    code = ("import numpy as np, sys; from pixelvla_training.sim.env import TabletopEnv; "
+    code = ("import numpy as np, sys; from pixelvla_sim.env import TabletopEnv; "
             "o = TabletopEnv(render_size=(64, 64)).reset('put_red_cube_on_plate', 0); "
             "sys.stdout.buffer.write(o['rgb'].tobytes())")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MUJOCO_GL": "osmesa",

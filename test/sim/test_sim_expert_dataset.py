@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from pixelvla_training.sim.dataset import (
+from pixelvla_training.episodes.dataset import (
     DatasetWriter, Episode, add_destination_masks, episode_from_observations, iter_episodes, read_episode, read_index,
     relabel_dataset, relabel_episode, validate_dataset, validate_episode, write_episode,
 )
-from pixelvla_training.sim.env import TabletopEnv
-from pixelvla_training.sim.expert import ScriptedExpert, run_expert_episode
-from pixelvla_training.sim.tasks import CUBE_HALF, PLATE_TOP, REST_Z, TASKS
+from pixelvla_sim.env import TabletopEnv
+from pixelvla_sim.expert import ScriptedExpert, run_expert_episode
+from pixelvla_sim.tasks import CUBE_HALF, PLATE_TOP, REST_Z, TASKS
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ def test_expert_grasps_again_when_the_cube_is_not_in_the_hand(fast_env):
 
 def test_dataset_cli_records_dagger_episodes_driven_by_a_checkpoint(tmp_path, capsys):
     from pixelvla_model import DEFAULT_CHECKPOINT
-    from pixelvla_training.sim.dataset import main
+    from pixelvla_training.episodes.dataset import main
 
     out = tmp_path / "dagger"
     args = ["--out", str(out), "--tasks", "put_this_cube_in_bowl", "--episodes", "1", "--seed0", "7", "--size", "64"]
@@ -287,7 +287,7 @@ def test_episodes_that_cannot_be_replayed_are_left_as_they_are(tmp_path, mixed_d
 def test_dataset_cli_relabels(tmp_path, mixed_dataset, capsys):
     import shutil
 
-    from pixelvla_training.sim.dataset import main
+    from pixelvla_training.episodes.dataset import main
 
     shutil.copytree(mixed_dataset, tmp_path / "copy")
     assert main(["--relabel", str(tmp_path / "copy")]) == 0
@@ -297,7 +297,7 @@ def test_dataset_cli_relabels(tmp_path, mixed_dataset, capsys):
 def test_destination_masks_are_added_to_older_recordings_that_replay_exactly(tmp_path, mixed_dataset):
     import shutil
 
-    from pixelvla_training.sim.dataset import main
+    from pixelvla_training.episodes.dataset import main
 
     root = tmp_path / "old"
     shutil.copytree(mixed_dataset, root)
@@ -384,7 +384,7 @@ def test_the_expert_places_with_and_without_a_place_radius(fast_env, radius):
 
 
 def test_dataset_cli_refuses_a_place_radius_that_is_not_a_short_distance(tmp_path, capsys):
-    from pixelvla_training.sim.dataset import main
+    from pixelvla_training.episodes.dataset import main
 
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "x"), "--place-radius", "0.5"])

@@ -7,15 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-from pixelvla_training.robots import wx250s
+from pixelvla_robots import wx250s
 
 
 @pytest.fixture(scope="module")
 def mj():
-    import pixelvla_training.sim  # noqa: F401  (GL backend before mujoco)
+    import pixelvla_sim  # noqa: F401  (GL backend before mujoco)
     import mujoco
 
-    from pixelvla_training.sim.env import SCENE_XML
+    from pixelvla_sim.env import SCENE_XML
 
     model = mujoco.MjModel.from_xml_path(str(SCENE_XML))
     return mujoco, model, mujoco.MjData(model)
@@ -136,5 +136,5 @@ def test_gripper_mapping_bridge_convention():
 
 
 def test_kinematics_module_does_not_import_mujoco():
-    code = "import sys, pixelvla_training.robots.wx250s; assert 'mujoco' not in sys.modules"
+    code = "import sys, pixelvla_robots.wx250s; assert 'mujoco' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

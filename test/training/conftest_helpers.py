@@ -9,8 +9,8 @@ import numpy as np
 def synthetic_episode(rng: np.random.Generator, steps: int = 12, size: int = 32, instruction: str = "put the red cube on the plate"):
     """An episode in the simulator's format: a red square moving right, actions that follow it, and a grey
     plate (the destination) in the bottom-right corner."""
-    from pixelvla_training.sim.dataset import FORMAT, VERSION, Episode
-    from pixelvla_training.sim.prompts import mask_box, mask_point
+    from pixelvla_training.episodes.dataset import FORMAT, VERSION, Episode
+    from pixelvla_sim.prompts import mask_box, mask_point
 
     images = np.full((steps, size, size, 3), 90, np.uint8)
     masks = np.zeros((steps, size, size), bool)
@@ -46,7 +46,7 @@ def synthetic_episode(rng: np.random.Generator, steps: int = 12, size: int = 32,
 
 
 def write_sim_dataset(root: Path, episodes: int = 4, steps: int = 12, size: int = 32, seed: int = 0) -> Path:
-    from pixelvla_training.sim.dataset import DatasetWriter
+    from pixelvla_training.episodes.dataset import DatasetWriter
 
     rng = np.random.default_rng(seed)
     writer = DatasetWriter(root)

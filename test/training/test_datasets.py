@@ -167,7 +167,7 @@ def _raw_npz(path, **arrays):
 
 def test_bad_sim_episodes_are_skipped_with_counted_reasons(tmp_path, sim_dataset, caplog):
     from pixelvla_training.datasets.sim import read_sim_episodes
-    from pixelvla_training.sim.dataset import read_episode
+    from pixelvla_training.episodes.dataset import read_episode
 
     index = json.loads((sim_dataset / "index.json").read_text())
     files = [sim_dataset / e["file"] for e in index["episodes"]]
@@ -298,7 +298,7 @@ def write_episode_bag(path, flush_period_s: float = 0.5, close: bool = True):
     """A recorder-like bag of STEPS steps: images, target masks, chunks (none for step 3), joint states."""
     from pixelvla_training.bags import BagWriter, project_typestore
     from pixelvla_training.datasets.bags import DEFAULT_MSG_DIR
-    from pixelvla_training.robots import wx250s
+    from pixelvla_robots import wx250s
 
     store = project_typestore(DEFAULT_MSG_DIR)
     T = store.types
@@ -345,7 +345,7 @@ def write_episode_bag(path, flush_period_s: float = 0.5, close: bool = True):
 
 def test_bag_reader_action_chunks_and_joint_states(tmp_path):
     from pixelvla_training.datasets.bags import read_bags
-    from pixelvla_training.robots import wx250s
+    from pixelvla_robots import wx250s
 
     _, q = write_episode_bag(tmp_path / "bags" / "ep0")
     skips = SkipLog("bags")
@@ -427,7 +427,7 @@ def test_pixel160k_annotations_over_sim_episodes(sim_dataset, tmp_path):
     from pixelvla_model import Mask, Point
     from pixelvla_training.datasets.pixel160k import NO_SOURCE, read_pixel160k
     from pixelvla_training.labeling.format import ShardWriter, make_record
-    from pixelvla_training.sim.dataset import read_episode
+    from pixelvla_training.episodes.dataset import read_episode
 
     index = json.loads((sim_dataset / "index.json").read_text())
     records, episodes = [], []

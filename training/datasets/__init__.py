@@ -1,7 +1,7 @@
 """Training data: readers for every source, prompt sampling, chunked samples and their collation.
 
     Episode, ChunkDataset, SkipLog, compute_norm_stats, normalize_actions    base.py
-    read_sim_episodes                    sim.py       simulator npz episodes (training/sim/DATASET.md)
+    read_sim_episodes                    sim.py       simulator npz episodes (training/episodes/DATASET.md)
     read_bags                            bags.py      ROS 2 bags (rosbags)
     read_rlds                            rlds.py      OXE RLDS TFRecord shards (Bridge V2, Fractal), no TensorFlow
     read_pixel160k                       pixel160k.py Pixel-160K-format annotations (labeling pipeline)

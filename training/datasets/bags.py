@@ -137,7 +137,7 @@ def read_bag_episode(path: str | Path, typestore=None, image_topic: str = "/came
 
 def _joint_actions(image_stamps: Sequence[int], joints: list) -> list:
     """Per image: the Bridge action to the next image's end-effector pose (None where it cannot be made)."""
-    from pixelvla_training.robots import wx250s
+    from pixelvla_robots import wx250s
 
     if not joints:
         return [None] * len(image_stamps)

@@ -18,6 +18,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from pixelvla_model import Box, Line, Mask, Point
+
 from .base import MISSING_IMAGE, Episode, SkipLog
 
 logger = logging.getLogger(__name__)
@@ -28,8 +30,6 @@ MISMATCH = "annotation does not match its source episode"
 
 def record_prompts(record: dict, mask: np.ndarray) -> list:
     """The record's prompts (pixel coordinates, corner origin) as pixelvla_model prompts, mask included."""
-    from pixelvla_model import Box, Line, Mask, Point
-
     p = record.get("prompts") or {}
     out: list = [Point(float(q["x"]), float(q["y"]), int(q.get("label", 1))) for q in p.get("points", [])]
     out += [Line([list(map(float, xy)) for xy in q["points"]], int(q.get("label", 1))) for q in p.get("lines", [])]
@@ -45,7 +45,7 @@ def _load_source(source: dict, skips: SkipLog):
     fmt, path, key = source.get("format"), source.get("path"), source.get("episode")
     try:
         if fmt == "pixelvla-sim-episodes":
-            from pixelvla_training.sim.dataset import read_episode
+            from pixelvla_training.episodes.dataset import read_episode
 
             ep = read_episode(Path(path) / key, validate=False)
             return ep.arrays["images"], np.asarray(ep.arrays["actions"], np.float32)

@@ -1,4 +1,4 @@
-"""Simulator episodes (training/sim/DATASET.md, npz per episode) -> :class:`Episode`.
+"""Simulator episodes (training/episodes/DATASET.md, npz per episode) -> :class:`Episode`.
 
 Actions are already in the Bridge convention (gripper 1 = open). The robot state (proprio) is the 6 arm joint
 positions (rad) and the gripper finger position (m), the order /joint_states has. The target mask of every step comes from
@@ -29,7 +29,7 @@ def read_sim_episodes(root: str | Path, dataset_key: str = "pixelvla_sim", image
 
     image_size: resize images and masks to (s, s) at load (the model's input size) to save memory and time.
     """
-    from pixelvla_training.sim.dataset import read_episode, read_index
+    from pixelvla_training.episodes.dataset import read_episode, read_index
 
     skips = skips if skips is not None else SkipLog(f"sim:{root}")
     index = read_index(root)

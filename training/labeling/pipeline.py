@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pixelvla_model import Box
+
 from pixelvla_training.labeling.format import make_record
 from pixelvla_training.labeling.proposal import (ProposalSettings, box_iou, box_mask_fraction, expand_box,
                                                  find_closure, mask_box, propose_region)
@@ -130,8 +132,6 @@ class Labeler:
     def label(self, ep: EpisodeInput) -> list[dict]:
         """Records of every labelled frame of `ep` (every `frame_stride`-th frame, the closure frame always);
         EpisodeError with a FORMAT.md reason when the episode is skipped."""
-        from pixelvla_model import Box
-
         s = self.settings
         if not str(ep.instruction or "").strip():
             raise EpisodeError("empty_instruction", "the episode has no instruction")

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pixelvla_training.robots import wx250s
-from pixelvla_training.sim.camera import CameraModel
+from pixelvla_model import Box, Point
+from pixelvla_robots import wx250s
+from pixelvla_robots.camera import CameraModel
 
 
 # ------------------------------------------------------------------------------------------- closure
@@ -177,8 +178,6 @@ def propose_region(image: np.ndarray, frame: int, *, camera: CameraModel | None 
     """The region proposal for `image` (the closure frame). Kinematic path when `camera` and `tcp_pose` are
     given (SAM 2 gripper mask from finger / palm points when `segmenter` is given); else the detector path
     (needs `detector` and `segmenter`). None when neither path gives a box."""
-    from pixelvla_model import Box, Point
-
     s = settings or ProposalSettings()
     h, w = image.shape[:2]
     if camera is not None and tcp_pose is not None:

@@ -1,7 +1,7 @@
 """Input datasets for the labeler, as a list of episode keys plus a loader per key.
 
 Every source gives `EpisodeInput`s in a fixed order (the order decides shard membership, see FORMAT.md):
-- `SimSource`: a simulator episode directory (`pixelvla-sim-episodes`, training/sim/DATASET.md): images,
+- `SimSource`: a simulator episode directory (`pixelvla-sim-episodes`, training/episodes/DATASET.md): images,
   gripper commands and states, TCP poses, camera intrinsics and pose (the kinematic proposal path).
 - `BagSource`: a directory of ROS 2 bags (or one bag) recorded by the recorder node, one episode per bag:
   `/camera/image_raw` frames, `/pixelvla/instruction`, finger state from `/joint_states`, camera from
@@ -52,7 +52,7 @@ class SimSource:
     format = "pixelvla-sim-episodes"
 
     def __init__(self, root: str | Path) -> None:
-        from pixelvla_training.sim.dataset import read_index
+        from pixelvla_training.episodes.dataset import read_index
 
         self.root = Path(root).resolve()
         self.index = read_index(self.root)
@@ -69,7 +69,7 @@ class SimSource:
 
     def load(self, key: str) -> EpisodeInput:
         from pixelvla_training.labeling.proposal import camera_from_arrays, finger_state
-        from pixelvla_training.sim.dataset import read_episode, validate_episode
+        from pixelvla_training.episodes.dataset import read_episode, validate_episode
 
         try:
             ep = read_episode(self.root / key, validate=False)
@@ -125,7 +125,7 @@ class BagSource:
     def load(self, key: str) -> EpisodeInput:
         from pixelvla_training.bags import read_bag
         from pixelvla_training.labeling.proposal import camera_from_arrays
-        from pixelvla_training.robots import wx250s
+        from pixelvla_robots import wx250s
 
         path = self.root / key
         images, stamps, joints, instruction, info, pose = [], [], [], "", None, None

@@ -36,6 +36,9 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from pixelvla_model import (PixelVLA, PixelVLAConfig, PixelVLAPolicy, PixelVLAProcessor, build_byte_tokenizer,
+                            load_tokenizer)
+
 from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -113,8 +116,6 @@ class Trainer:
 
     # .............................................................................. building
     def build_model(self):
-        from pixelvla_model import PixelVLA, PixelVLAConfig, build_byte_tokenizer, load_tokenizer
-
         m = self.cfg.model
         torch.manual_seed(int(m.get("seed", 0)))
         if m.get("init_from"):
@@ -143,8 +144,6 @@ class Trainer:
         return model, tokenizer, names
 
     def build_data(self, config, tokenizer):
-        from pixelvla_model import PixelVLAProcessor
-
         from pixelvla_training.datasets import ChunkDataset, Collator, PromptSampler, SkipLog, load_episodes, norm_stats_for
 
         d = self.cfg.data
@@ -377,8 +376,6 @@ class Trainer:
     def export_final(self, wrapped, model, tokenizer, norm_stats, final: Path) -> None:
         """from_pretrained directory of the trained model with LoRA merged into the LLM (rank 0 writes)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        from pixelvla_model import PixelVLA, PixelVLAConfig, PixelVLAPolicy
 
         full = get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.dist.main:

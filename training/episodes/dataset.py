@@ -1,10 +1,10 @@
-"""Simulated-episode training dataset: writer, reader, validator (format: training/sim/DATASET.md).
+"""Simulated-episode training dataset: writer, reader, validator (format: training/episodes/DATASET.md).
 
 A dataset is a directory holding one compressed ``.npz`` per episode (numpy arrays only, read with
 ``allow_pickle=False``) and an ``index.json`` listing them. Shapes, units and frames are in DATASET.md and in
 :data:`ARRAYS`.
 
-Command line (records the scripted expert): ``python -m pixelvla_training.sim.dataset --out DIR
+Command line (records the scripted expert): ``python -m pixelvla_training.episodes.dataset --out DIR
 [--tasks t1,t2] [--episodes N] [--seed0 S] [--size 224] [--translation-noise M --rotation-noise RAD]
 [--policy DIR --expert-share F [--place-prompt]] [--place-radius M]``;
 ``--validate DIR`` checks an existing dataset; ``--relabel DIR`` recomputes its labels with the current expert
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelvla_training.robots.wx250s import matrix_to_quat
-from pixelvla_training.sim.prompts import mask_box, mask_point
+from pixelvla_robots.wx250s import matrix_to_quat
+from pixelvla_sim.prompts import mask_box, mask_point
 
 FORMAT = "pixelvla-sim-episodes"
 VERSION = 1
@@ -240,7 +240,7 @@ def relabel_episode(env, episode: Episode, expert=None, atol: float = 1e-5) -> E
     the stored one by more than `atol` (rad, m): then the simulator changed and the labels would not belong
     to the stored images.
     """
-    from pixelvla_training.sim.expert import ScriptedExpert
+    from pixelvla_sim.expert import ScriptedExpert
 
     if "executed_actions" not in episode.arrays:
         raise ValueError("no executed_actions: recorded before they were stored, cannot be replayed")
@@ -275,7 +275,7 @@ def relabel_dataset(root: str | os.PathLike, progress=print, expert=None) -> dic
     """Relabel every episode of a dataset in place with `expert` (default: the current ScriptedExpert; see
     relabel_episode); an episode that cannot be read or replayed is left as it is. Returns counts: relabelled,
     changed (files rewritten because their labels differ), unreadable, not replayable."""
-    from pixelvla_training.sim.env import TabletopEnv
+    from pixelvla_sim.env import TabletopEnv
 
     counts = dict.fromkeys(("relabelled", "changed", "unreadable", "not replayable"), 0)
     with TabletopEnv(render=False, masks=False) as env:
@@ -298,7 +298,7 @@ def add_destination_masks(root: str | os.PathLike, progress=print) -> dict[str, 
     observation is rebuilt from (task, seed) and must equal the stored first image pixel for pixel, else the
     episode is left as it is (the simulator or renderer changed since it was recorded). Returns counts: added,
     present (had one), unreadable, not reproducible."""
-    from pixelvla_training.sim.env import TabletopEnv
+    from pixelvla_sim.env import TabletopEnv
 
     counts = dict.fromkeys(("added", "present", "unreadable", "not reproducible"), 0)
     envs: dict[tuple[int, int], TabletopEnv] = {}  # one renderer per image size
@@ -330,8 +330,8 @@ def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=
     """Record the scripted expert on every (task, seed) into the dataset at `root`; returns episodes written.
     The noise (m, rad) and a `driver` (DAgger) change the executed actions, never the recorded ones:
     see run_expert_episode."""
-    from pixelvla_training.sim.env import TabletopEnv
-    from pixelvla_training.sim.expert import run_expert_episode
+    from pixelvla_sim.env import TabletopEnv
+    from pixelvla_sim.expert import run_expert_episode
 
     writer = DatasetWriter(root)
     count = 0
@@ -348,7 +348,7 @@ def record_expert_episodes(root, tasks, seeds, render_size=(224, 224), progress=
 
 
 def main(argv=None) -> int:
-    from pixelvla_training.sim.tasks import TASKS
+    from pixelvla_sim.tasks import TASKS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", help="dataset directory to create or extend")
@@ -378,7 +378,7 @@ def main(argv=None) -> int:
                         help="give the episodes in DIR recorded without a destination mask one, in place, from "
                              "their rebuilt first observation")
     args = parser.parse_args(argv)
-    from pixelvla_training.sim.expert import ScriptedExpert
+    from pixelvla_sim.expert import ScriptedExpert
 
     if args.place_radius is not None and not 0.0 < args.place_radius < 0.1:
         parser.error(f"--place-radius {args.place_radius} m: give a distance in (0, 0.1)")
@@ -402,7 +402,7 @@ def main(argv=None) -> int:
         parser.error(f"--expert-share {args.expert_share} is not in [0, 1]")
     driver = None
     if args.policy:
-        from pixelvla_training.sim.dagger import PolicyDriver
+        from pixelvla_training.episodes.dagger import PolicyDriver
 
         try:
             driver = PolicyDriver(args.policy, place=args.place_prompt)

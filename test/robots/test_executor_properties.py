@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from pixelvla_training.control import HOLD, MOVE, STOP, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, JointReading, SafetyGate
-from pixelvla_training.control.executor import JOINT_LIMIT_TOLERANCE
-from pixelvla_training.robots import wx250s
+from pixelvla_robots.executor import HOLD, MOVE, STOP, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, JointReading, SafetyGate
+from pixelvla_robots.executor import JOINT_LIMIT_TOLERANCE
+from pixelvla_robots import wx250s
 
 CASES = 3000
 LOW, HIGH = np.array([0.1, -0.35, 0.02]), np.array([0.5, 0.35, 0.45])

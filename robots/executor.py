@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pixelvla_training.robots import wx250s
+from pixelvla_robots import wx250s
 
 ACTION_DIM = 7
 MOVE, HOLD, STOP = "move", "hold", "stop"

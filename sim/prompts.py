@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pixelvla_training.sim.tasks import TOP_Z
+from pixelvla_sim.tasks import TOP_Z
 
 
 def mask_point(mask: np.ndarray) -> np.ndarray:

@@ -17,8 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
-from pixelvla_training.robots import wx250s
-from pixelvla_training.sim.tasks import BOWL_RIM, CUBE_HALF, PLATE_TOP, REST_Z
+from pixelvla_robots import wx250s
+from pixelvla_sim.tasks import BOWL_RIM, CUBE_HALF, PLATE_TOP, REST_Z
 
 
 def top_down_rotation(psi: float) -> np.ndarray:

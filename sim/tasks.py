@@ -5,7 +5,7 @@ Two families:
   names the target by colour ("put the red cube on the plate").
 - "prompted" (disambiguation) tasks, ``put_this_cube_<on|in>_<plate|bowl>``: three IDENTICAL cubes; the
   instruction says "put this cube on the plate" and only a visual prompt (a point, box or mask made from
-  ``EpisodeSpec.target_object``'s mask, see :mod:`pixelvla_training.sim.prompts`) tells which one.
+  ``EpisodeSpec.target_object``'s mask, see :mod:`pixelvla_sim.prompts`) tells which one.
 
 Every episode is a pure function of (task, seed): :func:`sample_episode` draws placements (x, y, yaw on the
 table), colours (with jitter), which distractors appear, lighting, camera pose jitter and a small start-pose

@@ -1,6 +1,6 @@
 """Simulator cost per control step: IK, physics, RGB render and mask render, shadows off and on.
 
-Run: ``python -m pixelvla_training.sim.benchmarks [--size 224] [--episodes 2] [--task put_red_cube_on_plate]``
+Run: ``python -m pixelvla_sim.benchmarks [--size 224] [--episodes 2] [--task put_red_cube_on_plate]``
 Prints one JSON object: machine, MuJoCo version, GL backend, and per setting (shadows off / on) the mean,
 median, p95 and min milliseconds of each part of a control step while the scripted expert runs episodes.
 """
@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from pixelvla_training.robots import wx250s
-from pixelvla_training.sim.env import TabletopEnv
-from pixelvla_training.sim.expert import ScriptedExpert
+from pixelvla_robots import wx250s
+from pixelvla_sim.env import TabletopEnv
+from pixelvla_sim.expert import ScriptedExpert
 
 
 def _stats(values_s: list[float]) -> dict:

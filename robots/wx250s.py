@@ -1,6 +1,6 @@
 """WidowX 250 6DOF (wx250s) kinematics in pure numpy.
 
-Used by the MuJoCo simulator (``pixelvla_training.sim``) and by the real arm's chunk executor, so it must
+Used by the MuJoCo simulator (``pixelvla_sim``) and by the real arm's chunk executor, so it must
 never import mujoco or rclpy.
 
 Conventions (everything in this module):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pixelvla_training.robots.wx250s import matrix_to_quat
+from pixelvla_robots.wx250s import matrix_to_quat
 
 
 @dataclass(frozen=True)

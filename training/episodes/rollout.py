@@ -6,7 +6,7 @@ target from the first frame plus the target's mask, as `pixelvla-eval --operator
 ground_truth`; with --place-prompt also a place click on the destination), and its chunk's first action is
 executed, as the stack does with a new chunk every step.
 
-    python -m pixelvla_training.sim.rollout --model DIR [--text-only | --place-prompt] [--tasks a,b] [--episodes 10]
+    python -m pixelvla_training.episodes.rollout --model DIR [--text-only | --place-prompt] [--tasks a,b] [--episodes 10]
         [--seed0 1000]
 
 Prints one JSON line per episode (success, first object reached / touched / lifted, closest approach of the TCP to
@@ -57,9 +57,9 @@ def summarize(records: list[dict]) -> dict:
 
 
 def main(argv=None) -> int:
-    from pixelvla_training.sim.dagger import PolicyDriver
-    from pixelvla_training.sim.env import TabletopEnv
-    from pixelvla_training.sim.tasks import TASKS
+    from pixelvla_training.episodes.dagger import PolicyDriver
+    from pixelvla_sim.env import TabletopEnv
+    from pixelvla_sim.tasks import TASKS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="checkpoint directory (from_pretrained layout)")

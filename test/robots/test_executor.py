@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from pixelvla_training.control import (
+from pixelvla_robots.executor import (
     HOLD, MOVE, NO_ACTION_DUE, STOP, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, JointReading, SafetyGate,
 )
-from pixelvla_training.robots import wx250s
+from pixelvla_robots import wx250s
 
 GATE = dict(workspace_min=[0.1, -0.35, 0.02], workspace_max=[0.5, 0.35, 0.45], max_step_translation=0.05, max_step_rotation=0.35)
 PERIOD = 0.2

@@ -5,10 +5,10 @@ the real joint frames (see those files). World frame = robot base frame (x forwa
 table top at z = 0).
 
 Control: :meth:`TabletopEnv.step` takes the same commands as the real arm's controllers: six joint position
-targets (rad, :data:`~pixelvla_training.robots.wx250s.JOINT_NAMES` order) and a gripper command in [0, 1]
+targets (rad, :data:`~pixelvla_robots.wx250s.JOINT_NAMES` order) and a gripper command in [0, 1]
 (Bridge convention, 1 = open), then advances one control period (default 0.2 s = 5 Hz: 100 physics steps of
 2 ms). :meth:`TabletopEnv.step_ee_delta` maps a 7-D Bridge action through the numpy IK of
-:mod:`pixelvla_training.robots.wx250s` (the same IK the real arm's executor uses) and calls :meth:`step`.
+:mod:`pixelvla_robots.wx250s` (the same IK the real arm's executor uses) and calls :meth:`step`.
 
 Observation (dict returned by reset/step/observe):
     rgb               (H, W, 3) uint8, the camera image (None when rendering is off)
@@ -35,14 +35,14 @@ from __future__ import annotations
 import weakref
 from pathlib import Path
 
-from pixelvla_training.sim import _gl  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
+from pixelvla_sim import _gl  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 
 import mujoco
 import numpy as np
 
-from pixelvla_training.robots import wx250s
-from pixelvla_training.sim.camera import MUJOCO_TO_OPTICAL, CameraModel, intrinsics
-from pixelvla_training.sim.tasks import (
+from pixelvla_robots import wx250s
+from pixelvla_robots.camera import MUJOCO_TO_OPTICAL, CameraModel, intrinsics
+from pixelvla_sim.tasks import (
     DESTINATIONS, OBJECT_NAMES, PARK_POSITIONS, REST_Z, EpisodeSpec, check_success, sample_episode,
 )
 
@@ -271,7 +271,7 @@ class TabletopEnv:
         """One control step from a Bridge 7-D action [dx, dy, dz (m), droll, dpitch, dyaw (rad), gripper].
 
         The delta is taken from the current measured TCP pose (base frame, see
-        :mod:`pixelvla_training.robots.wx250s`), turned into joint targets by ``wx250s.ik_step`` and applied
+        :mod:`pixelvla_robots.wx250s`), turned into joint targets by ``wx250s.ik_step`` and applied
         with :meth:`step`. The commanded TCP pose is kept in ``last_ee_target`` (position (3,), rotation (3, 3)).
         """
         self._require_episode()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelvla_training.sim.prompts import click_pixel
+from pixelvla_model import PLACE, Point
+from pixelvla_sim.prompts import click_pixel
 
 
 class PolicyDriver:
@@ -29,8 +30,6 @@ class PolicyDriver:
         self.prompts: list = []
 
     def reset(self, obs: dict) -> None:
-        from pixelvla_model import PLACE, Point
-
         u, v = click_pixel(obs)
         self.prompts = [Point(u + 0.5, v + 0.5)]  # pixel centre -> continuous image coordinates
         if self.place:

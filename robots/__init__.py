@@ -1,0 +1,8 @@
+"""pixelvla_robots: the robot side, in numpy (no ROS, no simulator, no model).
+
+- `wx250s`: the WidowX 250 6DOF's kinematics, limits and gripper mapping;
+- `executor`: chunk execution for any arm: schedule, safety gate, IK adapter, one command per control period;
+- `camera`: pinhole camera geometry (CameraModel: project, back-project, CameraInfo, optical-frame conventions).
+
+The simulator (pixelvla_sim), the nodes (pixelvla_ros) and training use it; it uses none of them.
+"""

@@ -1,1 +1,0 @@
-"""Robot kinematics in pure numpy (no simulator, no ROS): shared by the simulator and the real arm's executor."""

@@ -1,7 +1,0 @@
-"""MuJoCo WidowX 250 tabletop simulator (no ROS).
-
-Importing this package chooses the offscreen GL backend (MUJOCO_GL=egl, osmesa fallback) before mujoco is
-imported; see ``_gl.py``. Main entry points: :class:`~pixelvla_training.sim.env.TabletopEnv`,
-:data:`~pixelvla_training.sim.tasks.TASKS`, :class:`~pixelvla_training.sim.expert.ScriptedExpert`.
-"""
-from pixelvla_training.sim import _gl  # noqa: F401  (must run before any mujoco import)
