@@ -42,7 +42,7 @@ def stack_command(opts: argparse.Namespace) -> list[str]:
     if opts.expert:
         return ["demo", "task:=put_red_cube_on_plate", *console]
     return ["sim", f"model:={opts.model}", f"backend:={opts.backend}", f"operator:={opts.operator}", f"rate:={opts.rate}",
-            f"mask_topic:={'/sim/target_mask' if opts.mask == 'ground_truth' else '/pixelvla/mask'}", *console]
+            f"mask_topic:={'sim/target_mask' if opts.mask == 'ground_truth' else 'pixelvla/mask'}", *console]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,6 @@ def test_image_transport_reaches_every_camera_reader_and_the_compressed_topic_fo
                                                                      "camera_topic:=/cam/rgb"]))}
     for name in ("policy", "segmenter", "visualizer", "console"):
         assert specs[name].parameters["image_transport"] == "compressed", name
-        assert dict(specs[name].remappings)["/camera/image_raw/compressed"] == "/cam/rgb/compressed", name
+        assert dict(specs[name].remappings)["camera/image_raw/compressed"] == "/cam/rgb/compressed", name
     with pytest.raises(ValueError, match="image_transport"):
         node_set.resolve(node_set.parse_cli(["image_transport:=theora"]))

@@ -76,7 +76,7 @@ def test_record_argument_adds_the_recorder(name, split, tmp_path):
     assert recorder.parameters.get("split_episodes", True) is split  # one bag per simulated episode; one bag on a robot
     if name == "policy":  # it records the camera the policy reads
         specs = {s.name: s for s in node_set.resolve(node_set.parse_cli(["record:=true", "camera_topic:=/cam/rgb"]))}
-        assert dict(specs["recorder"].remappings)["/camera/image_raw"] == "/cam/rgb"
+        assert dict(specs["recorder"].remappings)["camera/image_raw"] == "/cam/rgb"
 
 
 def test_enabled_must_be_a_boolean(tmp_path):

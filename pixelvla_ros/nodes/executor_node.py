@@ -86,13 +86,13 @@ class ExecutorNode(ParameterMixin, Node):
         self.reported_state = self.chunk_executor.state
         self.commands_sent = 0
 
-        self.arm_pub = self.create_publisher(JointTrajectory, "/arm_controller/joint_trajectory", qos.COMMAND)
-        self.gripper_pub = self.create_publisher(JointTrajectory, "/gripper_controller/joint_trajectory", qos.COMMAND)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(ActionChunk, "/pixelvla/action_chunk", self.on_chunk, qos.COMMAND)
-        self.create_subscription(JointState, "/joint_states", self.on_joint_state, qos.SENSOR)
+        self.arm_pub = self.create_publisher(JointTrajectory, "arm_controller/joint_trajectory", qos.COMMAND)
+        self.gripper_pub = self.create_publisher(JointTrajectory, "gripper_controller/joint_trajectory", qos.COMMAND)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        self.create_subscription(ActionChunk, "pixelvla/action_chunk", self.on_chunk, qos.COMMAND)
+        self.create_subscription(JointState, "joint_states", self.on_joint_state, qos.SENSOR)
         # `ros2 topic pub` and latched publishers alike; a restarted executor gets a latched e-stop too.
-        subscribe_latched(self, Bool, "/pixelvla/estop", self.on_estop)
+        subscribe_latched(self, Bool, "pixelvla/estop", self.on_estop)
         self.create_service(Trigger, "~/reset_estop", self.on_reset_estop)
         # Polls the executor ten times a period: a move that waits for its slot goes out within a
         # tenth of a period of it (the executor allows a quarter).

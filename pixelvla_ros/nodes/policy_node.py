@@ -110,15 +110,15 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.told_waiting = ""  # the waiting reason last logged
         self.worker: threading.Thread | None = None
 
-        self.chunk_pub = self.create_publisher(ActionChunk, "/pixelvla/action_chunk", qos.COMMAND)
-        self.status_pub = self.create_publisher(PolicyStatus, "/pixelvla/status", qos.LATCHED)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        subscribe_camera(self, "/camera/image_raw", transport, self.on_image)
-        subscribe_latched(self, String, "/pixelvla/instruction", self.on_instruction)
-        subscribe_latched(self, VisualPrompt, "/pixelvla/prompt", lambda msg: self.on_prompt(msg, place=False))
-        subscribe_latched(self, VisualPrompt, "/pixelvla/place_prompt", lambda msg: self.on_prompt(msg, place=True))
-        subscribe_latched(self, Image, "/pixelvla/mask", self.on_mask)
-        self.create_subscription(JointState, "/joint_states", self.on_joint_state, qos.SENSOR)
+        self.chunk_pub = self.create_publisher(ActionChunk, "pixelvla/action_chunk", qos.COMMAND)
+        self.status_pub = self.create_publisher(PolicyStatus, "pixelvla/status", qos.LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        subscribe_camera(self, "camera/image_raw", transport, self.on_image)
+        subscribe_latched(self, String, "pixelvla/instruction", self.on_instruction)
+        subscribe_latched(self, VisualPrompt, "pixelvla/prompt", lambda msg: self.on_prompt(msg, place=False))
+        subscribe_latched(self, VisualPrompt, "pixelvla/place_prompt", lambda msg: self.on_prompt(msg, place=True))
+        subscribe_latched(self, Image, "pixelvla/mask", self.on_mask)
+        self.create_subscription(JointState, "joint_states", self.on_joint_state, qos.SENSOR)
         self.create_timer(1.0, self.publish_status)
         if autostart:
             self.trigger_configure()

@@ -33,7 +33,7 @@ from pixelvla_robots.wx250s import quat_to_matrix
 from pixelvla_robots.camera import CameraModel
 
 MODES = ("point", "box", "line")
-TOPICS = {"target": "/pixelvla/prompt", "place": "/pixelvla/place_prompt"}  # what the clicks mark -> topic
+TOPICS = {"target": "pixelvla/prompt", "place": "pixelvla/place_prompt"}  # what the clicks mark -> topic
 
 
 class PromptNode(ParameterMixin, Node):
@@ -57,10 +57,10 @@ class PromptNode(ParameterMixin, Node):
         self.count = 0
         self.add_on_set_parameters_callback(self.on_parameters)
         self.pubs = {marks: self.create_publisher(VisualPrompt, topic, qos.LATCHED) for marks, topic in TOPICS.items()}
-        self.create_subscription(CameraInfo, "/camera/camera_info", self.on_camera_info, qos.SENSOR)
-        self.create_subscription(PoseStamped, "/camera/pose", self.on_camera_pose, qos.LATCHED)
-        self.create_subscription(PointStamped, "/clicked_point", self.on_clicked_point, 10)
-        self.create_subscription(Point, "/camera/image_raw_mouse_left", self.on_pixel_click, 10)
+        self.create_subscription(CameraInfo, "camera/camera_info", self.on_camera_info, qos.SENSOR)
+        self.create_subscription(PoseStamped, "camera/pose", self.on_camera_pose, qos.LATCHED)
+        self.create_subscription(PointStamped, "clicked_point", self.on_clicked_point, 10)
+        self.create_subscription(Point, "camera/image_raw_mouse_left", self.on_pixel_click, 10)
         self.create_service(Trigger, "~/clear", self.on_clear)
 
     @staticmethod

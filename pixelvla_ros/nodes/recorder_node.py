@@ -1,7 +1,8 @@
 """Recorder node: topics to ROS 2 bags (MCAP), byte for byte, one bag per simulator episode.
 
-Subscribes to `topics` with raw (serialized) subscriptions and writes every message unchanged
-through `pixelvla_training.bags`. With `split_episodes` (default) a bag opens when `/sim/episode`
+Subscribes to `topics` with raw (serialized) subscriptions, in its namespace (`/camera/image_raw` of a
+recorder in /arm1 is /arm1/camera/image_raw), and writes every message unchanged through
+`pixelvla_training.bags`, under the topic's name without the namespace, so that bags of every arm read alike. With `split_episodes` (default) a bag opens when `/sim/episode`
 reports a new episode and closes at the status after the one that reports it done (so the final
 frame, which may arrive after that status, is in the bag); latched inputs (instruction, prompt, mask,
 camera pose) seen before are written again at the start of each bag so every bag stands alone, and
@@ -77,10 +78,11 @@ class RecorderNode(ParameterMixin, Node):
         for topic in topics:
             ros_type, profile = KNOWN_TOPICS[topic]
             callback = lambda data, t=topic: self.on_message(t, data)  # noqa: E731
+            relative = topic.lstrip("/")  # in the node's namespace; the bag keeps the name without it
             if profile is qos.LATCHED:  # operator topics: latched and `ros2 topic pub` publishers alike
-                subscribe_latched(self, message_class(ros_type), topic, callback, raw=True)
+                subscribe_latched(self, message_class(ros_type), relative, callback, raw=True)
             else:
-                self.create_subscription(message_class(ros_type), topic, callback, profile, raw=True)
+                self.create_subscription(message_class(ros_type), relative, callback, profile, raw=True)
         self.create_timer(self.flush_period / 2, self.on_flush_timer)
         if not self.split:
             self.open_bag(f"recording_{time.strftime('%Y%m%d-%H%M%S')}")

@@ -79,10 +79,10 @@ class SegmenterNode(ParameterMixin, Node):
         self.error_since_mask = False
         self.running = True
 
-        self.mask_pub = self.create_publisher(Image, "/pixelvla/mask", qos.LATCHED)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        subscribe_latched(self, VisualPrompt, "/pixelvla/prompt", self.on_prompt)
-        subscribe_camera(self, "/camera/image_raw", transport, self.on_image)
+        self.mask_pub = self.create_publisher(Image, "pixelvla/mask", qos.LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        subscribe_latched(self, VisualPrompt, "pixelvla/prompt", self.on_prompt)
+        subscribe_camera(self, "camera/image_raw", transport, self.on_image)
         self.create_timer(1.0, self.publish_diagnostics)
         self.worker = threading.Thread(target=self.work_loop, name="segmenter", daemon=True)
         self.worker.start()

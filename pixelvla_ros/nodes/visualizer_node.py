@@ -100,17 +100,17 @@ class VisualizerNode(ParameterMixin, Node):
         self.prompts: dict[str, VisualPrompt] = {}  # "target" / "place" -> the prompt in force
         self.info: CameraInfo | None = None
         self.camera_pose: tuple[np.ndarray, np.ndarray] | None = None
-        self.overlay_pub = self.create_publisher(Image, "/pixelvla/overlay", qos.SENSOR)
-        self.marker_pub = self.create_publisher(MarkerArray, "/pixelvla/markers", 10)
-        self.table_pub = self.create_publisher(Marker, "/pixelvla/table", qos.LATCHED)
-        subscribe_camera(self, "/camera/image_raw", transport, self.on_image)
-        self.create_subscription(CameraInfo, "/camera/camera_info", lambda m: setattr(self, "info", m), qos.SENSOR)
-        self.create_subscription(PoseStamped, "/camera/pose", self.on_camera_pose, qos.LATCHED)
-        self.create_subscription(JointState, "/joint_states", self.on_joint_state, qos.SENSOR)
-        self.create_subscription(ActionChunk, "/pixelvla/action_chunk", self.on_chunk, qos.COMMAND)
-        self.create_subscription(VisualPrompt, "/pixelvla/prompt", lambda m: self.on_prompt("target", m), qos.LATCHED)
-        self.create_subscription(VisualPrompt, "/pixelvla/place_prompt", lambda m: self.on_prompt("place", m), qos.LATCHED)
-        self.create_subscription(Image, "/pixelvla/mask", self.on_mask, qos.LATCHED)
+        self.overlay_pub = self.create_publisher(Image, "pixelvla/overlay", qos.SENSOR)
+        self.marker_pub = self.create_publisher(MarkerArray, "pixelvla/markers", 10)
+        self.table_pub = self.create_publisher(Marker, "pixelvla/table", qos.LATCHED)
+        subscribe_camera(self, "camera/image_raw", transport, self.on_image)
+        self.create_subscription(CameraInfo, "camera/camera_info", lambda m: setattr(self, "info", m), qos.SENSOR)
+        self.create_subscription(PoseStamped, "camera/pose", self.on_camera_pose, qos.LATCHED)
+        self.create_subscription(JointState, "joint_states", self.on_joint_state, qos.SENSOR)
+        self.create_subscription(ActionChunk, "pixelvla/action_chunk", self.on_chunk, qos.COMMAND)
+        self.create_subscription(VisualPrompt, "pixelvla/prompt", lambda m: self.on_prompt("target", m), qos.LATCHED)
+        self.create_subscription(VisualPrompt, "pixelvla/place_prompt", lambda m: self.on_prompt("place", m), qos.LATCHED)
+        self.create_subscription(Image, "pixelvla/mask", self.on_mask, qos.LATCHED)
 
     def on_camera_pose(self, msg: PoseStamped) -> None:
         self.camera_pose = pose_arrays(msg.pose)
