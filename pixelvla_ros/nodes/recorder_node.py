@@ -2,9 +2,10 @@
 
 Subscribes to `topics` with raw (serialized) subscriptions, in its namespace (`/camera/image_raw` of a
 recorder in /arm1 is /arm1/camera/image_raw), and writes every message unchanged through
-`pixelvla_training.bags`, under the topic's name without the namespace, so that bags of every arm read alike. With `split_episodes` (default) a bag opens when `/sim/episode`
-reports a new episode and closes at the status after the one that reports it done (so the final
-frame, which may arrive after that status, is in the bag); latched inputs (instruction, prompt, mask,
+`pixelvla_training.bags`, under the topic's name without the namespace, so that bags of every arm read alike.
+With `split_episodes` (default) a bag opens when `/sim/episode` reports a new episode and closes at the
+status after the one that reports it done (so the final frame, which may arrive after that status, is in the
+bag); latched inputs (instruction, prompt, mask,
 camera pose) seen before are written again at the start of each bag so every bag stands alone, and
 so are the messages received since the previous episode status (the new episode's first image may
 be handled before its status: subscriptions are served in creation order, not arrival order).
