@@ -24,6 +24,8 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from pixelvla_robots.images import image_to_mono, image_to_rgb
+
 from .base import MISSING_IMAGE, MISSING_INSTRUCTION, TRUNCATED, Episode, SkipLog
 
 logger = logging.getLogger(__name__)
@@ -34,24 +36,6 @@ DEFAULT_MSG_DIR = Path(__file__).resolve().parents[2] / "msg"
 
 def _stamp(header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def image_msg_to_array(msg) -> np.ndarray:
-    """sensor_msgs/Image (deserialized by rosbags) -> (H, W, 3) uint8 RGB or (H, W) uint8 for mono8."""
-    h, w, enc = int(msg.height), int(msg.width), str(msg.encoding).lower()
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc1": 1}.get(enc)
-    if channels is None:
-        raise ValueError(f"unsupported image encoding {enc!r}")
-    data = np.frombuffer(bytes(msg.data), np.uint8)
-    step = int(msg.step) or w * channels
-    if data.size < h * step:
-        raise ValueError(f"image data has {data.size} bytes, expected {h * step}")
-    arr = data[: h * step].reshape(h, step)[:, : w * channels].reshape(h, w, channels)
-    if channels == 1:
-        return arr[..., 0].copy()
-    if enc.startswith("bgr"):
-        arr = arr[..., [2, 1, 0]]
-    return np.ascontiguousarray(arr[..., :3])
 
 
 def read_bag_episode(path: str | Path, typestore=None, image_topic: str = "/camera/image_raw",
@@ -72,11 +56,11 @@ def read_bag_episode(path: str | Path, typestore=None, image_topic: str = "/came
         for topic, t_ns, msg in read_bag(path, typestore, topics):
             if topic == image_topic:
                 try:
-                    images.append((_stamp(msg.header), image_msg_to_array(msg), t_ns))
+                    images.append((_stamp(msg.header), image_to_rgb(msg), t_ns))
                 except ValueError as exc:
                     skips.skip(MISSING_IMAGE, f"{path}: {exc}")
             elif topic == mask_topic:
-                masks.append((_stamp(msg.header), image_msg_to_array(msg) > 0))
+                masks.append((_stamp(msg.header), image_to_mono(msg) > 0))
             elif topic == instruction_topic:
                 instructions.append((t_ns, str(msg.data)))
             elif topic == action_topic and action_source == "action_chunk":
