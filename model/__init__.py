@@ -2,22 +2,36 @@
 
 Public API:
     PixelVLAConfig                 configuration.py  (presets "tiny", "small", "prismatic-7b")
-    PixelVLA, example_inputs       modeling.py       (the network; input_names(config) = its tensor inputs)
     Point, Line, Box, Mask         prompts.py        (visual prompts; batch_prompts -> fixed-shape tensors)
-    PixelVLAProcessor, PixelVLAPolicy   processing.py
-    save_pretrained, load_model    checkpoint.py
+    PixelVLA, example_inputs       modeling.py       (the network; input_names(config) = its tensor inputs)
+    save_pretrained, load_model    checkpoint.py, modeling.py
+    PixelVLAProcessor              processing.py     (pre/post-processing shared by every runtime)
+    PixelVLAPolicy                 runtime/policy.py (processor + the torch runtime)
     from_openvla                   openvla_import.py
     build_byte_tokenizer, load_tokenizer   tokenizer.py
-"""
-from pathlib import Path
 
-from .checkpoint import load_model, save_pretrained
+The configuration and the prompt types load with the package; everything that needs torch or transformers
+loads on first use of its name, so `from pixelvla_model import Point` stays fast (ROS nodes, tools).
+
+Modules import each other one way only (test/model/test_imports.py checks it), bottom to top:
+configuration, prompts, files, tokenizer -> checkpoint -> modeling -> openvla_import, processing ->
+runtime (policy on top) -> export, runtime.bench.
+"""
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from .configuration import PRESETS, PROMPT_TYPE_IDS, PixelVLAConfig
-from .modeling import INPUT_NAMES, PixelVLA, PixelVLAOutput, example_inputs, input_names
-from .processing import PROMPT_TEMPLATE, PixelVLAPolicy, PixelVLAProcessor, unnormalize_actions
 from .prompts import (BACKGROUND, FOREGROUND, PLACE, Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors,
                       validate_prompt)
-from .tokenizer import build_byte_tokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from .checkpoint import save_pretrained
+    from .modeling import INPUT_NAMES, PixelVLA, PixelVLAOutput, example_inputs, input_names, load_model
+    from .openvla_import import from_openvla
+    from .processing import PROMPT_TEMPLATE, PixelVLAProcessor, unnormalize_actions
+    from .runtime.policy import PixelVLAPolicy
+    from .tokenizer import build_byte_tokenizer, load_tokenizer
 
 # The project's own small checkpoint, trained in the simulator on a CPU (docs/results.md): the default
 # model of the policy node. It reads the robot state (/joint_states), runs the whole stack and completes
@@ -28,14 +42,28 @@ DEFAULT_CHECKPOINT_NOTE = ("trained in simulation on a CPU; it completes about 1
                            "target and a place prompt (docs/results.md) - pass a model directory or engine bundle "
                            "for a real policy")
 
+# name -> the module (relative to this package) that defines it, imported on first access (PEP 562)
+_LAZY = {
+    "PixelVLA": "modeling", "PixelVLAOutput": "modeling", "INPUT_NAMES": "modeling", "input_names": "modeling",
+    "example_inputs": "modeling", "load_model": "modeling",
+    "save_pretrained": "checkpoint",
+    "PixelVLAProcessor": "processing", "PROMPT_TEMPLATE": "processing", "unnormalize_actions": "processing",
+    "PixelVLAPolicy": "runtime.policy",
+    "from_openvla": "openvla_import",
+    "build_byte_tokenizer": "tokenizer", "load_tokenizer": "tokenizer",
+}
 
-def from_openvla(directory, config=None, dtype=None):
-    """Import an OpenVLA/Prismatic checkpoint directory -> (PixelVLA, norm_stats). See openvla_import."""
-    from .openvla_import import from_openvla as _from_openvla
 
-    import torch
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # later look-ups find it without coming here
+    return value
 
-    return _from_openvla(directory, config=config, dtype=dtype or torch.float32)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

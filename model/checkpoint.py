@@ -9,6 +9,9 @@
 
 A LoRA-wrapped model (stage "pue") saves its adapter weights unmerged; config.json records ``lora_r``
 so the same structure is rebuilt before loading.
+
+This module knows the files, not the network: PixelVLA.save_pretrained / from_pretrained (modeling.py)
+call save_pretrained / load_pretrained here with the model class.
 """
 from __future__ import annotations
 
@@ -23,20 +26,16 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .configuration import PixelVLAConfig
+from .files import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, save_norm_stats
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 4 * 1024**3
 
 
 def save_pretrained(model, directory: str | Path, norm_stats: Optional[dict[str, Any]] = None, tokenizer=None,
                     max_shard_size: int = DEFAULT_MAX_SHARD_BYTES) -> None:
     """Write config.json, safetensors weights (sharded above ``max_shard_size`` bytes), norm stats, tokenizer."""
-    from .processing import save_norm_stats
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for old in list(directory.glob("model*.safetensors")) + [directory / INDEX_FILE]:
@@ -117,24 +116,26 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
     model.load_state_dict(state, strict=True, assign=assign)
 
 
-def load_model(directory: str | Path, map_location: str = "cpu"):
-    """config.json + safetensors -> PixelVLA in eval mode."""
-    from .modeling import PixelVLA
+def load_pretrained(model_cls, directory: str | Path, map_location: str = "cpu",
+                    config: Optional[PixelVLAConfig] = None):
+    """config.json + safetensors -> ``model_cls(config)`` with the weights loaded, in eval mode.
 
+    config: the directory's config when the caller has already read it (it is then not read again)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
-    config = PixelVLAConfig.from_json_file(directory / CONFIG_FILE)
+    if config is None:
+        config = PixelVLAConfig.from_json_file(directory / CONFIG_FILE)
     files = weight_files(directory)
     try:  # parameters on the meta device (no random init, no double memory); buffers built normally
         from accelerate import init_empty_weights
     except ImportError:
-        model = PixelVLA(config)
+        model = model_cls(config)
         load_state_strict(model, read_safetensors(files, map_location), str(directory))
     else:
         with init_empty_weights(include_buffers=False):
-            model = PixelVLA(config)
+            model = model_cls(config)
         load_state_strict(model, read_safetensors(files, map_location), str(directory), assign=True)
         left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
         if left:

@@ -42,11 +42,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .checkpoint import CONFIG_FILE
 from .configuration import PRESETS, PixelVLAConfig
-from .modeling import PixelVLA, example_inputs, input_names
+from .files import CONFIG_FILE, load_norm_stats, save_norm_stats
+from .modeling import PixelVLA, example_inputs, input_names, load_model
 from .runtime.bundle import (ENGINE_FILE, FORMAT, FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, BundleError,
                              atomic_directory, io_spec, read_manifest, verify_bundle, weights_sha256, write_manifest)
+from .runtime.policy import PixelVLAPolicy
+from .tokenizer import load_tokenizer
 
 logger = logging.getLogger("pixelvla_model.export")
 
@@ -102,13 +104,8 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
 # ---------------------------------------------------------------------------------------------------
 def load_source(source: str, seed: int = 0):
     """(model, tokenizer, norm_stats, weights entry, default model id) from a checkpoint dir or preset name."""
-    from .processing import PixelVLAPolicy, load_norm_stats
-
     path = Path(source)
     if path.is_dir():
-        from .checkpoint import load_model
-        from .tokenizer import load_tokenizer
-
         model = load_model(path)
         tokenizer = load_tokenizer(path)
         norm_stats = load_norm_stats(path)
@@ -253,8 +250,6 @@ def export_bundle(source: str | os.PathLike, out: str | os.PathLike, *, model_id
                                    "the bundle")
         config.save(work / CONFIG_FILE)
         if norm_stats:
-            from .processing import save_norm_stats
-
             save_norm_stats(norm_stats, work)
         tokenizer.save_pretrained(str(work))
         if engine:

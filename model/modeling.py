@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -38,7 +39,9 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
+from .checkpoint import load_pretrained, save_pretrained
 from .configuration import PROMPT_TYPE_IDS, PixelVLAConfig
+from .prompts import Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -343,9 +346,7 @@ class PixelVLA(nn.Module):
                              + ("pass proprio (B, proprio_dim)" if proprio is None else "do not pass proprio"))
         if target_mask is None:
             target_mask = torch.zeros(b, c.image_size, c.image_size, device=dev)
-        if prompt_types is None:
-            from .prompts import empty_prompt_tensors  # no prompts: all slots empty
-
+        if prompt_types is None:  # no prompts: all slots empty
             empty = {k: v.to(dev) for k, v in empty_prompt_tensors(c, b).items()}
             prompt_coords, prompt_point_mask = empty["prompt_coords"], empty["prompt_point_mask"]
             prompt_types, prompt_labels, prompt_masks = (empty["prompt_types"], empty["prompt_labels"],
@@ -432,22 +433,18 @@ class PixelVLA(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory, **kwargs) -> None:
         """config.json + safetensors (sharded when large). See checkpoint.save_pretrained."""
-        from .checkpoint import save_pretrained
-
         save_pretrained(self, directory, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, directory, map_location: str = "cpu") -> "PixelVLA":
-        from .checkpoint import load_model
+    def from_pretrained(cls, directory, map_location: str = "cpu",
+                        config: Optional[PixelVLAConfig] = None) -> "PixelVLA":
+        """config.json + safetensors -> PixelVLA in eval mode. See checkpoint.load_pretrained."""
+        return load_pretrained(cls, directory, map_location=map_location, config=config)
 
-        return load_model(directory, map_location=map_location)
 
-    @classmethod
-    def from_openvla(cls, directory, config: Optional[PixelVLAConfig] = None,
-                     dtype: torch.dtype = torch.float32) -> "PixelVLA":
-        from .openvla_import import from_openvla
-
-        return from_openvla(directory, config=config, dtype=dtype)[0]
+def load_model(directory, map_location: str = "cpu", config: Optional[PixelVLAConfig] = None) -> PixelVLA:
+    """config.json + safetensors -> PixelVLA in eval mode (PixelVLA.from_pretrained)."""
+    return PixelVLA.from_pretrained(directory, map_location=map_location, config=config)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -463,8 +460,6 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
     (B,K,P) float32; prompt_types (B,K) int64; prompt_labels (B,K) int64; prompt_masks (B,K,S,S) float32
     (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0.
     """
-    from .prompts import Box, Line, Mask, Point, batch_prompts
-
     g = torch.Generator().manual_seed(seed)
     s = config.image_size
     pixel_values = torch.rand(batch_size, 3, s, s, generator=g)
@@ -476,8 +471,6 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
         input_ids[-1, -3:] = 0
     target_mask = torch.zeros(batch_size, s, s)
     target_mask[0, s // 4: s // 2, s // 3: 2 * s // 3] = 1.0
-    import numpy as np
-
     m = np.zeros((s, s), bool)
     m[20:90, 100:180] = True
     all_types = [Point(50.0, 60.0), Line([(10.0, 10.0), (100.0, 40.0), (150.0, 200.0)]),

@@ -42,7 +42,8 @@ import torch
 
 from .checkpoint import read_safetensors, weight_files
 from .configuration import PixelVLAConfig
-from .processing import validate_norm_stats
+from .files import validate_norm_stats
+from .modeling import ActionDecoder, PixelEncoder, PixelVLA, PromptEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -156,17 +157,17 @@ def read_openvla_config(directory: Path) -> dict[str, Any]:
 
 
 def from_openvla(directory: str | Path, config: Optional[PixelVLAConfig] = None,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: Optional[torch.dtype] = None):
     """OpenVLA checkpoint directory -> (PixelVLA in eval mode, norm_stats).
 
     config: the PixelVLA sizes to build; by default the preset matching the checkpoint's backbone ids
     (dinosiglip-vit-so-224px + llama2-7b-pure -> "prismatic-7b"), with the LLM vocab size from
-    text_config. dtype: the model's dtype (OpenVLA ships bfloat16; float32 7B needs ~30 GB of memory).
+    text_config. dtype: the model's dtype, float32 by default (OpenVLA ships bfloat16; float32 7B needs ~30 GB
+    of memory).
     The backbone is built without random init (meta device) and filled from the checkpoint.
     """
-    from .modeling import ActionDecoder, PixelEncoder, PixelVLA, PromptEncoder
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    dtype = dtype or torch.float32
     directory = Path(directory)
     ocfg = read_openvla_config(directory)
     norm_stats = validate_norm_stats(ocfg["norm_stats"])

@@ -1,8 +1,8 @@
 """Pre/post-processing around the network, shared by every runtime (torch, onnxruntime, TensorRT).
 
 PixelVLAProcessor turns (image, instruction, prompts, target mask) into the network's input tensors
-(see modeling.INPUT_NAMES) and normalised actions back into robot units. PixelVLAPolicy = processor +
-the torch network.
+(see modeling.INPUT_NAMES) and normalised actions back into robot units. A policy is this processor
+around a runtime that runs the network (runtime/policy.py: PixelVLAPolicy, RuntimePolicy).
 
 Images: (H, W, 3) uint8 RGB -> resized to 224x224 (bicubic, antialiased, as OpenVLA's "resize-naive")
 -> float32 (3, 224, 224) in [0, 1]. The per-tower mean/std normalisation happens inside the network.
@@ -19,10 +19,7 @@ gripper dim (mask false) is returned as predicted. Units are those of the datase
 """
 from __future__ import annotations
 
-import json
-import logging
 import threading
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -30,12 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from .configuration import PixelVLAConfig
+# norm-stats file I/O lives in files.py (no torch); the names stay importable from here
+from .files import NORM_STATS_FILE, load_norm_stats, save_norm_stats, validate_norm_stats  # noqa: F401
 from .prompts import Prompt, batch_prompts
 
-logger = logging.getLogger(__name__)
-
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
-NORM_STATS_FILE = "norm_stats.json"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -84,21 +80,6 @@ def build_prompt(instruction: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 # norm stats
 # ---------------------------------------------------------------------------------------------------
-def validate_norm_stats(norm_stats: dict[str, Any], action_dim: int = 7) -> dict[str, Any]:
-    """Check OpenVLA's layout: norm_stats[dataset]["action"] with q01, q99 (and optional mask) of length 7."""
-    if not isinstance(norm_stats, dict):
-        raise ValueError(f"norm_stats must be a dict of datasets, got {type(norm_stats).__name__}")
-    for key, entry in norm_stats.items():
-        a = entry.get("action") if isinstance(entry, dict) else None
-        if not isinstance(a, dict) or "q01" not in a or "q99" not in a:
-            raise ValueError(f"norm_stats[{key!r}] needs an 'action' entry with 'q01' and 'q99' "
-                             "(OpenVLA layout: norm_stats[dataset]['action'] = {q01, q99, mask, ...})")
-        for f in ("q01", "q99") + (("mask",) if "mask" in a else ()):
-            if len(a[f]) != action_dim:
-                raise ValueError(f"norm_stats[{key!r}]['action'][{f!r}] has {len(a[f])} values, expected {action_dim}")
-    return norm_stats
-
-
 def resolve_unnorm_key(norm_stats: dict[str, Any], unnorm_key: Optional[str]) -> str:
     if not norm_stats:
         raise ValueError("this policy has no norm stats; load a checkpoint with norm_stats.json or pass norm_stats")
@@ -217,120 +198,3 @@ class PixelVLAProcessor:
 
     def unnormalize(self, actions: np.ndarray, unnorm_key: Optional[str] = None) -> np.ndarray:
         return unnormalize_actions(actions, self.norm_stats[resolve_unnorm_key(self.norm_stats, unnorm_key)])
-
-
-def save_norm_stats(norm_stats: dict[str, Any], directory: str | Path) -> None:
-    Path(directory, NORM_STATS_FILE).write_text(json.dumps(norm_stats, indent=2) + "\n")
-
-
-def load_norm_stats(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory, NORM_STATS_FILE)
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); fix or regenerate it") from e
-
-
-# ---------------------------------------------------------------------------------------------------
-# policy (torch runtime)
-# ---------------------------------------------------------------------------------------------------
-class PixelVLAPolicy:
-    """predict(image, instruction, prompts, mask, unnorm_key) -> (N_c, 7) actions in robot units."""
-
-    def __init__(self, model, tokenizer, norm_stats: Optional[dict[str, Any]] = None,
-                 device: str | torch.device = "cpu"):
-        self.model = model.to(device).eval()
-        self.device = torch.device(device)
-        self.processor = PixelVLAProcessor(model.config, tokenizer, norm_stats)
-
-    @property
-    def config(self) -> PixelVLAConfig:
-        return self.model.config
-
-    @property
-    def tokenizer(self):
-        return self.processor.tokenizer
-
-    @property
-    def norm_stats(self) -> dict[str, Any]:
-        return self.processor.norm_stats
-
-    @property
-    def text_len_range(self) -> tuple[int, int]:
-        """(min, max) text tokens the network takes: the positions left after the prefix (image, pixel,
-        prompt and state tokens)."""
-        return 1, self.config.max_position_embeddings - self.config.prefix_tokens
-
-    def check_instruction(self, instruction: str) -> int:
-        """The token count of `instruction` in the prompt template; ValueError saying why this model cannot
-        take it (empty, or longer than text_len_range allows), before any frame is run with it."""
-        n = self.processor.text_tokens(instruction)
-        low, high = self.text_len_range
-        if not low <= n <= high:
-            raise ValueError(f"{n} tokens with the prompt template; this model takes {low}..{high}")
-        return n
-
-    @torch.inference_mode()
-    def infer(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
-        """The network on a processed batch (keys = modeling.INPUT_NAMES) -> (B, N_c, 7) float32, normalised.
-
-        The one step a runtime replaces (runtime.RuntimePolicy); the processing around it is shared."""
-        dtype = next(self.model.parameters()).dtype
-        inputs = {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
-                  for k, v in inputs.items()}
-        return self.model(**inputs).actions.float().cpu().numpy()
-
-    def predict(self, image: np.ndarray, instruction: str, prompts: Optional[Sequence[Prompt]] = None,
-                mask: Optional[np.ndarray] = None, unnorm_key: Optional[str] = None,
-                proprio: Optional[np.ndarray] = None) -> np.ndarray:
-        """image (H, W, 3) uint8 RGB; prompts in pixel coordinates of `image`; mask (H, W) target mask;
-        proprio: the raw robot state (P,), required when config.proprio_dim > 0 (see module doc).
-        Returns (N_c, 7) float64 actions in robot units (see module doc)."""
-        key = resolve_unnorm_key(self.norm_stats, unnorm_key)  # fail before running the network
-        state = None
-        if self.config.proprio_dim:
-            if proprio is None:
-                raise ValueError(f"this model takes the robot state ({self.config.proprio_dim} values); pass proprio")
-            state = [self.processor.normalize_proprio(proprio, key)]
-        actions = self.infer(self.processor([image], [instruction], [prompts], [mask], state))[0]
-        return self.processor.unnormalize(actions, key)
-
-    # ------------------------------------------------------------------ construction / checkpoints
-    @classmethod
-    def from_config(cls, config: PixelVLAConfig, seed: int = 0, norm_stats: Optional[dict[str, Any]] = None,
-                    device: str = "cpu") -> "PixelVLAPolicy":
-        """An UNTRAINED policy with random weights (deterministic for a seed) and the byte tokenizer."""
-        from .modeling import PixelVLA
-        from .tokenizer import build_byte_tokenizer
-
-        logger.warning("!!! PixelVLAPolicy.from_config: the model is UNTRAINED (random weights, seed %d); "
-                       "its actions are meaningless - never drive a real robot with it !!!", seed)
-        torch.manual_seed(seed)
-        model = PixelVLA(config)
-        return cls(model, build_byte_tokenizer(),
-                   norm_stats or identity_norm_stats(config.action_dim, proprio_dim=config.proprio_dim), device)
-
-    def save_pretrained(self, directory: str | Path, **kwargs) -> None:
-        from .checkpoint import save_pretrained
-
-        save_pretrained(self.model, directory, norm_stats=self.norm_stats, tokenizer=self.tokenizer, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "PixelVLAPolicy":
-        from .checkpoint import load_model
-        from .tokenizer import load_tokenizer
-
-        model = load_model(directory)
-        return cls(model, load_tokenizer(directory), load_norm_stats(directory), device)
-
-    @classmethod
-    def from_openvla(cls, directory: str | Path, config: Optional[PixelVLAConfig] = None,
-                     device: str = "cpu", dtype: torch.dtype = torch.float32) -> "PixelVLAPolicy":
-        """Import an OpenVLA / Prismatic checkpoint directory (its tokenizer and norm stats included)."""
-        from .openvla_import import from_openvla
-        from .tokenizer import load_tokenizer
-
-        model, norm_stats = from_openvla(directory, config=config, dtype=dtype)
-        return cls(model, load_tokenizer(directory), norm_stats, device)

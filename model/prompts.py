@@ -18,18 +18,22 @@ Per type: a point fills slot 0; a box fills slots 0 (x0, y0) and 1 (x1, y1); a l
 slots 0..n-1 with its vertices, resampled uniformly by arc length to P points when it has more; a mask
 fills no point slot and enters downscaled to (S, S) (our choice for masks: a downscaled embedding, as
 SAM's dense mask input, pooled to one token by the network).
+
+torch is imported only by the functions that build tensors, so the prompt types and their validation
+load without it (ROS nodes that only convert prompts start fast).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .configuration import PROMPT_TYPE_IDS, PixelVLAConfig
+
+if TYPE_CHECKING:
+    import torch
 
 FOREGROUND, BACKGROUND = 1, 0
 #: Label of a prompt that marks where the target is to be put (a plate, a bowl, a spot), not the target.
@@ -137,12 +141,17 @@ def _resample_polyline(pts: np.ndarray, n: int) -> np.ndarray:
 
 def downscale_mask(mask: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """(H, W) binary mask -> (size, size) float32 occupancy fraction per cell (area averaging)."""
+    import torch
+    import torch.nn.functional as F
+
     m = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None, None]
     return F.adaptive_avg_pool2d(m, (size, size))[0, 0]
 
 
 def empty_prompt_tensors(config: PixelVLAConfig, batch_size: int) -> dict[str, torch.Tensor]:
     """The 'no prompts' tensors (all slots empty), shapes as in the module doc."""
+    import torch
+
     b, k, p, s = batch_size, config.max_prompts, config.max_prompt_points, config.prompt_mask_size
     return {
         "prompt_coords": torch.zeros(b, k, p, 2),
@@ -163,6 +172,8 @@ def batch_prompts(
     prompts: one list (or None) per sample. image_hw: (H, W) of each sample's input image, or one
     (H, W) for all. Raises ValueError for an invalid prompt or more than ``max_prompts`` per sample.
     """
+    import torch
+
     b = len(prompts)
     if len(image_hw) == 2 and isinstance(image_hw[0], (int, np.integer)):
         image_hw = [tuple(image_hw)] * b  # type: ignore[list-item]

@@ -37,6 +37,7 @@ class PolicyRuntime(abc.ABC):
     inputs: list[dict] = []
     outputs: list[dict] = []
     text_len_range: tuple[int, int] = (1, 1 << 30)
+    config: Any = None  # the PixelVLAConfig, where the runtime holds it (torch)
 
     @classmethod
     @abc.abstractmethod

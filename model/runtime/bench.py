@@ -26,9 +26,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..configuration import PRESETS
+from ..configuration import PRESETS, PixelVLAConfig
+from ..export import export_bundle
+from ..prompts import Point
 from .bundle import MANIFEST_FILE
 from .factory import BACKENDS, tensorrt_available
+from .policy import PixelVLAPolicy, load_policy
 
 INSTRUCTION = "pick up the red cube and put it on the plate"
 
@@ -53,8 +56,6 @@ def time_calls(fn, frames: int, warmup: int) -> list[float]:
 
 def benchmark_frame(processor) -> tuple[dict, float]:
     """The fixed test frame through the processor -> (batch, processor latency ms)."""
-    from ..prompts import Point
-
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     mask = np.zeros((480, 640), bool)
@@ -106,14 +107,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if a.frames < 1 or a.warmup < 0:
         p.error("--frames must be >= 1 and --warmup >= 0")
 
-    from ..processing import PixelVLAPolicy
-    from .policy import load_policy
-
     with tempfile.TemporaryDirectory(prefix="pixelvla-bench-") as tmp:
         source = Path(a.model)
         if a.model in PRESETS and not source.exists():  # a random-weight preset: save it as a checkpoint
-            from ..configuration import PixelVLAConfig
-
             source = Path(tmp) / a.model
             PixelVLAPolicy.from_config(PixelVLAConfig.from_preset(a.model), seed=a.seed).save_pretrained(source)
         is_bundle = (source / MANIFEST_FILE).is_file()
@@ -127,8 +123,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             path = source
             if backend != "torch" and not is_bundle:
                 if bundle is None:
-                    from ..export import export_bundle
-
                     bundle = Path(tmp) / "bundle"
                     export_bundle(source, bundle, engine=backend == "tensorrt" or tensorrt_available(),
                                   parity_check=False)

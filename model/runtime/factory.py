@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from ..checkpoint import CONFIG_FILE, INDEX_FILE
 from ..configuration import PixelVLAConfig
+from ..files import CONFIG_FILE, INDEX_FILE
 from .base import PolicyRuntime
 from .bundle import (ENGINE_FILE, MANIFEST_FILE, ONNX_FILE, BundleError, BundleMismatchError, Expectation, io_spec,
                      read_manifest)
@@ -94,9 +94,9 @@ def load_runtime(path: str | os.PathLike, backend: Optional[str] = None, device:
             import torch
 
             torch.set_num_threads(int(threads))
-        config = PixelVLAConfig.from_json_file(path / CONFIG_FILE)
+        config = PixelVLAConfig.from_json_file(path / CONFIG_FILE)  # read once: the model is built from it
         check_checkpoint(path, config, expect)
-        return TorchRuntime.load(path, device=device or "cpu", dtype=dtype or "float32")
+        return TorchRuntime.load(path, device=device or "cpu", dtype=dtype or "float32", config=config)
     if kind != "bundle":
         raise BundleError(path, f"is a checkpoint directory; the {backend} backend runs an engine bundle: "
                                 f"run `pixelvla-export {path} OUT_DIR` first")

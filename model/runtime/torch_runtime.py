@@ -1,4 +1,7 @@
-"""The torch backend: the PixelVLA module itself, CPU or CUDA, fp32 / bf16 / fp16."""
+"""The torch backend: the PixelVLA module itself, CPU or CUDA, fp32 / bf16 / fp16.
+
+The one place the torch network runs for inference: PixelVLAPolicy (an in-memory model) and load_policy
+(a checkpoint directory) both run it through TorchRuntime."""
 from __future__ import annotations
 
 import os
@@ -9,6 +12,7 @@ import numpy as np
 import torch
 
 from ..configuration import PixelVLAConfig
+from ..modeling import load_model
 from .base import PolicyRuntime
 from .bundle import io_spec
 
@@ -27,27 +31,30 @@ def resolve_device(device: Optional[str]) -> str:
 class TorchRuntime(PolicyRuntime):
     backend = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: str = "cpu", dtype: str = "float32",
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", dtype: Optional[str] = "float32",
                  model_id: str = "?"):
-        if dtype not in TORCH_DTYPES:
+        """dtype: the model is cast to it; None keeps the model's own dtype (an in-memory model)."""
+        if dtype is not None and dtype not in TORCH_DTYPES:
             raise ValueError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
         self.device = resolve_device(device)
-        self.torch_dtype = TORCH_DTYPES[dtype]
+        if dtype is None:
+            self.model = model.to(self.device).eval()
+            self.torch_dtype = next(model.parameters()).dtype
+        else:
+            self.torch_dtype = TORCH_DTYPES[dtype]
+            self.model = model.to(self.device, self.torch_dtype).eval()
         self.dtype = str(self.torch_dtype).removeprefix("torch.")
-        self.model = model.to(self.device, self.torch_dtype).eval()
         self.config: PixelVLAConfig = model.config
         self.model_id = model_id
         self.inputs, self.outputs = io_spec(self.config, batch_size="batch")
         self.text_len_range = (1, self.config.max_position_embeddings - self.config.prefix_tokens)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu", dtype: str = "float32",
-             model_id: Optional[str] = None) -> "TorchRuntime":
-        """path: a checkpoint directory (config.json + safetensors)."""
-        from ..checkpoint import load_model
-
+    def load(cls, path: str | os.PathLike, device: str = "cpu", dtype: Optional[str] = "float32",
+             model_id: Optional[str] = None, config: Optional[PixelVLAConfig] = None) -> "TorchRuntime":
+        """path: a checkpoint directory (config.json + safetensors); config: its config, when already read."""
         path = Path(path)
-        return cls(load_model(path), device=device, dtype=dtype, model_id=model_id or path.name)
+        return cls(load_model(path, config=config), device=device, dtype=dtype, model_id=model_id or path.name)
 
     @torch.inference_mode()
     def _run(self, batch) -> np.ndarray:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from pixelvla_model import PixelVLAPolicy
 from pixelvla_model.configuration import PixelVLAConfig
-from pixelvla_model.processing import PixelVLAPolicy
 
 
 def save_checkpoint(tmp_path_factory, preset: str):

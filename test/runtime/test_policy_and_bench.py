@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 
+from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
 from pixelvla_model.prompts import Box, Point
-from pixelvla_model.runtime import load_policy
+from pixelvla_model.runtime import RuntimePolicy, load_policy
 from pixelvla_model.runtime.bench import main as bench_main
+from pixelvla_model.runtime.torch_runtime import TorchRuntime
 
 
 def frame():
@@ -28,6 +30,38 @@ def test_policy_same_actions_on_every_backend(tiny_checkpoint, tiny_bundle):
     assert np.abs(a - b).max() < 1e-5
     with pytest.raises(ValueError, match="outside the 320x240 image"):
         ort_policy.predict(image, "pick up the red cube", prompts=[Point(400.0, 10.0)])
+
+
+def test_an_in_memory_policy_runs_the_torch_runtime(tiny_checkpoint, monkeypatch):
+    policy = PixelVLAPolicy.from_pretrained(tiny_checkpoint)
+    assert isinstance(policy, RuntimePolicy) and isinstance(policy.runtime, TorchRuntime)
+    assert policy.model is policy.runtime.model and policy.config is policy.model.config
+    calls = []
+    run = TorchRuntime._run
+
+    def counting_run(self, batch):
+        calls.append(batch)
+        return run(self, batch)
+
+    monkeypatch.setattr(TorchRuntime, "_run", counting_run)
+    a = policy.predict(frame(), "pick up the red cube", prompts=[Point(160.0, 100.0)])
+    b = load_policy(tiny_checkpoint).predict(frame(), "pick up the red cube", prompts=[Point(160.0, 100.0)])
+    assert len(calls) == 2
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "bundle"])
+def test_loading_a_policy_reads_config_json_once(tiny_checkpoint, tiny_bundle, kind, monkeypatch):
+    reads = []
+    read = PixelVLAConfig.from_json_file.__func__
+
+    def counting_read(cls, path):
+        reads.append(path)
+        return read(cls, path)
+
+    monkeypatch.setattr(PixelVLAConfig, "from_json_file", classmethod(counting_read))
+    load_policy(tiny_checkpoint if kind == "checkpoint" else tiny_bundle)
+    assert len(reads) == 1, reads
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
