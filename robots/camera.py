@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pixelvla_robots.wx250s import matrix_to_quat
+from pixelvla_robots.rotations import matrix_to_quat, quat_to_matrix
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,10 @@ def intrinsics(width: int, height: int, fovy_deg: float) -> tuple[float, float, 
 
 # MuJoCo camera frame (x right, y up, looking along -z) -> optical frame (x right, y down, z forward).
 MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
+
+
+def pose_arrays(pose) -> tuple[np.ndarray, np.ndarray]:
+    """A geometry_msgs/Pose (or anything shaped like it: position.x/y/z, orientation.x/y/z/w) -> (position (3,)
+    m, rotation (3, 3): the pose's frame -> its parent frame), the form CameraModel takes."""
+    p, o = pose.position, pose.orientation
+    return np.array([p.x, p.y, p.z], float), quat_to_matrix(np.array([o.w, o.x, o.y, o.z], float))

@@ -2,7 +2,8 @@
 
 A chunk is (N_c, 7) end-effector deltas [dx dy dz (m), droll dpitch dyaw (rad), gripper (1 = open)]
 in the arm's base frame, one every `dt` seconds, computed from the camera image of time `stamp`.
-Times are seconds on one clock (the executor node's); joints are (6,) rad in `wx250s.JOINT_NAMES` order.
+Times are seconds on one clock (the executor node's); joints are (n,) rad in the robot's `joint_names` order
+(`SafetyGate.robot`, a `pixelvla_robots.base.Robot` with kinematics: its fk, IK and joint limits).
 
 What is enforced (parameter names as the executor node declares them):
 
@@ -62,7 +63,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pixelvla_robots import wx250s
+from pixelvla_robots.base import Robot, get_robot
+from pixelvla_robots.rotations import apply_ee_delta, matrix_to_quat, quat_to_matrix, rotation_log
 
 ACTION_DIM = 7
 MOVE, HOLD, STOP = "move", "hold", "stop"
@@ -81,6 +83,9 @@ DEFAULT_MAX_JOINT_VELOCITY = (2.0,) * 6
 TIME_EPSILON = 1e-6  # s: comparisons of times allow this much float rounding
 SEND_DELAY = 0.25  # periods: a move goes out at most this long after its slot (see ChunkExecutor.tick)
 GIVE_WAY = 0.125  # periods: a chunk that would wait longer for its slot gives way (see ChunkExecutor.tick)
+# The executor is asked for a command this many times a period, at even times (the executor node's timer; the
+# in-process ChunkControl too): a move that waits for its slot goes out within a tenth of a period of it.
+TICKS_PER_PERIOD = 10
 BACKOFF = 0.8  # joint motion is scaled by this until a command satisfies every limit ...
 BACKOFF_TRIES = 12  # ... at most this often (0.8**12 ~ 7 %), then no move is sent
 
@@ -222,10 +227,10 @@ def _scaled(vector: np.ndarray, limit: float) -> tuple[np.ndarray, float]:
 
 def _turn_fraction(rotation: np.ndarray, fraction: float) -> np.ndarray:
     """`fraction` of a rotation (3, 3) about the same axis (slerp from the identity)."""
-    w, *xyz = wx250s.matrix_to_quat(rotation)
+    w, *xyz = matrix_to_quat(rotation)
     angle = 2.0 * math.atan2(float(np.linalg.norm(xyz)), w) * fraction
     axis = np.asarray(xyz) / max(float(np.linalg.norm(xyz)), 1e-12)
-    return wx250s.quat_to_matrix(np.array([math.cos(angle / 2), *(axis * math.sin(angle / 2))]))
+    return quat_to_matrix(np.array([math.cos(angle / 2), *(axis * math.sin(angle / 2))]))
 
 
 def _outside(position: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
@@ -235,18 +240,22 @@ def _outside(position: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
 
 @dataclass
 class SafetyGate:
-    """Limits, base frame: workspace box (m), per-command TCP step (m, rad), joint velocity (rad/s)."""
+    """Limits, base frame: workspace box (m), per-command TCP step (m, rad), joint velocity (rad/s), for
+    `robot` (keyword only, no default: the limits mean nothing without the arm they are for)."""
 
     workspace_min: np.ndarray
     workspace_max: np.ndarray
     max_step_translation: float
     max_step_rotation: float
     max_joint_velocity: np.ndarray = field(default_factory=lambda: np.array(DEFAULT_MAX_JOINT_VELOCITY))
+    robot: Robot = field(kw_only=True)
 
     def __post_init__(self) -> None:
+        if not self.robot.has_kinematics:
+            raise ValueError(f"robot_model {self.robot.model} has no kinematics in this package: it cannot be gated here")
         self.workspace_min = np.asarray(self.workspace_min, dtype=float).reshape(3)
         self.workspace_max = np.asarray(self.workspace_max, dtype=float).reshape(3)
-        self.max_joint_velocity = np.asarray(self.max_joint_velocity, dtype=float).reshape(6)
+        self.max_joint_velocity = np.asarray(self.max_joint_velocity, dtype=float).reshape(len(self.robot.joint_names))
         if np.any(self.workspace_max - self.workspace_min <= 2 * TRANSLATION_MARGIN):
             raise ValueError(f"workspace_min {self.workspace_min} must be below workspace_max {self.workspace_max}")
         if self.max_step_translation <= TRANSLATION_MARGIN or self.max_step_rotation <= ROTATION_MARGIN:
@@ -282,7 +291,7 @@ class SafetyGate:
         if distance > self.max_step_translation - TRANSLATION_MARGIN:
             notes.append(f"target {distance:.3f} m from the measured TCP cut to a step")
         turn = rotation @ here_rot.T
-        angle = float(np.linalg.norm(wx250s.rotation_log(turn)))
+        angle = float(np.linalg.norm(rotation_log(turn)))
         if angle > self.max_step_rotation - ROTATION_MARGIN:
             turn = _turn_fraction(turn, (self.max_step_rotation - ROTATION_MARGIN) / angle)
             notes.append(f"target rotation {angle:.3f} rad from the measured TCP cut to a step")
@@ -293,14 +302,14 @@ class SafetyGate:
         (within the joint limits) and the control period (s); None when nothing does."""
         if not np.all(np.isfinite(q)):
             return "joint targets not finite"
-        if np.any(q < wx250s.JOINT_LOWER) or np.any(q > wx250s.JOINT_UPPER):
+        if np.any(q < self.robot.joint_lower) or np.any(q > self.robot.joint_upper):
             return "joint targets outside the joint limits"
         if np.any(np.abs(q - q_measured) > self.max_joint_velocity * period):
             return "joint motion over max_joint_velocity"
-        (position, rotation), (here, here_rot) = wx250s.fk(q), wx250s.fk(q_measured)
+        (position, rotation), (here, here_rot) = self.robot.fk(q), self.robot.fk(q_measured)
         if np.linalg.norm(position - here) > self.max_step_translation:
             return "TCP step over max_step_translation"
-        if np.linalg.norm(wx250s.rotation_log(rotation @ here_rot.T)) > self.max_step_rotation:
+        if np.linalg.norm(rotation_log(rotation @ here_rot.T)) > self.max_step_rotation:
             return "TCP rotation over max_step_rotation"
         out_before = _outside(here, self.workspace_min, self.workspace_max)
         if _outside(position, self.workspace_min, self.workspace_max) > out_before:
@@ -315,7 +324,7 @@ class SafetyGate:
         scale = float(min(1.0, np.min(reach / np.maximum(np.abs(motion), 1e-12)) * (1.0 - 1e-9)))  # 1e-9: float rounding
         notes = [f"joint motion scaled to {scale:.2f} (max_joint_velocity)"] if scale < 1.0 else []
         for _ in range(BACKOFF_TRIES):
-            q = wx250s.clamp_to_limits(q_measured + scale * motion)  # q_measured is within the limits
+            q = self.robot.clamp_to_limits(q_measured + scale * motion)  # q_measured is within the limits
             problem = self.violation(q, q_measured, period)
             if problem is None:
                 return q, notes
@@ -392,7 +401,7 @@ class ChunkExecutor:
                 self._estop_sent = True
                 return self._send(Command(STOP, None, None, reason, now, True))
             return self._send(Command(STOP, None, None, reason, now, is_error)) if self._moving else None
-        q = wx250s.clamp_to_limits(reading.joints)
+        q = self.gate.robot.clamp_to_limits(reading.joints)
         if self._pending is not None:
             chunk, arrival = self._pending
             if reading.stamp >= chunk.stamp or now - arrival >= self.period:
@@ -439,7 +448,7 @@ class ChunkExecutor:
         fault = self._fault(now, reading)
         if fault is not None:
             return Command(STOP, None, None, f"shutdown: {fault[0]}", now, fault[1])
-        return Command(HOLD, wx250s.clamp_to_limits(reading.joints), None, "shutdown", now)
+        return Command(HOLD, self.gate.robot.clamp_to_limits(reading.joints), None, "shutdown", now)
 
     # ------------------------------------------------------------------------------------------- internals
     def _fault(self, now: float, reading: JointReading | None) -> tuple[str, bool] | None:
@@ -450,11 +459,12 @@ class ChunkExecutor:
             return "no valid joint state", False
         if now - reading.received > self.max_joint_state_age:
             return f"joint states stale: none valid for max_joint_state_age {self.max_joint_state_age} s", False
-        beyond = (reading.joints < wx250s.JOINT_LOWER - JOINT_LIMIT_TOLERANCE) | (reading.joints > wx250s.JOINT_UPPER + JOINT_LIMIT_TOLERANCE)
+        robot = self.gate.robot
+        beyond = (reading.joints < robot.joint_lower - JOINT_LIMIT_TOLERANCE) | (reading.joints > robot.joint_upper + JOINT_LIMIT_TOLERANCE)
         if np.any(beyond):
             i = int(np.argmax(beyond))
-            return (f"{wx250s.JOINT_NAMES[i]} measured at {reading.joints[i]:.3f} rad, beyond its limits "
-                    f"[{wx250s.JOINT_LOWER[i]}, {wx250s.JOINT_UPPER[i]}]"), True
+            return (f"{robot.joint_names[i]} measured at {reading.joints[i]:.3f} rad, beyond its limits "
+                    f"[{robot.joint_lower[i]}, {robot.joint_upper[i]}]"), True
         return None
 
     def _forget(self, reason: str, fault: bool) -> None:
@@ -477,17 +487,43 @@ class ChunkExecutor:
         except ChunkRejected as exc:  # an ensemble average overflowed
             self.state, self.fault = str(exc), False
             return None
-        measured = wx250s.fk(q)
+        robot = self.gate.robot
+        measured = robot.fk(q)
         base = self._reference
         if first or base is None or np.linalg.norm(base[0] - measured[0]) > self.max_tracking_error:
             base = measured
-        target = wx250s.apply_ee_delta(*base, action[:3], action[3:6])
+        target = apply_ee_delta(*base, action[:3], action[3:6])
         target, more = self.gate.bound_target(measured, target)
-        joints, scaled = self.gate.bound_joints(wx250s.solve_ik(q, *target), q, self.period)
+        joints, scaled = self.gate.bound_joints(robot.ik(q, *target), q, self.period)
         notes += more + scaled
         if joints is None:  # the arm finishes the last move and stays there
             self.state, self.fault = "no move within the limits: " + "; ".join(notes), False
             return None
-        self._reference = wx250s.fk(joints)
+        self._reference = robot.fk(joints)
         self.state, self.fault = "executing", False
         return self._send(Command(MOVE, joints, float(action[6]), "; ".join(notes), slot))
+
+
+def chunk_executor_from_parameters(parameters) -> ChunkExecutor:
+    """A fresh ChunkExecutor set up as the executor node sets it up from the same parameters (a mapping
+    with the node's parameter names, e.g. the `ros__parameters` of config/robots/<robot>.yaml): the
+    period is 1 / `control_rate_hz`, the robot `robot_model` (pixelvla_robots.base.get_robot); a parameter
+    left out keeps the default of ChunkSchedule, SafetyGate or ChunkExecutor, except the robot, the rate,
+    the workspace box and the step limits, which a robot's parameters must give (ValueError)."""
+    required = ("robot_model", "control_rate_hz", "workspace_min", "workspace_max", "max_step_translation", "max_step_rotation")
+    missing = [name for name in required if name not in parameters]
+    if missing:
+        raise ValueError(f"robot parameters lack {', '.join(missing)}")
+
+    def given(**fields_by_parameter: str) -> dict:
+        return {field_name: parameters[name] for field_name, name in fields_by_parameter.items() if name in parameters}
+
+    schedule = ChunkSchedule(**given(strategy="strategy", execute_steps="execute_steps", ensemble_decay="ensemble_decay",
+                                     max_chunk_age="max_chunk_age", max_future_stamp="max_future_stamp",
+                                     min_dt="min_chunk_dt", max_dt="max_chunk_dt"))
+    gate = SafetyGate(**given(workspace_min="workspace_min", workspace_max="workspace_max",
+                              max_step_translation="max_step_translation", max_step_rotation="max_step_rotation",
+                              max_joint_velocity="max_joint_velocity"), robot=get_robot(parameters["robot_model"]))
+    return ChunkExecutor(schedule, gate, period=1.0 / float(parameters["control_rate_hz"]),
+                         **given(watchdog_timeout="watchdog_timeout", max_tracking_error="max_tracking_error",
+                                 max_joint_state_age="max_joint_state_age"))

@@ -15,6 +15,7 @@ Conventions (everything in this module):
   y along the finger travel (towards the left finger), z completes the right-handed frame.
 - Rotations as ``(3, 3)`` matrices mapping TCP-frame vectors into the base frame.
 - Roll/pitch/yaw: ``R = Rz(yaw) @ Ry(pitch) @ Rx(roll)`` (fixed axes x, then y, then z of the base frame).
+  These helpers and the end-effector deltas below live in :mod:`pixelvla_robots.rotations` (any arm).
 - End-effector delta commands (Bridge V2 / SimplerEnv WidowX convention): a 7-D action
   ``[dx, dy, dz, droll, dpitch, dyaw, gripper]``; the translation is added to the TCP position in the base
   frame; the rotation ``R_delta = rpy_to_matrix(droll, dpitch, dyaw)`` is applied about the TCP in
@@ -25,6 +26,13 @@ Conventions (everything in this module):
 from __future__ import annotations
 
 import numpy as np
+
+from pixelvla_robots.base import Robot
+# Re-exported: callers of this module have long used wx250s.fk next to wx250s.rpy_to_matrix and friends.
+from pixelvla_robots.rotations import (  # noqa: F401
+    apply_ee_delta, axis_rotation, ee_delta_between, matrix_to_quat, matrix_to_rpy, quat_to_matrix, rotation_log,
+    rpy_to_matrix,
+)
 
 JOINT_NAMES: tuple[str, ...] = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
 FINGER_NAMES: tuple[str, ...] = ("left_finger", "right_finger")
@@ -66,84 +74,6 @@ IK_JOINT_COSTS = np.array([1.0, 1.0, 1.0, 10.0, 1.0, 1.0])
 ROTATION_WEIGHT = 0.2
 
 
-# ----------------------------------------------------------------------------------------------- rotations
-def _axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    """(3, 3) rotation by `angle` rad about a unit `axis` (Rodrigues)."""
-    x, y, z = axis
-    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
-
-
-def rpy_to_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
-    """(3, 3) rotation ``Rz(yaw) @ Ry(pitch) @ Rx(roll)``, angles in rad."""
-    cr, sr, cp, sp, cy, sy = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
-    return np.array([
-        [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
-        [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
-        [-sp, cp * sr, cp * cr],
-    ])
-
-
-def matrix_to_rpy(rot: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`rpy_to_matrix`: (3,) roll, pitch, yaw in rad (pitch in [-pi/2, pi/2])."""
-    rot = np.asarray(rot, dtype=float)
-    pitch = np.arcsin(np.clip(-rot[2, 0], -1.0, 1.0))
-    if abs(rot[2, 0]) < 1.0 - 1e-9:
-        roll = np.arctan2(rot[2, 1], rot[2, 2])
-        yaw = np.arctan2(rot[1, 0], rot[0, 0])
-    else:  # gimbal lock: put everything into yaw
-        roll = 0.0
-        yaw = np.arctan2(-rot[0, 1], rot[1, 1])
-    return np.array([roll, pitch, yaw])
-
-
-def rotation_log(rot: np.ndarray) -> np.ndarray:
-    """(3,) rotation vector (axis * angle, rad) of a (3, 3) rotation matrix."""
-    cos_angle = np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0)
-    angle = np.arccos(cos_angle)
-    vee = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
-    if angle < 1e-6:
-        return 0.5 * vee
-    if np.pi - angle < 1e-4:  # near pi: axis from the symmetric part
-        sym = (rot + np.eye(3)) / 2.0
-        axis = sym[np.argmax(np.diag(sym))]
-        axis = axis / np.linalg.norm(axis)
-        if np.dot(axis, vee) < 0:
-            axis = -axis
-        return angle * axis
-    return angle / (2.0 * np.sin(angle)) * vee
-
-
-def quat_to_matrix(quat: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation of a unit quaternion (w, x, y, z) (MuJoCo order)."""
-    w, x, y, z = np.asarray(quat, dtype=float) / np.linalg.norm(quat)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def matrix_to_quat(rot: np.ndarray) -> np.ndarray:
-    """(4,) unit quaternion (w, x, y, z) with w >= 0 of a (3, 3) rotation."""
-    m = np.asarray(rot, dtype=float)
-    tr = np.trace(m)
-    if tr > 0:
-        s = 2.0 * np.sqrt(tr + 1.0)
-        q = np.array([0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s])
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
-        q = np.empty(4)
-        q[0] = (m[k, j] - m[j, k]) / s
-        q[1 + i] = 0.25 * s
-        q[1 + j] = (m[j, i] + m[i, j]) / s
-        q[1 + k] = (m[k, i] + m[i, k]) / s
-    q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
-
-
 # ---------------------------------------------------------------------------------------------- kinematics
 def _check_q(q) -> np.ndarray:
     q = np.asarray(q, dtype=float)
@@ -167,7 +97,7 @@ def link_poses(q) -> tuple[np.ndarray, np.ndarray]:
     rotations = np.empty((6, 3, 3))
     for i in range(6):
         pos = pos + rot @ LINK_OFFSETS[i]
-        rot = rot @ _axis_rotation(JOINT_AXES[i], q[i])
+        rot = rot @ axis_rotation(JOINT_AXES[i], q[i])
         positions[i] = pos
         rotations[i] = rot
     return positions, rotations
@@ -273,41 +203,6 @@ def solve_ik(
     return q
 
 
-def apply_ee_delta(pos, rot, delta_xyz, delta_rpy) -> tuple[np.ndarray, np.ndarray]:
-    """Target TCP pose after a Bridge end-effector delta: (pos + delta_xyz, rpy_to_matrix(delta_rpy) @ rot)."""
-    delta_xyz = np.asarray(delta_xyz, dtype=float).reshape(3)
-    delta_rpy = np.asarray(delta_rpy, dtype=float).reshape(3)
-    return np.asarray(pos, dtype=float) + delta_xyz, rpy_to_matrix(*delta_rpy) @ np.asarray(rot, dtype=float)
-
-
-def ee_delta_between(pos, rot, target_pos, target_rot) -> np.ndarray:
-    """(6,) [dx, dy, dz, droll, dpitch, dyaw] that takes TCP pose (pos, rot) to (target_pos, target_rot).
-
-    The inverse of :func:`apply_ee_delta` (same Bridge convention).
-    """
-    dxyz = np.asarray(target_pos, dtype=float) - np.asarray(pos, dtype=float)
-    return np.concatenate([dxyz, matrix_to_rpy(np.asarray(target_rot) @ np.asarray(rot).T)])
-
-
-def ik_step(q, delta_xyz, delta_rpy, **ik_options) -> np.ndarray:
-    """Joint targets (6,) rad for an end-effector delta command from the current joints `q` (6,) rad.
-
-    `delta_xyz` (3,) m and `delta_rpy` (3,) rad follow the Bridge convention of this module's docstring:
-    target = (p + delta_xyz, rpy_to_matrix(delta_rpy) @ R) where (p, R) = fk(q). Solved by
-    :func:`solve_ik` (damped least squares, clamped to the joint limits); `ik_options` go to it.
-    """
-    q = _check_q(q)
-    delta_xyz = np.asarray(delta_xyz, dtype=float)
-    delta_rpy = np.asarray(delta_rpy, dtype=float)
-    if delta_xyz.shape != (3,) or delta_rpy.shape != (3,):
-        raise ValueError(f"delta_xyz and delta_rpy must have shape (3,), got {delta_xyz.shape}, {delta_rpy.shape}")
-    if not (np.all(np.isfinite(delta_xyz)) and np.all(np.isfinite(delta_rpy))):
-        raise ValueError("end-effector delta must be finite")
-    pos, rot = fk(q)
-    target_pos, target_rot = apply_ee_delta(pos, rot, delta_xyz, delta_rpy)
-    return solve_ik(q, target_pos, target_rot, **ik_options)
-
-
 # ------------------------------------------------------------------------------------------------- gripper
 def gripper_to_finger(command) -> float:
     """Bridge gripper command in [0, 1] (1 = open, 0 = closed; clipped) -> left finger position (m).
@@ -328,3 +223,36 @@ def finger_to_gripper(finger: float) -> float:
 def binarize_gripper(command: float, threshold: float = 0.5) -> float:
     """Bridge binarised gripper: 1.0 (open) if command > threshold else 0.0 (closed)."""
     return 1.0 if float(command) > threshold else 0.0
+
+
+# --------------------------------------------------------------------------------------------------- robot
+class WX250s(Robot):
+    """This module's kinematics, limits and gripper mapping behind the :class:`~pixelvla_robots.base.Robot`
+    interface; the IK is :func:`solve_ik` with its defaults."""
+
+    model = "wx250s"
+    has_kinematics = True
+    joint_names = JOINT_NAMES
+    finger_names = FINGER_NAMES
+    joint_lower = JOINT_LOWER
+    joint_upper = JOINT_UPPER
+    velocity_limits = VELOCITY_LIMITS
+    home_q = HOME_Q
+
+    def fk(self, q):
+        return fk(q)
+
+    def ik(self, q_start, target_pos, target_rot):
+        return solve_ik(q_start, target_pos, target_rot)
+
+    def gripper_to_finger(self, command):
+        return gripper_to_finger(command)
+
+    def finger_to_gripper(self, finger):
+        return finger_to_gripper(finger)
+
+    def clamp_to_limits(self, q):
+        return clamp_to_limits(q)
+
+
+ROBOT = WX250s()

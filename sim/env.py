@@ -7,8 +7,8 @@ table top at z = 0).
 Control: :meth:`TabletopEnv.step` takes the same commands as the real arm's controllers: six joint position
 targets (rad, :data:`~pixelvla_robots.wx250s.JOINT_NAMES` order) and a gripper command in [0, 1]
 (Bridge convention, 1 = open), then advances one control period (default 0.2 s = 5 Hz: 100 physics steps of
-2 ms). :meth:`TabletopEnv.step_ee_delta` maps a 7-D Bridge action through the numpy IK of
-:mod:`pixelvla_robots.wx250s` (the same IK the real arm's executor uses) and calls :meth:`step`.
+2 ms). :meth:`TabletopEnv.step_ee_delta` executes one 7-D Bridge action as the real arm's executor would
+(a one-action chunk through :class:`pixelvla_sim.control.ChunkControl`: safety gate, IK, then :meth:`step`).
 
 Observation (dict returned by reset/step/observe):
     rgb               (H, W, 3) uint8, the camera image (None when rendering is off)
@@ -42,6 +42,7 @@ import numpy as np
 
 from pixelvla_robots import wx250s
 from pixelvla_robots.camera import MUJOCO_TO_OPTICAL, CameraModel, intrinsics
+from pixelvla_sim.control import ChunkControl
 from pixelvla_sim.tasks import (
     DESTINATIONS, OBJECT_NAMES, PARK_POSITIONS, REST_Z, EpisodeSpec, check_success, sample_episode,
 )
@@ -153,7 +154,7 @@ class TabletopEnv:
         self.first_reached: str | None = None
         self.first_touched: str | None = None
         self.first_lifted: str | None = None
-        self.last_ee_target: tuple[np.ndarray, np.ndarray] | None = None
+        self._chunk_control: ChunkControl | None = None  # made on first use (it reads the robot's parameters)
 
     # ------------------------------------------------------------------------------------------ episode
     def reset(self, task: str, seed: int, render: bool | None = None) -> dict:
@@ -189,8 +190,10 @@ class TabletopEnv:
         self.spec = spec
         self.step_count = 0
         self.first_reached = self.first_touched = self.first_lifted = None
-        self.last_ee_target = None
-        return self.observe(render=render)
+        obs = self.observe(render=render)
+        if self._chunk_control is not None:
+            self._chunk_control.reset(obs)
+        return obs
 
     def _apply_appearance(self, spec: EpisodeSpec) -> None:
         m, nom = self.model, self._nominal
@@ -267,22 +270,28 @@ class TabletopEnv:
                       and self.object_pose(n)[2] - REST_Z[n] > LIFT_HEIGHT]
             self.first_lifted = lifted[0] if lifted else None
 
+    @property
+    def chunk_control(self) -> ChunkControl:
+        """The robot side of the stack on this env: chunks through the executor of the robot's parameters
+        (config/robots/widowx_bridge.yaml), reset with every episode."""
+        if self._chunk_control is None:
+            self._chunk_control = ChunkControl(self)
+            if self.spec is not None:
+                self._chunk_control.reset(self.observe(render=False))
+        return self._chunk_control
+
     def step_ee_delta(self, action, render: bool | None = None) -> dict:
         """One control step from a Bridge 7-D action [dx, dy, dz (m), droll, dpitch, dyaw (rad), gripper].
 
-        The delta is taken from the current measured TCP pose (base frame, see
-        :mod:`pixelvla_robots.wx250s`), turned into joint targets by ``wx250s.ik_step`` and applied
-        with :meth:`step`. The commanded TCP pose is kept in ``last_ee_target`` (position (3,), rotation (3, 3)).
+        Executed as the executor node executes a chunk of this one action that arrives every control
+        period (:attr:`chunk_control`): the delta is taken from the measured TCP pose (base frame, see
+        :mod:`pixelvla_robots.wx250s`), cut to the safety gate's limits and turned into joint targets by
+        its IK. A refused action (not 7 finite values) raises ValueError and leaves the simulation untouched.
         """
         self._require_episode()
         a = _finite_vector(action, 7, "action", "[dx, dy, dz, droll, dpitch, dyaw, gripper]")
-        q = self.joint_positions()
-        pos, rot = wx250s.fk(q)
-        target = wx250s.apply_ee_delta(pos, rot, a[:3], a[3:6])
-        q_target = wx250s.solve_ik(q, *target)
-        obs = self.step(q_target, a[6], render=render)
-        self.last_ee_target = target
-        return obs
+        self.chunk_control.offer(a[None])
+        return self.chunk_control.step(render=render)
 
     # ------------------------------------------------------------------------------------------ state
     def joint_positions(self) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pixelvla_robots import wx250s
+from pixelvla_robots import rotations
 from pixelvla_sim.tasks import BOWL_RIM, CUBE_HALF, PLATE_TOP, REST_Z
 
 
@@ -29,7 +29,7 @@ def top_down_rotation(psi: float) -> np.ndarray:
 
 
 def _yaw_of_quat(quat: np.ndarray) -> float:
-    rot = wx250s.quat_to_matrix(quat)
+    rot = rotations.quat_to_matrix(quat)
     return float(np.arctan2(rot[1, 0], rot[0, 0]))
 
 
@@ -151,15 +151,15 @@ class ScriptedExpert:
                 continue
             break
         pos, rot, grip = self._waypoint(obs)
-        delta = wx250s.ee_delta_between(obs["tcp_position"], obs["tcp_rotation"], pos, rot)
+        delta = rotations.ee_delta_between(obs["tcp_position"], obs["tcp_rotation"], pos, rot)
         step = np.linalg.norm(delta[:3])
         if step > self.max_translation:
             delta[:3] *= self.max_translation / step
-        rotvec = wx250s.rotation_log(rot @ obs["tcp_rotation"].T)
+        rotvec = rotations.rotation_log(rot @ obs["tcp_rotation"].T)
         angle = np.linalg.norm(rotvec)
         if angle > self.max_rotation:  # rotate part of the way, about the same axis
             partial = _rotvec_matrix(rotvec * self.max_rotation / angle)
-            delta[3:] = wx250s.matrix_to_rpy(partial)
+            delta[3:] = rotations.matrix_to_rpy(partial)
         if self.phase in ("close", "open"):
             delta[:] = 0.0
         return np.concatenate([delta, [grip]])
@@ -186,7 +186,7 @@ class ScriptedExpert:
                         position_tolerance: float | None = None) -> bool:
         """Within the scaled tolerances of (pos, rot); `position_tolerance` (m) replaces the scaled one."""
         err_pos = np.linalg.norm(pos - obs["tcp_position"])
-        err_rot = np.linalg.norm(wx250s.rotation_log(rot @ obs["tcp_rotation"].T))
+        err_rot = np.linalg.norm(rotations.rotation_log(rot @ obs["tcp_rotation"].T))
         rotation_ok = err_rot < self.rotation_tolerance * scale or not check_rotation
         limit = self.position_tolerance * scale if position_tolerance is None else position_tolerance
         return err_pos < limit and rotation_ok

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from pixelvla_robots import wx250s
+from pixelvla_robots.rotations import apply_ee_delta
 
 # RGB colours of the overlays, shared by the visualizer's image and the operator console's page.
 TARGET_COLOR = (60, 255, 60)    # the target prompt
@@ -20,12 +21,14 @@ PATH_COLOR = (255, 60, 60)      # the predicted TCP path
 MASK_COLOR = (0, 200, 255)      # the target mask (blended)
 
 
-def predicted_tcp_path(joints: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """TCP positions (N+1, 3) m in the base frame: now, then after each of the chunk's (N, 7) deltas."""
-    pos, rot = wx250s.fk(joints)
+def predicted_tcp_path(joints: np.ndarray, actions: np.ndarray, fk=wx250s.fk) -> np.ndarray:
+    """TCP positions (N+1, 3) m in the base frame: now, then after each of the chunk's (N, 7) deltas.
+
+    `fk`: the arm's forward kinematics, joints -> (position (3,) m, rotation (3, 3)) (a Robot's `fk`)."""
+    pos, rot = fk(joints)
     path = [pos]
     for action in np.asarray(actions, dtype=float):
-        pos, rot = wx250s.apply_ee_delta(pos, rot, action[:3], action[3:6])
+        pos, rot = apply_ee_delta(pos, rot, action[:3], action[3:6])
         path.append(pos)
     return np.stack(path)
 

@@ -4,10 +4,12 @@ import pytest
 
 from pixelvla_robots.executor import (
     HOLD, MOVE, NO_ACTION_DUE, STOP, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, JointReading, SafetyGate,
+    chunk_executor_from_parameters,
 )
 from pixelvla_robots import wx250s
 
-GATE = dict(workspace_min=[0.1, -0.35, 0.02], workspace_max=[0.5, 0.35, 0.45], max_step_translation=0.05, max_step_rotation=0.35)
+GATE = dict(workspace_min=[0.1, -0.35, 0.02], workspace_max=[0.5, 0.35, 0.45], max_step_translation=0.05, max_step_rotation=0.35,
+            robot=wx250s.ROBOT)
 PERIOD = 0.2
 VELOCITY = 2.0  # rad/s, the gate's default
 
@@ -381,3 +383,25 @@ def test_a_blocked_arm_does_not_wind_up_the_target():
     sent, _ = run(ex, q, np.arange(0.01, 2.0, 0.1), follow=False)
     reach = [tcp(c.joints)[0] - start[0] for c in sent]
     assert len(reach) >= 6 and max(reach) <= 0.025 + 0.01 + 1e-3  # restarted from the measured pose once 2.5 cm ahead
+
+
+def test_an_executor_from_the_robot_parameters_has_every_one_of_them():
+    parameters = dict(robot_model="wx250s", control_rate_hz=10.0, strategy="temporal_ensemble", execute_steps=3,
+                      ensemble_decay=0.3, max_chunk_age=0.7, max_future_stamp=0.05, min_chunk_dt=0.02, max_chunk_dt=0.5,
+                      workspace_min=[0.1, -0.3, 0.03], workspace_max=[0.4, 0.3, 0.4], max_step_translation=0.04,
+                      max_step_rotation=0.3, max_joint_velocity=[1.5] * 6, watchdog_timeout=0.8,
+                      max_tracking_error=0.02, max_joint_state_age=0.4, joint_names=list(wx250s.JOINT_NAMES))
+    ex = chunk_executor_from_parameters(parameters)
+    s, g = ex.schedule, ex.gate
+    assert (ex.period, ex.watchdog_timeout, ex.max_tracking_error, ex.max_joint_state_age) == (0.1, 0.8, 0.02, 0.4)
+    assert (s.strategy, s.execute_steps, s.ensemble_decay, s.max_chunk_age, s.max_future_stamp, s.min_dt, s.max_dt) == (
+        "temporal_ensemble", 3, 0.3, 0.7, 0.05, 0.02, 0.5)
+    assert g.robot is wx250s.ROBOT and (g.max_step_translation, g.max_step_rotation) == (0.04, 0.3)
+    np.testing.assert_array_equal(g.workspace_min, [0.1, -0.3, 0.03])
+    np.testing.assert_array_equal(g.workspace_max, [0.4, 0.3, 0.4])
+    np.testing.assert_array_equal(g.max_joint_velocity, [1.5] * 6)
+    defaults = chunk_executor_from_parameters({k: parameters[k] for k in (
+        "robot_model", "control_rate_hz", "workspace_min", "workspace_max", "max_step_translation", "max_step_rotation")})
+    assert defaults.schedule.strategy == ChunkSchedule().strategy and defaults.watchdog_timeout == ChunkExecutor.watchdog_timeout
+    with pytest.raises(ValueError, match="lack max_step_rotation"):
+        chunk_executor_from_parameters({k: v for k, v in parameters.items() if k != "max_step_rotation"})

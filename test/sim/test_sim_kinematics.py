@@ -78,12 +78,13 @@ def test_rotation_conversions_round_trip():
 
 
 def _ik_errors(starts, rng):
+    """Bridge deltas solved as the chunk executor solves them: solve_ik from q to apply_ee_delta(fk(q))."""
     pos_err, rot_err = [], []
     for q in starts:
         dxyz, drpy = rng.uniform(-0.03, 0.03, 3), rng.uniform(-0.1, 0.1, 3)
-        q_target = wx250s.ik_step(q, dxyz, drpy)
         pos, rot = wx250s.fk(q)
         want_pos, want_rot = wx250s.apply_ee_delta(pos, rot, dxyz, drpy)
+        q_target = wx250s.solve_ik(q, want_pos, want_rot)
         got_pos, got_rot = wx250s.fk(q_target)
         pos_err.append(np.linalg.norm(got_pos - want_pos))
         rot_err.append(np.linalg.norm(wx250s.rotation_log(want_rot @ got_rot.T)))
@@ -92,7 +93,7 @@ def _ik_errors(starts, rng):
     return np.array(pos_err), np.array(rot_err)
 
 
-def test_ik_step_reaches_small_deltas_in_working_poses():
+def test_ik_reaches_small_deltas_in_working_poses():
     """Bridge-sized deltas from gripper-down poses over the table: position and orientation converge."""
     rng = np.random.default_rng(3)
     down = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])  # TCP x pointing down
@@ -106,7 +107,7 @@ def test_ik_step_reaches_small_deltas_in_working_poses():
     assert np.mean(rot_err < 1e-2) >= 0.95 and np.mean(rot_err) < 5e-3
 
 
-def test_ik_step_near_wrist_singularity_keeps_position():
+def test_ik_near_wrist_singularity_keeps_position():
     """Around home the wrist is near its singularity (wrist_angle ~ 0): some rotations are out of reach in
     one step; the IK then gives up a little orientation, never position."""
     rng = np.random.default_rng(4)
@@ -116,13 +117,14 @@ def test_ik_step_near_wrist_singularity_keeps_position():
 
 
 def test_ik_clamps_to_joint_limits_and_rejects_bad_input():
-    q_target = wx250s.ik_step(wx250s.HOME_Q, [2.0, 0.0, 0.0], [0.0, 0.0, 0.0])  # far out of reach
+    pos, rot = wx250s.fk(wx250s.HOME_Q)
+    q_target = wx250s.solve_ik(wx250s.HOME_Q, pos + [2.0, 0.0, 0.0], rot)  # far out of reach
     assert np.all(q_target >= wx250s.JOINT_LOWER) and np.all(q_target <= wx250s.JOINT_UPPER)
     assert np.all(np.isfinite(q_target))
     with pytest.raises(ValueError):
-        wx250s.ik_step(np.zeros(5), [0, 0, 0], [0, 0, 0])
+        wx250s.solve_ik(np.zeros(5), pos, rot)
     with pytest.raises(ValueError):
-        wx250s.ik_step(wx250s.HOME_Q, [np.nan, 0, 0], [0, 0, 0])
+        wx250s.solve_ik(wx250s.HOME_Q, [np.nan, 0, 0], rot)
 
 
 def test_gripper_mapping_bridge_convention():

@@ -3,8 +3,10 @@
 The policy is prompted the way `pixelvla-eval --operator prompt --mask ground_truth` prompts it: one
 point clicked on the target in the first frame, kept for the whole episode, plus the target's mask at
 every step (or, with `prompted=False`, the instruction alone); with `place=True` (`--place-prompt`) also a
-place point clicked on the destination in the first frame. Each call returns the first action of the
-predicted chunk, the action the stack runs first.
+place point clicked on the destination in the first frame. `chunk(obs)` predicts the whole chunk (in-process
+rollouts execute it through the chunk executor); a call returns its first action, the one the executor runs
+when a new chunk comes every control period as here: DAgger episodes (run_expert_episode) execute it with
+`TabletopEnv.step_ee_delta`, through the same executor.
 """
 from __future__ import annotations
 
@@ -36,8 +38,12 @@ class PolicyDriver:
             u, v = click_pixel(obs, obs["destination"])
             self.prompts.append(Point(u + 0.5, v + 0.5, PLACE))
 
-    def __call__(self, obs: dict) -> np.ndarray:
+    def chunk(self, obs: dict) -> np.ndarray:
+        """(N, 7) float64 action chunk predicted from `obs` (Bridge units)."""
         state = np.array([*obs["joint_positions"], obs["gripper_position"]], np.float32)
         prompt = dict(prompts=self.prompts, mask=obs["masks"][obs["target_object"]]) if self.prompted else {}
         chunk = self.policy.predict(obs["rgb"], obs["instruction"], proprio=state, unnorm_key=self.unnorm_key, **prompt)
-        return np.asarray(chunk[0], dtype=np.float64)
+        return np.asarray(chunk, dtype=np.float64).reshape(-1, 7)
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        return self.chunk(obs)[0]

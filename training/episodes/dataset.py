@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelvla_robots.wx250s import matrix_to_quat
+from pixelvla_robots.rotations import matrix_to_quat
 from pixelvla_sim.prompts import mask_box, mask_point
 
 FORMAT = "pixelvla-sim-episodes"

@@ -3,10 +3,11 @@ runs (`pixelvla-eval` through the ROS stack is the evaluation that counts).
 
 Each step the policy gets the current image, instruction and robot state (and, prompted, the click on the
 target from the first frame plus the target's mask, as `pixelvla-eval --operator prompt --mask
-ground_truth`; with --place-prompt also a place click on the destination), and its chunk's first action is
-executed, as the stack does with a new chunk every step.
+ground_truth`; with --place-prompt also a place click on the destination). Its chunks are executed as the
+stack executes them: through the chunk executor with the robot's parameters, on the simulation clock
+(`pixelvla_sim.control.ChunkControl`).
 
-    python -m pixelvla_training.episodes.rollout --model DIR [--text-only | --place-prompt] [--tasks a,b] [--episodes 10]
+    python -m pixelvla_training.episodes.rollout [--model DIR] [--text-only | --place-prompt] [--tasks a,b] [--episodes 10]
         [--seed0 1000]
 
 Prints one JSON line per episode (success, first object reached / touched / lifted, closest approach of the TCP to
@@ -26,13 +27,16 @@ from pixelvla_training.report import went_for_target
 
 
 def run_episode(env, driver, task: str, seed: int) -> dict:
-    """One episode of `driver` (a PolicyDriver, or any expert.Driver) on (task, seed); returns its record."""
+    """One episode of `driver` on (task, seed); returns its record. `driver.chunk(obs)` gives the (N, 7)
+    chunk (a PolicyDriver); a driver without `chunk` (any expert.Driver) gives one action per call."""
     obs = env.reset(task, seed)
     driver.reset(obs)
+    control = env.chunk_control
+    chunk = getattr(driver, "chunk", None) or (lambda observation: np.asarray(driver(observation))[None])
     target, destination = obs["target_object"], env.spec.destination
     closest, offset, carried = float("inf"), np.zeros(3), float("inf")
     for step in range(env.max_episode_steps):
-        obs = env.step_ee_delta(driver(obs))
+        obs = control.step_policy(obs, chunk)
         poses = obs["object_poses"]
         tcp_from_target = obs["tcp_position"] - poses[target][:3]
         if np.linalg.norm(tcp_from_target) < closest:
@@ -57,12 +61,14 @@ def summarize(records: list[dict]) -> dict:
 
 
 def main(argv=None) -> int:
+    from pixelvla_model import DEFAULT_CHECKPOINT
     from pixelvla_training.episodes.dagger import PolicyDriver
     from pixelvla_sim.env import TabletopEnv
     from pixelvla_sim.tasks import TASKS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="checkpoint directory (from_pretrained layout)")
+    parser.add_argument("--model", default=str(DEFAULT_CHECKPOINT),
+                        help="checkpoint directory (from_pretrained layout; default: the shipped checkpoint)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--text-only", action="store_true", help="no prompt and no mask: the instruction alone")
     mode.add_argument("--place-prompt", action="store_true",

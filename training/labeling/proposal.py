@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pixelvla_model import Box, Point
-from pixelvla_robots import wx250s
+from pixelvla_robots import rotations, wx250s
 from pixelvla_robots.camera import CameraModel
 
 
@@ -61,14 +61,14 @@ def camera_from_arrays(intrinsics: np.ndarray, pose: np.ndarray, height: int, wi
     fx, fy, cx, cy = (float(v) for v in np.asarray(intrinsics, dtype=float).reshape(4))
     pose = np.asarray(pose, dtype=float).reshape(7)
     return CameraModel("camera", int(width), int(height), fx, fy, cx, cy, pose[:3].copy(),
-                       wx250s.quat_to_matrix(pose[3:]))
+                       rotations.quat_to_matrix(pose[3:]))
 
 
 def gripper_points(tcp_pose: np.ndarray, finger: float | None = None) -> dict[str, np.ndarray]:
     """3-D points (base frame, m) of the gripper for a TCP pose (x, y, z, qw, qx, qy, qz): "tcp", "left_pad",
     "right_pad" (TCP +- finger along the TCP y axis), "palm" (gripper_link origin, TCP_OFFSET behind the TCP)."""
     pose = np.asarray(tcp_pose, dtype=float).reshape(7)
-    pos, rot = pose[:3], wx250s.quat_to_matrix(pose[3:])
+    pos, rot = pose[:3], rotations.quat_to_matrix(pose[3:])
     finger = wx250s.FINGER_OPEN if finger is None or not np.isfinite(finger) else float(finger)
     return {
         "tcp": pos, "left_pad": pos + rot[:, 1] * finger, "right_pad": pos - rot[:, 1] * finger,

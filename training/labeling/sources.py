@@ -123,9 +123,10 @@ class BagSource:
         return {"format": self.format, "path": str(self.root), "episode": key}
 
     def load(self, key: str) -> EpisodeInput:
-        from pixelvla_training.bags import read_bag
-        from pixelvla_training.labeling.proposal import camera_from_arrays
         from pixelvla_robots import wx250s
+        from pixelvla_robots.camera import CameraModel, pose_arrays
+        from pixelvla_robots.images import ImageError, image_to_rgb
+        from pixelvla_training.bags import read_bag
 
         path = self.root / key
         images, stamps, joints, instruction, info, pose = [], [], [], "", None, None
@@ -133,12 +134,10 @@ class BagSource:
             for topic, stamp, msg in read_bag(path, self.typestore, [self.IMAGE, self.INFO, self.POSE, self.JOINTS,
                                                                    self.INSTRUCTION]):
                 if topic == self.IMAGE:
-                    data = np.frombuffer(bytes(msg.data), np.uint8)
-                    if msg.encoding not in ("rgb8", "bgr8") or data.size != msg.height * msg.width * 3:
-                        raise EpisodeError("corrupt_frame", f"image {len(images)}: encoding {msg.encoding}, "
-                                           f"{data.size} bytes for {msg.width}x{msg.height}")
-                    img = data.reshape(msg.height, msg.width, 3)
-                    images.append(img[..., ::-1] if msg.encoding == "bgr8" else img)
+                    try:
+                        images.append(image_to_rgb(msg))
+                    except ImageError as exc:
+                        raise EpisodeError("corrupt_frame", f"image {len(images)}: {exc}") from None
                     stamps.append(stamp)
                 elif topic == self.JOINTS:
                     joints.append((stamp, dict(zip(msg.name, np.asarray(msg.position, dtype=float)))))
@@ -172,10 +171,7 @@ class BagSource:
                     tcp[t] = np.concatenate([pos, wx250s.matrix_to_quat(rot)])
         camera = None
         if info is not None and pose is not None:
-            k = np.asarray(info.k, dtype=float)
-            q = pose.orientation
-            camera = camera_from_arrays([k[0], k[4], k[2], k[5]], [pose.position.x, pose.position.y, pose.position.z,
-                                                                   q.w, q.x, q.y, q.z], images[0].shape[0], images[0].shape[1])
+            camera = CameraModel.from_camera_info(info, *pose_arrays(pose))
         return EpisodeInput(self.episode_id(key), instruction, np.stack(images), self.source_ref(key),
                             gripper_actions=None, gripper_state=state, tcp_poses=tcp if camera is not None else None,
                             finger_positions=finger, camera=camera)

@@ -1,0 +1,110 @@
+"""In-process episodes move the arm as the executor node does: the same ChunkExecutor, parameters and timing."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pixelvla_robots import wx250s
+from pixelvla_robots.base import get_robot
+from pixelvla_robots.executor import Chunk, ChunkExecutor, ChunkSchedule, JointReading, SafetyGate
+from pixelvla_sim.control import ChunkControl
+from pixelvla_sim.env import TabletopEnv
+
+ROBOT = Path(__file__).resolve().parents[2] / "config" / "robots" / "widowx_bridge.yaml"
+CHUNK_LATENCY = 0.01  # s from an observation to its chunk's arrival at the node
+
+
+def node_executor() -> ChunkExecutor:
+    """The executor as executor_node.py builds it from the robot YAML (the node's parameter names)."""
+    p = yaml.safe_load(ROBOT.read_text())["/**"]["ros__parameters"]
+    schedule = ChunkSchedule(max_chunk_age=p["max_chunk_age"], max_future_stamp=p["max_future_stamp"],
+                             min_dt=p["min_chunk_dt"], max_dt=p["max_chunk_dt"])
+    gate = SafetyGate(p["workspace_min"], p["workspace_max"], p["max_step_translation"], p["max_step_rotation"],
+                      p["max_joint_velocity"], robot=get_robot(p["robot_model"]))
+    return ChunkExecutor(schedule, gate, period=1.0 / p["control_rate_hz"], watchdog_timeout=p["watchdog_timeout"],
+                         max_joint_state_age=p["max_joint_state_age"])
+
+
+def random_chunk(rng) -> np.ndarray:
+    """(4, 7) chunk with steps up to 8 cm and 0.4 rad: the safety gate cuts some of them."""
+    return np.c_[rng.uniform(-0.08, 0.08, (4, 3)), rng.uniform(-0.4, 0.4, (4, 3)), rng.uniform(0, 1, (4, 1))]
+
+
+def test_in_process_commands_equal_the_executor_nodes_for_the_same_chunks_and_joints():
+    rng = np.random.default_rng(11)
+    with TabletopEnv(render=False, masks=False) as env:
+        obs = env.reset("put_this_cube_on_plate", 5, render=False)
+        control = env.chunk_control
+        assert control.period == env.control_period == 0.2  # widowx_bridge.yaml: 5 Hz
+        steps = []  # (time, measured joints, chunk or None, in-process command or None)
+        while sum(command is not None and command.kind == "move" for *_, command in steps) < 20:
+            time, joints = control.now(), obs["joint_positions"]
+            # A chunk on two steps of three: between them the executor runs the plan's later actions.
+            chunk = random_chunk(rng) if len(steps) % 3 != 2 else None
+            if chunk is not None:
+                assert control.offer(chunk)
+            sent = len(control.commands)
+            obs = control.step(render=False)
+            steps.append((time, joints, chunk, control.commands[-1] if len(control.commands) > sent else None))
+        assert len(steps) < 40
+
+    # The executor node: a joint state with each observation, the chunk a little later; it ticks on every
+    # input and ten times a period; the sim node applies the last command of each period at the next step.
+    executor, period = node_executor(), 0.2
+    limited = 0
+    for time, joints, chunk, in_process in steps:
+        reading = JointReading(joints, time, time)
+        commands = [executor.tick(time, reading)]
+        if chunk is not None:
+            executor.offer(Chunk(time, period, chunk), time + CHUNK_LATENCY)
+            commands.append(executor.tick(time + CHUNK_LATENCY, reading))
+        commands += [executor.tick(time + j * period / 10, reading) for j in range(1, 10)]
+        sent = [c for c in commands if c is not None]
+        assert len(sent) <= 1
+        if in_process is None:
+            assert not sent
+            continue
+        (node,) = sent
+        assert node.kind == in_process.kind == "move"
+        np.testing.assert_allclose(in_process.joints, node.joints, atol=1e-6)  # the IK's own tolerance is 1e-4 m
+        assert in_process.gripper == pytest.approx(node.gripper)
+        limited += bool(in_process.reason)
+    assert limited >= 3  # the safety gate took part, identically
+
+
+def test_the_policy_is_asked_once_a_control_period_and_its_chunk_runs_through_the_gate():
+    calls = []
+
+    def policy(obs):
+        calls.append(obs["step"])
+        return np.tile([0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], (4, 1))  # 20 cm a step: cut to max_step_translation
+
+    with TabletopEnv(render=False, masks=False) as env:
+        obs = env.reset("put_red_cube_on_plate", 1, render=False)
+        control = env.chunk_control
+        for _ in range(3):
+            before = wx250s.fk(obs["joint_positions"])[0]
+            obs = control.step_policy(obs, policy, render=False)
+            commanded = wx250s.fk(control.commands[-1].joints)[0]
+            assert np.linalg.norm(commanded - before) <= control.executor.gate.max_step_translation + 1e-9
+            assert control.commands[-1].gripper == 0.0
+        assert calls == [0, 1, 2]
+
+
+def test_refused_chunks_are_reported_and_the_arm_holds():
+    with TabletopEnv(render=False, masks=False) as env:
+        obs = env.reset("put_red_cube_on_plate", 1, render=False)
+        control = env.chunk_control
+        assert not control.offer(np.zeros((4, 6)))
+        assert not control.offer(np.full((2, 7), np.nan))
+        assert "action_dim 6" in control.rejections[0] and "NaN" in control.rejections[1]
+        after = control.step(render=False)
+        assert not control.commands
+        np.testing.assert_allclose(after["joint_positions"], obs["joint_positions"], atol=2e-3)
+
+
+def test_a_simulator_at_another_rate_than_the_robot_is_refused():
+    with TabletopEnv(render=False, masks=False, control_period=0.1) as env:
+        with pytest.raises(ValueError, match="must be the same"):
+            ChunkControl(env)
