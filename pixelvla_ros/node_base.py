@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -44,6 +44,9 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 from pixelvla_ros import qos
+
+if TYPE_CHECKING:
+    from pixelvla_robots.base import Robot
 
 
 class ParameterMixin:
@@ -79,6 +82,15 @@ class ParameterMixin:
             raise ValueError(f"parameter {name}: {value!r} is not one of {', '.join(choices)}")
         return value
 
+    def declare_robot(self) -> "Robot":
+        """The arm this node works with: read-only parameter `robot_model` (config/robots/<robot>.yaml sets
+        it), resolved by pixelvla_robots.base.get_robot; an unknown model fails at start-up with the known ones."""
+        from pixelvla_robots.base import get_robot, known_robots
+
+        model = self.declare("robot_model", "wx250s", "the robot arm: joints, limits, kinematics",
+                             read_only=True, choices=list(known_robots()))
+        return get_robot(model)
+
 
 def joint_positions(msg, names, finite: bool = True) -> "np.ndarray | None":
     """The positions of `names`, in that order, from a sensor_msgs/JointState; None unless every one is
@@ -91,16 +103,6 @@ def joint_positions(msg, names, finite: bool = True) -> "np.ndarray | None":
         return None
     values = np.array([positions[name] for name in names], np.float64)
     return values if not finite or np.all(np.isfinite(values)) else None
-
-
-def pose_arrays(pose) -> "tuple[np.ndarray, np.ndarray]":
-    """geometry_msgs/Pose -> (position (3,) m, rotation (3, 3): the pose's frame -> its parent frame)."""
-    import numpy as np
-
-    from pixelvla_robots.wx250s import quat_to_matrix
-
-    p, o = pose.position, pose.orientation
-    return np.array([p.x, p.y, p.z]), quat_to_matrix(np.array([o.w, o.x, o.y, o.z]))
 
 
 def stamp_seconds(stamp) -> float:

@@ -79,6 +79,34 @@ def test_record_argument_adds_the_recorder(name, split, tmp_path):
         assert dict(specs["recorder"].remappings)["camera/image_raw"] == "/cam/rgb"
 
 
+def test_a_robot_without_kinematics_gets_no_executor(capsys):
+    from pixelvla_ros.launching.runner import main
+
+    node_set = load_node_set("policy")
+    assert "executor" in {s.name for s in node_set.resolve()} and node_set.left_out() == {}
+    assert "executor" not in {s.name for s in node_set.resolve({"robot": "google_robot"})}
+    assert "google_robot has no kinematics" in node_set.left_out({"robot": "google_robot"})["executor"]
+    assert main(["policy", "robot:=google_robot", "--show"]) == 0
+    assert "executor: not started: robot_model google_robot has no kinematics" in capsys.readouterr().out
+
+
+def test_needs_kinematics_reads_the_robot_model_of_the_nodes_parameters(tmp_path):
+    robot = tmp_path / "robot.yaml"
+    robot.write_text("/**:\n  ros__parameters: {robot_model: google_robot}\n"
+                     "other_node:\n  ros__parameters: {robot_model: wx250s}\n")
+    path = tmp_path / "x.nodes.yaml"
+    path.write_text(f"nodes:\n  a: {{executable: x, needs_kinematics: true, parameter_files: [{robot}]}}\n"
+                    f"  b: {{executable: x, needs_kinematics: true, parameter_files: [{robot}], "
+                    f"parameters: {{robot_model: wx250s}}}}\n"
+                    f"  c: {{executable: x, needs_kinematics: true, parameter_files: [{robot}], "
+                    f"parameters: {{robot_model: ur5}}}}\n")
+    node_set = load_node_set(path)
+    with pytest.raises(LaunchError, match="node 'c': unknown robot_model 'ur5'; known models: wx250s, google_robot"):
+        node_set.resolve()
+    del node_set.raw["nodes"]["c"]
+    assert [s.name for s in node_set.resolve()] == ["b"] and list(node_set.left_out()) == ["a"]
+
+
 def test_enabled_must_be_a_boolean(tmp_path):
     path = tmp_path / "x.nodes.yaml"
     path.write_text("arguments: {flag: {default: 'yes please'}}\nnodes: {a: {executable: x, enabled: $(arg flag)}}")
@@ -97,7 +125,8 @@ def test_ros2_launch_starts_what_pixelvla_launch_starts(monkeypatch):
             self.args, self.kwargs = args, kwargs
 
     stubs = {"launch": {"LaunchContext": Recorded, "LaunchDescription": lambda actions: actions},
-             "launch.actions": {"DeclareLaunchArgument": Recorded, "OpaqueFunction": Recorded, "Shutdown": Recorded},
+             "launch.actions": {"DeclareLaunchArgument": Recorded, "OpaqueFunction": Recorded, "Shutdown": Recorded,
+                                "LogInfo": Recorded},
              "launch.substitutions": {"LaunchConfiguration": lambda name: types.SimpleNamespace(
                  perform=lambda context: context.kwargs["values"][name])},
              "launch_ros": {}, "launch_ros.actions": {"Node": Recorded}}
@@ -114,6 +143,14 @@ def test_ros2_launch_starts_what_pixelvla_launch_starts(monkeypatch):
             nodes = create.kwargs["function"](Recorded(values=values))
             assert [n.kwargs["name"] for n in nodes] == [s.name for s in node_set.resolve(values)]
             assert ("recorder" in [n.kwargs["name"] for n in nodes]) == (record == "true")
+    # A robot without kinematics: no executor, and the launch log says why.
+    *arguments, create = ros_launch.node_set_launch_description("policy")
+    values = {a.args[0]: a.kwargs["default_value"] for a in arguments} | {"robot": "google_robot"}
+    actions = create.kwargs["function"](Recorded(values=values))
+    assert "executor" not in [a.kwargs.get("name") for a in actions]
+    assert [a.kwargs["msg"] for a in actions if "msg" in a.kwargs] == [
+        "executor not started: robot_model google_robot has no kinematics in this package: no executor; "
+        "send /pixelvla/action_chunk to the robot's own controller"]
 
 
 def test_every_started_node_gets_localhost_discovery_and_the_fast_dds_profile():

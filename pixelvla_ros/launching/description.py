@@ -20,6 +20,10 @@ exist) read it, so the two cannot drift apart:
       recorder:
         executable: recorder_node
         enabled: $(arg record)       # optional: a bool argument that starts the node or leaves it out
+      executor:
+        executable: executor_node
+        needs_kinematics: true       # optional: left out (and why is logged) when the robot_model of its
+                                     # parameter files has no kinematics in pixelvla_robots (google_robot)
 
 `$(arg name)` is replaced by the argument's value. A value that is exactly one `$(arg x)` takes
 the argument's type; inside a longer string it is text.
@@ -138,6 +142,13 @@ class NodeSet:
 
     def resolve(self, values: dict[str, str] | None = None) -> list[NodeSpec]:
         """The nodes with every `$(arg ...)` replaced; checks types, choices and parameter files."""
+        return self._resolve(values)[0]
+
+    def left_out(self, values: dict[str, str] | None = None) -> dict[str, str]:
+        """{node name: why it is not started} for the nodes `needs_kinematics` leaves out, for the launch log."""
+        return self._resolve(values)[1]
+
+    def _resolve(self, values: dict[str, str] | None) -> tuple[list[NodeSpec], dict[str, str]]:
         values = dict(values or {})
         unknown = set(values) - set(self.arguments)
         if unknown:
@@ -158,7 +169,7 @@ class NodeSet:
             return value
 
         namespace = str(sub(self.raw.get("namespace", "")) or "")
-        specs = []
+        specs, left_out = [], {}
         for node_name, node in self.raw["nodes"].items():
             enabled = sub(node.get("enabled", True))
             if not isinstance(enabled, bool):
@@ -171,19 +182,43 @@ class NodeSet:
                 if not path.is_file():
                     raise LaunchError(f"node {node_name!r}: parameter file {path} does not exist")
                 files.append(path)
+            parameters = sub(node.get("parameters", {}))
+            if node.get("needs_kinematics", False):
+                reason = _no_kinematics(node_name, files, parameters)
+                if reason is not None:
+                    left_out[node_name] = reason
+                    continue
             specs.append(
                 NodeSpec(
                     name=node_name,
                     executable=node["executable"],
                     namespace=namespace,
                     parameter_files=tuple(files),
-                    parameters=sub(node.get("parameters", {})),
+                    parameters=parameters,
                     remappings=tuple((str(k), str(v)) for k, v in sub(node.get("remappings", {})).items()),
                     required=bool(node.get("required", False)),
                     python_module=node.get("python_module"),
                 )
             )
-        return specs
+        return specs, left_out
+
+
+def _no_kinematics(node_name: str, parameter_files: list[Path], parameters: dict[str, Any]) -> str | None:
+    """Why a node that needs the arm's kinematics cannot run with the robot_model its parameters give
+    (the files in order, then the overrides, as ROS reads them); None when it can."""
+    from pixelvla_robots.base import get_robot, no_kinematics_reason
+
+    robot_model = "wx250s"  # the nodes' default
+    for path in parameter_files:
+        for key, section in (yaml.safe_load(path.read_text()) or {}).items():
+            if key == "/**" or key.split("/")[-1] == node_name:  # the sections that apply to this node
+                robot_model = (section or {}).get("ros__parameters", {}).get("robot_model", robot_model)
+    robot_model = parameters.get("robot_model", robot_model)
+    try:
+        robot = get_robot(robot_model)
+    except ValueError as exc:
+        raise LaunchError(f"node {node_name!r}: {exc}") from None
+    return None if robot.has_kinematics else no_kinematics_reason(robot_model)
 
 
 def load_node_set(name_or_path: str | os.PathLike) -> NodeSet:
@@ -227,7 +262,8 @@ def _validate(path: Path, raw: Any) -> NodeSet:
             type=ARG_TYPES[type_name],
             choices=tuple(str(c) for c in choices) if choices else None,
         )
-    node_keys = {"executable", "required", "enabled", "parameter_files", "parameters", "remappings", "python_module"}
+    node_keys = {"executable", "required", "enabled", "needs_kinematics", "parameter_files", "parameters", "remappings",
+                 "python_module"}
     for node_name, node in raw["nodes"].items():
         if not isinstance(node, dict) or "executable" not in node:
             raise fail(f"node {node_name!r} needs an `executable`")

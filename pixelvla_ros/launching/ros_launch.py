@@ -7,7 +7,7 @@ the nodes are built once the launch context knows the arguments' values.
 from __future__ import annotations
 
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -18,10 +18,10 @@ from pixelvla_ros.launching.environment import missing_defaults
 def node_set_launch_description(name: str) -> LaunchDescription:
     node_set = load_node_set(name)
 
-    def create_nodes(context: LaunchContext) -> list[Node]:
+    def create_nodes(context: LaunchContext) -> list:
         values = {arg: LaunchConfiguration(arg).perform(context) for arg in node_set.arguments}
         environment = missing_defaults()  # DDS on localhost, large camera frames (launching/environment.py)
-        nodes = []
+        nodes: list = [LogInfo(msg=f"{name} not started: {reason}") for name, reason in node_set.left_out(values).items()]
         for spec in node_set.resolve(values):
             nodes.append(
                 Node(

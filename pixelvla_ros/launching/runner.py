@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {load_node_set(name).description}")
             return 0 if opts.list else 2
         node_set = load_node_set(opts.name)
-        specs = node_set.resolve(node_set.parse_cli(opts.arguments))
+        values = node_set.parse_cli(opts.arguments)
+        specs, left_out = node_set.resolve(values), node_set.left_out(values)
     except LaunchError as exc:
         print(f"pixelvla-launch: error: {exc}", file=sys.stderr)
         return 2
@@ -232,8 +233,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{spec.name}: python -m {spec.module} {' '.join(ros_arguments(spec, None))}")
             for key, value in spec.parameters.items():
                 print(f"    {key} = {value!r}")
+        for name, reason in left_out.items():
+            print(f"{name}: not started: {reason}")
         return 0
-    return Runner(specs, grace_s=opts.grace).run()
+    runner = Runner(specs, grace_s=opts.grace)
+    for name, reason in left_out.items():
+        runner.log("launch", f"{name} not started: {reason}")
+    return runner.run()
 
 
 if __name__ == "__main__":

@@ -53,11 +53,10 @@ from pixelvla_ros.console.state import (
 from pixelvla_ros.image_conversions import TRANSPORTS, CameraFrame, ImageError, image_to_mono
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import (
-    ParameterMixin, joint_positions, pose_arrays, run_node, subscribe_camera, subscribe_latched,
+    ParameterMixin, joint_positions, run_node, subscribe_camera, subscribe_latched,
 )
 from pixelvla_ros.prompt_conversions import is_clear
-from pixelvla_robots import wx250s
-from pixelvla_robots.camera import CameraModel
+from pixelvla_robots.camera import CameraModel, pose_arrays
 from pixelvla_sim.tasks import TASKS
 from pixelvla_training.visualization import path_in_image, predicted_tcp_path
 
@@ -78,8 +77,9 @@ class ConsoleNode(ParameterMixin, Node):
                                maximum=60.0)
         quality = self.declare("jpeg_quality", 80, "JPEG quality of the frames", minimum=1, maximum=95)
         grace = self.declare("control_grace", 5.0, "s a page whose connection dropped keeps control", minimum=0.0)
-        self.joint_names = list(self.declare("joint_names", list(wx250s.JOINT_NAMES), "arm joints, kinematics order"))
-        self.gripper_joint = self.declare("gripper_joint", "left_finger", "finger joint (m) that shows the gripper")
+        self.robot = self.declare_robot()
+        self.joint_names = list(self.declare("joint_names", list(self.robot.joint_names), "arm joints, kinematics order"))
+        self.gripper_joint = self.declare("gripper_joint", self.robot.finger_joint, "finger joint that shows the gripper")
         reset_service = self.declare("reset_estop_service", "executor/reset_estop", "the executor's e-stop reset")
         self.transport = self.declare("image_transport", "raw", "raw: sensor_msgs/Image on the camera topic; "
                                       "compressed: JPEG/PNG on <topic>/compressed", read_only=True, choices=TRANSPORTS)
@@ -238,8 +238,8 @@ class ConsoleNode(ParameterMixin, Node):
         if joints is not None:
             self.joints = joints
         finger = dict(zip(msg.name, msg.position)).get(self.gripper_joint)
-        if finger is not None and np.isfinite(finger):
-            opening = round(wx250s.finger_to_gripper(finger), 2)
+        if finger is not None and np.isfinite(finger) and self.robot.has_kinematics:
+            opening = round(self.robot.finger_to_gripper(finger), 2)
             if opening != self.state.gripper["measured"]:  # joint states come at 50 Hz or more: changes only
                 self.state.update(gripper={**self.state.gripper, "measured": opening})
 
@@ -252,8 +252,8 @@ class ConsoleNode(ParameterMixin, Node):
             return
         self.state.update(gripper={**self.state.gripper, "planned": round(float(actions[0, 6]), 2)})
         camera = self.camera()
-        if self.joints is not None and camera is not None:
-            self.state.update(path_xy=path_in_image(camera, predicted_tcp_path(self.joints, actions)), bump=False)
+        if self.joints is not None and camera is not None and self.robot.has_kinematics:
+            self.state.update(path_xy=path_in_image(camera, predicted_tcp_path(self.joints, actions, self.robot.fk)), bump=False)
 
     def on_prompt(self, marks: str, msg: VisualPrompt) -> None:
         prompt = None if is_clear(msg) else {"kind": PROMPT_KINDS.get(msg.type, "?"), "id": msg.prompt_id,

@@ -17,6 +17,9 @@ publishes that:
 - `/diagnostics`: OK while executing, WARN while holding (and why), ERROR for the e-stop or a joint
   measured beyond its limit; the last refused chunk and why. Published at once on a refusal or a
   stop, and every second.
+The arm is `robot_model`'s (pixelvla_robots.base.get_robot: joints, limits, fk and IK, gripper mapping); a
+robot without kinematics here (google_robot) is refused at start-up, and the policy node set leaves the
+executor out for it.
 The e-stop (`/pixelvla/estop`, std_msgs/Bool true) latches until `~/reset_estop` (std_srvs/Trigger).
 On shutdown (`on_stop`, called by node_base.run_node) the node sends a final hold, arm only: one
 point at the measured joints (clamped into the limits; a hair beyond counts as at the limit), or a
@@ -40,11 +43,11 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from pixelvla_ros import qos
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_latched
+from pixelvla_robots.base import NoKinematics, no_kinematics_reason
 from pixelvla_robots.executor import (
-    DEFAULT_MAX_JOINT_VELOCITY, MOVE, NO_ACTION_DUE, STOP, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, Command,
+    DEFAULT_MAX_JOINT_VELOCITY, MOVE, NO_ACTION_DUE, STOP, TICKS_PER_PERIOD, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, Command,
     JointReading, SafetyGate,
 )
-from pixelvla_robots import wx250s
 
 ACK_TIMEOUT_S = 1.0  # how long the final hold waits for the controller's acknowledgement
 
@@ -52,10 +55,14 @@ ACK_TIMEOUT_S = 1.0  # how long the final hold waits for the controller's acknow
 class ExecutorNode(ParameterMixin, Node):
     def __init__(self) -> None:
         super().__init__("executor")
-        self.joint_names = list(self.declare("joint_names", list(wx250s.JOINT_NAMES), "arm joints, IK order"))
-        if len(self.joint_names) != 6:
-            raise ValueError(f"joint_names must name the 6 arm joints, got {self.joint_names}")
-        self.gripper_joint = self.declare("gripper_joint", "left_finger", "finger joint of the gripper command (m)")
+        self.robot = self.declare_robot()
+        if not self.robot.has_kinematics:  # the policy node set leaves the executor out for such a robot
+            raise NoKinematics(no_kinematics_reason(self.robot.model))
+        self.joint_names = list(self.declare("joint_names", list(self.robot.joint_names), "arm joints, IK order"))
+        if len(self.joint_names) != len(self.robot.joint_names):
+            raise ValueError(f"joint_names must name the {len(self.robot.joint_names)} arm joints of "
+                             f"{self.robot.model}, got {self.joint_names}")
+        self.gripper_joint = self.declare("gripper_joint", self.robot.finger_joint, "finger joint of the gripper command")
         rate = self.declare("control_rate_hz", 5.0, "arm targets per second at most", minimum=0.5, maximum=100.0)
         self.period = 1.0 / rate
         schedule = ChunkSchedule(
@@ -74,6 +81,7 @@ class ExecutorNode(ParameterMixin, Node):
             max_step_rotation=self.declare("max_step_rotation", 0.35, "TCP rotation per command from the measured TCP (rad)", minimum=0.01),
             max_joint_velocity=self.declare("max_joint_velocity", list(DEFAULT_MAX_JOINT_VELOCITY),
                                             "per joint (rad/s, joint_names order): a command moves a joint at most this x period"),
+            robot=self.robot,
         )
         self.chunk_executor = ChunkExecutor(
             schedule, gate, period=self.period,
@@ -94,9 +102,9 @@ class ExecutorNode(ParameterMixin, Node):
         # `ros2 topic pub` and latched publishers alike; a restarted executor gets a latched e-stop too.
         subscribe_latched(self, Bool, "pixelvla/estop", self.on_estop)
         self.create_service(Trigger, "~/reset_estop", self.on_reset_estop)
-        # Polls the executor ten times a period: a move that waits for its slot goes out within a
-        # tenth of a period of it (the executor allows a quarter).
-        self.tick_timer = self.create_timer(self.period / 10, self.on_timer)
+        # Polls the executor TICKS_PER_PERIOD times a period (the executor allows a move a quarter
+        # period after its slot).
+        self.tick_timer = self.create_timer(self.period / TICKS_PER_PERIOD, self.on_timer)
         self.create_timer(1.0, self.publish_diagnostics)
 
     def now(self) -> float:
@@ -170,7 +178,7 @@ class ExecutorNode(ParameterMixin, Node):
         if command.kind == MOVE:
             gripper = JointTrajectory(joint_names=[self.gripper_joint])
             gripper.header.stamp = arm.header.stamp
-            gripper.points = [JointTrajectoryPoint(positions=[wx250s.gripper_to_finger(command.gripper)], time_from_start=reach)]
+            gripper.points = [JointTrajectoryPoint(positions=[self.robot.gripper_to_finger(command.gripper)], time_from_start=reach)]
             self.gripper_pub.publish(gripper)
         else:
             self.publish_diagnostics()

@@ -58,7 +58,6 @@ from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_camera, subscribe_latched
 from pixelvla_ros.policy_inputs import CameraRate, InputError, ModelLimits, PolicyInputs
 from pixelvla_ros.prompt_conversions import is_clear
-from pixelvla_robots import wx250s
 
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
 LATENCY_WINDOW = 200
@@ -81,10 +80,11 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.min_period = 1.0 / rate if rate > 0 else 0.0
         self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame the actions are expressed in")
         instruction = self.declare("instruction", "", "initial instruction (the topic overrides it)")
+        robot = self.declare_robot()
         self.state_joints = list(self.declare(
-            "joint_names", list(wx250s.JOINT_NAMES),
+            "joint_names", list(robot.joint_names),
             "arm joints whose positions (then the gripper's) form the robot state of models that read it"))
-        self.state_joints.append(self.declare("gripper_joint", "left_finger", "gripper joint, last value of the robot state"))
+        self.state_joints.append(self.declare("gripper_joint", robot.finger_joint, "gripper joint, last value of the robot state"))
         max_state_age = self.declare("max_joint_state_age", 1.0, "s: a model that reads the robot state does not run "
                                      "on a joint state older than this (header stamp, or arrival if unstamped)",
                                      minimum=0.0)
@@ -94,6 +94,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
 
         self.policy = None
         self.model_id = ""
+        self.running_backend = ""  # the loaded runtime's backend
         self.active = False
         self.lock = threading.Lock()  # guards latest, inputs, camera and active between callbacks and the worker
         self.new_frame = threading.Condition(self.lock)
@@ -140,13 +141,20 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             self.report_error(str(exc))
             self.policy = None
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"loaded {self.model_id} ({self.backend})")
+        self.running_backend = self.policy.runtime.describe()["backend"]  # reported: what runs, not what was asked
+        self.get_logger().info(f"loaded {self.model_id} ({self.running_backend})")
         for reason in refused:
             self.report_error(reason)
         return TransitionCallbackReturn.SUCCESS
 
     def load_policy(self):
         """(policy with predict(image, instruction, prompts, mask, unnorm_key), model id) per the parameters."""
+        model_path = self.model_path
+        if not model_path and self.backend != "torch":
+            raise ValueError(f"backend {self.backend!r} needs model_path:=<engine bundle> (made by pixelvla-export)")
+        if model_path == "untrained" and self.backend != "torch":
+            raise ValueError(f"model_path:=untrained builds random torch weights in this process: it runs on backend "
+                             f"torch, not {self.backend!r} (for {self.backend}, pass an engine bundle made by pixelvla-export)")
         # torch and transformers load here, with the model, not when the node starts
         from pixelvla_model import PixelVLAPolicy
         from pixelvla_model.runtime import Expectation, load_policy
@@ -155,9 +163,6 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             import torch
 
             torch.set_num_threads(self.threads)
-        model_path = self.model_path
-        if not model_path and self.backend != "torch":
-            raise ValueError(f"backend {self.backend!r} needs model_path:=<engine bundle> (made by pixelvla-export)")
         if not model_path and DEFAULT_CHECKPOINT.is_dir():
             self.get_logger().warning(f"no model_path: running the shipped {DEFAULT_CHECKPOINT.name} checkpoint, "
                                       f"{DEFAULT_CHECKPOINT_NOTE}")
@@ -359,7 +364,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.told_waiting = waiting
         latencies = np.array(self.latencies) if self.latencies else np.zeros(1)
         status = PolicyStatus(
-            state=state, backend=self.backend if self.policy else "", model_id=self.model_id,
+            state=state, backend=self.running_backend if self.policy else "", model_id=self.model_id,
             last_latency=float(latencies[-1]), mean_latency=float(latencies.mean()),
             p99_latency=float(np.percentile(latencies, 99)), frames_received=self.counters["received"],
             frames_used=self.counters["used"], frames_dropped=self.counters["dropped"], last_error=self.last_error,

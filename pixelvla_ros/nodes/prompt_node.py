@@ -28,9 +28,9 @@ from std_srvs.srv import Trigger
 
 from pixelvla_ros import qos
 from pixelvla_ros.msg import VisualPrompt
-from pixelvla_ros.node_base import ParameterMixin, pose_arrays, run_node
-from pixelvla_robots.wx250s import quat_to_matrix
-from pixelvla_robots.camera import CameraModel
+from pixelvla_ros.node_base import ParameterMixin, run_node
+from pixelvla_robots.rotations import quat_to_matrix
+from pixelvla_robots.camera import CameraModel, pose_arrays
 
 MODES = ("point", "box", "line")
 TOPICS = {"target": "pixelvla/prompt", "place": "pixelvla/place_prompt"}  # what the clicks mark -> topic

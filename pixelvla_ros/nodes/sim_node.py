@@ -25,6 +25,9 @@ Publish Point tool; "prompt" publishes a POINT VisualPrompt on the target's pixe
 on the destination's pixels on `/pixelvla/place_prompt` (where the target goes); "none" does not.
 With `expert:=true` the scripted expert (privileged state) publishes its action each step as an
 ActionChunk, standing in for the policy so the executor -> IK -> controller path is exercised.
+With `wait_for_policy:=true` (the `sim` node set) the first episode holds at step 0, the camera streaming,
+until the policy reports ACTIVE on `/pixelvla/status` or a reset comes: loading a model takes seconds that
+would otherwise come out of the episode's steps.
 """
 from __future__ import annotations
 
@@ -42,9 +45,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import mono_to_image, rgb_to_image
-from pixelvla_ros.msg import ActionChunk, VisualPrompt
+from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node
-from pixelvla_robots import wx250s
 from pixelvla_sim.env import TabletopEnv
 from pixelvla_sim.expert import ScriptedExpert
 from pixelvla_sim.prompts import click_pixel, click_point
@@ -52,11 +54,15 @@ from pixelvla_sim.tasks import get_task
 
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
 OPERATORS = ("none", "click", "prompt", "prompt_place")
+SIMULATED_ROBOT = "wx250s"  # the arm of pixelvla_sim's scene
 
 
 class SimNode(ParameterMixin, Node):
     def __init__(self) -> None:
         super().__init__("sim")
+        self.robot = self.declare_robot()
+        if self.robot.model != SIMULATED_ROBOT:
+            raise ValueError(f"robot_model {self.robot.model}: the simulator models the {SIMULATED_ROBOT} only")
         self.task = self.declare("task", "put_red_cube_on_plate", "task to start with")
         self.seed = self.declare("seed", 0, "seed of the first episode", minimum=0)
         get_task(self.task)  # an unknown task fails at start-up with the list of known ones
@@ -72,6 +78,8 @@ class SimNode(ParameterMixin, Node):
         if self.operator not in OPERATORS:
             raise ValueError(f"operator {self.operator!r}: use one of {', '.join(OPERATORS)}")
         max_steps = self.declare("max_episode_steps", 60, "episode length (control steps)", minimum=1)
+        wait_for_policy = self.declare("wait_for_policy", False, "hold the first episode at step 0 until the policy "
+                                       "reports ACTIVE on pixelvla/status or a reset comes")
         self.env = TabletopEnv(
             render_size=(size, size),
             shadows=self.declare("shadows", False, "render shadows (slower)"),
@@ -97,7 +105,13 @@ class SimNode(ParameterMixin, Node):
         self.create_subscription(String, "sim/reset", self.on_reset_topic, qos.COMMAND)
         self.create_service(Trigger, "~/reset", self.on_reset_service)
         self.sequence = 0
+        self.waiting_for = ""  # what the episode holds at step 0 for (empty: it runs)
         self.reset_episode(self.task, self.seed)
+        if wait_for_policy:
+            # Loading a model takes seconds: an episode started now would lose them from its step budget.
+            self.waiting_for = "the policy to report ACTIVE on pixelvla/status (or a reset on sim/reset, ~/reset)"
+            self.get_logger().info(f"episode {self.task} seed {self.seed} holds at step 0: waiting for {self.waiting_for}")
+            self.create_subscription(PolicyStatus, "pixelvla/status", self.on_policy_status, qos.LATCHED)
         self.create_timer(self.period, self.on_step)
 
     # ---------------------------------------------------------------- episodes
@@ -107,6 +121,7 @@ class SimNode(ParameterMixin, Node):
             self.get_logger().warning(f"reset during episode {self.task}/{self.seed} at step {self.env.step_count}")
         self.obs = self.env.reset(task, seed)
         self.task, self.seed = task, seed
+        self.waiting_for = ""  # an explicit reset starts the episode at once
         self.expert.reset()
         self.q_target = self.obs["joint_positions"].copy()
         self.gripper_target = 1.0
@@ -127,6 +142,11 @@ class SimNode(ParameterMixin, Node):
         except (ValueError, KeyError, TypeError) as exc:
             self.get_logger().error(f"reset refused ({exc}); expected JSON {{\"task\": name, \"seed\": int}}")
 
+    def on_policy_status(self, msg: PolicyStatus) -> None:
+        if self.waiting_for and msg.state == PolicyStatus.ACTIVE:
+            self.waiting_for = ""
+            self.get_logger().info(f"the policy is ACTIVE ({msg.model_id}): episode {self.task} seed {self.seed} starts")
+
     def on_reset_service(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.reset_episode(self.task, self.seed)
         response.success, response.message = True, f"reset to {self.task} seed {self.seed}"
@@ -139,33 +159,34 @@ class SimNode(ParameterMixin, Node):
             self.get_logger().warning("arm trajectory without points: stopping where the arm is")
             return
         positions = dict(zip(msg.joint_names, msg.points[-1].positions))
-        missing = [n for n in wx250s.JOINT_NAMES if n not in positions]
+        missing = [n for n in self.robot.joint_names if n not in positions]
         if missing or len(msg.joint_names) != len(msg.points[-1].positions):
             self.get_logger().error(
                 f"arm trajectory refused: joints {list(msg.joint_names)} with {len(msg.points[-1].positions)} "
-                f"positions; expected the joints {list(wx250s.JOINT_NAMES)}"
+                f"positions; expected the joints {list(self.robot.joint_names)}"
             )
             return
         try:
             self.q_target, self.gripper_target = self.env.validate_command(
-                [positions[n] for n in wx250s.JOINT_NAMES], self.gripper_target
+                [positions[n] for n in self.robot.joint_names], self.gripper_target
             )
         except ValueError as exc:
             self.get_logger().error(f"arm trajectory refused: {exc}")
 
     def on_gripper_command(self, msg: JointTrajectory) -> None:
-        if list(msg.joint_names) != ["left_finger"] or not msg.points or len(msg.points[-1].positions) != 1:
-            self.get_logger().error(f"gripper trajectory refused: expected one point for ['left_finger'], got {list(msg.joint_names)}")
+        if list(msg.joint_names) != [self.robot.finger_joint] or not msg.points or len(msg.points[-1].positions) != 1:
+            self.get_logger().error(f"gripper trajectory refused: expected one point for ['{self.robot.finger_joint}'], "
+                                    f"got {list(msg.joint_names)}")
             return
         finger = float(msg.points[-1].positions[0])
         if not np.isfinite(finger):
             self.get_logger().error("gripper trajectory refused: position is not finite")
             return
-        self.gripper_target = wx250s.finger_to_gripper(finger)
+        self.gripper_target = self.robot.finger_to_gripper(finger)
 
     # ---------------------------------------------------------------- stepping
     def on_step(self) -> None:
-        if self.episode_done():  # the world stands still, the camera keeps streaming
+        if self.episode_done() or self.waiting_for:  # the world stands still, the camera keeps streaming
             self.publish_observation()
             return
         started = time.perf_counter()
@@ -192,7 +213,7 @@ class SimNode(ParameterMixin, Node):
             setattr(info, key, value)
         self.info_pub.publish(info)
         joints = JointState(header=self.header(self.base_frame))
-        joints.name = [*wx250s.JOINT_NAMES, *wx250s.FINGER_NAMES]
+        joints.name = [*self.robot.joint_names, *self.robot.finger_names]
         finger = float(obs["gripper_position"])
         joints.position = [*map(float, obs["joint_positions"]), finger, -finger]
         self.joint_pub.publish(joints)
@@ -206,9 +227,9 @@ class SimNode(ParameterMixin, Node):
             "first_lifted": obs["first_lifted"], "done": self.episode_done(),
         }
         self.episode_pub.publish(String(data=json.dumps(episode)))
-        if obs["step"] < 3:  # the first steps: late subscribers (volatile /clicked_point) still get one
+        if obs["step"] < 3 and not self.waiting_for:  # the first steps: late subscribers (volatile /clicked_point) still get one
             self.operator_click(image_header)
-        if self.chunk_pub is not None and not self.episode_done():
+        if self.chunk_pub is not None and not self.episode_done() and not self.waiting_for:
             chunk = ActionChunk(header=image_header, horizon=1, action_dim=7, dt=self.period,
                                 dimension_names=DIMENSIONS, action_space="ee_delta", model_id="scripted-expert",
                                 sequence=self.sequence)

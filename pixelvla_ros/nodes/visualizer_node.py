@@ -33,10 +33,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import TRANSPORTS, CameraFrame, ImageError, image_to_mono, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, VisualPrompt
-from pixelvla_ros.node_base import ParameterMixin, joint_positions, pose_arrays, run_node, subscribe_camera
+from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, subscribe_camera
 from pixelvla_ros.prompt_conversions import is_clear
-from pixelvla_robots import wx250s
-from pixelvla_robots.camera import CameraModel
+from pixelvla_robots.camera import CameraModel, pose_arrays
 from pixelvla_training.visualization import (
     PLACE_COLOR, TARGET_COLOR, draw_box, draw_path, draw_points, draw_polyline, path_in_image, predicted_tcp_path,
     table_mesh, tint_mask,
@@ -79,7 +78,8 @@ class VisualizerNode(ParameterMixin, Node):
     def __init__(self) -> None:
         super().__init__("visualizer")
         self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame of the markers and the camera pose")
-        self.joint_names = list(self.declare("joint_names", list(wx250s.JOINT_NAMES), "arm joints, kinematics order"))
+        self.robot = self.declare_robot()
+        self.joint_names = list(self.declare("joint_names", list(self.robot.joint_names), "arm joints, kinematics order"))
         self.table_height = self.declare("table_height", 0.0, "height of the table top in base_frame (m, z)")
         self.table_cells = list(self.declare("table_cells", [64, 48], "cells (columns, rows) of the table marker"))
         table_rate = self.declare("table_rate_hz", 1.0, "table marker updates per second at most (0: off)",
@@ -124,12 +124,12 @@ class VisualizerNode(ParameterMixin, Node):
                                       throttle_duration_sec=5.0)
 
     def on_chunk(self, msg: ActionChunk) -> None:
-        if self.joints is None or msg.action_dim != 7 or len(msg.actions) != msg.horizon * 7:
+        if self.joints is None or not self.robot.has_kinematics or msg.action_dim != 7 or len(msg.actions) != msg.horizon * 7:
             return
         actions = np.asarray(msg.actions, dtype=float).reshape(msg.horizon, 7)
         if not np.all(np.isfinite(actions)):
             return
-        self.path = predicted_tcp_path(self.joints, actions)
+        self.path = predicted_tcp_path(self.joints, actions, self.robot.fk)
         self.publish_markers(msg)
 
     def on_prompt(self, marks: str, msg: VisualPrompt) -> None:

@@ -303,6 +303,22 @@ def test_unusable_models_stop_the_node_at_start_with_the_reason(ros_domain, mode
         assert reason in out, out
 
 
+def test_the_untrained_model_refuses_a_backend_it_cannot_run(ros_domain):
+    """model_path:=untrained is torch weights in memory: with another backend the node stops with the reason
+    instead of running torch while reporting the other backend."""
+    node = start_policy("model_path:=untrained", "backend:=onnxruntime")
+    out, _ = node.communicate(timeout=60)
+    assert node.returncode != 0, out
+    assert "model_path:=untrained builds random torch weights in this process: it runs on backend torch, " \
+           "not 'onnxruntime'" in out, out
+
+
+def test_the_backend_reported_is_the_one_running(policy):
+    probe, io = policy
+    assert probe.spin_until(lambda: any(s.backend for s in io["status"]), timeout=10)
+    assert {s.backend for s in io["status"] if s.backend} == {"torch"}
+
+
 def test_default_model_is_the_shipped_checkpoint(ros_node):
     from pixelvla_model import DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT_NOTE
 

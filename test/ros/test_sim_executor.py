@@ -147,3 +147,42 @@ def test_bad_commands_and_resets_leave_the_sim_running(stack):
     for text in ("arm trajectory refused: joints ['a'", "must be finite", "unknown task 'juggle_the_cubes'",
                  "reset refused", "reset during episode"):
         assert text in out, f"{text!r} not logged"
+
+
+@pytest.mark.parametrize("start_by", ["policy_active", "reset"])
+def test_the_first_episode_waits_for_the_policy_or_a_reset(ros_node, start_by):
+    """wait_for_policy: the episode holds at step 0, the camera streaming, until the policy reports ACTIVE
+    (an INACTIVE one does not count) or a reset comes; then it steps."""
+    import subprocess
+    import sys
+
+    from pixelvla_ros.msg import PolicyStatus
+
+    episodes, frames = [], []  # /sim/episode, /joint_states (published with every camera frame)
+    ros_node.node.create_subscription(String, "/sim/episode", lambda m: episodes.append(json.loads(m.data)), qos.LATCHED)
+    ros_node.node.create_subscription(JointState, "/joint_states", frames.append, qos.SENSOR)
+    status = ros_node.publisher(PolicyStatus, "/pixelvla/status", qos.LATCHED)
+    sim = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.sim_node", "--ros-args", "-r", "__node:=sim",
+                            "-p", "wait_for_policy:=true", "-p", "control_rate_hz:=10.0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert ros_node.spin_until(lambda: len(frames) >= 5, timeout=60), "the sim does not stream while it waits"
+        status.publish(PolicyStatus(state=PolicyStatus.INACTIVE))
+        seen = len(frames)
+        ros_node.spin_until(lambda: len(frames) >= seen + 5, timeout=30)
+        assert episodes and all(e["step"] == 0 for e in episodes), "the episode ran before the policy was ACTIVE"
+        if start_by == "policy_active":
+            status.publish(PolicyStatus(state=PolicyStatus.ACTIVE, model_id="a-test-policy"))
+        else:
+            reset = ros_node.publisher(String, "/sim/reset", qos.COMMAND)
+            ros_node.spin_until(lambda: ros_node.node.count_subscribers("/sim/reset") > 0, timeout=10)
+            reset.publish(String(data=json.dumps({"task": "put_green_cube_in_bowl", "seed": 2})))
+        assert ros_node.spin_until(lambda: episodes[-1]["step"] >= 2, timeout=30), "the episode did not start"
+    finally:
+        sim.send_signal(signal.SIGINT)
+        out, _ = sim.communicate(timeout=30)
+    assert "holds at step 0: waiting for the policy to report ACTIVE on pixelvla/status" in out, out
+    if start_by == "policy_active":
+        assert "the policy is ACTIVE (a-test-policy): episode put_red_cube_on_plate seed 0 starts" in out, out
+    else:
+        assert episodes[-1]["task"] == "put_green_cube_in_bowl"
