@@ -99,6 +99,22 @@ def intrinsics(width: int, height: int, fovy_deg: float) -> tuple[float, float, 
 MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
 
 
+PIXEL_CENTRE = 0.5  # where a pixel's centre lies in image coordinates whose origin is its corner
+
+
+def image_xy(uv) -> np.ndarray:
+    """Pixel-centre coordinates (pixel indices (col, row), or a CameraModel's (u, v), origin at the top-left
+    pixel's centre) -> image coordinates (x, y) with the origin at the top-left pixel's corner, the convention of
+    VisualPrompt and of the drawings: pixel (col, row) covers [col, col + 1) x [row, row + 1) and its centre is
+    (col + 0.5, row + 0.5). `uv`: (2,) or (..., 2)."""
+    return np.asarray(uv, dtype=float) + PIXEL_CENTRE
+
+
+def pixel_uv(xy) -> np.ndarray:
+    """The inverse of image_xy: corner-origin image coordinates -> pixel-centre coordinates."""
+    return np.asarray(xy, dtype=float) - PIXEL_CENTRE
+
+
 def pose_arrays(pose) -> tuple[np.ndarray, np.ndarray]:
     """A geometry_msgs/Pose (or anything shaped like it: position.x/y/z, orientation.x/y/z/w) -> (position (3,)
     m, rotation (3, 3): the pose's frame -> its parent frame), the form CameraModel takes."""

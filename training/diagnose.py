@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pixelvla_model import PixelVLAPolicy, Point
+from pixelvla_robots.camera import image_xy
 
 
 def _inputs(policy, image, instruction, prompts=None, mask=None, state=None) -> dict:
@@ -34,7 +35,7 @@ def _centre_point(mask: np.ndarray):
     """The mask pixel nearest to the mask's centroid (a click on the object)."""
     rows, cols = np.nonzero(mask)
     k = int(np.argmin((cols - cols.mean()) ** 2 + (rows - rows.mean()) ** 2))
-    return Point(cols[k] + 0.5, rows[k] + 0.5)
+    return Point(*image_xy((cols[k], rows[k])).tolist())
 
 
 def prompt_sensitivity(policy, image: np.ndarray, instruction: str, state) -> dict[str, float]:

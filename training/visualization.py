@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from pixelvla_robots import wx250s
+from pixelvla_robots.camera import image_xy, pixel_uv
 from pixelvla_robots.rotations import apply_ee_delta
 
 # RGB colours of the overlays, shared by the visualizer's image and the operator console's page.
@@ -38,7 +39,7 @@ def path_in_image(camera, path: np.ndarray) -> np.ndarray:
     CameraModel); NaN for points behind the camera (draw_polyline breaks the line there)."""
     uv, depth = camera.project(path)
     uv[depth <= 0] = np.nan
-    return uv + 0.5
+    return image_xy(uv)
 
 
 def draw_path(image: np.ndarray, path_xy) -> None:
@@ -138,7 +139,8 @@ def table_mesh(camera, image: np.ndarray, height: float = 0.0, cells: tuple[int,
     ys = (np.arange(ny + 1) * h) // ny
     gx, gy = np.meshgrid(xs.astype(float), ys.astype(float))  # (ny + 1, nx + 1) corners
     # Ray directions of the corners (not unit length): optical frame -> base frame.
-    rays = np.stack([(gx - 0.5 - camera.cx) / camera.fx, (gy - 0.5 - camera.cy) / camera.fy, np.ones_like(gx)], -1)
+    gu, gv = pixel_uv(gx), pixel_uv(gy)  # the camera model's pixel-centre origin
+    rays = np.stack([(gu - camera.cx) / camera.fx, (gv - camera.cy) / camera.fy, np.ones_like(gx)], -1)
     rays = rays @ np.asarray(camera.rotation, float).T
     origin = np.asarray(camera.position, float)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -30,7 +30,7 @@ from pixelvla_ros import qos
 from pixelvla_ros.msg import VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node
 from pixelvla_robots.rotations import quat_to_matrix
-from pixelvla_robots.camera import CameraModel, pose_arrays
+from pixelvla_robots.camera import CameraModel, image_xy, pose_arrays
 
 MODES = ("point", "box", "line")
 TOPICS = {"target": "pixelvla/prompt", "place": "pixelvla/place_prompt"}  # what the clicks mark -> topic
@@ -109,7 +109,7 @@ class PromptNode(ParameterMixin, Node):
         if depth <= 0:
             self.get_logger().warning(f"click ({msg.point.x:.3f}, {msg.point.y:.3f}, {msg.point.z:.3f}) is behind the camera: dropped")
             return
-        x, y = u + 0.5, v + 0.5  # pixel-centre convention (OpenCV) -> corner origin (VisualPrompt)
+        x, y = image_xy((u, v)).tolist()  # pixel-centre convention (OpenCV) -> corner origin (VisualPrompt)
         if not (0 <= x < camera.width and 0 <= y < camera.height):
             self.get_logger().warning(f"click projects to pixel ({x:.1f}, {y:.1f}), outside the {camera.width}x{camera.height} image: dropped")
             return
@@ -119,7 +119,7 @@ class PromptNode(ParameterMixin, Node):
         if self.info is not None and not (0 <= msg.x < self.info.width and 0 <= msg.y < self.info.height):
             self.get_logger().warning(f"pixel click ({msg.x}, {msg.y}) outside the image: dropped")
             return
-        self.add_click(float(msg.x) + 0.5, float(msg.y) + 0.5)
+        self.add_click(*image_xy((msg.x, msg.y)).tolist())
 
     def add_click(self, x: float, y: float) -> None:
         self.clicks.append((x, y))

@@ -47,6 +47,7 @@ from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import mono_to_image, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node
+from pixelvla_robots.camera import image_xy
 from pixelvla_sim.env import TabletopEnv
 from pixelvla_sim.expert import ScriptedExpert
 from pixelvla_sim.prompts import click_pixel, click_point
@@ -249,9 +250,9 @@ class SimNode(ParameterMixin, Node):
             if self.operator == "prompt_place":
                 clicks.append((self.place_pub, self.obs["destination"], "operator-place"))
             for publisher, object_id, name in clicks:
-                u, v = click_pixel(self.obs, object_id)  # pixel centre convention -> VisualPrompt's corner origin
+                x, y = image_xy(click_pixel(self.obs, object_id)).tolist()  # VisualPrompt's corner origin
                 publisher.publish(VisualPrompt(header=image_header, type=VisualPrompt.POINT, labels=[1],
-                                               points=[Point(x=u + 0.5, y=v + 0.5)],
+                                               points=[Point(x=x, y=y)],
                                                prompt_id=f"{name}-{self.task}-{self.seed}"))
 
     def publish_camera_pose(self) -> None:

@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from pixelvla_model import FOREGROUND, PLACE, Box, Line, Mask, Point
+from pixelvla_robots.camera import image_xy
 
 
 @dataclass
@@ -90,11 +91,11 @@ def sample_prompt(rng: np.random.Generator, mask: np.ndarray, kind: str, box_jit
     rows, cols = np.nonzero(mask)
     if kind == "point":
         k = int(rng.integers(len(rows)))
-        return Point(float(cols[k]) + 0.5, float(rows[k]) + 0.5, label)
+        return Point(*image_xy((cols[k], rows[k])).tolist(), label)
     if kind == "line":
         n = int(rng.integers(2, 5))
         ks = rng.integers(len(rows), size=n)
-        pts = np.stack([cols[ks] + 0.5, rows[ks] + 0.5], 1).astype(np.float64)
+        pts = image_xy(np.stack([cols[ks], rows[ks]], 1))
         centred = np.stack([cols, rows], 1) - np.array([cols.mean(), rows.mean()])
         axis = np.linalg.svd(centred, full_matrices=False)[2][0] if len(rows) > 1 else np.array([1.0, 0.0])
         pts = pts[np.argsort(pts @ axis)]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pixelvla_model import PLACE, Point
+from pixelvla_robots.camera import image_xy
 from pixelvla_sim.prompts import click_pixel
 
 
@@ -32,11 +33,9 @@ class PolicyDriver:
         self.prompts: list = []
 
     def reset(self, obs: dict) -> None:
-        u, v = click_pixel(obs)
-        self.prompts = [Point(u + 0.5, v + 0.5)]  # pixel centre -> continuous image coordinates
+        self.prompts = [Point(*image_xy(click_pixel(obs)).tolist())]
         if self.place:
-            u, v = click_pixel(obs, obs["destination"])
-            self.prompts.append(Point(u + 0.5, v + 0.5, PLACE))
+            self.prompts.append(Point(*image_xy(click_pixel(obs, obs["destination"])).tolist(), PLACE))
 
     def chunk(self, obs: dict) -> np.ndarray:
         """(N, 7) float64 action chunk predicted from `obs` (Bridge units)."""

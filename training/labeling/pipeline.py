@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pixelvla_model import Box
+from pixelvla_robots.camera import image_xy
 
 from pixelvla_training.labeling.format import make_record
 from pixelvla_training.labeling.proposal import (ProposalSettings, box_iou, box_mask_fraction, expand_box,
@@ -81,7 +82,7 @@ def sample_prompts(mask: np.ndarray, rng: np.random.Generator, num_points: int =
         return {"points": [], "lines": [], "boxes": []}
     h, w = mask.shape
     pick = rng.choice(rows.size, size=min(num_points, rows.size), replace=False)
-    points = [{"x": float(cols[i]) + 0.5, "y": float(rows[i]) + 0.5, "label": 1} for i in sorted(pick.tolist())]
+    points = [dict(zip("xy", image_xy((cols[i], rows[i])).tolist()), label=1) for i in sorted(pick.tolist())]
     box = mask_box(mask)
     gx0, gy0, gx1, gy1 = expand_box(box, 1.5, 1.0)
     r0, r1 = max(0, int(gy0)), min(h, int(np.ceil(gy1)))
@@ -89,9 +90,9 @@ def sample_prompts(mask: np.ndarray, rng: np.random.Generator, num_points: int =
     ring_r, ring_c = np.nonzero(~mask[r0:r1, c0:c1])
     if ring_r.size:
         neg = rng.choice(ring_r.size, size=min(num_negative, ring_r.size), replace=False)
-        points += [{"x": float(ring_c[i] + c0) + 0.5, "y": float(ring_r[i] + r0) + 0.5, "label": 0}
+        points += [dict(zip("xy", image_xy((ring_c[i] + c0, ring_r[i] + r0)).tolist()), label=0)
                    for i in sorted(neg.tolist())]
-    xy = np.stack([cols, rows], axis=1).astype(float) + 0.5
+    xy = image_xy(np.stack([cols, rows], axis=1))
     lines = []
     centre = xy.mean(axis=0)
     if len(xy) >= 2:
@@ -212,8 +213,7 @@ class Labeler:
 def _box_limit(box, factor: float, h: int, w: int) -> np.ndarray:
     """(H, W) bool of the pixels whose centres lie in `box` scaled by `factor`."""
     x0, y0, x1, y1 = expand_box(box, factor)
-    ys = np.arange(h) + 0.5
-    xs = np.arange(w) + 0.5
+    xs, ys = image_xy(np.arange(w)), image_xy(np.arange(h))  # pixel centres
     return ((ys >= y0) & (ys <= y1))[:, None] & ((xs >= x0) & (xs <= x1))[None, :]
 
 

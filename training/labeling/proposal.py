@@ -25,7 +25,7 @@ import numpy as np
 
 from pixelvla_model import Box, Point
 from pixelvla_robots import rotations, wx250s
-from pixelvla_robots.camera import CameraModel
+from pixelvla_robots.camera import CameraModel, image_xy
 
 
 # ------------------------------------------------------------------------------------------- closure
@@ -79,7 +79,7 @@ def gripper_points(tcp_pose: np.ndarray, finger: float | None = None) -> dict[st
 def project_pixels(camera: CameraModel, points: np.ndarray) -> np.ndarray:
     """(N, 3) base-frame points -> (N, 2) pixels in the corner convention (NaN behind the camera)."""
     uv, _ = camera.project(np.asarray(points, dtype=float).reshape(-1, 3))
-    return uv + 0.5
+    return image_xy(uv)
 
 
 def clip_box(box, height: int, width: int) -> tuple[float, float, float, float] | None:
