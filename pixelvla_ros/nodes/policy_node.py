@@ -4,8 +4,8 @@ Lifecycle: configure loads the model (a `from_pretrained` directory, an engine b
 `model_path` the default model); activate starts inference; deactivate stops it; cleanup unloads.
 With `autostart` (default) the node configures and activates itself.
 
-Latest frame only: the image callback keeps one slot; a frame that is replaced before the worker
-thread takes it is counted as dropped, so a slow model never works through a backlog. Inference
+Latest frame only (pixelvla_ros.latest_frame): the image callback keeps one slot; a frame that is
+replaced before the worker thread takes it is counted as dropped, so a slow model never works through a backlog. Inference
 runs in that worker thread, at most `control_rate_hz` times per second (0: as fast as the model
 allows). Each chunk carries its image's stamp. Inputs are checked when they arrive, against the
 loaded model (pixelvla_ros.policy_inputs): an unsupported or malformed image, an empty instruction or one
@@ -54,6 +54,7 @@ from std_msgs.msg import Header, String
 from pixelvla_model import DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT_NOTE, PixelVLAConfig
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import TRANSPORTS, CameraFrame, ImageError, image_to_mono
+from pixelvla_ros.latest_frame import LatestFrameWorker
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_camera, subscribe_latched
 from pixelvla_ros.policy_inputs import CameraRate, InputError, ModelLimits, PolicyInputs
@@ -96,9 +97,12 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.model_id = ""
         self.running_backend = ""  # the loaded runtime's backend
         self.active = False
-        self.lock = threading.Lock()  # guards latest, inputs, camera and active between callbacks and the worker
-        self.new_frame = threading.Condition(self.lock)
-        self.latest: CameraFrame | None = None  # newest frame, checked, decoded only if the model takes it
+        self.lock = threading.Lock()  # guards the frame slot, inputs, camera and active between callbacks and the worker
+        # the newest frame (checked, decoded only if the model takes it) and the inference thread
+        self.worker = LatestFrameWorker(self.lock, min_period=self.min_period, name="inference",
+                                        ready=lambda: not self.inputs.blocking(self.now()),
+                                        take=lambda: self.inputs.snapshot(),
+                                        run=lambda frame, inputs: self.run_once(frame, *inputs))
         self.inputs = PolicyInputs(self.state_joints, max_state_age)
         if instruction:
             self.inputs.set_instruction(instruction)  # checked against the model at configure
@@ -109,7 +113,6 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.last_frame_age = math.nan  # s, of the image the last chunk was computed from, when it went out
         self.last_error = ""
         self.told_waiting = ""  # the waiting reason last logged
-        self.worker: threading.Thread | None = None
 
         self.chunk_pub = self.create_publisher(ActionChunk, "pixelvla/action_chunk", qos.COMMAND)
         self.status_pub = self.create_publisher(PolicyStatus, "pixelvla/status", qos.LATCHED)
@@ -189,7 +192,6 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         with self.lock:
             self.active = True
             self.camera = CameraRate()
-        self.worker = threading.Thread(target=self.inference_loop, name="inference", daemon=True)
         self.worker.start()
         return super().on_activate(state)
 
@@ -215,14 +217,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         on: a thread left inside torch makes the interpreter abort at exit, and a second worker must not start."""
         with self.lock:
             self.active = False
-            self.new_frame.notify_all()
-        if self.worker is None:
-            return
-        self.worker.join(timeout=5.0)
-        if self.worker.is_alive():
-            self.get_logger().warning("waiting for the running inference to finish")
-            self.worker.join()
-        self.worker = None
+        self.worker.stop(on_slow=lambda: self.get_logger().warning("waiting for the running inference to finish"))
 
     # ---------------------------------------------------------------- inputs
     def now(self) -> float:
@@ -242,10 +237,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             return
         with self.lock:
             refused = self.inputs.frame_arrived((frame.height, frame.width), self.now())
-            if self.latest is not None:
+            if self.worker.put(frame):
                 self.counters["dropped"] += 1  # replaced before the model got to it
-            self.latest = frame
-            self.new_frame.notify()
         for reason in refused:
             self.report_error(reason)
 
@@ -290,31 +283,6 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             self.inputs.set_state(positions, stamp)
 
     # ---------------------------------------------------------------- inference
-    def ready(self) -> bool:
-        """A new frame is there and nothing blocks the model (lock held)."""
-        return self.latest is not None and not self.inputs.blocking(self.now())
-
-    def inference_loop(self) -> None:
-        next_time = 0.0
-        while True:
-            with self.lock:
-                while self.active and not self.ready():
-                    self.new_frame.wait(timeout=0.5)
-                if not self.active:
-                    return
-            wait = next_time - time.monotonic()
-            if wait > 0:  # rate limit; newer frames keep replacing the slot meanwhile
-                time.sleep(wait)
-            with self.lock:
-                if not self.active:
-                    return
-                if not self.ready():
-                    continue  # an input went stale while waiting
-                frame, self.latest = self.latest, None
-                inputs = self.inputs.snapshot()
-            next_time = time.monotonic() + self.min_period
-            self.run_once(frame, *inputs)
-
     def run_once(self, frame: CameraFrame, instruction: str, prompts: list, mask: np.ndarray | None,
                  state: np.ndarray | None) -> None:
         """One chunk from `frame` with the inputs in force (PolicyInputs.snapshot: already checked)."""

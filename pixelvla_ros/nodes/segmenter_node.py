@@ -10,7 +10,8 @@ model takes: `max_prompts`) is refused with a log line and a diagnostics error, 
 same check as the policy's, prompt_conversions.check_prompt) or, before the first frame, on that frame;
 the running track, if any, goes on, and nothing is published from that prompt.
 
-Latest frame only: the image callback keeps one slot, and a frame replaced before the worker thread
+Latest frame only (pixelvla_ros.latest_frame): the image callback keeps one slot, and a frame replaced
+before the worker thread
 takes it is counted as dropped, so a slow model never works through a backlog. SAM 2 runs in that
 worker thread, at most `rate_hz` times per second (0: as fast as the model allows); it is joined
 before the node is destroyed (on_stop).
@@ -39,6 +40,7 @@ from std_msgs.msg import Header
 from pixelvla_model import PixelVLAConfig
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import TRANSPORTS, CameraFrame, ImageError, mono_to_image
+from pixelvla_ros.latest_frame import LatestFrameWorker
 from pixelvla_ros.msg import VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node, subscribe_camera, subscribe_latched
 from pixelvla_ros.prompt_conversions import PromptError, check_prompt, is_clear, prompt_from_msg
@@ -64,8 +66,10 @@ class SegmenterNode(ParameterMixin, Node):
         self.get_logger().info(f"loaded {self.segmenter!r}")
 
         self.lock = threading.Lock()
-        self.wake = threading.Condition(self.lock)
-        self.latest: CameraFrame | None = None   # newest frame not yet taken by the worker (decoded by it)
+        # the newest frame not yet taken (decoded by the worker) and the SAM 2 thread
+        self.worker = LatestFrameWorker(self.lock, min_period=self.min_period, name="segmenter",
+                                        ready=lambda: self.prompt_msg is not None, take=self.take_prompt,
+                                        run=lambda frame, taken: self.run_once(frame, *taken), idle=self.free_track)
         self.last_header: Header | None = None   # newest frame seen (for a clear)
         self.last_hw: tuple[int, int] | None = None
         self.prompt_msg: VisualPrompt | None = None  # the prompt in force (pending or accepted)
@@ -77,14 +81,12 @@ class SegmenterNode(ParameterMixin, Node):
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.last_error = ""
         self.error_since_mask = False
-        self.running = True
 
         self.mask_pub = self.create_publisher(Image, "pixelvla/mask", qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         subscribe_latched(self, VisualPrompt, "pixelvla/prompt", self.on_prompt)
         subscribe_camera(self, "camera/image_raw", transport, self.on_image)
         self.create_timer(1.0, self.publish_diagnostics)
-        self.worker = threading.Thread(target=self.work_loop, name="segmenter", daemon=True)
         self.worker.start()
 
     def load_segmenter(self):
@@ -103,10 +105,7 @@ class SegmenterNode(ParameterMixin, Node):
     def on_stop(self) -> None:
         """run_node: stop the SAM 2 thread and wait for it (it finishes the mask it is computing): a thread
         left inside torch makes the interpreter abort at exit."""
-        with self.lock:
-            self.running = False
-            self.wake.notify_all()
-        self.worker.join()
+        self.worker.stop()
 
     # ---------------------------------------------------------------- inputs
     def on_image(self, msg) -> None:  # Image or CompressedImage
@@ -118,14 +117,12 @@ class SegmenterNode(ParameterMixin, Node):
             self.report_error(f"image refused: {exc}")
             return
         with self.lock:
-            if self.latest is not None and self.prompt_msg is not None:
+            if self.worker.put(frame) and self.prompt_msg is not None:
                 self.counters["dropped"] += 1  # replaced before the model got to it (idle frames don't count)
-            self.latest = frame
             self.last_header, self.last_hw = msg.header, (frame.height, frame.width)
             if self.pending_clear:
                 self.pending_clear = False
                 self.publish_empty_locked()
-            self.wake.notify()
 
     def on_prompt(self, msg: VisualPrompt) -> None:
         if is_clear(msg):
@@ -136,7 +133,7 @@ class SegmenterNode(ParameterMixin, Node):
                     self.pending_clear = True
                 else:
                     self.publish_empty_locked()
-                self.wake.notify()
+                self.worker.notify()
             self.get_logger().info("prompt cleared: empty mask published, tracking stopped")
             return
         try:
@@ -145,9 +142,9 @@ class SegmenterNode(ParameterMixin, Node):
                     return  # the same prompt again (`ros2 topic pub` repeats it every second): keep tracking
                 check_prompt(msg, self.last_hw, max_prompts=self.max_prompts)
                 self.prompt_msg, self.prompt_new = msg, True
-                self.latest = None  # segment the next frame, not one that waited in the slot while idle
+                self.worker.drop()  # segment the next frame, not one that waited in the slot while idle
                 self.pending_clear = False
-                self.wake.notify()
+                self.worker.notify()
         except PromptError as exc:
             self.counters["refused"] += 1
             self.report_error(f"prompt refused: {exc}")
@@ -159,33 +156,18 @@ class SegmenterNode(ParameterMixin, Node):
         self.mask_pub.publish(mono_to_image(np.zeros(self.last_hw, np.uint8), header=self.last_header))
 
     # ---------------------------------------------------------------- worker
-    def work_loop(self) -> None:
-        next_time = 0.0
-        while True:
-            with self.lock:
-                while self.running and (self.latest is None or self.prompt_msg is None):
-                    if self.prompt_msg is None and self.segmenter.tracking:
-                        break  # cleared: free the track's memory below
-                    self.wake.wait(timeout=0.5)
-                if not self.running:
-                    return
-                cleared = self.prompt_msg is None
-            if cleared:
-                self.segmenter.stop_tracking()
-                continue
-            wait = next_time - time.monotonic()
-            if wait > 0:  # rate limit; newer frames keep replacing the slot meanwhile
-                time.sleep(wait)
-            with self.lock:
-                if not self.running:
-                    return
-                if self.latest is None or self.prompt_msg is None:
-                    continue
-                frame, self.latest = self.latest, None
-                msg, new, generation = self.prompt_msg, self.prompt_new, self.generation
-                self.prompt_new = False
-            next_time = time.monotonic() + self.min_period
-            self.run_once(frame, msg, new, generation)
+    def take_prompt(self) -> tuple[VisualPrompt, bool, int]:
+        """(the prompt in force, whether it is new, its generation), as the worker takes a frame (lock held)."""
+        taken = (self.prompt_msg, self.prompt_new, self.generation)
+        self.prompt_new = False
+        return taken
+
+    def free_track(self) -> None:
+        """The worker is idle: after a clear, free the finished track's memory."""
+        with self.lock:
+            cleared = self.prompt_msg is None
+        if cleared and self.segmenter.tracking:
+            self.segmenter.stop_tracking()
 
     def run_once(self, frame: CameraFrame, msg: VisualPrompt, new: bool, generation: int) -> None:
         try:

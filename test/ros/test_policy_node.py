@@ -371,7 +371,8 @@ def test_a_state_model_waits_for_joint_states_and_uses_them(ros_node, state_mode
             io["image"].publish(msg)
             ros_node.spin_for(0.2)
         assert not io["chunks"], "a state model ran without a robot state"
-        joints.publish(state)
+        # a joint state stream, as a robot's (one message, best effort, could be lost or go stale on a busy machine)
+        ros_node.node.create_timer(0.1, lambda: joints.publish(state))
         actions = chunk_for(ros_node, io, msg, timeout=60)
     finally:
         node.terminate()

@@ -1,0 +1,95 @@
+"""The newest camera frame in one slot, and one worker thread that takes it: the policy's and the segmenter's loop.
+
+A camera callback `put`s every frame it accepts; a frame replaced before the worker took it is gone (the
+caller counts it as dropped), so a slow model never works through a backlog of old frames. The worker waits
+until a frame is there and the owner's `ready()` allows a run, takes the frame and, under the same lock, what
+the run needs (`take()`: the inputs in force at that moment), then runs `run(frame, taken)` without the lock, at
+most once per `min_period` s (newer frames keep replacing the slot meanwhile). When it wakes with nothing to do it
+calls `idle()`, if given (the segmenter frees a finished track there). No ROS here: the nodes own the lock,
+their callbacks and what a run does.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+
+class LatestFrameWorker:
+    def __init__(self, lock: threading.Lock, *, min_period: float, ready: Callable[[], bool],
+                 take: Callable[[], Any], run: Callable[[Any, Any], None], idle: Callable[[], None] | None = None,
+                 name: str = "worker") -> None:
+        self.lock = lock  # the owner's: `ready` and `take` read the owner's state under it
+        self.wakeup = threading.Condition(lock)
+        self.min_period, self.ready, self.take, self.run, self.idle, self.name = min_period, ready, take, run, idle, name
+        self.frame: Any | None = None  # the slot (lock held)
+        self.running = False           # (lock held)
+        self.thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ called with the lock held
+    def put(self, frame: Any) -> bool:
+        """The newest frame; True if it replaced one the worker never took."""
+        replaced = self.frame is not None
+        self.frame = frame
+        self.wakeup.notify()
+        return replaced
+
+    def drop(self) -> None:
+        """Empty the slot: the next run takes a frame that arrives from now on."""
+        self.frame = None
+
+    def notify(self) -> None:
+        """Something `ready` or `idle` reads has changed."""
+        self.wakeup.notify()
+
+    # ------------------------------------------------------------------ called without the lock
+    def start(self) -> None:
+        with self.lock:
+            self.running = True
+        self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self.thread.start()
+
+    def stop(self, on_slow: Callable[[], None] | None = None) -> None:
+        """End the thread after the run in progress and wait for it. Never given up on: a thread left inside torch
+        makes the interpreter abort at exit, and a second worker must not start. `on_slow` is called once if the
+        run takes longer than 5 s to finish."""
+        with self.lock:
+            self.running = False
+            self.wakeup.notify_all()
+        if self.thread is None:
+            return
+        self.thread.join(timeout=5.0)
+        if self.thread.is_alive():
+            if on_slow is not None:
+                on_slow()
+            self.thread.join()
+        self.thread = None
+
+    def _due(self) -> bool:
+        return self.frame is not None and self.ready()
+
+    def _loop(self) -> None:
+        next_time = 0.0
+        while True:
+            with self.lock:
+                if self.running and not self._due():
+                    self.wakeup.wait(timeout=0.5)
+                if not self.running:
+                    return
+                due = self._due()
+            if not due:
+                if self.idle is not None:
+                    self.idle()
+                continue
+            wait = next_time - time.monotonic()
+            if wait > 0:  # the rate limit; newer frames keep replacing the slot meanwhile
+                time.sleep(wait)
+            with self.lock:
+                if not self.running:
+                    return
+                if not self._due():
+                    continue  # an input went stale while waiting
+                frame, self.frame = self.frame, None
+                taken = self.take()
+            next_time = time.monotonic() + self.min_period
+            self.run(frame, taken)
