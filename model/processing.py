@@ -4,8 +4,15 @@ PixelVLAProcessor turns (image, instruction, prompts, target mask) into the netw
 (see modeling.INPUT_NAMES) and normalised actions back into robot units. A policy is this processor
 around a runtime that runs the network (runtime/policy.py: PixelVLAPolicy, RuntimePolicy).
 
-Images: (H, W, 3) uint8 RGB -> resized to 224x224 (bicubic, antialiased, as OpenVLA's "resize-naive")
--> float32 (3, 224, 224) in [0, 1]. The per-tower mean/std normalisation happens inside the network.
+Images (preprocess_image, the one image path: the processor's, so training batches', the policy node's and
+export's; resize_image is its uint8 step alone, for code that resizes frames ahead of time): (H, W, 3) uint8 RGB
+-> resized to 224x224 with Pillow's Lanczos filter (antialiased, rounded to uint8), as OpenVLA's training
+data was resized (its RLDS pipeline resizes every frame with a Lanczos-3 antialiased filter before the
+processor, whose own resize is then a no-op) -> float32 (3, 224, 224) in [0, 1]. The per-tower mean/std
+normalisation happens inside the network. Optional centre crop (``center_crop`` = kept area fraction, e.g.
+0.9): OpenVLA's evaluation crops the centre 90 % of the area for models trained with random-crop
+augmentation; it is applied before the resize (one resize), to the image and the target mask alike.
+Not copied from OpenVLA-OFT: its JPEG round trip at inference (it matches JPEG-stored training frames).
 
 Robot state (models with config.proprio_dim > 0): a raw (P,) vector in the dataset's state convention (the
 simulator's and the WidowX's: the 6 arm joint positions in rad, then the gripper finger position in m, as
@@ -19,12 +26,14 @@ gripper dim (mask false) is returned as predicted. Units are those of the datase
 """
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .configuration import PixelVLAConfig
 # norm-stats file I/O lives in files.py (no torch); the names stay importable from here
@@ -37,27 +46,51 @@ PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:
 # ---------------------------------------------------------------------------------------------------
 # images, masks, text
 # ---------------------------------------------------------------------------------------------------
-def preprocess_image(image: np.ndarray, size: int = 224) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, size, size) float32 in [0, 1]."""
+def center_crop_box(hw: tuple[int, int], area: float) -> tuple[slice, slice]:
+    """(rows, cols) slices of the centred crop that keeps ``area`` (0 < area <= 1) of an (H, W) image, both
+    sides scaled by sqrt(area) (OpenVLA's centre crop)."""
+    if not 0.0 < area <= 1.0:
+        raise ValueError(f"center_crop must be an area fraction in (0, 1], got {area}")
+    h, w = hw
+    ch, cw = max(1, round(h * math.sqrt(area))), max(1, round(w * math.sqrt(area)))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return slice(top, top + ch), slice(left, left + cw)
+
+
+def resize_image(image: np.ndarray, size: int = 224, center_crop: float = 1.0) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (size, size, 3) uint8: the centre crop when center_crop < 1, then Pillow's
+    Lanczos resize (module doc). An image already (size, size) without a crop is returned as it is."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got shape {image.shape} dtype {image.dtype}")
     if image.shape[0] < 2 or image.shape[1] < 2:
         raise ValueError(f"image is too small: {image.shape[:2]}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(torch.float32).div_(255.0)
-    if x.shape[1:] != (size, size):
-        x = F.interpolate(x[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0]
-    return x.clamp_(0.0, 1.0)
+    if center_crop != 1.0:
+        rows, cols = center_crop_box(image.shape[:2], center_crop)
+        image = image[rows, cols]
+    if image.shape[:2] == (size, size):
+        return image
+    return np.array(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.Resampling.LANCZOS))
 
 
-def preprocess_mask(mask: Optional[np.ndarray], image_hw: tuple[int, int], size: int = 224) -> torch.Tensor:
-    """Target mask (H, W) bool/0-1 of the input image -> (size, size) float32 coverage in [0, 1].
-    None -> all zeros (the network then uses its "no target" embedding)."""
+def preprocess_image(image: np.ndarray, size: int = 224, center_crop: float = 1.0) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, size, size) float32 in [0, 1] (resize_image, then / 255)."""
+    x = torch.from_numpy(np.ascontiguousarray(resize_image(image, size, center_crop)))
+    return x.permute(2, 0, 1).to(torch.float32).div_(255.0)
+
+
+def preprocess_mask(mask: Optional[np.ndarray], image_hw: tuple[int, int], size: int = 224,
+                    center_crop: float = 1.0) -> torch.Tensor:
+    """Target mask (H, W) bool/0-1 of the input image -> (size, size) float32 coverage in [0, 1], cropped as
+    the image (center_crop). None -> all zeros (the network then uses its "no target" embedding)."""
     if mask is None:
         return torch.zeros(size, size)
     m = np.asarray(mask)
     if m.shape != tuple(image_hw):
         raise ValueError(f"target mask shape {m.shape} differs from the image's (H, W) = {tuple(image_hw)}")
+    if center_crop != 1.0:
+        rows, cols = center_crop_box(m.shape, center_crop)
+        m = m[rows, cols]
     if m.dtype != bool and not np.issubdtype(m.dtype, np.number):
         raise ValueError(f"target mask must be bool or numeric, got dtype {m.dtype}")
     m = torch.from_numpy(m.astype(np.float32))
@@ -123,10 +156,17 @@ def identity_norm_stats(action_dim: int = 7, key: str = "untrained", proprio_dim
 # processor
 # ---------------------------------------------------------------------------------------------------
 class PixelVLAProcessor:
-    """Inputs -> network tensors (keys = modeling.INPUT_NAMES), and normalised actions -> robot units."""
+    """Inputs -> network tensors (keys = modeling.INPUT_NAMES), and normalised actions -> robot units.
 
-    def __init__(self, config: PixelVLAConfig, tokenizer, norm_stats: Optional[dict[str, Any]] = None):
+    center_crop: the image area kept around the centre before the resize (1.0: none; OpenVLA's Bridge
+    evaluation uses 0.9 for models trained with random crops). The target mask is cropped alike; visual
+    prompts, in the uncropped image's pixels, are refused with a crop."""
+
+    def __init__(self, config: PixelVLAConfig, tokenizer, norm_stats: Optional[dict[str, Any]] = None,
+                 center_crop: float = 1.0):
         self.config, self.tokenizer = config, tokenizer
+        center_crop_box((2, 2), center_crop)  # validates the fraction
+        self.center_crop = float(center_crop)
         # A fast tokenizer changes its padding settings per call and is not safe to call from two threads at
         # once (a ROS node checks instructions in one thread while another runs the model).
         self.tokenizer_lock = threading.Lock()
@@ -172,10 +212,13 @@ class PixelVLAProcessor:
         masks = list(masks) if masks is not None else [None] * b
         if len(prompts) != b or len(masks) != b:
             raise ValueError(f"prompts and masks need one entry per image ({b})")
-        s = self.config.image_size
+        s, crop = self.config.image_size, self.center_crop
+        if crop != 1.0 and any(prompts):
+            raise ValueError("visual prompts cannot be combined with center_crop < 1 (they are in the uncropped "
+                             "image's pixels); use center_crop 1.0 for prompted models")
         hw = [tuple(np.asarray(im).shape[:2]) for im in images]
-        pixel_values = torch.stack([preprocess_image(im, s) for im in images])
-        target = torch.stack([preprocess_mask(m, h, s) for m, h in zip(masks, hw)])
+        pixel_values = torch.stack([preprocess_image(im, s, crop) for im in images])
+        target = torch.stack([preprocess_mask(m, h, s, crop) for m, h in zip(masks, hw)])
         with self.tokenizer_lock:
             text = self.tokenizer([build_prompt(t) for t in instructions], padding=True, return_tensors="pt")
         ids = text["input_ids"]

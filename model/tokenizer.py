@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +48,19 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
-    """Load the tokenizer files in ``directory`` (local only; HF offline mode is set)."""
+    """Load the tokenizer files in ``directory`` (local only; HF offline mode is set).
+
+    Never interactive and never runs code from the directory: an OpenVLA checkpoint's config.json names its
+    own Python classes (``auto_map``), and AutoTokenizer would read it through AutoConfig and ask on the
+    terminal whether to run them. The tokenizer needs no model config, so an empty one is passed, and
+    remote code is refused (a tokenizer that exists only as the directory's code is an error)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     directory = Path(directory)
     if not (directory / "tokenizer.json").is_file() and not (directory / "tokenizer.model").is_file():
         raise FileNotFoundError(f"no tokenizer in {directory}: expected tokenizer.json (or tokenizer.model); "
                                 "save one with PixelVLAPolicy.save_pretrained or tokenizer.save_pretrained")
-    tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False,
+                                        config=PretrainedConfig())
     if tok.pad_token is None:  # Llama-2 has none; OpenVLA adds <PAD> (id 32000)
         tok.pad_token = tok.unk_token or tok.eos_token
     tok.padding_side = "right"

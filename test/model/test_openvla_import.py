@@ -1,5 +1,6 @@
-"""The importer on a tiny OpenVLA-layout checkpoint written here with the real key names and timm's tensor
-layouts, checked against an independent plain-torch reference computed on the original tensors."""
+"""The importer on a tiny OpenVLA-layout checkpoint (test/openvla_checkpoints.py: the real key names, timm's
+tensor layouts, two shards) checked against an independent plain-torch reference computed on the original
+tensors; the config read from the checkpoint's own files; shards streamed one tensor at a time."""
 import json
 import math
 
@@ -8,83 +9,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from pixelvla_model import PixelVLAConfig, PixelVLAPolicy, build_byte_tokenizer, from_openvla
+from openvla_checkpoints import OPENVLA_NORM_STATS, write_openvla_checkpoint
+from pixelvla_model import PixelVLAConfig, PixelVLAPolicy, from_openvla
 
 CFG = PixelVLAConfig.from_preset("tiny")
-NORM_STATS = {"bridge_orig": {"action": {"q01": [-0.1] * 7, "q99": [0.1] * 7, "mask": [True] * 6 + [False],
-                                         "mean": [0.0] * 7, "std": [1.0] * 7}}}
-
-
-def _rand(*shape, scale=0.1):
-    return torch.randn(*shape) * scale
-
-
-def _timm_vit(prefix, dim, depth, mlp, n_patches, cls_reg):
-    sd = {f"{prefix}patch_embed.proj.weight": _rand(dim, 3, 14, 14, scale=0.05),
-          f"{prefix}patch_embed.proj.bias": _rand(dim), f"{prefix}pos_embed": _rand(1, n_patches, dim),
-          f"{prefix}norm.weight": 1 + _rand(dim), f"{prefix}norm.bias": _rand(dim)}
-    if cls_reg:
-        sd[f"{prefix}cls_token"] = _rand(1, 1, dim)
-        sd[f"{prefix}reg_token"] = _rand(1, CFG.dino_registers, dim)
-    for i in range(depth):
-        b = f"{prefix}blocks.{i}."
-        sd.update({b + "norm1.weight": 1 + _rand(dim), b + "norm1.bias": _rand(dim),
-                   b + "attn.qkv.weight": _rand(3 * dim, dim, scale=0.2), b + "attn.qkv.bias": _rand(3 * dim),
-                   b + "attn.proj.weight": _rand(dim, dim, scale=0.2), b + "attn.proj.bias": _rand(dim),
-                   b + "norm2.weight": 1 + _rand(dim), b + "norm2.bias": _rand(dim),
-                   b + "mlp.fc1.weight": _rand(mlp, dim, scale=0.2), b + "mlp.fc1.bias": _rand(mlp),
-                   b + "mlp.fc2.weight": _rand(dim, mlp, scale=0.2), b + "mlp.fc2.bias": _rand(dim)})
-        if cls_reg:  # DINOv2 layer scales, renamed by OpenVLA from timm's "gamma"
-            sd[b + "ls1.scale_factor"] = 0.5 + _rand(dim)
-            sd[b + "ls2.scale_factor"] = 0.5 + _rand(dim)
-    if not cls_reg:  # SigLIP's attention-pool head (unused)
-        sd.update({f"{prefix}attn_pool.latent": _rand(1, 1, dim), f"{prefix}attn_pool.q.weight": _rand(dim, dim),
-                   f"{prefix}attn_pool.kv.weight": _rand(2 * dim, dim), f"{prefix}attn_pool.norm.weight": _rand(dim)})
-    return sd
-
-
-def _llama(prefix, c):
-    d, i = c.llm_hidden, c.llm_intermediate
-    sd = {f"{prefix}model.embed_tokens.weight": _rand(c.vocab_size, d, scale=1.0),
-          f"{prefix}model.norm.weight": 1 + _rand(d), f"{prefix}lm_head.weight": _rand(c.vocab_size, d)}
-    for n in range(c.llm_layers):
-        b = f"{prefix}model.layers.{n}."
-        sd.update({b + "input_layernorm.weight": 1 + _rand(d), b + "post_attention_layernorm.weight": 1 + _rand(d),
-                   b + "self_attn.q_proj.weight": _rand(d, d, scale=0.2), b + "self_attn.k_proj.weight": _rand(d, d, scale=0.2),
-                   b + "self_attn.v_proj.weight": _rand(d, d, scale=0.2), b + "self_attn.o_proj.weight": _rand(d, d, scale=0.2),
-                   b + "mlp.gate_proj.weight": _rand(i, d, scale=0.2), b + "mlp.up_proj.weight": _rand(i, d, scale=0.2),
-                   b + "mlp.down_proj.weight": _rand(d, i, scale=0.2)})
-    return sd
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(123)
-    c = CFG
-    sd = {}
-    sd.update(_timm_vit("vision_backbone.featurizer.", c.dino_hidden, c.dino_layers,
-                        c.dino_mlp_ratio * c.dino_hidden, c.num_patches, cls_reg=True))
-    sd.update(_timm_vit("vision_backbone.fused_featurizer.", c.siglip_hidden, c.siglip_layers,
-                        c.siglip_intermediate, c.num_patches, cls_reg=False))
-    vd = c.vision_hidden
-    sd.update({"projector.fc1.weight": _rand(4 * vd, vd), "projector.fc1.bias": _rand(4 * vd),
-               "projector.fc2.weight": _rand(c.llm_hidden, 4 * vd), "projector.fc2.bias": _rand(c.llm_hidden),
-               "projector.fc3.weight": _rand(c.llm_hidden, c.llm_hidden), "projector.fc3.bias": _rand(c.llm_hidden)})
-    sd.update(_llama("language_model.", c))
     d = tmp_path_factory.mktemp("openvla")
-    keys = sorted(sd)
-    half = len(keys) // 2
-    shards = {"model-00001-of-00002.safetensors": keys[:half], "model-00002-of-00002.safetensors": keys[half:]}
-    for fname, ks in shards.items():
-        save_file({k: sd[k].to(torch.bfloat16).float().contiguous() for k in ks}, str(d / fname))
-    (d / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {}, "weight_map": {k: f for f, ks in shards.items() for k in ks}}))
-    (d / "config.json").write_text(json.dumps({
-        "vision_backbone_id": "dinosiglip-vit-so-224px", "llm_backbone_id": "llama2-7b-pure",
-        "use_fused_vision_backbone": True, "image_sizes": [224, 224], "norm_stats": NORM_STATS,
-        "text_config": {"model_type": "llama", "vocab_size": c.vocab_size}}))
-    build_byte_tokenizer().save_pretrained(str(d))
-    return d, {k: v.to(torch.bfloat16).float() for k, v in sd.items()}
+    return d, write_openvla_checkpoint(d, CFG)
 
 
 # ----------------------------------------------------------------------------- independent reference
@@ -145,7 +79,7 @@ def _ref_llama(sd, c, emb):
 def test_imported_towers_projector_and_llm_match_reference(ckpt):
     d, sd = ckpt
     model, norm_stats = from_openvla(d, config=CFG)
-    assert norm_stats == NORM_STATS
+    assert norm_stats == OPENVLA_NORM_STATS
     torch.manual_seed(0)
     img = torch.rand(2, 3, 224, 224)
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -247,3 +181,119 @@ def test_bfloat16_import_then_save_and_reload(ckpt, tmp_path):
     with torch.no_grad():
         a, b = model(**x).actions, again(**x).actions
     assert torch.isfinite(a.float()).all() and torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- the checkpoint's own config
+#: What PixelVLA adds to a tiny backbone (the vision head counts are not in an OpenVLA config.json).
+TINY_ADDITIONS = dict(dino_heads=2, siglip_heads=2, pixel_layers=(1, 2), pixel_hidden=32, prompt_pe_dim=32,
+                      decoder_hidden=64)
+
+
+def test_config_comes_from_the_checkpoint_files(tmp_path):
+    from pixelvla_model.openvla_import import openvla_config
+
+    sizes = PixelVLAConfig.from_preset("tiny", image_size=28, rms_norm_eps=1e-5)
+    write_openvla_checkpoint(tmp_path, sizes, text_config={"rms_norm_eps": 1e-5, "num_attention_heads": 4})
+    config = openvla_config(tmp_path, **TINY_ADDITIONS)
+    assert config.preset == "prismatic-7b" and config.image_size == 28 and config.rms_norm_eps == 1e-5
+    for name in ("dino_hidden", "dino_layers", "dino_mlp_ratio", "dino_registers", "siglip_hidden", "siglip_layers",
+                 "siglip_intermediate", "llm_hidden", "llm_layers", "llm_intermediate", "vocab_size", "patch_size"):
+        assert getattr(config, name) == getattr(sizes, name), name
+    assert (config.llm_heads, config.llm_kv_heads) == (4, 4)
+    assert config.pixel_where_octaves == 0  # the paper's pixel encoder
+
+    model, _ = from_openvla(tmp_path, **TINY_ADDITIONS)
+    assert model.config == config
+    assert model.llm.norm.variance_epsilon == 1e-5
+    # a config.json that says something else is honoured: here a different eps
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["text_config"]["rms_norm_eps"] = 1e-6
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert openvla_config(tmp_path, **TINY_ADDITIONS).rms_norm_eps == 1e-6
+
+
+def test_import_into_a_config_with_a_robot_state_input(ckpt, caplog):
+    from pixelvla_model import example_inputs
+
+    d, sd = ckpt
+    config = PixelVLAConfig.from_preset("tiny", proprio_dim=7)
+    with caplog.at_level("INFO", logger="pixelvla_model.openvla_import"):
+        model, _ = from_openvla(d, config=config)
+    assert "state_encoder" in caplog.text and "starts fresh" in caplog.text
+    assert all(not p.is_meta for p in model.parameters())
+    assert model.state_encoder.mlp[0].weight.std() > 0
+    assert torch.equal(model.projector.fc1.weight, sd["projector.fc1.weight"])
+    with torch.no_grad():
+        actions = model(**example_inputs(config, batch_size=2)).actions
+    assert actions.shape == (2, config.chunk_size, 7) and torch.isfinite(actions).all()
+
+
+def test_shards_are_read_one_tensor_at_a_time_into_the_target_dtype(ckpt, monkeypatch):
+    """No full copy of the checkpoint in its own dtype beside the model: every tensor read from a shard is
+    released before the next is read, and shards are opened one after the other."""
+    import weakref
+
+    import pixelvla_model.checkpoint as checkpoint
+
+    d, sd = ckpt
+    real_open = checkpoint.safe_open
+    read, alive_at_read, open_files = [], [], []
+
+    class Spy:
+        def __init__(self, path, **kwargs):
+            self.path, self.handle = path, real_open(path, **kwargs)
+
+        def __enter__(self):
+            open_files.append(self.path)
+            self.handle.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            open_files.remove(self.path)
+            return self.handle.__exit__(*exc)
+
+        def keys(self):
+            return self.handle.keys()
+
+        def get_slice(self, key):
+            return self.handle.get_slice(key)
+
+        def get_tensor(self, key):
+            alive_at_read.append((sum(r() is not None for r in read), len(open_files)))
+            t = self.handle.get_tensor(key)
+            read.append(weakref.ref(t))
+            return t
+
+    monkeypatch.setattr(checkpoint, "safe_open", Spy)
+    model, _ = from_openvla(d, config=CFG, dtype=torch.bfloat16)
+    assert len(read) == len(sd)
+    assert max(alive for alive, _ in alive_at_read) == 0
+    assert max(files for _, files in alive_at_read) == 1
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert torch.equal(model.llm.layers[0].mlp.up_proj.weight,
+                       sd["language_model.model.layers.0.mlp.up_proj.weight"].to(torch.bfloat16))
+
+
+def test_openvla_and_pixelvla_directories_are_told_apart(ckpt, tmp_path):
+    from pixelvla_model.openvla_import import is_openvla_checkpoint
+
+    d, _ = ckpt
+    PixelVLAPolicy.from_config(CFG).save_pretrained(tmp_path / "pixelvla")
+    assert is_openvla_checkpoint(d) and not is_openvla_checkpoint(tmp_path / "pixelvla")
+    assert not is_openvla_checkpoint(tmp_path / "nothing")
+
+
+def test_tokenizer_loads_without_asking_or_running_the_checkpoints_code(ckpt, monkeypatch):
+    import builtins
+
+    from openvla_checkpoints import REMOTE_CODE_MARKER
+    from pixelvla_model import build_byte_tokenizer, load_tokenizer
+
+    d, _ = ckpt
+    asked = []
+    monkeypatch.setattr(builtins, "input", lambda prompt="": asked.append(prompt) or "n")
+    tok = load_tokenizer(d)
+    assert asked == []
+    assert not (d / REMOTE_CODE_MARKER).exists()
+    text = "In: What action should the robot take to pick up the cup?\nOut:"
+    assert tok(text)["input_ids"] == build_byte_tokenizer()(text)["input_ids"]

@@ -232,10 +232,12 @@ def _bridge_example(T: int, seed: int, nan: bool = False) -> bytes:
     actions = rng.normal(0, 0.01, (T, 7)).astype(np.float32)
     actions[0] = 0.0  # Bridge's zero first step
     actions[:, 6] = [1.0, 0.99, 0.5, 0.02, 0.5, 0.97, 1.0, 1.0][:T]
+    states = np.cumsum(rng.normal(0, 0.01, (T, 7)), axis=0).astype(np.float32)
     if nan:
-        actions[2, 0] = np.nan
+        states[2, 0] = np.nan
     return serialize_example({
         "steps/observation/image_0": [_png(np.full((16, 20, 3), 10 * t, np.uint8)) for t in range(T)],
+        "steps/observation/state": states.reshape(-1),
         "steps/action": actions.reshape(-1),
         "steps/language_instruction": [b"put the spoon in the pot"] * T,
         "steps/is_first": np.array([1] + [0] * (T - 1)),
@@ -246,15 +248,17 @@ def test_rlds_bridge_shard(tmp_path):
     from pixelvla_training.datasets.rlds import read_rlds
 
     shard = tmp_path / "bridge_dataset-train.tfrecord-00000-of-00001"
-    write_tfrecord(shard, [_bridge_example(8, 0), _bridge_example(8, 1, nan=True), _bridge_example(4, 2)])
+    write_tfrecord(shard, [_bridge_example(8, 0), _bridge_example(8, 1, nan=True), _bridge_example(5, 2)])
     skips = SkipLog("rlds")
     eps = list(read_rlds(str(tmp_path / "*.tfrecord*"), "bridge", skips=skips))
     assert len(eps) == 3 and skips.total == 0  # NaN and short episodes are dropped by ChunkDataset
     ep = eps[0]
     assert ep.dataset == "bridge_orig" and ep.instruction == "put the spoon in the pot"
-    assert ep.images.shape == (7, 16, 20, 3) and ep.images[0, 0, 0, 0] == 10  # zero first step dropped
+    # zero first step dropped, and the last one (no next state): steps 1..6 of 8
+    assert ep.images.shape == (6, 16, 20, 3) and ep.images[0, 0, 0, 0] == 10 and ep.images[-1, 0, 0, 0] == 60
+    assert ep.proprio.shape == (6, 7)
     # binarised, 1 = open; 0.5 takes the next definite state
-    np.testing.assert_array_equal(ep.actions[:, 6], [1, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(ep.actions[:, 6], [1, 0, 0, 1, 1, 1])
     ds = ChunkDataset(eps, 5, norm_stats_for(eps), skips=skips)  # NaN episode and the 3-step one dropped
     assert len(ds.episodes) == 1
     assert skips.counts == {base.NAN_ACTIONS: 1, base.SHORT_EPISODE: 1}

@@ -1,12 +1,16 @@
-"""Training data: readers for every source, prompt sampling, chunked samples and their collation.
+"""Training data: readers for every source, the training stream, prompt sampling, chunked samples and their
+collation.
 
-    Episode, ChunkDataset, SkipLog, compute_norm_stats, normalize_actions    base.py
+    Episode, ChunkDataset, SkipLog, make_sample, compute_norm_stats, normalize_actions    base.py
+    Source, dataset_statistics           sources.py   `data.sources` entries as shards read one at a time
+    DataStream                           stream.py    bounded-memory stream: lanes, shuffle buffer, mixture, resume
     read_sim_episodes                    sim.py       simulator npz episodes (training/episodes/DATASET.md)
     read_bags                            bags.py      ROS 2 bags (rosbags)
     read_rlds                            rlds.py      OXE RLDS TFRecord shards (Bridge V2, Fractal), no TensorFlow
     read_pixel160k                       pixel160k.py Pixel-160K-format annotations (labeling pipeline)
+    LeRobotDataset, write_sim_as_lerobot lerobot.py   LeRobot v3 (parquet + mp4), read and written
     PromptSampler                        prompts.py   points / lines / boxes / masks from target masks, text-only
-    load_episodes(sources), Collator     this module  (YAML `data.sources` -> episodes; samples -> model inputs)
+    load_episodes(sources), Collator     this module  (whole sources in memory, for small data; samples -> model inputs)
 """
 from __future__ import annotations
 
@@ -16,50 +20,28 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .base import (ACTION_DIM, ChunkDataset, Episode, SkipLog, chunk_targets, compute_norm_stats,
+from .base import (ACTION_DIM, ChunkDataset, Episode, SkipLog, chunk_targets, compute_norm_stats, make_sample,
                    normalize_actions, norm_stats_for, resize_episode)
 from .prompts import PromptSampler, sample_prompt
+from .sources import SOURCE_TYPES, DataStatistics, Source, dataset_statistics, sources_from_config
+from .stream import DataStream
 
 logger = logging.getLogger(__name__)
-
-SOURCE_TYPES = ("sim", "bags", "rlds", "pixel160k")
 
 
 def load_episodes(sources: Sequence[dict], image_size: Optional[int] = None,
                   skips: Optional[SkipLog] = None) -> list[Episode]:
-    """Read every source of a `data.sources` list (see config/training/*.yaml) into memory.
+    """Read every source of a `data.sources` list (see config/training/*.yaml) into memory: for small data
+    sets and tools (training streams them, :class:`DataStream`).
 
-    Each source: {type: sim|bags|rlds|pixel160k, path: ..., key: <norm-stats key>, ...reader options}.
+    Each source: {type: sim|bags|rlds|pixel160k|lerobot, path: ..., key: <norm-stats key>, ...reader options}.
     """
     skips = skips if skips is not None else SkipLog("data")
     episodes: list[Episode] = []
-    for src in sources:
-        src = dict(src)
-        kind = src.pop("type", None)
-        path = src.pop("path", None)
-        key = src.pop("key", None)
-        if kind not in SOURCE_TYPES or not path:
-            raise ValueError(f"data source {src!r}: needs type (one of {SOURCE_TYPES}) and path")
+    for src in sources_from_config(sources, image_size):
         before = len(episodes)
-        if kind == "sim":
-            from .sim import read_sim_episodes
-
-            it = read_sim_episodes(path, dataset_key=key or "pixelvla_sim", image_size=image_size, skips=skips, **src)
-        elif kind == "bags":
-            from .bags import read_bags
-
-            it = read_bags(path, skips=skips, dataset_key=key or "robot_bags", **src)
-        elif kind == "rlds":
-            from .rlds import read_rlds
-
-            it = read_rlds(path, skips=skips, dataset_key=key, **src)
-        else:
-            from .pixel160k import read_pixel160k
-
-            it = read_pixel160k(path, skips=skips, dataset_key=key, **src)
-        for ep in it:
-            episodes.append(resize_episode(ep, image_size) if image_size and kind != "sim" else ep)
-        logger.info("%s %s: %d episodes", kind, path, len(episodes) - before)
+        episodes += src.read_all(skips)
+        logger.info("%s: %d episodes", src, len(episodes) - before)
     if skips.total:
         logger.warning(skips.summary())
     return episodes
@@ -84,6 +66,6 @@ class Collator:
         return batch
 
 
-__all__ = ["ACTION_DIM", "ChunkDataset", "Collator", "Episode", "PromptSampler", "SkipLog", "chunk_targets",
-           "compute_norm_stats", "load_episodes", "norm_stats_for", "normalize_actions", "resize_episode",
-           "sample_prompt"]
+__all__ = ["ACTION_DIM", "ChunkDataset", "Collator", "DataStatistics", "DataStream", "Episode", "PromptSampler",
+           "SOURCE_TYPES", "SkipLog", "Source", "chunk_targets", "compute_norm_stats", "dataset_statistics",
+           "load_episodes", "make_sample", "norm_stats_for", "normalize_actions", "resize_episode", "sample_prompt"]

@@ -1,7 +1,8 @@
 """The common sample format, action chunking, q01/q99 statistics and bad-data accounting.
 
 Every reader (simulator episodes, ROS 2 bags, RLDS TFRecord shards, Pixel-160K annotations) produces
-:class:`Episode` objects; :class:`ChunkDataset` turns a list of them into training samples:
+:class:`Episode` objects; :func:`make_sample` turns a step of one into a training sample (the training stream and
+the in-memory :class:`ChunkDataset` both use it):
 
     sample = {
         "image":        (H, W, 3) uint8 RGB, the observation at step t
@@ -14,6 +15,7 @@ Every reader (simulator episodes, ROS 2 bags, RLDS TFRecord shards, Pixel-160K a
                         steps past the episode end repeat the last action
         "action_valid": (N_c,) bool, False for those padded steps (the loss ignores them)
         "dataset":      str, the dataset key (its norm_stats entry)
+        "episode":      str, where the episode came from (Episode.source), for logs and tests
     }
 
 Actions are 7-D end-effector deltas in the Bridge convention: dx, dy, dz (m), droll, dpitch, dyaw (rad),
@@ -157,13 +159,46 @@ def chunk_targets(actions: np.ndarray, t: int, chunk_size: int) -> tuple[np.ndar
     return actions[np.minimum(idx, T - 1)], valid
 
 
+# ------------------------------------------------------------------------------------------------ samples
+def normalized_arrays(ep: Episode, norm_stats: dict[str, dict]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """(T, 7) normalised actions and (T, P) normalised robot state of `ep` (None without a state or without
+    "proprio" statistics for its dataset)."""
+    from pixelvla_model.processing import normalize_proprio  # the inference path's own normalisation
+
+    stats = norm_stats[ep.dataset]
+    state = None if ep.proprio is None or "proprio" not in stats else normalize_proprio(ep.proprio, stats)
+    return normalize_actions(ep.actions, stats), state
+
+
+def make_sample(ep: Episode, actions: np.ndarray, state: Optional[np.ndarray], t: int, chunk_size: int,
+                sampler: Optional[Callable[..., tuple[list, Optional[np.ndarray]]]],
+                rng: Optional[np.random.Generator]) -> dict[str, Any]:
+    """The sample of step `t` (module doc) from an episode and its :func:`normalized_arrays`; the prompts are
+    drawn with `rng` (the caller seeds it from the sample's position, never from global state)."""
+    chunk, valid = chunk_targets(actions, t, chunk_size)
+    mask = ep.target_masks[t] if ep.target_masks is not None else None
+    fixed = ep.prompts[t] if ep.prompts is not None else None
+    prompts: list = []
+    shown_mask = mask
+    if sampler is not None:
+        first = ep.first_masks if ep.first_masks is not None else (
+            ep.target_masks[0] if ep.target_masks is not None else None)
+        prompts, shown_mask = sampler(rng, mask, first_mask=first, fixed_prompts=fixed, place_mask=ep.place_mask)
+    elif fixed:
+        prompts = list(fixed)
+    return {"image": ep.images[t], "instruction": ep.instruction, "target_mask": shown_mask, "prompts": prompts,
+            "proprio": None if state is None else state[t], "actions": chunk, "action_valid": valid,
+            "dataset": ep.dataset, "episode": ep.source}
+
+
 # ------------------------------------------------------------------------------------------------ dataset
 class ChunkDataset:
-    """Map-style dataset over (episode, step) pairs of in-memory episodes (torch Dataset protocol).
+    """Map-style dataset over (episode, step) pairs of in-memory episodes (torch Dataset protocol), for small
+    data sets and tools; training streams instead (:mod:`pixelvla_training.datasets.stream`).
 
     ``sampler`` (a :class:`~pixelvla_training.datasets.prompts.PromptSampler`) decides each sample's prompts
     and whether its target mask is shown, deterministically from (seed, epoch, index): the same index in the
-    same epoch always gives the same sample, which is what makes resumed runs exact.
+    same epoch always gives the same sample.
     """
 
     def __init__(self, episodes: Sequence[Episode], chunk_size: int, norm_stats: dict[str, dict],
@@ -176,11 +211,7 @@ class ChunkDataset:
         if missing:
             raise ValueError(f"no norm stats for datasets {missing}; compute them with compute_norm_stats")
         self.norm_stats = norm_stats
-        from pixelvla_model.processing import normalize_proprio  # the inference path's own normalisation
-
-        self.normalised = [normalize_actions(ep.actions, norm_stats[ep.dataset]) for ep in self.episodes]
-        self.states = [None if ep.proprio is None or "proprio" not in norm_stats[ep.dataset]
-                       else normalize_proprio(ep.proprio, norm_stats[ep.dataset]) for ep in self.episodes]
+        self.arrays = [normalized_arrays(ep, norm_stats) for ep in self.episodes]
         self.index = [(e, t) for e, ep in enumerate(self.episodes) for t in range(ep.num_steps)]
         self.sampler = sampler
         self.seed = seed
@@ -195,28 +226,12 @@ class ChunkDataset:
         return len(self.index)
 
     def __getitem__(self, item) -> dict[str, Any]:
-        """item: an index, or (epoch, index) as the trainer's sampler passes it (worker processes then need
-        no shared epoch counter)."""
+        """item: an index, or (epoch, index)."""
         epoch, i = (int(item[0]), int(item[1])) if isinstance(item, tuple) else (self.epoch, int(item))
         e, t = self.index[i]
-        ep = self.episodes[e]
-        actions, valid = chunk_targets(self.normalised[e], t, self.chunk_size)
-        mask = ep.target_masks[t] if ep.target_masks is not None else None
-        fixed = ep.prompts[t] if ep.prompts is not None else None
-        prompts: list = []
-        shown_mask = mask
-        if self.sampler is not None:
-            rng = np.random.default_rng([self.seed, epoch, i])
-            first = ep.first_masks if ep.first_masks is not None else (
-                ep.target_masks[0] if ep.target_masks is not None else None)
-            prompts, shown_mask = self.sampler(rng, mask, first_mask=first, fixed_prompts=fixed,
-                                               place_mask=ep.place_mask)
-        elif fixed:
-            prompts = list(fixed)
-        state = self.states[e]
-        return {"image": ep.images[t], "instruction": ep.instruction, "target_mask": shown_mask,
-                "prompts": prompts, "proprio": None if state is None else state[t], "actions": actions,
-                "action_valid": valid, "dataset": ep.dataset}
+        actions, state = self.arrays[e]
+        rng = np.random.default_rng([self.seed, epoch, i]) if self.sampler is not None else None
+        return make_sample(self.episodes[e], actions, state, t, self.chunk_size, self.sampler, rng)
 
 
 def norm_stats_for(episodes: Sequence[Episode], keys: Optional[dict[str, str]] = None) -> dict[str, dict]:
@@ -240,15 +255,16 @@ def norm_stats_for(episodes: Sequence[Episode], keys: Optional[dict[str, str]] =
 
 def resize_episode(ep: Episode, size: int) -> Episode:
     """Images and masks resized to (size, size) once at load (what the processor would do every step).
-    Images: bicubic + antialias as the model's preprocessing; masks: area coverage > 0.5."""
+    Images: the model's own resize (pixelvla_model.processing.resize_image, Lanczos), so training sees what
+    the policy node sees; masks: area coverage > 0.5."""
     import torch
     import torch.nn.functional as F
 
+    from pixelvla_model.processing import resize_image
+
     if ep.images.shape[1:3] == (size, size) or ep.prompts is not None:
         return ep  # fixed prompts are in the original pixel coordinates: leave those episodes as they are
-    x = torch.from_numpy(np.ascontiguousarray(ep.images)).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-    x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(0.0, 1.0)
-    imgs = (x.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)  # as preprocess_image, all steps at once
+    imgs = np.stack([resize_image(image, size) for image in ep.images])
 
     def shrink(m):
         if m is None:

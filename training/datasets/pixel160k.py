@@ -7,14 +7,17 @@ frame's mask and fixed prompts (points, lines, boxes of the record, plus the mas
 the PromptSampler picks from those fixed prompts and mixes in text-only samples.
 
 Records whose ``scores.mask`` is below ``min_mask_score`` count as unlabelled frames (empty mask, no prompt).
-Annotations whose source is missing or unreadable are skipped with a counted reason.
+Annotations whose source is missing or unreadable are skipped with a counted reason. The shards of the stream are
+the annotation shards (``shard-NNNNNN.jsonl.gz``, whole episodes each, :func:`annotation_shards`), read one at a
+time; an episode's source is opened only when that episode is taken (:func:`shard_episodes`).
 """
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -40,15 +43,15 @@ def record_prompts(record: dict, mask: np.ndarray) -> list:
     return out
 
 
-def _load_source(source: dict, skips: SkipLog):
-    """(images (T,H,W,3), actions (T,7)) of the source episode, or None (counted)."""
+def _load_source(source: dict, skips: SkipLog, images: bool = True):
+    """(images (T,H,W,3), actions (T,7)) of the source episode, or None (counted). images=False: the images
+    are not read where the source allows it (an all-zero (T, 1, 1, 3) stands for them)."""
     fmt, path, key = source.get("format"), source.get("path"), source.get("episode")
     try:
         if fmt == "pixelvla-sim-episodes":
-            from pixelvla_training.episodes.dataset import read_episode
-
-            ep = read_episode(Path(path) / key, validate=False)
-            return ep.arrays["images"], np.asarray(ep.arrays["actions"], np.float32)
+            with np.load(Path(path) / key, allow_pickle=False) as npz:
+                actions = np.asarray(npz["actions"], np.float32)
+                return (npz["images"] if images else np.zeros((len(actions), 1, 1, 3), np.uint8)), actions
         if fmt == "ros2-bag":
             from .bags import read_bag_episode
 
@@ -62,52 +65,78 @@ def _load_source(source: dict, skips: SkipLog):
     return None
 
 
+def annotation_shards(root: str | Path) -> list[str]:
+    """The complete annotation shard files of a Pixel-160K-format dataset (its stream shards), in index order."""
+    from pixelvla_training.labeling.format import read_sidecar, shard_indices, shard_name
+
+    return [str(Path(root) / shard_name(i)) for i in shard_indices(root) if read_sidecar(root, i, check_hash=False)]
+
+
+def shard_episodes(root: str | Path, shard: str, skips: SkipLog, dataset_key: Optional[str] = None,
+                   min_mask_score: float = 0.0, images: bool = True) -> Iterator[Callable[[], Optional[Episode]]]:
+    """One loader per annotated episode of an annotation shard, in file order; calling it joins the
+    annotations to their source episode (None, counted, if they cannot be)."""
+    from pixelvla_training.labeling.format import iter_shard
+
+    by_episode: dict[str, list[dict]] = collections.OrderedDict()
+    for record in iter_shard(shard):
+        by_episode.setdefault(record["episode_id"], []).append(record)
+    for episode_id, records in by_episode.items():
+        yield functools.partial(_join, root, episode_id, records, skips, dataset_key, min_mask_score, images)
+
+
+def _join(root, episode_id: str, records: list[dict], skips: SkipLog, dataset_key: Optional[str],
+          min_mask_score: float, images: bool) -> Optional[Episode]:
+    from pixelvla_training.labeling.format import decode_rle
+
+    records.sort(key=lambda r: r["frame_index"])
+    loaded = _load_source(records[0]["source"], skips, images)
+    if loaded is None:
+        return None
+    frames_, actions = loaded
+    frames = [int(r["source"].get("frame", r["frame_index"])) for r in records]
+    if max(frames) >= len(frames_) or len(frames_) != len(actions):
+        skips.skip(MISMATCH, f"{episode_id}: frame {max(frames)} of a {len(frames_)}-frame source")
+        return None
+    if frames_ is None or len(frames_) == 0:
+        skips.skip(MISSING_IMAGE, episode_id)
+        return None
+    first, last = frames[0], frames[-1] + 1
+    sel = np.array(frames) - first
+    if not np.array_equal(sel, np.arange(last - first)):  # gaps: keep only the labelled frames' steps
+        idx = np.array(frames)
+    else:
+        idx = np.arange(first, last)
+    key = dataset_key or episode_id.split("/")[0]
+    if not images:
+        return Episode(images=None, actions=actions[idx], instruction=records[0]["instruction"], dataset=key,
+                       source=f"{root}:{episode_id}")
+    hw = frames_.shape[1:3]
+    masks, prompts = [], []
+    for r in records:
+        m = decode_rle(r["mask"]) if r.get("mask_area", 1) else np.zeros(hw, bool)
+        if m.shape != hw:
+            skips.skip(MISMATCH, f"{episode_id}: mask size differs from the image size {hw}")
+            return None
+        if float((r.get("scores") or {}).get("mask", 1.0)) < min_mask_score:
+            m = np.zeros(hw, bool)
+        masks.append(m)
+        prompts.append(record_prompts(r, m) if m.any() else [])
+    return Episode(images=frames_[idx], actions=actions[idx], instruction=records[0]["instruction"],
+                   dataset=key, target_masks=np.stack(masks), prompts=prompts, first_masks=masks[0],
+                   source=f"{root}:{episode_id}", meta={"noun": records[0].get("noun")})
+
+
 def read_pixel160k(root: str | Path, dataset_key: Optional[str] = None, min_mask_score: float = 0.0,
                    skips: Optional[SkipLog] = None, max_episodes: Optional[int] = None) -> Iterator[Episode]:
     """Yield one Episode per annotated episode of a Pixel-160K-format dataset at `root`."""
-    from pixelvla_training.labeling.format import decode_rle, iter_records
-
     skips = skips if skips is not None else SkipLog(f"pixel160k:{root}")
-    by_episode: dict[str, list[dict]] = collections.OrderedDict()
-    for record in iter_records(root):
-        by_episode.setdefault(record["episode_id"], []).append(record)
     count = 0
-    for episode_id, records in by_episode.items():
-        if max_episodes is not None and count >= max_episodes:
-            return
-        records.sort(key=lambda r: r["frame_index"])
-        loaded = _load_source(records[0]["source"], skips)
-        if loaded is None:
-            continue
-        images, actions = loaded
-        frames = [int(r["source"].get("frame", r["frame_index"])) for r in records]
-        if max(frames) >= len(images) or len(images) != len(actions):
-            skips.skip(MISMATCH, f"{episode_id}: frame {max(frames)} of a {len(images)}-frame source")
-            continue
-        if images is None or len(images) == 0:
-            skips.skip(MISSING_IMAGE, episode_id)
-            continue
-        hw = images.shape[1:3]
-        masks, prompts = [], []
-        for r in records:
-            m = decode_rle(r["mask"]) if r.get("mask_area", 1) else np.zeros(hw, bool)
-            if m.shape != hw:
-                m = None
-            if m is None or float((r.get("scores") or {}).get("mask", 1.0)) < min_mask_score:
-                m = np.zeros(hw, bool)
-            masks.append(m)
-            prompts.append(record_prompts(r, m) if m.any() else [])
-        if any(m is None for m in masks):
-            skips.skip(MISMATCH, f"{episode_id}: mask size differs from the image size {hw}")
-            continue
-        first, last = frames[0], frames[-1] + 1
-        sel = np.array(frames) - first
-        if not np.array_equal(sel, np.arange(last - first)):  # gaps: keep only the labelled frames' steps
-            idx = np.array(frames)
-        else:
-            idx = np.arange(first, last)
-        count += 1
-        yield Episode(images=images[idx], actions=actions[idx], instruction=records[0]["instruction"],
-                      dataset=dataset_key or episode_id.split("/")[0], target_masks=np.stack(masks),
-                      prompts=prompts, first_masks=masks[0], source=f"{root}:{episode_id}",
-                      meta={"noun": records[0].get("noun")})
+    for shard in annotation_shards(root):
+        for load in shard_episodes(root, shard, skips, dataset_key, min_mask_score):
+            if max_episodes is not None and count >= max_episodes:
+                return
+            ep = load()
+            if ep is not None:
+                count += 1
+                yield ep

@@ -22,50 +22,63 @@ logger = logging.getLogger(__name__)
 FAILED_DEMO = "failed demonstration"
 
 
+def sim_shards(root: str | Path, tasks: Optional[list[str]] = None, max_episodes: Optional[int] = None) -> list[str]:
+    """The episode files of a simulator dataset (its shards: one episode each), in index order: those of
+    `tasks` (all if None), the first `max_episodes` of them."""
+    from pixelvla_training.episodes.dataset import read_index
+
+    files = [e["file"] for e in read_index(root)["episodes"] if not tasks or e["task"] in tasks]
+    return files[:max_episodes] if max_episodes is not None else files
+
+
+def read_sim_episode(root: str | Path, file: str, dataset_key: str = "pixelvla_sim", skip_failures: bool = True,
+                     skips: Optional[SkipLog] = None, images: bool = True) -> Optional[Episode]:
+    """One episode file of the dataset at `root` -> Episode (None, counted in `skips`, if unusable).
+    images=False reads only the actions, state and meta (images and masks None): what statistics need."""
+    skips = skips if skips is not None else SkipLog(f"sim:{root}")
+    path = Path(root) / file
+    if not path.is_file():
+        skips.skip(MISSING_IMAGE, f"{path} missing")
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:  # members are decompressed only when asked for
+            names = set(npz.files) if images else {"actions", "joint_positions", "gripper_positions"} & set(npz.files)
+            a = {k: npz[k] for k in names if k != "meta"}
+            meta = json.loads(str(npz["meta"])) if "meta" in npz.files else {}
+            has_images = "images" in npz.files
+    except Exception as exc:  # zip/npz damage: counted, never fatal
+        skips.skip(TRUNCATED, f"{path}: {exc}")
+        return None
+    if skip_failures and not meta.get("success", True):
+        skips.skip(FAILED_DEMO, str(path))
+        return None
+    if not has_images:
+        skips.skip(MISSING_IMAGE, str(path))
+        return None
+    masks = a.get("target_masks")
+    state = None
+    if "joint_positions" in a and "gripper_positions" in a:  # /joint_states order: arm joints, then gripper
+        state = np.concatenate([a["joint_positions"], a["gripper_positions"][:, None]], axis=1).astype(np.float32)
+    return Episode(images=a.get("images"), actions=np.asarray(a.get("actions", np.zeros((0, 7))), np.float32),
+                   instruction=str(meta.get("instruction", "")), dataset=dataset_key,
+                   target_masks=masks, first_masks=None if masks is None else masks[0],
+                   source=str(path), meta={k: meta.get(k) for k in ("task", "seed", "prompted")},
+                   proprio=state, place_mask=a.get("destination_mask"))
+
+
 def read_sim_episodes(root: str | Path, dataset_key: str = "pixelvla_sim", image_size: Optional[int] = None,
                       tasks: Optional[list[str]] = None, max_episodes: Optional[int] = None,
                       skip_failures: bool = True, skips: Optional[SkipLog] = None) -> Iterator[Episode]:
-    """Yield the episodes of a simulator dataset directory; unreadable ones are counted in `skips`.
+    """Yield the usable episodes of a simulator dataset directory (of the first `max_episodes` files);
+    unreadable ones are counted in `skips`.
 
     image_size: resize images and masks to (s, s) at load (the model's input size) to save memory and time.
     """
-    from pixelvla_training.episodes.dataset import read_episode, read_index
-
     skips = skips if skips is not None else SkipLog(f"sim:{root}")
-    index = read_index(root)
-    count = 0
-    for entry in index["episodes"]:
-        if tasks and entry["task"] not in tasks:
-            continue
-        if max_episodes is not None and count >= max_episodes:
-            break
-        path = Path(root) / entry["file"]
-        if not path.is_file():
-            skips.skip(MISSING_IMAGE, f"{path} missing")
-            continue
-        try:
-            raw = read_episode(path, validate=False)
-        except Exception as exc:  # zip/npz damage: counted, never fatal
-            skips.skip(TRUNCATED, f"{path}: {exc}")
-            continue
-        a = raw.arrays
-        if skip_failures and not raw.meta.get("success", True):
-            skips.skip(FAILED_DEMO, str(path))
-            continue
-        if "images" not in a:
-            skips.skip(MISSING_IMAGE, str(path))
-            continue
-        masks = a.get("target_masks")
-        state = None
-        if "joint_positions" in a and "gripper_positions" in a:  # /joint_states order: arm joints, then gripper
-            state = np.concatenate([a["joint_positions"], a["gripper_positions"][:, None]], axis=1).astype(np.float32)
-        ep = Episode(images=a["images"], actions=np.asarray(a.get("actions", np.zeros((0, 7))), np.float32),
-                     instruction=str(raw.meta.get("instruction", "")), dataset=dataset_key,
-                     target_masks=masks, first_masks=None if masks is None else masks[0],
-                     source=str(path), meta={k: raw.meta.get(k) for k in ("task", "seed", "prompted")},
-                     proprio=state, place_mask=a.get("destination_mask"))
-        count += 1
-        yield resize_episode(ep, image_size) if image_size else ep
+    for file in sim_shards(root, tasks, max_episodes):
+        ep = read_sim_episode(root, file, dataset_key, skip_failures, skips)
+        if ep is not None:
+            yield resize_episode(ep, image_size) if image_size else ep
 
 
 def describe(root: str | Path) -> dict:

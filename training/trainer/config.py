@@ -8,7 +8,12 @@ Sections (every key optional unless marked; defaults below):
     also_train: []                   # extra module prefixes to train (e.g. [vision, projector] when the
                                      # backbones are random-initialised); [] = the paper's stage exactly
     model: {preset: tiny, overrides: {...}, init_from: null, seed: 0, place_prompts: false}
-                                     # init_from: a from_pretrained directory (e.g. the CAT result for PUE)
+                                     # init_from: a from_pretrained directory (e.g. the CAT result for PUE),
+                                     # or an OpenVLA / Prismatic HF checkpoint directory (openvla-7b), imported
+                                     # with its own config; overrides then set what PixelVLA adds (proprio_dim,
+                                     # chunk_size, pixel_layers, ...). preset is ignored with init_from, and so
+                                     # are overrides with a PixelVLA init. The init's norm stats are kept for
+                                     # the dataset keys it has (see README, "Training and labeling").
                                      # place_prompts: the model learns place prompts (label 2), grown onto
                                      # init_from if it has none (PixelVLA.enable_place_prompts)
     data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,

@@ -1,11 +1,11 @@
 """The CAT / PUE training loop: one process per device under torchrun (DDP, or FSDP for the 7B model).
 
-Data order. Step s of a run consumes the global batch s of the stream "epoch e = s // B_e, batch s % B_e"
-(B_e = len(dataset) // global batch; the tail of an epoch is dropped), epoch e being a permutation of the
-dataset drawn from (seed, e). Rank r, micro-batch m of the step takes the slice
-[(m * world + r) * micro, ... + micro) of that global batch. So the data position is a function of the step
-alone, any world size sees the same global batches, and a resumed run continues exactly where the
-checkpoint was written. Prompts are drawn from (seed, epoch, index) (ChunkDataset), never from global RNG.
+Data order. Each rank reads its micro-batches from a bounded-memory stream over its own shards
+(pixelvla_training.datasets.DataStream: lanes, shuffle buffer, mixture weights): micro-batch m of a step on
+rank r comes from lane m * world + r (with num_workers <= 1), so runs with the same world * grad_accum see the
+same global batches. The stream's position is saved per rank with each checkpoint (data_rank<r>.json) and
+restored on resume, so a resumed run continues exactly where the checkpoint was written. Prompts are drawn
+from (seed, lane, sample number), never from global RNG.
 
 Loss: masked L1 over the valid steps of each chunk, averaged per sample, then over the batch (divided by
 grad_accum per micro-batch; DDP averages over ranks), i.e. the mean over the global batch.
@@ -15,7 +15,9 @@ Run directory (``output_dir``):
     metrics.jsonl                                     {"step", "loss", "lr", "grad_norm", "samples_per_s"} per log
     tensorboard/                                      TensorBoard event files
     loss.png                                          the loss curve (updated at every checkpoint)
+    dataset_statistics.json                           norm stats and steps per source (one pass over the data)
     checkpoints/step_NNNNNNN/                         trainable.safetensors + trainer_state.pt + rng_rank<r>.pt
+                                                      + data_rank<r>.json (the stream position)
     final/                                            from_pretrained directory, LoRA merged (the result)
 """
 from __future__ import annotations
@@ -37,7 +39,9 @@ import torch.distributed as dist
 import yaml
 
 from pixelvla_model import (PixelVLA, PixelVLAConfig, PixelVLAPolicy, PixelVLAProcessor, build_byte_tokenizer,
-                            load_tokenizer)
+                            from_openvla, load_tokenizer)
+from pixelvla_model.files import load_norm_stats
+from pixelvla_model.openvla_import import is_openvla_checkpoint
 
 from .config import TrainConfig
 
@@ -116,21 +120,42 @@ class Trainer:
 
     # .............................................................................. building
     def build_model(self):
+        """The model to train, its tokenizer and the names of its trainable parameters. Also sets
+        ``self.init_norm_stats`` (the statistics of ``model.init_from``, {} without one) and
+        ``self.init_reads_state`` (whether that model read a robot state, so its "proprio" stats were used)."""
         m = self.cfg.model
         torch.manual_seed(int(m.get("seed", 0)))
-        if m.get("init_from"):
-            model = PixelVLA.from_pretrained(m["init_from"])
+        overrides = dict(m.get("overrides") or {})
+        if self.cfg.data.get("chunk_size"):
+            overrides["chunk_size"] = int(self.cfg.data["chunk_size"])
+        self.init_norm_stats, self.init_reads_state = {}, False
+        init = m.get("init_from")
+        if init and not Path(init).is_dir():
+            raise FileNotFoundError(f"model.init_from {init} is not a directory: download the checkpoint there (an "
+                                    "OpenVLA one: huggingface-cli download openvla/openvla-7b --local-dir DIR) or "
+                                    "pass --set model.init_from=DIR")
+        if init and is_openvla_checkpoint(init):
+            # the backbone from OpenVLA; what PixelVLA adds (encoders, decoder, robot-state input) per overrides
+            model, self.init_norm_stats = from_openvla(init, **overrides)
+            tokenizer = load_tokenizer(init)
+            logger.info("init_from %s: an OpenVLA checkpoint, imported (%s)", init, model.config.preset)
+        elif init:
+            model = PixelVLA.from_pretrained(init)
+            self.init_norm_stats, self.init_reads_state = load_norm_stats(init), bool(model.config.proprio_dim)
             try:
-                tokenizer = load_tokenizer(m["init_from"])
+                tokenizer = load_tokenizer(init)
             except FileNotFoundError:
                 tokenizer = build_byte_tokenizer()
+            if overrides:
+                logger.warning("model.overrides / data.chunk_size %s are ignored: the network is the one of "
+                               "init_from %s", overrides, init)
         else:
-            overrides = dict(m.get("overrides") or {})
-            if self.cfg.data.get("chunk_size"):
-                overrides["chunk_size"] = int(self.cfg.data["chunk_size"])
             config = PixelVLAConfig.from_preset(m.get("preset", "tiny"), **overrides)
             model = PixelVLA(config)
             tokenizer = build_byte_tokenizer()
+            if self.cfg.stage == "cat" and not self.cfg.also_train:
+                logger.warning("CAT trains only the action decoder, here on a randomly initialised backbone: set "
+                               "model.init_from to an OpenVLA checkpoint directory (or train more with also_train)")
         if m.get("place_prompts"):
             model.enable_place_prompts()
         model.train()
@@ -144,26 +169,39 @@ class Trainer:
         return model, tokenizer, names
 
     def build_data(self, config, tokenizer):
-        from pixelvla_training.datasets import ChunkDataset, Collator, PromptSampler, SkipLog, load_episodes, norm_stats_for
+        from pixelvla_training.datasets import Collator, DataStatistics, DataStream, PromptSampler, SkipLog, dataset_statistics
 
         d = self.cfg.data
         if not d.get("sources"):
             raise ValueError("data.sources is empty: name at least one dataset")
         skips = SkipLog("data")
         image_size = d.get("image_size") or config.image_size
-        episodes = load_episodes(d["sources"], image_size=image_size, skips=skips)
-        if not episodes:
-            raise ValueError(f"no usable episodes in {d['sources']}: {skips.summary()}")
-        stats = norm_stats_for(episodes)
+        cache = self.out / "dataset_statistics.json"  # rank 0 reads the data once, the others its result
+        if self.dist.main:
+            statistics = dataset_statistics(d["sources"], cache=cache)
+        self.dist.barrier()
+        if not self.dist.main:
+            statistics = dataset_statistics(d["sources"], cache=cache)
+        computed = statistics.norm_stats
+        if not computed:
+            raise ValueError(f"no usable episodes in {d['sources']}")
+        self.n_samples = sum(statistics.steps)
+        # the name each dataset's statistics are saved under: data.unnorm_key renames a single dataset
+        # (e.g. to bridge_orig, the name a robot config asks for)
+        if d.get("unnorm_key") and len(computed) != 1:
+            raise ValueError("data.unnorm_key renames the statistics of exactly one dataset")
+        saved_name = {k: d.get("unnorm_key") or k for k in computed}
+        stats = {k: carry_norm_stats(saved_name[k], v, self.init_norm_stats, self.init_reads_state,
+                                     bool(config.proprio_dim)) for k, v in computed.items()}
         sampler = PromptSampler(**d["prompts"]) if d.get("prompts") is not None else None
-        dataset = ChunkDataset(episodes, config.chunk_size, stats, sampler=sampler, seed=self.cfg.seed, skips=skips)
         self.skips = skips
-        norm_stats = dict(stats)
-        if d.get("unnorm_key"):  # the name a robot config asks for (e.g. bridge_orig), for a single dataset
-            if len(stats) != 1:
-                raise ValueError("data.unnorm_key renames the statistics of exactly one dataset")
-            norm_stats = {d["unnorm_key"]: next(iter(stats.values()))}
-        return dataset, Collator(PixelVLAProcessor(config, tokenizer, norm_stats)), norm_stats
+        norm_stats = {saved_name[k]: v for k, v in stats.items()}
+        collate = Collator(PixelVLAProcessor(config, tokenizer, norm_stats))
+        stream = DataStream(d["sources"], DataStatistics(stats, statistics.steps), config.chunk_size, self.micro,
+                            collate, sampler, seed=self.cfg.seed, image_size=image_size, rank=self.dist.rank,
+                            world=self.dist.world, grad_accum=self.cfg.grad_accum,
+                            num_workers=self.cfg.num_workers, skips=skips)
+        return stream, collate, norm_stats
 
     def wrap(self, model):
         mode = self.cfg.distributed
@@ -192,25 +230,6 @@ class Trainer:
         p = self.cfg.precision
         return self.dist.device.type == "cuda" and p in ("auto", "bf16")
 
-    # .............................................................................. data order
-    def global_batch_indices(self, step: int, n: int) -> tuple[int, list[int]]:
-        per_epoch = n // self.cfg.batch_size
-        if per_epoch < 1:
-            raise ValueError(f"the dataset has {n} samples, fewer than one global batch of {self.cfg.batch_size}")
-        epoch, b = divmod(step, per_epoch)
-        if getattr(self, "_perm_epoch", None) != epoch:
-            self._perm = np.random.default_rng([self.cfg.seed, 7919, epoch]).permutation(n)
-            self._perm_epoch = epoch
-        return epoch, self._perm[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size].tolist()
-
-    def micro_batches(self, step: int, n: int) -> list[list[tuple[int, int]]]:
-        epoch, idx = self.global_batch_indices(step, n)
-        out = []
-        for m in range(self.cfg.grad_accum):
-            start = (m * self.dist.world + self.dist.rank) * self.micro
-            out.append([(epoch, i) for i in idx[start:start + self.micro]])
-        return out
-
     # .............................................................................. checkpoints
     def checkpoint_dirs(self) -> list[Path]:
         return sorted((self.out / "checkpoints").glob("step_*[0-9]"))
@@ -229,11 +248,11 @@ class Trainer:
             save_file({k: v.detach().contiguous().cpu() for k, v in msd.items() if k in keep},
                       str(tmp / "trainable.safetensors"))
             torch.save({"step": step, "optimizer": osd, "scheduler": scheduler.state_dict(),
-                        "data": {"epoch_and_batch": self._position(step), "batch_size": self.cfg.batch_size,
-                                 "seed": self.cfg.seed},
+                        "data": {"batch_size": self.cfg.batch_size, "seed": self.cfg.seed},
                         "world_size": self.dist.world}, tmp / "trainer_state.pt")
         self.dist.barrier()
         torch.save(rng_state(), tmp / f"rng_rank{self.dist.rank}.pt")
+        (tmp / f"data_rank{self.dist.rank}.json").write_text(json.dumps(self.stream.state_dict()))
         self.dist.barrier()
         if self.dist.main:
             shutil.rmtree(final, ignore_errors=True)
@@ -241,10 +260,6 @@ class Trainer:
             for old in self.checkpoint_dirs()[:-self.cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         self.dist.barrier()
-
-    def _position(self, step: int) -> list[int]:
-        per_epoch = max(1, self.n_samples // self.cfg.batch_size)
-        return list(divmod(step, per_epoch))
 
     def load_checkpoint(self, path: Path, model, optimizer, scheduler) -> int:
         from safetensors.torch import load_file
@@ -261,7 +276,14 @@ class Trainer:
         rng_file = path / f"rng_rank{self.dist.rank}.pt"
         if rng_file.is_file():
             set_rng_state(torch.load(rng_file, weights_only=True))
-        logger.info("resumed from %s (step %d, epoch/batch %s)", path, state["step"], state["data"]["epoch_and_batch"])
+        data_file = path / f"data_rank{self.dist.rank}.json"
+        if data_file.is_file():
+            self.stream.load_state_dict(json.loads(data_file.read_text()))
+        else:
+            logger.warning("%s has no data position for rank %d: the data stream starts from its beginning",
+                           path, self.dist.rank)
+        logger.info("resumed from %s (step %d, data: %d micro-batches taken)", path, state["step"],
+                    self.stream.position["micro_batches"])
         return int(state["step"])
 
     # .............................................................................. run
@@ -271,7 +293,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model, tokenizer, trainable = self.build_model()
         dataset, collate, norm_stats = self.build_data(model.config, tokenizer)
-        self.n_samples = len(dataset)
+        self.stream = dataset
         params = [p for p in model.parameters() if p.requires_grad]
         if self.dist.main:
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -279,7 +301,7 @@ class Trainer:
             (self.out / "norm_stats.json").write_text(json.dumps(norm_stats, indent=2) + "\n")
             logger.info("stage %s: %d trainable tensors (%.3fM of %.3fM parameters); %d samples; %s",
                         cfg.stage, len(trainable), sum(p.numel() for p in params) / 1e6,
-                        sum(p.numel() for p in model.parameters()) / 1e6, len(dataset), self.skips.summary())
+                        sum(p.numel() for p in model.parameters()) / 1e6, self.n_samples, self.skips.summary())
         wrapped = self.wrap(model)
         params = [p for p in wrapped.parameters() if p.requires_grad]
         o = cfg.optim
@@ -302,22 +324,7 @@ class Trainer:
 
             writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=start + 1 if start else None)
             progress = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.stage}", unit="step", dynamic_ncols=True)
-        from torch.utils.data import DataLoader
-
-        class _Steps(torch.utils.data.Sampler):
-            def __init__(s, trainer, first):
-                s.t, s.first = trainer, first
-
-            def __iter__(s):
-                for step in range(s.first, cfg.steps):
-                    yield from s.t.micro_batches(step, len(dataset))
-
-            def __len__(s):
-                return (cfg.steps - s.first) * cfg.grad_accum
-
-        loader = DataLoader(dataset, batch_sampler=_Steps(self, start), collate_fn=collate,
-                            num_workers=cfg.num_workers, persistent_workers=False)
-        batches = iter(loader)
+        batches = iter(dataset)  # endless: this rank's micro-batches from the restored position on
         device = self.dist.device
         autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.use_bf16 else contextlib.nullcontext
         last_log, done = time.monotonic(), 0
@@ -399,6 +406,29 @@ class Trainer:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+def carry_norm_stats(name: str, computed: dict[str, Any], init: dict[str, Any], init_reads_state: bool,
+                     reads_state: bool) -> dict[str, Any]:
+    """The statistics to train dataset ``name`` with: chosen once per key, then carried through the stages.
+
+    When the init checkpoint has statistics for ``name``, its entry is used as it is: the actions keep the
+    scale the init was trained on, and the saved checkpoint holds the same numbers. One exception: a model
+    that reads the robot state grown from an init that did not (an OpenVLA import: its checkpoints list state
+    statistics it never used) gets the computed "proprio" entry. A key the init does not know gets the
+    ``computed`` statistics."""
+    if name not in init:
+        logger.info("norm stats for %r: computed from this run's data (the init has none for it)", name)
+        return computed
+    entry = dict(init[name])
+    new_state_input = reads_state and not init_reads_state
+    if new_state_input:
+        entry.pop("proprio", None)
+        if "proprio" in computed:
+            entry["proprio"] = computed["proprio"]
+    logger.info("norm stats for %r: the init checkpoint's, not recomputed%s", name,
+                " (robot-state statistics computed: a new input)" if new_state_input else "")
+    return entry
+
+
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": repr(random.getstate()),
