@@ -187,7 +187,8 @@ class PixelEncoder(nn.Module):
     def forward(self, layer_feats: torch.Tensor, patch_weights: torch.Tensor) -> torch.Tensor:
         """layer_feats (L, B, N, Ds); patch_weights (B, N) in [0,1] -> pixel tokens (B, n_p, D)."""
         area = patch_weights.sum(dim=1, keepdim=True)  # (B, 1) = |p|
-        pooled = torch.einsum("bn,lbnd->lbd", patch_weights, layer_feats) / area.clamp_min(self.eps)
+        # sum_n p_n f[l, b, n] as a matmul: (1, B, 1, N) @ (L, B, N, Ds) -> (L, B, Ds) (ONNX 18's Einsum has no bf16)
+        pooled = (patch_weights[None, :, None, :] @ layer_feats).squeeze(2) / area.clamp_min(self.eps)
         z = sum(gamma(pooled[i]) for i, gamma in enumerate(self.gammas))  # (B, pixel_hidden)
         if self.where is not None:
             where = (patch_weights @ self.patch_positions.to(patch_weights.dtype)) / area.clamp_min(self.eps)
@@ -223,22 +224,24 @@ class PromptEncoder(nn.Module):
                                  nn.Linear(c.llm_hidden, c.llm_hidden))
 
     def positional_encoding(self, coords: torch.Tensor) -> torch.Tensor:
-        """(..., 2) in [0,1] -> (..., pe)."""
-        proj = 2 * math.pi * ((2 * coords - 1) @ self.fourier_freqs)
+        """(..., 2) in [0,1] -> (..., pe) float32, whatever the model's dtype: the angles reach ~20 rad, and in
+        bf16 / fp16 (8 / 11 significant bits) their sin / cos would lose the prompt's position."""
+        proj = 2 * math.pi * ((2 * coords.float() - 1) @ self.fourier_freqs.float())
         return torch.cat([proj.sin(), proj.cos()], dim=-1)
 
     def forward(self, coords, point_mask, types, labels, masks) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = self.point_proj.weight.dtype
         b, k, p, _ = coords.shape
-        pts = self.positional_encoding(coords) * point_mask.unsqueeze(-1)  # (B, K, P, pe)
-        h = self.point_proj(pts.reshape(b, k, -1))
-        # mask prompts: learned shape embedding + mask-weighted mean PE of the cell centres
-        centres = (torch.arange(self.s, device=coords.device, dtype=coords.dtype) + 0.5) / self.s
+        pts = self.positional_encoding(coords) * point_mask.unsqueeze(-1).float()  # (B, K, P, pe) float32
+        h = self.point_proj(pts.reshape(b, k, -1).to(dtype))
+        # mask prompts: learned shape embedding + mask-weighted mean PE of the cell centres (the mean in float32)
+        centres = (torch.arange(self.s, device=coords.device, dtype=torch.float32) + 0.5) / self.s
         gy, gx = torch.meshgrid(centres, centres, indexing="ij")
         grid_pe = self.positional_encoding(torch.stack([gx, gy], -1).reshape(-1, 2))  # (S*S, pe)
-        m = masks.reshape(b, k, -1)
-        where = (m @ grid_pe) / m.sum(-1, keepdim=True).clamp_min(1e-6)
-        is_mask = (types == PROMPT_TYPE_IDS["mask"]).unsqueeze(-1).to(h.dtype)
-        h = h + is_mask * (self.mask_proj(m) + where) + self.type_embed(types) + self.label_embed(labels)
+        m = masks.reshape(b, k, -1).float()
+        where = ((m @ grid_pe) / m.sum(-1, keepdim=True).clamp_min(1e-6)).to(dtype)
+        is_mask = (types == PROMPT_TYPE_IDS["mask"]).unsqueeze(-1).to(dtype)
+        h = h + is_mask * (self.mask_proj(m.to(dtype)) + where) + self.type_embed(types) + self.label_embed(labels)
         valid = types > 0
         return self.mlp(h) * valid.unsqueeze(-1).to(h.dtype), valid
 
@@ -356,9 +359,8 @@ class PixelVLA(nn.Module):
         visual = self.projector(patch_feats)  # (B, N, D)
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
         pixel = self.pixel_encoder(layer_feats, weights)  # (B, n_p, D)
-        prompt, prompt_valid = self.prompt_encoder(
-            prompt_coords.to(visual.dtype), prompt_point_mask.to(visual.dtype), prompt_types, prompt_labels,
-            prompt_masks.to(visual.dtype))  # (B, K, D), (B, K)
+        prompt, prompt_valid = self.prompt_encoder(  # the prompt encoder takes its float inputs in any dtype
+            prompt_coords, prompt_point_mask, prompt_types, prompt_labels, prompt_masks)  # (B, K, D), (B, K)
 
         text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         state = [] if proprio is None else [self.state_encoder(proprio.to(visual.dtype)).to(text.dtype)]
@@ -445,6 +447,81 @@ class PixelVLA(nn.Module):
 def load_model(directory, map_location: str = "cpu", config: Optional[PixelVLAConfig] = None) -> PixelVLA:
     """config.json + safetensors -> PixelVLA in eval mode (PixelVLA.from_pretrained)."""
     return PixelVLA.from_pretrained(directory, map_location=map_location, config=config)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reduced precision (bf16 / fp16 graphs for TensorRT): what must stay float32
+# ---------------------------------------------------------------------------------------------------
+#: The attention implementation of reduced-precision graphs (registered with transformers on first use).
+FP32_SOFTMAX_ATTENTION = "pixelvla_fp32_softmax"
+#: Buffers kept float32 when the model is cast: rotary inverse frequencies (position angles reach 2048 rad;
+#: in bf16 a frequency carries ~3 significant digits) and the prompt encoder's Fourier frequencies.
+FP32_BUFFERS = ("inv_freq", "original_inv_freq", "fourier_freqs")
+
+
+class Fp32LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm computed in float32 (input, weight and bias cast up), the result cast back to the input's
+    dtype: the variance of a fp16 row of ~1000 activations overflows long before the activations do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+
+
+class Fp32Conv2d(nn.Conv2d):
+    """nn.Conv2d computed in float32, the result cast back to the input's dtype. The only convolutions are the
+    towers' patch embeddings (a negligible share of the FLOPs), and ONNX opset 18's Conv takes no bf16."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias.float() if self.bias is not None else None
+        return self._conv_forward(x.float(), self.weight.float(), bias).to(x.dtype)
+
+
+#: The modules to_reduced_precision computes in float32, and their float32 variants. The variants only override
+#: forward, so a module is switched by its class and keeps its parameters.
+FP32_COMPUTE = {nn.LayerNorm: Fp32LayerNorm, nn.Conv2d: Fp32Conv2d}
+
+
+def fp32_softmax_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                           attention_mask: Optional[torch.Tensor], scaling: float, dropout: float = 0.0,
+                           **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention for the three backbones with the scores, the additive mask and the softmax in float32 and the
+    two matmuls in the model's dtype. query (B, H, Q, d), key / value (B, H_kv, K, d); attention_mask None or
+    (B, 1, Q, >=K) additive in the model's dtype (0 or finfo(dtype).min, representable in that dtype).
+    Returns (B, Q, H, d) and the probabilities (B, H, Q, K), as transformers' attention functions do."""
+    groups = query.shape[1] // key.shape[1]  # grouped-query attention: each key / value head serves `groups`
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)).float() * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask[:, :, :, : key.shape[-2]].float()
+    probs = torch.softmax(scores, dim=-1).to(query.dtype)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+
+
+def to_reduced_precision(model: PixelVLA, dtype: torch.dtype) -> PixelVLA:
+    """Cast ``model`` in place to ``dtype`` (bf16 / fp16) for export, keeping float32 where the low precision
+    breaks the numbers: LayerNorms and the patch-embedding convolutions compute in float32 (FP32_COMPUTE; Llama's
+    RMSNorm already does), the attention softmax runs in float32 (fp32_softmax_attention), and FP32_BUFFERS
+    stay float32. The actions are unchanged up to rounding; float32 models are returned as they are."""
+    if dtype == torch.float32:
+        return model
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(FP32_SOFTMAX_ATTENTION, fp32_softmax_attention)
+    AttentionMaskInterface.register(FP32_SOFTMAX_ATTENTION, eager_mask)  # additive, finfo(dtype).min fill
+    kept = {name: buf.clone() for name, buf in model.named_buffers() if name.rsplit(".", 1)[-1] in FP32_BUFFERS}
+    model.to(dtype)
+    for name, buf in kept.items():
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner), attr, buf)
+    for module in model.modules():
+        if type(module) in FP32_COMPUTE:
+            module.__class__ = FP32_COMPUTE[type(module)]
+    for backbone in (model.vision.dino, model.vision.siglip, model.llm):
+        backbone.config._attn_implementation = FP32_SOFTMAX_ATTENTION
+    return model
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,13 +1,20 @@
-"""TensorRT 10: build an engine from a bundle's ONNX graph, and run it. Deliberately thin.
+"""TensorRT 10 and 11: build an engine from a bundle's ONNX graph, and run it. Deliberately thin.
 
 Only machines with TensorRT installed (robots, GPU hosts) run this file; everything it consumes (the
 ONNX graph, the manifest's shapes and token-length profile) is produced and tested elsewhere. I/O goes
 through torch CUDA tensors (``data_ptr()`` as tensor addresses, torch's CUDA stream); no pycuda.
+
+Engines are built from strongly typed networks: the ONNX graph's types are the engine's types (a bf16 graph
+runs in bf16, the float32 parts the exporter kept stay float32), and no precision builder flag is ever set.
+TensorRT 10 builds weakly typed networks unless asked (weak typing is deprecated since 10.12); TensorRT 11
+removed weak typing and the BuilderFlag.FP16 / BF16 flags. What differs is in TENSORRT_GENERATIONS.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -23,14 +30,58 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 TEXT_INPUTS = ("input_ids", "attention_mask")  # the inputs whose dim 1 is the token length
 
 
+@dataclass(frozen=True)
+class TensorRTGeneration:
+    """How build_engine drives one TensorRT major version."""
+
+    network_flags: tuple[str, ...]  # NetworkDefinitionCreationFlag members passed to Builder.create_network
+    typing: str  # what the version does about weak typing (logged with each build)
+
+
+#: The TensorRT API generations build_engine supports, by major version. Both get STRONGLY_TYPED, whose
+#: bit differs (10: EXPLICIT_BATCH is member 0 and STRONGLY_TYPED 1; 11: STRONGLY_TYPED is 0), so the mask is
+#: always computed from the enum. No generation gets a precision BuilderFlag: the graph's types decide.
+TENSORRT_GENERATIONS = {
+    10: TensorRTGeneration(network_flags=("STRONGLY_TYPED",),
+                           typing="weakly typed unless STRONGLY_TYPED is set; weak typing deprecated since 10.12"),
+    11: TensorRTGeneration(network_flags=("STRONGLY_TYPED",),
+                           typing="always strongly typed; STRONGLY_TYPED is accepted and implied, BuilderFlag.FP16 "
+                                  "/ BF16 removed"),
+}
+
+
+def tensorrt_generation(version: str) -> TensorRTGeneration:
+    """The TENSORRT_GENERATIONS entry for a ``tensorrt.__version__`` string such as "10.13.0.35"."""
+    match = re.match(r"(\d+)\.", version)
+    major = int(match.group(1)) if match else None
+    if major not in TENSORRT_GENERATIONS:
+        raise RuntimeError(f"TensorRT {version} is not supported: engines are built with TensorRT "
+                           f"{' or '.join(f'{m}.x' for m in TENSORRT_GENERATIONS)}")
+    return TENSORRT_GENERATIONS[major]
+
+
+def network_creation_flags(trt, generation: TensorRTGeneration) -> int:
+    """The bit mask Builder.create_network takes for ``generation``'s flags, from ``trt``'s enum values."""
+    mask = 0
+    for name in generation.network_flags:
+        mask |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    return mask
+
+
+def graph_precision(manifest: dict) -> str:
+    """The precision a bundle's ONNX graph was exported in (manifest "precision"; bundles written before the
+    field hold fp32 graphs)."""
+    return manifest.get("precision", "fp32")
+
+
 def import_tensorrt():
     """``import tensorrt`` or a RuntimeError saying what to do."""
     try:
         import tensorrt as trt
     except ImportError as e:
         raise RuntimeError("TensorRT is not installed on this machine (import tensorrt failed: "
-                           f"{e}); build and run engines on the robot / GPU host that has TensorRT 10, or use "
-                           "the onnxruntime backend here") from e
+                           f"{e}); build and run engines on the robot / GPU host that has TensorRT 10 or 11, or "
+                           "use the onnxruntime backend here") from e
     return trt
 
 
@@ -45,16 +96,22 @@ def profile_shapes(manifest: dict) -> dict[str, tuple[tuple, tuple, tuple]]:
     return out
 
 
-def build_engine(onnx_path: str | os.PathLike, manifest: dict, precision: str = "fp16",
+def build_engine(onnx_path: str | os.PathLike, manifest: dict, precision: Optional[str] = None,
                  workspace_bytes: int = 4 << 30, timing_cache: Optional[str | os.PathLike] = None) -> bytes:
-    """ONNX -> serialized engine (bytes). fp16/bf16 set the builder precision flags (layers may still run
-    in fp32 where TensorRT decides); the timing cache is read if present and written back."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    """ONNX -> serialized engine (bytes) from a strongly typed network: the engine runs in the graph's
+    precision (``precision``: None or that precision, the manifest's "precision"). The token-length
+    optimisation profile comes from the manifest; the timing cache is read if present and written back."""
+    exported = graph_precision(manifest)
+    if exported not in PRECISIONS:
+        raise BundleError(onnx_path, f"the manifest's precision {exported!r} is not one of {PRECISIONS}")
+    if precision not in (None, exported):
+        raise ValueError(f"{onnx_path} is a {exported} graph and a strongly typed engine runs in the graph's "
+                         f"precision; export it with --precision {precision} for a {precision} engine")
     trt = import_tensorrt()
+    generation = tensorrt_generation(trt.__version__)
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    network = builder.create_network(network_creation_flags(trt, generation))
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(onnx_path)):  # reads external data beside the file
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -62,10 +119,6 @@ def build_engine(onnx_path: str | os.PathLike, manifest: dict, precision: str = 
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "bf16":
-        config.set_flag(trt.BuilderFlag.BF16)
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profile_shapes(manifest).items():
         profile.set_shape(name, lo, opt, hi)
@@ -76,8 +129,8 @@ def build_engine(onnx_path: str | os.PathLike, manifest: dict, precision: str = 
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, ignore_mismatch=False)
 
-    logger.info("building TensorRT engine (%s, workspace %.1f GiB) from %s", precision, workspace_bytes / 2**30,
-                onnx_path)
+    logger.info("building a strongly typed TensorRT %s engine (%s; %s graph, workspace %.1f GiB) from %s",
+                trt.__version__, generation.typing, exported, workspace_bytes / 2**30, onnx_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
@@ -169,4 +222,5 @@ class TensorRTRuntime(PolicyRuntime):
         return d
 
 
-__all__ = ["TensorRTRuntime", "build_engine", "profile_shapes", "BundleMismatchError"]
+__all__ = ["TensorRTRuntime", "build_engine", "profile_shapes", "graph_precision", "TENSORRT_GENERATIONS",
+           "BundleMismatchError"]
