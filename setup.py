@@ -60,6 +60,7 @@ setup(
         + ["pixelvla-launch = pixelvla_ros.launching.runner:main"]
         + ["pixelvla-eval = pixelvla_ros.evaluation:main", "pixelvla-demo = pixelvla_ros.demo:main"]
         + ["pixelvla-export = pixelvla_model.export:main", "pixelvla-bench = pixelvla_model.runtime.bench:main"]
+        + ["pixelvla-bundle = pixelvla_model.runtime.bundle_cli:main"]
         + ["pixelvla-train = pixelvla_training.train:main"]
         + ["pixelvla-label = pixelvla_training.labeling.cli:main"],
     },

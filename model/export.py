@@ -56,7 +56,8 @@ from .configuration import PRESETS, PixelVLAConfig
 from .files import CONFIG_FILE, load_norm_stats, save_norm_stats
 from .modeling import PixelVLA, example_inputs, input_names, load_model, to_reduced_precision
 from .runtime.bundle import (ENGINE_FILE, FORMAT, FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, BundleError,
-                             atomic_directory, io_spec, read_manifest, verify_bundle, weights_sha256, write_manifest)
+                             atomic_directory, io_spec, read_manifest, strip_to_engine, verify_bundle, weights_sha256,
+                             write_manifest)
 from .runtime.policy import PixelVLAPolicy
 from .runtime.tensorrt_engine import graph_precision
 from .tokenizer import load_tokenizer
@@ -317,10 +318,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="write all weights to model.onnx.data (default: only above ~1.5 GB)")
     g = p.add_argument_group("TensorRT (only where tensorrt imports)")
     g.add_argument("--engine", action="store_true", help="also build a TensorRT engine (model.engine)")
+    g.add_argument("--engine-only", action="store_true",
+                   help="with --engine: then drop the ONNX graph, leaving what a robot runs (pixelvla-bundle strip)")
     g.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace limit, GiB")
     g.add_argument("--timing-cache", help="timing cache file (default: OUT.timing.cache beside the bundle)")
     p.add_argument("-q", "--quiet", action="store_true")
     a = p.parse_args(argv)
+    if a.engine_only and not a.engine:
+        p.error("--engine-only needs --engine")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.WARNING if a.quiet else logging.INFO)  # our progress; the exporters' INFO stays quiet
     try:
@@ -330,6 +335,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             precision=a.precision, external_data=a.external_data or None,
             workspace_bytes=int(a.workspace_gb * 2**30), timing_cache=a.timing_cache,
             parity_check=not a.no_parity_check)
+        if a.engine_only:
+            manifest = strip_to_engine(a.out)
     except (BundleError, ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"pixelvla-export: error: {e}", file=sys.stderr)
         return 2

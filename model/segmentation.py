@@ -60,6 +60,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 OBJECT_ID = 1            # the one target object of a session
 BOX_LABELS = (2, 3)      # SAM's point labels for a box's top-left / bottom-right corners
 TINY_IMAGE_SIZE = 128    # input size (px) of the tiny test model
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def tiny_config(image_size: int = TINY_IMAGE_SIZE):
@@ -101,17 +102,21 @@ def tiny_config(image_size: int = TINY_IMAGE_SIZE):
 class Sam2Segmenter:
     """SAM 2 prompt -> mask, and mask tracking over a stream of frames (module doc for conventions).
 
-    model: a `transformers.Sam2VideoModel` (eval mode is set here). device: torch device string.
-    line_points: points a Line is sampled at. memory_window: tracked frames kept in the session
+    model: a `transformers.Sam2VideoModel` (eval mode is set here). device: torch device string. dtype: what the
+    model runs in, "float32", "bfloat16" or "float16" (reduced precision is for GPUs; masks are returned as bool
+    whatever it is). line_points: points a Line is sampled at. memory_window: tracked frames kept in the session
     (None = what the model reads: max(num_maskmem - 1, max_object_pointers_in_encoder - 1)).
     """
 
-    def __init__(self, model, device: str = "cpu", *, trained: bool = True, line_points: int = 5,
-                 memory_window: int | None = None, name: str = "sam2") -> None:
+    def __init__(self, model, device: str = "cpu", *, dtype: str = "float32", trained: bool = True,
+                 line_points: int = 5, memory_window: int | None = None, name: str = "sam2") -> None:
         if line_points < 2:
             raise ValueError(f"line_points must be >= 2, got {line_points}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.dtype = DTYPES[dtype]
+        self.model = model.to(self.device, self.dtype).eval()
         self.trained = trained
         self.name = name
         self.line_points = int(line_points)
@@ -272,14 +277,14 @@ class Sam2Segmenter:
         s = self.image_size
         if x.shape[1:] != (s, s):
             x = F.interpolate(x[None], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[0]
-        return (x - self._mean) / self._std
+        return ((x - self._mean) / self._std).to(self.dtype)
 
     def _new_session(self, hw: tuple[int, int]):
         from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
         return Sam2VideoInferenceSession(video_height=int(hw[0]), video_width=int(hw[1]),
                                          inference_device=self.device, inference_state_device=self.device,
-                                         video_storage_device=self.device, dtype=torch.float32)
+                                         video_storage_device=self.device, dtype=self.dtype)
 
     def _add_points(self, session, points: np.ndarray, labels: np.ndarray) -> None:
         """(N, 2) SAM-frame points + (N,) SAM labels -> the session's inputs for frame 0."""
@@ -298,7 +303,7 @@ class Sam2Segmenter:
         binary = resized >= 0.5
         if not binary.any():  # a target thinner than a model pixel must not vanish
             binary = resized > 0
-        return binary.float()
+        return binary.to(self.dtype)
 
     def _to_mask(self, logits: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
         """(1, 1, S/4, S/4) mask logits -> (H, W) bool at the input image's size."""
@@ -353,6 +358,7 @@ class Sam2Segmenter:
 
     def __repr__(self) -> str:
         return (f"Sam2Segmenter({self.name}, image_size={self.image_size}, device={self.device}, "
+                f"dtype={str(self.dtype).removeprefix('torch.')}, "
                 f"memory_window={self.memory_window}, trained={self.trained})")
 
 

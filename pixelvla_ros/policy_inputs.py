@@ -3,7 +3,9 @@
 `PolicyInputs` keeps the instruction, the target and place prompts, the target mask and the robot state in
 force, checks each one when it arrives against the loaded model, and says why the model must not run yet
 (`blocking`) and what the node is waiting for (`waiting_for`, reported as a WARN). A refused input changes
-nothing: the previous one stays in force. `CameraRate` estimates the camera's frame rate from the image
+nothing: the previous one stays in force. A target mask is used only with a camera frame whose stamp is within
+`max_mask_lag` s of the mask's (`mask_lag_problem`): a lagging segmenter holds the policy rather than give it a
+target drawn where the object was. `CameraRate` estimates the camera's frame rate from the image
 stamps and counts the frames that never arrived.
 
 Times are seconds on the node's clock (ROS time): message stamps and `now`.
@@ -20,6 +22,7 @@ from pixelvla_ros.prompt_conversions import PromptSlots
 
 MAX_INSTRUCTION_CHARS = 4096  # a cheap guard before tokenizing; the model's own limit is in tokens
 FRAME_TIMEOUT = 2.0  # s without a camera frame before the node says it is waiting for one
+MAX_MASK_LAG = 0.5  # s, default: a mask computed from an image further from the frame's stamp is not used
 
 
 class InputError(ValueError):
@@ -46,18 +49,22 @@ class PolicyInputs:
     """The inputs in force. Not thread-safe: the node calls it with its lock held.
 
     state_joints: the joints whose positions (rad; the gripper finger in m), in this order, form the robot
-    state of a model that reads it; max_state_age: s, an older robot state is not used.
+    state of a model that reads it; max_state_age: s, an older robot state is not used; max_mask_lag: s, the
+    most a target mask's stamp may differ from the stamp of the frame it is used with.
     """
 
-    def __init__(self, state_joints: Sequence[str], max_state_age: float) -> None:
+    def __init__(self, state_joints: Sequence[str], max_state_age: float, max_mask_lag: float = MAX_MASK_LAG) -> None:
         self.state_joints = list(state_joints)
         self.max_state_age = max_state_age
+        self.max_mask_lag = max_mask_lag
         self.model: ModelLimits | None = None
         self.instruction = ""
         self.prompts = PromptSlots()
         self.mask: np.ndarray | None = None          # (H, W) bool target mask; None: no target mask
+        self.mask_stamp = 0.0                        # s, stamp of the image the mask was computed from
         self.image_hw: tuple[int, int] | None = None  # (H, W) of the latest valid frame
         self.last_frame: float | None = None         # s, when the latest valid frame arrived
+        self.frame_stamp = 0.0                       # s, its stamp: the frame the model takes next
         self.state: np.ndarray | None = None         # (len(state_joints),) newest complete joint state, NaN allowed
         self.state_stamp = 0.0                       # s, when it was measured
 
@@ -107,25 +114,27 @@ class PolicyInputs:
         """Put a VisualPrompt (target, or with `place` where it goes) in force, or raise PromptError."""
         self.prompts.offer(msg, place)
 
-    def set_mask(self, mask: np.ndarray) -> None:
-        """The segmenter's target mask (H, W) bool; all false = none. InputError for a mask of another size
-        than the camera's (the previous mask stays)."""
+    def set_mask(self, mask: np.ndarray, stamp: float = 0.0) -> None:
+        """The segmenter's target mask (H, W) bool; all false = none. stamp: s, its header stamp, the stamp of
+        the image it was computed from (0: unstamped). InputError for a mask of another size than the camera's
+        (the previous mask stays)."""
         if not mask.any():
             self.mask = None
             return
         if self.image_hw is not None and mask.shape != self.image_hw:
             raise InputError(_size_mismatch(mask.shape, self.image_hw))
-        self.mask = mask
+        self.mask, self.mask_stamp = mask, stamp
 
     def set_state(self, positions: np.ndarray, stamp: float) -> None:
         """The newest complete joint state: positions in state_joints order (NaN/inf are kept, and block the
         model); stamp: s, when it was measured (its header stamp, or its arrival when unstamped)."""
         self.state, self.state_stamp = np.asarray(positions, np.float64), stamp
 
-    def frame_arrived(self, image_hw: tuple[int, int], now: float) -> list[str]:
-        """A valid frame of (H, W) px arrived at `now`. A new size (the first frame, a camera reconfigured)
-        checks the prompts and the mask in force again; returns the reasons of those refused (each once)."""
-        self.last_frame = now
+    def frame_arrived(self, image_hw: tuple[int, int], now: float, stamp: float = 0.0) -> list[str]:
+        """A valid frame of (H, W) px, stamped `stamp` (0: unstamped), arrived at `now`: the one the model takes
+        next. A new size (the first frame, a camera reconfigured) checks the prompts and the mask in force again;
+        returns the reasons of those refused (each once)."""
+        self.last_frame, self.frame_stamp = now, stamp
         image_hw = tuple(image_hw)
         if image_hw == self.image_hw:
             return []
@@ -138,17 +147,17 @@ class PolicyInputs:
 
     # ------------------------------------------------------------------ decisions
     def blocking(self, now: float) -> str:
-        """Why the model must not run now, besides a frame ("" = it may): no model, no instruction, or
-        (models that read it) no usable robot state."""
+        """Why the model must not run now on the newest frame ("" = it may): no model, no instruction, a target
+        mask not aligned with the frame, or (models that read it) no usable robot state."""
         if self.model is None:
             return "a model (the node is not configured)"
         reasons = []
         if not self.instruction:
             reasons.append("an instruction on /pixelvla/instruction")
-        state = self._state_problem(now)
-        if state:
-            reasons.append(state)
-        return "; ".join(reasons)
+        if self.mask is not None and self.last_frame is not None:
+            reasons.append(mask_lag_problem(self.frame_stamp, self.mask_stamp, self.max_mask_lag))
+        reasons.append(self._state_problem(now))
+        return "; ".join(r for r in reasons if r)
 
     def waiting_for(self, now: float) -> str:
         """What the node is waiting for ("" = nothing: chunks are computed as frames come)."""
@@ -177,6 +186,22 @@ class PolicyInputs:
         if age > self.max_state_age:
             return f"{joints} (the newest is {age:.1f} s old, more than max_joint_state_age {self.max_state_age:g} s)"
         return ""
+
+
+def mask_lag_problem(image_stamp: float, mask_stamp: float, max_lag: float) -> str:
+    """Why a target mask must not be used with a frame ("" = it may): the stamp of the image it was computed
+    from (its header stamp) is more than `max_lag` s from the frame's, or it has none while the frame has one.
+    Either way the mask shows the target where it was, not where the frame shows it."""
+    if mask_stamp == image_stamp:
+        return ""
+    what = "a target mask on /pixelvla/mask aligned with the camera frame"
+    if mask_stamp <= 0:
+        return f"{what} (the mask is unstamped: a mask carries the stamp of the image it was computed from)"
+    lag = image_stamp - mask_stamp
+    if abs(lag) <= max_lag:
+        return ""
+    when = f"{lag:.1f} s before" if lag > 0 else f"{-lag:.1f} s after"
+    return f"{what} (the newest mask is from an image {when} the frame, more than max_mask_lag {max_lag:g} s)"
 
 
 def _size_mismatch(mask_hw, image_hw) -> str:

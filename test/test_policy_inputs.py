@@ -9,7 +9,8 @@ from rclpy.serialization import serialize_message
 
 from pixelvla_ros.msg import VisualPrompt
 from pixelvla_ros.node_base import DuplicateFilter
-from pixelvla_ros.policy_inputs import CameraRate, InputError, ModelLimits, PolicyInputs, estimate_period
+from pixelvla_ros.policy_inputs import (CameraRate, InputError, ModelLimits, PolicyInputs, estimate_period,
+                                        mask_lag_problem)
 from pixelvla_ros.prompt_conversions import PromptError, PromptSlots, check_prompt
 
 JOINTS = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "left_finger"]
@@ -140,6 +141,35 @@ def test_a_mask_of_another_size_is_refused_once_and_the_previous_one_stays():
     assert early.snapshot()[2] is None and early.frame_arrived(HW, now=0.1) == []
     early.set_mask(np.zeros((100, 100), bool))  # an empty mask clears, whatever its size
     assert early.snapshot()[2] is None
+
+
+def test_the_mask_lag_rule():
+    assert mask_lag_problem(100.0, 100.0, 0.5) == ""        # computed from this very frame (the simulator's)
+    assert mask_lag_problem(100.2, 100.0, 0.5) == ""        # one frame behind
+    assert mask_lag_problem(100.0, 100.5, 0.5) == ""        # the segmenter saw a newer frame first
+    assert "from an image 0.6 s before the frame, more than max_mask_lag 0.5 s" in mask_lag_problem(100.6, 100.0, 0.5)
+    assert "from an image 0.7 s after the frame" in mask_lag_problem(100.0, 100.7, 0.5)
+    assert "the mask is unstamped" in mask_lag_problem(100.0, 0.0, 0.5)
+    assert mask_lag_problem(0.0, 0.0, 0.5) == ""            # nothing stamped: nothing to compare
+
+
+def test_a_lagging_mask_holds_the_model_until_it_catches_up_or_is_cleared():
+    i = PolicyInputs(JOINTS, max_state_age=1.0, max_mask_lag=0.5)
+    i.set_model(limits())
+    i.set_instruction("pick up the cube")
+    target = np.zeros(HW, bool)
+    target[10:20, 10:20] = True
+    i.frame_arrived(HW, now=50.0, stamp=50.0)
+    i.set_mask(target, stamp=50.0)
+    assert i.blocking(now=50.0) == ""
+    i.frame_arrived(HW, now=51.0, stamp=51.0)  # the segmenter fell 1 s behind
+    assert "max_mask_lag 0.5 s" in i.blocking(now=51.0) and "max_mask_lag" in i.waiting_for(now=51.0)
+    i.set_mask(target, stamp=50.9)  # caught up
+    assert i.blocking(now=51.0) == ""
+    i.frame_arrived(HW, now=52.0, stamp=52.0)
+    assert i.blocking(now=52.0)
+    i.set_mask(np.zeros(HW, bool), stamp=50.0)  # cleared: no target mask, nothing to align
+    assert i.blocking(now=52.0) == "" and i.snapshot()[2] is None
 
 
 # ---------------------------------------------------------------- robot state, waiting (items 4b, 14)

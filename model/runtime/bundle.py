@@ -5,7 +5,7 @@ Bundle layout (written by ``pixelvla-export``, see pixelvla_model.export)::
     <bundle>/
       manifest.json          what this bundle is (fields below); written last, so a directory without
                              it was never finished
-      model.onnx             the prefill graph (ONNX opset 18), fp32 weights
+      model.onnx             the prefill graph (ONNX opset 18), weights in the manifest's "precision"
       model.onnx.data        the ONNX weights as external data (only when they exceed ~1.5 GB)
       model.engine           serialized TensorRT engine (only when built on a machine with TensorRT)
       config.json            PixelVLAConfig of the exported network
@@ -28,6 +28,19 @@ manifest.json fields::
     versions          exporter (pixelvla_ros), python, torch, transformers, onnx, onnxscript, onnxruntime,
                       tensorrt (null where not installed)
 
+Engine-only bundles: once the engine is built, the ONNX graph (30 GB for the 7B) is needed only to build
+engines again. :func:`strip_to_engine` drops it (``pixelvla-bundle strip``): manifest, engine, config,
+tokenizer and norm stats stay, ``onnx`` becomes null, and only the tensorrt backend runs the bundle. Engines
+run only on the TensorRT version and the GPU (compute capability) that built them, so a robot builds its
+own from the full bundle (``pixelvla-export <full bundle> <bundle> --engine`` on the robot) or receives one
+built on an identical machine.
+
+What a load checks (:func:`verify_runtime_files`, :func:`verify_engine_bundle`): the manifest, the size of
+every file, and the sha256 of the files the backend runs (the engine; or the ONNX graph and its data);
+``verify_hashes`` hashes every file (``pixelvla-bundle verify`` does, after a copy). :func:`open_engine` hands
+the engine to TensorRT as a read-only memory map rather than a Python bytes object: on a Jetson's unified
+memory a copy would double the peak.
+
 Every problem with a bundle raises :class:`BundleError` (missing, truncated or corrupt file, bad manifest) or
 its subclass :class:`BundleMismatchError` (the bundle is fine but is not what the robot asked for); both name
 the file and the problem.
@@ -37,12 +50,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import mmap
 import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Collection, Iterator, Optional
 
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
@@ -168,8 +182,10 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: dict[str, Any]) -> N
         os.fsync(f.fileno())
 
 
-def check_files(bundle_dir: str | os.PathLike, manifest: dict[str, Any], hashes: bool = True) -> None:
-    """Every file the manifest lists is present with its size (and sha256 when ``hashes``)."""
+def check_files(bundle_dir: str | os.PathLike, manifest: dict[str, Any], hashes: bool = True,
+                hash_only: Optional[Collection[str]] = None) -> None:
+    """Every file the manifest lists is present with its size, and with its sha256 when ``hashes`` (of the files
+    named in ``hash_only`` only, when given)."""
     bundle_dir = Path(bundle_dir)
     for name in [manifest["onnx"], manifest["engine"]]:
         if name is not None and name not in manifest["files"]:
@@ -182,7 +198,7 @@ def check_files(bundle_dir: str | os.PathLike, manifest: dict[str, Any], hashes:
         if size != meta["bytes"]:
             raise BundleError(path, f"is {size} bytes but manifest.json says {meta['bytes']}: truncated or "
                                     "replaced; re-export the bundle")
-        if hashes and sha256_file(path) != meta["sha256"]:
+        if hashes and (hash_only is None or name in hash_only) and sha256_file(path) != meta["sha256"]:
             raise BundleError(path, "sha256 differs from manifest.json: corrupt or replaced; re-export the bundle")
 
 
@@ -240,18 +256,125 @@ def check_tensorrt_version(bundle_dir: str | os.PathLike, manifest: dict[str, An
     if built != installed:
         raise BundleMismatchError(Path(bundle_dir) / manifest["engine"],
                                   f"was built with TensorRT {built} but TensorRT {installed} is installed; "
-                                  "rebuild the engine on this machine (pixelvla-export --engine)")
+                                  f"{rebuild_hint(bundle_dir)}")
+
+
+def check_compute_capability(bundle_dir: str | os.PathLike, manifest: dict[str, Any], installed: str) -> None:
+    """A serialized engine runs only on GPUs of the compute capability that built it ("8.7": Orin, "8.9": Ada)."""
+    built_for = manifest.get("tensorrt") or {}
+    if built_for.get("compute_capability") != installed:
+        raise BundleMismatchError(Path(bundle_dir) / manifest["engine"],
+                                  f"was built for a GPU of compute capability {built_for.get('compute_capability')} "
+                                  f"({built_for.get('device', 'unknown GPU')}) but this GPU's is {installed}; "
+                                  f"{rebuild_hint(bundle_dir)}")
+
+
+def rebuild_hint(bundle_dir: str | os.PathLike) -> str:
+    return (f"rebuild the engine on this robot from the full bundle (the one with model.onnx): "
+            f"pixelvla-export <full bundle> {bundle_dir} --engine")
 
 
 def verify_bundle(bundle_dir: str | os.PathLike, expect: Optional[Expectation] = None,
-                  hashes: bool = True) -> dict[str, Any]:
+                  hashes: bool = True, hash_only: Optional[Collection[str]] = None) -> dict[str, Any]:
     """Read and check a bundle (manifest, files, expectation); returns the manifest.
 
-    ``hashes`` re-hashes every file (about 1 s per GB); sizes are always checked."""
+    ``hashes`` re-hashes every file (about 1 s per GB), or those in ``hash_only``; sizes are always checked."""
     manifest = read_manifest(bundle_dir)
-    check_files(bundle_dir, manifest, hashes=hashes)
+    check_files(bundle_dir, manifest, hashes=hashes, hash_only=hash_only)
     check_expectation(bundle_dir, manifest, expect)
     return manifest
+
+
+def runtime_files(manifest: dict[str, Any], backend: str) -> list[str]:
+    """The bundle files ``backend`` runs: hashed at every load (the others by size only)."""
+    if backend == "tensorrt":
+        return [manifest["engine"]] if manifest["engine"] else []
+    names = [manifest["onnx"]] if manifest["onnx"] else []
+    return names + [ONNX_DATA_FILE] if ONNX_DATA_FILE in manifest["files"] else names
+
+
+def verify_runtime_files(bundle_dir: str | os.PathLike, backend: str, expect: Optional[Expectation] = None,
+                         verify_hashes: bool = False) -> dict[str, Any]:
+    """What a runtime checks before loading a bundle: the manifest, every file's size, the sha256 of the files
+    ``backend`` runs (or of every file with ``verify_hashes``), the expectation. Returns the manifest."""
+    manifest = read_manifest(bundle_dir)
+    check_files(bundle_dir, manifest, hash_only=None if verify_hashes else runtime_files(manifest, backend))
+    check_expectation(bundle_dir, manifest, expect)
+    return manifest
+
+
+def verify_engine_bundle(bundle_dir: str | os.PathLike, tensorrt_version: str, compute_capability: str,
+                         expect: Optional[Expectation] = None, verify_hashes: bool = False) -> dict[str, Any]:
+    """verify_engine_files, then that the engine was built by this TensorRT version for this GPU's compute
+    capability (``"8.7"``). Works on engine-only bundles. Returns the manifest."""
+    manifest = verify_engine_files(bundle_dir, expect, verify_hashes)
+    check_tensorrt_version(bundle_dir, manifest, tensorrt_version)
+    check_compute_capability(bundle_dir, manifest, compute_capability)
+    return manifest
+
+
+def verify_engine_files(bundle_dir: str | os.PathLike, expect: Optional[Expectation] = None,
+                        verify_hashes: bool = False) -> dict[str, Any]:
+    """verify_runtime_files for the tensorrt backend, and that the bundle has an engine: every check that needs
+    neither TensorRT nor a GPU. Returns the manifest."""
+    manifest = verify_runtime_files(bundle_dir, "tensorrt", expect, verify_hashes)
+    if manifest["engine"] is None:
+        raise BundleError(Path(bundle_dir) / MANIFEST_FILE, "the bundle has no TensorRT engine ('engine' is null); "
+                                                            f"build one: pixelvla-export {bundle_dir} {bundle_dir} "
+                                                            "--engine on this machine")
+    return manifest
+
+
+@contextmanager
+def open_engine(path: str | os.PathLike) -> Iterator[mmap.mmap]:
+    """The serialized engine as a read-only memory map, for ``trt.Runtime.deserialize_cuda_engine`` (which takes
+    any buffer): the file's pages are read by the kernel as TensorRT copies them, with no Python copy of the
+    engine beside TensorRT's own (on unified memory, a bytes object would double the peak). TensorRT keeps no
+    reference to the buffer once deserialize_cuda_engine returns, so the map closes after the ``with``."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob:
+        yield blob
+
+
+def strip_to_engine(bundle_dir: str | os.PathLike, out: Optional[str | os.PathLike] = None) -> dict[str, Any]:
+    """Drop the ONNX graph (and its external data) from a bundle that has an engine: what a robot carries.
+
+    In place when ``out`` is None; otherwise ``out`` becomes an engine-only copy (files hard-linked where the
+    file system allows) and ``bundle_dir`` keeps its graph. Every file is checked against the manifest first,
+    its sha256 included. The kept files' recorded hashes are reused. Returns the new manifest."""
+    bundle_dir = Path(bundle_dir)
+    manifest = verify_bundle(bundle_dir)
+    if manifest["engine"] is None:
+        raise BundleError(bundle_dir / MANIFEST_FILE, "has no TensorRT engine: build one first "
+                                                      f"(pixelvla-export {bundle_dir} {bundle_dir} --engine on the "
+                                                      "robot), then strip the graph")
+    graph = set(runtime_files(manifest, "onnxruntime"))
+    stripped = dict(manifest, onnx=None,
+                    files={name: meta for name, meta in manifest["files"].items() if name not in graph})
+    if out is None:
+        # the manifest first: a crash between the two steps leaves unlisted files behind, never a listed one missing
+        _write_manifest_file(bundle_dir, stripped)
+        for name in graph:
+            (bundle_dir / name).unlink(missing_ok=True)
+        return read_manifest(bundle_dir)
+    with atomic_directory(out) as work:
+        for name in stripped["files"]:
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(bundle_dir / name, work / name)
+            except OSError:
+                shutil.copy2(bundle_dir / name, work / name)
+        _write_manifest_file(work, stripped)
+    return read_manifest(out)
+
+
+def _write_manifest_file(bundle_dir: Path, manifest: dict[str, Any]) -> None:
+    """manifest.json replaced atomically (temp file, fsync, rename), its "files" as given."""
+    tmp = bundle_dir / f".{MANIFEST_FILE}.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, bundle_dir / MANIFEST_FILE)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from .base import PolicyRuntime, to_numpy
-from .bundle import (MANIFEST_FILE, BundleError, BundleMismatchError, Expectation, compare_io, verify_bundle)
+from .bundle import (MANIFEST_FILE, BundleError, BundleMismatchError, Expectation, compare_io, verify_runtime_files)
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16",
              "tensor(bfloat16)": "bfloat16", "tensor(int32)": "int32", "tensor(bool)": "bool"}
@@ -62,12 +62,13 @@ class OnnxRuntime(PolicyRuntime):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu", threads: Optional[int] = None,
-             expect: Optional[Expectation] = None, verify_hashes: bool = True) -> "OnnxRuntime":
-        """path: a bundle directory (pixelvla-export)."""
+             expect: Optional[Expectation] = None, verify_hashes: bool = False) -> "OnnxRuntime":
+        """path: a bundle directory (pixelvla-export). verify_hashes: sha256 of every file, not only the graph's."""
         path = Path(path)
-        manifest = verify_bundle(path, expect, hashes=verify_hashes)
+        manifest = verify_runtime_files(path, "onnxruntime", expect, verify_hashes)
         if manifest["onnx"] is None:
-            raise BundleError(path / MANIFEST_FILE, "the bundle has no ONNX graph ('onnx' is null)")
+            raise BundleError(path / MANIFEST_FILE, "the bundle has no ONNX graph ('onnx' is null): an engine-only "
+                                                    "bundle runs on the tensorrt backend only")
         return cls(path / manifest["onnx"], manifest, device=device, threads=threads, bundle_dir=path)
 
     def _run(self, batch) -> np.ndarray:

@@ -21,8 +21,8 @@ from typing import Optional
 import numpy as np
 
 from .base import PolicyRuntime
-from .bundle import (MANIFEST_FILE, TEXT_LEN, BundleError, BundleMismatchError, Expectation, check_tensorrt_version,
-                     compare_io, verify_bundle)
+from .bundle import (TEXT_LEN, BundleError, BundleMismatchError, Expectation, check_compute_capability,
+                     check_tensorrt_version, compare_io, open_engine, verify_engine_files)
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def tensorrt_info(precision: str, workspace_bytes: int) -> dict:
     trt = import_tensorrt()
     import torch
 
-    props = torch.cuda.get_device_properties(0)
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
     return {"version": trt.__version__, "precision": precision, "workspace_bytes": int(workspace_bytes),
             "device": props.name, "compute_capability": f"{props.major}.{props.minor}"}
 
@@ -164,7 +164,8 @@ class TensorRTRuntime(PolicyRuntime):
         self.device, self.dtype = str(device), manifest["tensorrt"]["precision"]
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        with open_engine(engine_path) as blob:  # a memory map: no second copy of the engine in host memory
+            self.engine = self._runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
             raise BundleError(engine_path, "TensorRT cannot deserialize it (corrupt, truncated, or built for "
                                            "another GPU / TensorRT version); rebuild it on this machine")
@@ -189,12 +190,12 @@ class TensorRTRuntime(PolicyRuntime):
     def load(cls, path: str | os.PathLike, device: str = "cuda", expect: Optional[Expectation] = None,
              verify_hashes: bool = True) -> "TensorRTRuntime":
         """path: a bundle directory holding model.engine."""
+        from .devices import compute_capability
+
         path = Path(path)
-        manifest = verify_bundle(path, expect, hashes=verify_hashes)
-        if manifest["engine"] is None:
-            raise BundleError(path / MANIFEST_FILE, "the bundle has no TensorRT engine ('engine' is null); build "
-                                                    "one with pixelvla-export --engine on this machine")
+        manifest = verify_engine_files(path, expect, verify_hashes)  # before TensorRT or the GPU is touched
         check_tensorrt_version(path, manifest, import_tensorrt().__version__)
+        check_compute_capability(path, manifest, compute_capability(device))
         return cls(path / manifest["engine"], manifest, device=device)
 
     def _run(self, batch) -> np.ndarray:

@@ -14,6 +14,16 @@ than config.max_prompts with the place prompt, a place prompt for a model withou
 size than the camera's. Each is refused once with a log line and an ERROR PolicyStatus; the previous
 instruction, prompt or mask stays in force, and nothing is published from a refused image.
 
+A target mask is used only with a frame whose stamp is within `max_mask_lag` s of the mask's (the stamp of the
+image the segmenter computed it from): behind a lagging segmenter, the node holds (no chunk from a misaligned
+target) and PolicyStatus.waiting_for says so, until a mask for a recent frame arrives or the mask is cleared.
+The simulator's ground-truth mask (/sim/target_mask) carries each frame's stamp, so it always passes.
+
+Device and dtype: `device` ("cpu", "cuda", "cuda:N"; empty: cuda for tensorrt, cpu otherwise) is selected for
+every backend before the model loads; `dtype` (bfloat16, float16, float32; empty: float32 for torch) is what the
+torch backend runs in; a bundle runs in the precision it was made in, and another dtype is refused. A model whose
+weights do not fit the GPU's free memory is refused at start-up (pixelvla_model.runtime.devices).
+
 A model that reads the robot state (config.proprio_dim > 0) gets the latest /joint_states: the positions
 of `joint_names` then `gripper_joint`, the dataset convention it was trained with. It does not run while
 the newest complete joint state is missing, holds NaN/inf or is older than `max_joint_state_age`, and
@@ -72,7 +82,13 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.backend = self.declare("backend", "torch", "torch (checkpoint dir), onnxruntime or tensorrt (engine bundle)")
         self.expected_chunk_size = self.declare("expected_chunk_size", 0, "refuse a model with another chunk size (0: any)", minimum=0)
         self.expected_weights = self.declare("expected_weights_sha256", "", "refuse a bundle exported from other weights (empty: any)")
-        self.device = self.declare("device", "cpu", "torch device for the torch backend (cpu, cuda, cuda:1)")
+        self.device = self.declare("device", "", "cpu, cuda or cuda:N, every backend (empty: cuda for tensorrt, "
+                                   "cpu otherwise)")
+        self.dtype = self.declare("dtype", "", "bfloat16, float16 or float32: what the torch backend runs in (empty: "
+                                  "float32); a bundle runs in its own precision and refuses another",
+                                  choices=["", "bfloat16", "float16", "float32"])
+        self.verify_hashes = self.declare("verify_hashes", False, "sha256 of every bundle file at load, not only of "
+                                          "the engine or graph that runs (sizes are always checked)")
         self.threads = self.declare("threads", 0, "CPU threads of the runtime (0: its default); pin on shared computers", minimum=0)
         self.default_preset = self.declare("default_preset", "tiny", "config preset of the untrained default model")
         unnorm = self.declare("unnorm_key", "", "dataset statistics to un-normalise actions with (empty: the only one)")
@@ -89,6 +105,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         max_state_age = self.declare("max_joint_state_age", 1.0, "s: a model that reads the robot state does not run "
                                      "on a joint state older than this (header stamp, or arrival if unstamped)",
                                      minimum=0.0)
+        max_mask_lag = self.declare("max_mask_lag", 0.5, "s: a target mask is used only with a frame stamped within "
+                                    "this of the image it was computed from (its header stamp)", minimum=0.0)
         transport = self.declare("image_transport", "raw", "raw: sensor_msgs/Image on the camera topic; compressed: "
                                  "CompressedImage (JPEG/PNG) on <camera topic>/compressed", read_only=True, choices=TRANSPORTS)
         autostart = self.declare("autostart", True, "configure and activate at start-up")
@@ -103,7 +121,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                                         ready=lambda: not self.inputs.blocking(self.now()),
                                         take=lambda: self.inputs.snapshot(),
                                         run=lambda frame, inputs: self.run_once(frame, *inputs))
-        self.inputs = PolicyInputs(self.state_joints, max_state_age)
+        self.inputs = PolicyInputs(self.state_joints, max_state_age, max_mask_lag)
         if instruction:
             self.inputs.set_instruction(instruction)  # checked against the model at configure
         self.camera = CameraRate()
@@ -184,8 +202,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             return policy, f"untrained-{self.default_preset}"
         expect = Expectation(chunk_size=self.expected_chunk_size or None, action_dim=7,
                              weights_sha256=self.expected_weights or None)
-        policy = load_policy(model_path, backend=self.backend, device=self.device, expect=expect,
-                             threads=self.threads or None)
+        policy = load_policy(model_path, backend=self.backend, device=self.device or None, dtype=self.dtype or None,
+                             expect=expect, threads=self.threads or None, verify_hashes=self.verify_hashes)
         return policy, policy.runtime.describe().get("model_id") or Path(model_path).resolve().name
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -236,7 +254,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             self.report_error(f"image refused: {exc}")
             return
         with self.lock:
-            refused = self.inputs.frame_arrived((frame.height, frame.width), self.now())
+            refused = self.inputs.frame_arrived((frame.height, frame.width), self.now(), stamp_seconds(msg.header.stamp))
             if self.worker.put(frame):
                 self.counters["dropped"] += 1  # replaced before the model got to it
         for reason in refused:
@@ -270,7 +288,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         try:
             mask = image_to_mono(msg) > 0
             with self.lock:
-                self.inputs.set_mask(mask)
+                self.inputs.set_mask(mask, stamp_seconds(msg.header.stamp))
         except ValueError as exc:  # ImageError, InputError
             self.report_error(f"mask refused: {exc}")
 

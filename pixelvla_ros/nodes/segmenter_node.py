@@ -20,8 +20,10 @@ Topics: /pixelvla/prompt (VisualPrompt, from latched and volatile publishers: no
 /camera/image_raw (sensor QoS; with image_transport compressed, /camera/image_raw/compressed) in;
 /pixelvla/mask (mono8, 255 = target, the size of the camera image, header = that image's header,
 latched), /diagnostics (1 Hz and on errors) out.
-Parameters: sam2_path (a local SAM 2 checkpoint directory in transformers layout; empty = a tiny
-UNTRAINED model, for tests only), device, track, rate_hz, max_prompts.
+Parameters: sam2_path (a local SAM 2 checkpoint directory in transformers layout: config.json with model_type
+sam2_video + *.safetensors, e.g. facebook/sam2.1-hiera-small saved locally; empty = a tiny UNTRAINED model, for
+tests only), device and dtype (the model preset's, config/models/<preset>.yaml, which the launch passes to the
+policy and the segmenter alike: a GPU robot runs SAM 2 on cuda in bfloat16), track, rate_hz, max_prompts.
 """
 from __future__ import annotations
 
@@ -52,7 +54,9 @@ class SegmenterNode(ParameterMixin, Node):
     def __init__(self) -> None:
         super().__init__("segmenter")
         self.sam2_path = self.declare("sam2_path", "", "SAM 2 checkpoint directory; empty = tiny UNTRAINED model")
-        self.device = self.declare("device", "cpu", "torch device (cpu, cuda, cuda:1)")
+        self.device = self.declare("device", "cpu", "torch device (cpu, cuda, cuda:1)") or "cpu"
+        self.dtype = self.declare("dtype", "float32", "what SAM 2 runs in: float32, or bfloat16 / float16 on a GPU",
+                                  choices=["", "float32", "bfloat16", "float16"]) or "float32"
         self.track = self.declare("track", True, "follow the target with SAM 2 video tracking (false: per frame)")
         transport = self.declare("image_transport", "raw", "raw: sensor_msgs/Image on the camera topic; compressed: "
                                  "CompressedImage (JPEG/PNG) on <camera topic>/compressed", read_only=True, choices=TRANSPORTS)
@@ -97,9 +101,9 @@ class SegmenterNode(ParameterMixin, Node):
                 "no sam2_path: running an UNTRAINED tiny SAM 2 with random weights; its masks are meaningless - "
                 "pass sam2_path:=<SAM 2 checkpoint directory> for real segmentation"
             )
-            segmenter = Sam2Segmenter.from_config(tiny=True, seed=0, device=self.device)
+            segmenter = Sam2Segmenter.from_config(tiny=True, seed=0, device=self.device, dtype=self.dtype)
             return segmenter, segmenter.name
-        segmenter = Sam2Segmenter.from_pretrained(self.sam2_path, device=self.device)
+        segmenter = Sam2Segmenter.from_pretrained(self.sam2_path, device=self.device, dtype=self.dtype)
         return segmenter, Path(self.sam2_path).resolve().name
 
     def on_stop(self) -> None:

@@ -8,7 +8,8 @@ steps the physics (`pixelvla_sim.TabletopEnv`), and publishes:
 - `/joint_states`: the six arm joints (rad) and both fingers (m);
 - `/camera/pose` (geometry_msgs/PoseStamped, latched): the optical frame's pose in the base frame,
   the static transform base -> camera (for projecting RViz clicks);
-- `/sim/target_mask` (mono8): the ground-truth mask of the task's target object;
+- `/sim/target_mask` (mono8): the ground-truth mask of the task's target object, every frame, with that
+  frame's header (so the policy's mask-lag check always finds it aligned);
 - `/sim/episode` (std_msgs/String, JSON, latched): task, seed, instruction, target_object, step, success,
   first_reached, first_touched and first_lifted (the object the gripper reached, touched and lifted
   first, see TabletopEnv), done.

@@ -186,3 +186,19 @@ def test_from_pretrained_errors_name_the_directory(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match=str(tmp_path)):
         Sam2Segmenter.from_pretrained(tmp_path)
+
+
+def test_bfloat16_tracks_like_float32():
+    """What a GPU robot runs (segmenter dtype bfloat16); bf16 kernels run on the CPU too."""
+    fp32 = Sam2Segmenter.from_config(tiny=True, seed=0)
+    bf16 = Sam2Segmenter.from_config(tiny=True, seed=0, dtype="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16 and "dtype=bfloat16" in repr(bf16)
+    masks = {}
+    for name, s in (("fp32", fp32), ("bf16", bf16)):
+        s.start_tracking(image(0), [Point(60, 50)])
+        masks[name] = [s.track(image(k)) for k in (1, 2)]
+    for a, b in zip(masks["fp32"], masks["bf16"]):
+        assert b.dtype == bool and b.shape == (H, W)
+        assert (a != b).mean() < 0.05  # bf16 rounding flips only pixels at the mask's edge
+    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, float16"):
+        Sam2Segmenter.from_config(tiny=True, dtype="int8")

@@ -82,7 +82,7 @@ def test_prompt_and_mask_change_the_output(policy):
     assert not np.allclose(plain, prompted)
     mask = np.zeros((120, 160), bool)
     mask[30:80, 40:90] = True
-    io["mask"].publish(mono_to_image(mask))
+    io["mask"].publish(mono_to_image(mask, header=frame(2003).header))  # computed from the frame it goes with
     probe.spin_for(0.5)
     masked = chunk_for(probe, io, frame(2003))
     assert not np.allclose(prompted, masked)
@@ -90,6 +90,24 @@ def test_prompt_and_mask_change_the_output(policy):
     io["mask"].publish(mono_to_image(np.zeros((120, 160), bool)))
     probe.spin_for(0.5)
     assert np.allclose(chunk_for(probe, io, frame(2004)), plain, atol=1e-5)  # cleared: the text-only output again
+
+
+def test_a_mask_from_an_older_image_holds_the_policy(policy):
+    """A segmenter 2 s behind the camera: no chunk from the misaligned target, the status says why."""
+    probe, io = policy
+    io["instruction"].publish(String(data="put this cube on the plate"))
+    mask = np.zeros((120, 160), bool)
+    mask[30:80, 40:90] = True
+    io["mask"].publish(mono_to_image(mask, header=frame(4000).header))
+    chunk_for(probe, io, frame(4000))  # the mask arrived, aligned with its frame
+    io["image"].publish(frame(4002))
+    assert probe.spin_until(lambda: any("max_mask_lag 0.5 s" in s.waiting_for for s in io["status"]), timeout=20), (
+        f"no waiting_for about the mask; last: {io['status'][-1].waiting_for!r}")
+    waiting = next(s.waiting_for for s in io["status"] if "max_mask_lag" in s.waiting_for)
+    assert "the newest mask is from an image 2.0 s before the frame" in waiting
+    assert not [c for c in io["chunks"] if c.header.stamp.sec == 4002]
+    io["mask"].publish(mono_to_image(mask, header=frame(4002).header))  # the segmenter caught up
+    chunk_for(probe, io, frame(4002))
 
 
 def wait_error(probe, io, text):
