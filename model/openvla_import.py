@@ -303,7 +303,7 @@ def from_openvla(directory: str | Path, config: Optional[PixelVLAConfig] = None,
     files = weight_files(directory)
     shapes = tensor_shapes(files)
     plan, dropped = import_plan(shapes, config)
-    model = _model_with_fresh_new_modules(config, dtype)
+    model = model_with_fresh_new_modules(config, dtype)
     meta = {k: v for k, v in model.state_dict().items() if v.is_meta}
     planned = {dst: (src, fn) for src, targets in plan.items() for dst, fn in targets}
     zero_filled = {k for k in meta if k.endswith("embeddings.mask_token")}  # unused by the forward
@@ -344,7 +344,7 @@ def from_openvla(directory: str | Path, config: Optional[PixelVLAConfig] = None,
     return model.eval(), norm_stats
 
 
-def _model_with_fresh_new_modules(config: PixelVLAConfig, dtype: torch.dtype) -> PixelVLA:
+def model_with_fresh_new_modules(config: PixelVLAConfig, dtype: torch.dtype) -> PixelVLA:
     """PixelVLA with the backbone (towers, projector, LLM) on the meta device, waiting for the checkpoint's
     tensors, and the modules PixelVLA adds built and initialised for real in ``dtype``."""
     try:

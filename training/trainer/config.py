@@ -26,8 +26,12 @@ Sections (every key optional unless marked; defaults below):
     grad_accum: 1
     num_workers: 0
     seed: 0                          # data order and prompt sampling
-    precision: auto | fp32 | bf16    # auto: bf16 autocast on GPU, fp32 on CPU
-    distributed: auto | ddp | fsdp   # auto: fsdp for the prismatic-7b preset, ddp otherwise
+    precision: auto | fp32 | bf16    # auto: bf16 on GPU, fp32 on CPU; bf16: bf16 autocast on any device, and
+                                     # under FSDP parameters gathered in bf16, gradients reduced in fp32
+    distributed: auto | ddp | fsdp   # auto: fsdp for the prismatic-7b preset, ddp otherwise. fsdp builds the
+                                     # backbone on the meta device and fills each rank's shards from init_from
+                                     # (trainer/sharding.py): no process holds the whole model
+    activation_checkpointing: false  # recompute each transformer block's activations in the backward pass
     checkpoint_every: 100            # steps; the newest `keep_checkpoints` are kept
     keep_checkpoints: 2
     log_every: 10
@@ -59,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     distributed: str = "auto"
+    activation_checkpointing: bool = False
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -75,6 +80,8 @@ class TrainConfig:
             errors.append(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.distributed not in ("auto", "ddp", "fsdp"):
             errors.append(f"distributed must be auto, ddp or fsdp, got {self.distributed!r}")
+        if not isinstance(self.activation_checkpointing, bool):
+            errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")

@@ -1,5 +1,8 @@
 """The CAT / PUE training loop: one process per device under torchrun (DDP, or FSDP for the 7B model).
 
+FSDP (sharding.py): the backbone is built on the meta device, sharded per transformer block and at the root,
+and only then filled, shard by shard, from model.init_from (or initialised): no process holds the whole model.
+
 Data order. Each rank reads its micro-batches from a bounded-memory stream over its own shards
 (pixelvla_training.datasets.DataStream: lanes, shuffle buffer, mixture weights): micro-batch m of a step on
 rank r comes from lane m * world + r (with num_workers <= 1), so runs with the same world * grad_accum see the
@@ -15,6 +18,8 @@ Run directory (``output_dir``):
     metrics.jsonl                                     {"step", "loss", "lr", "grad_norm", "samples_per_s"} per log
     tensorboard/                                      TensorBoard event files
     loss.png                                          the loss curve (updated at every checkpoint)
+    memory_rank<r>.json                               parameter bytes this process holds / the model's, RSS
+                                                      growth while building and wrapping the model, peak RSS
     dataset_statistics.json                           norm stats and steps per source (one pass over the data)
     checkpoints/step_NNNNNNN/                         trainable.safetensors + trainer_state.pt + rng_rank<r>.pt
                                                       + data_rank<r>.json (the stream position)
@@ -40,9 +45,10 @@ import yaml
 
 from pixelvla_model import (PixelVLA, PixelVLAConfig, PixelVLAPolicy, PixelVLAProcessor, build_byte_tokenizer,
                             from_openvla, load_tokenizer)
-from pixelvla_model.files import load_norm_stats
-from pixelvla_model.openvla_import import is_openvla_checkpoint
+from pixelvla_model.files import CONFIG_FILE, load_norm_stats, validate_norm_stats
+from pixelvla_model.openvla_import import is_openvla_checkpoint, openvla_config, read_openvla_config
 
+from . import sharding
 from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -134,14 +140,29 @@ class Trainer:
             raise FileNotFoundError(f"model.init_from {init} is not a directory: download the checkpoint there (an "
                                     "OpenVLA one: huggingface-cli download openvla/openvla-7b --local-dir DIR) or "
                                     "pass --set model.init_from=DIR")
-        if init and is_openvla_checkpoint(init):
-            # the backbone from OpenVLA; what PixelVLA adds (encoders, decoder, robot-state input) per overrides
-            model, self.init_norm_stats = from_openvla(init, **overrides)
-            tokenizer = load_tokenizer(init)
-            logger.info("init_from %s: an OpenVLA checkpoint, imported (%s)", init, model.config.preset)
+        openvla = bool(init) and is_openvla_checkpoint(init)
+        if openvla:  # the backbone from OpenVLA; what PixelVLA adds (encoders, decoder, robot-state input) per overrides
+            config = openvla_config(init, **overrides)
         elif init:
-            model = PixelVLA.from_pretrained(init)
-            self.init_norm_stats, self.init_reads_state = load_norm_stats(init), bool(model.config.proprio_dim)
+            config = PixelVLAConfig.from_json_file(Path(init) / CONFIG_FILE)
+        else:
+            config = PixelVLAConfig.from_preset(m.get("preset", "tiny"), **overrides)
+        self.mode = self.parallel_mode(config)
+        if self.mode == "fsdp":  # no full copy in any process: wrap() fills the backbone into the shards
+            model = sharding.meta_model(config, init)
+            self.checkpoint_names = {id(p): n for n, p in model.named_parameters()}
+        elif openvla:
+            model, _ = from_openvla(init, config=config)
+        elif init:
+            model = PixelVLA.from_pretrained(init, config=config)
+        else:
+            model = PixelVLA(config)
+        if openvla:
+            self.init_norm_stats = validate_norm_stats(read_openvla_config(Path(init))["norm_stats"])
+            tokenizer = load_tokenizer(init)
+            logger.info("init_from %s: an OpenVLA checkpoint, imported (%s)", init, config.preset)
+        elif init:
+            self.init_norm_stats, self.init_reads_state = load_norm_stats(init), bool(config.proprio_dim)
             try:
                 tokenizer = load_tokenizer(init)
             except FileNotFoundError:
@@ -150,8 +171,6 @@ class Trainer:
                 logger.warning("model.overrides / data.chunk_size %s are ignored: the network is the one of "
                                "init_from %s", overrides, init)
         else:
-            config = PixelVLAConfig.from_preset(m.get("preset", "tiny"), **overrides)
-            model = PixelVLA(config)
             tokenizer = build_byte_tokenizer()
             if self.cfg.stage == "cat" and not self.cfg.also_train:
                 logger.warning("CAT trains only the action decoder, here on a randomly initialised backbone: set "
@@ -203,32 +222,37 @@ class Trainer:
                             num_workers=self.cfg.num_workers, skips=skips)
         return stream, collate, norm_stats
 
+    def parallel_mode(self, config: PixelVLAConfig) -> str:
+        """single (one process), ddp or fsdp (distributed: auto = fsdp for the prismatic-7b preset)."""
+        if not self.dist.enabled:
+            return "single"
+        if self.cfg.distributed == "auto":
+            return "fsdp" if config.preset == "prismatic-7b" else "ddp"
+        return self.cfg.distributed
+
     def wrap(self, model):
-        mode = self.cfg.distributed
-        if mode == "auto":
-            mode = "fsdp" if model.config.preset == "prismatic-7b" else "ddp"
-        self.mode = mode if self.dist.enabled else "single"
+        """The model as trained: as it is (one process), under DDP, or sharded with fully_shard (sharding.py)."""
+        if self.cfg.activation_checkpointing:
+            sharding.checkpoint_blocks(model)
+        if self.mode == "fsdp":
+            # checkpoint keys of the parameters that LoRA has wrapped since the model was built
+            names = {n: self.checkpoint_names.get(id(p), n) for n, p in model.named_parameters()}
+            shadow = sharding.meta_copy(model)
+            sharding.shard(model, self.use_bf16)
+            sharding.materialise(model, shadow, names, self.dist.device, self.cfg.model.get("init_from"))
+            return model
         model.to(self.dist.device)
         if self.mode == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
             return DistributedDataParallel(model, device_ids=[self.dist.device] if self.dist.device.type == "cuda" else None)
-        if self.mode == "fsdp":
-            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-                if self.use_bf16 else MixedPrecisionPolicy()
-            for module in model.modules():  # one unit per transformer block, then the root
-                if type(module).__name__ in ("LlamaDecoderLayer", "Dinov2WithRegistersLayer", "Dinov2Layer",
-                                             "SiglipEncoderLayer"):
-                    fully_shard(module, mp_policy=mp)
-            fully_shard(model, mp_policy=mp)
         return model
 
     @property
     def use_bf16(self) -> bool:
+        """precision bf16 (any device), or auto on a GPU."""
         p = self.cfg.precision
-        return self.dist.device.type == "cuda" and p in ("auto", "bf16")
+        return p == "bf16" or (p == "auto" and self.dist.device.type == "cuda")
 
     # .............................................................................. checkpoints
     def checkpoint_dirs(self) -> list[Path]:
@@ -238,7 +262,8 @@ class Trainer:
         from safetensors.torch import save_file
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-        msd, osd = get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        msd, osd = get_state_dict(model, optimizer, options=StateDictOptions(  # frozen tensors are not gathered
+            full_state_dict=True, cpu_offload=True, ignore_frozen_params=True))
         final = self.out / "checkpoints" / f"step_{step:07d}"
         tmp = self.out / "checkpoints" / f".tmp_step_{step:07d}"
         if self.dist.main:
@@ -291,7 +316,9 @@ class Trainer:
         """Train to cfg.steps (or stop after `stop_after` steps of this call, for tests); returns final/."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
+        rss = sharding.rss_bytes()
         model, tokenizer, trainable = self.build_model()
+        model_rss = sharding.rss_bytes() - rss  # what building and wrapping the model cost, the data excluded
         dataset, collate, norm_stats = self.build_data(model.config, tokenizer)
         self.stream = dataset
         params = [p for p in model.parameters() if p.requires_grad]
@@ -302,8 +329,15 @@ class Trainer:
             logger.info("stage %s: %d trainable tensors (%.3fM of %.3fM parameters); %d samples; %s",
                         cfg.stage, len(trainable), sum(p.numel() for p in params) / 1e6,
                         sum(p.numel() for p in model.parameters()) / 1e6, self.n_samples, self.skips.summary())
+        rss = sharding.rss_bytes()
         wrapped = self.wrap(model)
+        model_rss += sharding.rss_bytes() - rss
         params = [p for p in wrapped.parameters() if p.requires_grad]
+        local, full = sharding.parameter_bytes(wrapped)
+        self.memory = {"mode": self.mode, "parameter_bytes_local": local, "parameter_bytes_model": full,
+                       "rss_growth_bytes_model": model_rss}
+        logger.info("%s: this process holds %.1f MB of the model's %.1f MB of parameters", self.mode, local / 1e6,
+                    full / 1e6)
         o = cfg.optim
         optimizer = torch.optim.AdamW(params, lr=cfg.lr(), weight_decay=float(o.get("weight_decay", 0.0)),
                                       betas=tuple(o.get("betas", (0.9, 0.999))))
@@ -326,7 +360,7 @@ class Trainer:
             progress = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.stage}", unit="step", dynamic_ncols=True)
         batches = iter(dataset)  # endless: this rank's micro-batches from the restored position on
         device = self.dist.device
-        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.use_bf16 else contextlib.nullcontext
+        autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if self.use_bf16 else contextlib.nullcontext
         last_log, done = time.monotonic(), 0
         step = start
         try:
@@ -373,6 +407,8 @@ class Trainer:
                 progress.close()
             if writer is not None:
                 writer.close()
+            self.memory["max_rss_bytes"] = sharding.max_rss_bytes()  # the training's peak (before final/)
+            (self.out / f"memory_rank{self.dist.rank}.json").write_text(json.dumps(self.memory) + "\n")
         final = self.out / "final"
         self.export_final(wrapped, model, tokenizer, norm_stats, final)
         if self.dist.main:
