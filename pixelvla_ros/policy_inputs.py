@@ -5,7 +5,7 @@ force, checks each one when it arrives against the loaded model, and says why th
 (`blocking`) and what the node is waiting for (`waiting_for`, reported as a WARN). A refused input changes
 nothing: the previous one stays in force. A target mask is used only with a camera frame whose stamp is within
 `max_mask_lag` s of the mask's (`mask_lag_problem`): a lagging segmenter holds the policy rather than give it a
-target drawn where the object was. `CameraRate` estimates the camera's frame rate from the image
+target drawn where the object was (an unstamped mask, drawn by hand, is not tied to a frame and is used as it is). `CameraRate` estimates the camera's frame rate from the image
 stamps and counts the frames that never arrived.
 
 Times are seconds on the node's clock (ROS time): message stamps and `now`.
@@ -190,13 +190,12 @@ class PolicyInputs:
 
 def mask_lag_problem(image_stamp: float, mask_stamp: float, max_lag: float) -> str:
     """Why a target mask must not be used with a frame ("" = it may): the stamp of the image it was computed
-    from (its header stamp) is more than `max_lag` s from the frame's, or it has none while the frame has one.
-    Either way the mask shows the target where it was, not where the frame shows it."""
-    if mask_stamp == image_stamp:
+    from (its header stamp) is more than `max_lag` s from the frame's: the mask shows the target where it was,
+    not where the frame shows it. An unstamped mask is not tied to any frame (an operator's hand-made mask,
+    `ros2 topic pub`): it is used as it is, as a prompt is."""
+    if mask_stamp == image_stamp or mask_stamp <= 0:
         return ""
     what = "a target mask on /pixelvla/mask aligned with the camera frame"
-    if mask_stamp <= 0:
-        return f"{what} (the mask is unstamped: a mask carries the stamp of the image it was computed from)"
     lag = image_stamp - mask_stamp
     if abs(lag) <= max_lag:
         return ""
