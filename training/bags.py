@@ -9,6 +9,10 @@ every `flush_period_s` (rosbags alone keeps up to 1 MiB of messages in memory), 
 with -9 loses at most that last moment. `read_bag` reads a bag that was never closed (no metadata.yaml;
 an MCAP file without its summary, or cut off in the middle of a record: a crash, a full disk) record by
 record up to the damage, and logs a warning with what it read and what is missing.
+
+The episode readers (training's `datasets.bags`, the labeler's `BagSource`; one episode per bag) share
+`find_bags` (the bags under a folder, closed or not) and `read_bag_topics` (one bag's wanted topics as
+stamped per-topic lists, images decoded by `pixelvla_robots.images`).
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ import yaml
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
+
+from pixelvla_robots.images import ImageError, image_to_mono, image_to_rgb
 
 PACKAGE = "pixelvla_ros"
 logger = logging.getLogger(__name__)
@@ -89,18 +95,88 @@ class BagWriter:
         self.writer.close()
 
 
+def is_bag(folder: str | Path) -> bool:
+    """A bag folder: it holds a metadata.yaml, or MCAP files without one (a bag never closed, which `read_bag`
+    reads up to the damage; a sqlite3 bag needs its metadata.yaml)."""
+    folder = Path(folder)
+    return (folder / "metadata.yaml").is_file() or any(folder.glob("*.mcap"))
+
+
 def find_bags(root: str | Path) -> list[Path]:
-    """The bag folders at `root`: `root` itself if it is one, else its subfolders that are, sorted.
-
-    A folder is a bag if it holds a metadata.yaml, or MCAP files without one (a bag never closed).
-    """
-    def is_bag(folder: Path) -> bool:
-        return (folder / "metadata.yaml").is_file() or any(folder.glob("*.mcap"))
-
+    """The bag folders at `root`: `root` itself if it is one, else every bag folder below it (at any depth, none
+    looked for inside a bag), sorted. The one discovery of bags: training's `bags` sources and the labeler's."""
     root = Path(root)
     if is_bag(root):
         return [root]
-    return sorted(p for p in root.iterdir() if p.is_dir() and is_bag(p)) if root.is_dir() else []
+    found: list[Path] = []
+    seen: set[Path] = set()  # resolved folders: a symlinked folder is followed once (no loops, no duplicates)
+
+    def walk(folder: Path) -> None:
+        for p in folder.iterdir():
+            if p.is_dir() and p.resolve() not in seen:
+                seen.add(p.resolve())
+                if is_bag(p):
+                    found.append(p)
+                else:
+                    walk(p)
+
+    if root.is_dir():
+        walk(root)
+    return sorted(found)
+
+
+@dataclass
+class Stamped:
+    """One message of a bag: `stamp` its header stamp in ns (the log time where the message has no header),
+    `log_ns` the bag's log time (when the recorder received it), `value` the deserialized message, or for an
+    image topic of `read_bag_topics` the decoded pixels."""
+
+    stamp: int
+    log_ns: int
+    value: object
+
+
+@dataclass
+class BagTopics:
+    """The messages of one bag, per wanted topic in bag order (`read_bag`'s); `bag[topic]` is that list (empty
+    for a topic not in the bag). `bad_images[topic]`: (index among the topic's messages, ImageError) of each
+    image that did not decode, left out of the list."""
+
+    path: Path
+    messages: dict[str, list[Stamped]]
+    bad_images: dict[str, list[tuple[int, ImageError]]]
+
+    def __getitem__(self, topic: str) -> list[Stamped]:
+        return self.messages.get(topic, [])
+
+
+IMAGE_DECODERS = {"rgb": image_to_rgb, "mono": image_to_mono}  # pixelvla_robots.images: (H, W, 3) / (H, W) uint8
+
+
+def read_bag_topics(path: str | Path, typestore: Typestore, topics: list[str],
+                    images: dict[str, str] | None = None) -> BagTopics:
+    """One bag's messages of `topics` (the one reading loop of the episode readers: training's and the
+    labeler's), read through `read_bag` (a bag cut short gives what is intact, and a warning).
+
+    `images` {topic: "rgb" | "mono"}: those topics' messages are decoded by `pixelvla_robots.images`
+    (`image_to_rgb`, `image_to_mono`); an image that does not decode goes to `bad_images`. Any other failure to
+    read the bag raises, for the caller to report in its own terms.
+    """
+    decoders = {topic: IMAGE_DECODERS[kind] for topic, kind in (images or {}).items()}
+    wanted = list(dict.fromkeys([*topics, *decoders]))
+    bag = BagTopics(Path(path), {t: [] for t in wanted}, {t: [] for t in decoders})
+    for topic, log_ns, msg in read_bag(path, typestore, wanted):
+        header = getattr(msg, "header", None)
+        stamp = log_ns if header is None else int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+        value = msg
+        if topic in decoders:
+            try:
+                value = decoders[topic](msg)
+            except ImageError as exc:
+                bag.bad_images[topic].append((len(bag.messages[topic]) + len(bag.bad_images[topic]), exc))
+                continue
+        bag.messages[topic].append(Stamped(stamp, log_ns, value))
+    return bag
 
 
 def read_bag(path: str | Path, typestore: Typestore, topics: list[str] | None = None) -> Iterator[tuple[str, int, object]]:

@@ -24,8 +24,6 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from pixelvla_robots.images import image_to_mono, image_to_rgb
-
 from .base import MISSING_IMAGE, MISSING_INSTRUCTION, TRUNCATED, Episode, SkipLog
 
 logger = logging.getLogger(__name__)
@@ -34,41 +32,36 @@ NO_ACTION = "image without an action"
 DEFAULT_MSG_DIR = Path(__file__).resolve().parents[2] / "msg"
 
 
-def _stamp(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 def read_bag_episode(path: str | Path, typestore=None, image_topic: str = "/camera/image_raw",
                      action_source: str = "action_chunk", mask_topic: Optional[str] = "/sim/target_mask",
                      instruction_topic: str = "/pixelvla/instruction", dataset_key: str = "robot_bags",
                      skips: Optional[SkipLog] = None, msg_dir: str | Path = DEFAULT_MSG_DIR) -> Optional[Episode]:
     """One bag -> one Episode (None, counted in `skips`, if nothing usable is in it)."""
-    from pixelvla_training.bags import project_typestore, read_bag
+    from pixelvla_training.bags import project_typestore, read_bag_topics
 
     if action_source not in ("action_chunk", "joint_states"):
         raise ValueError("action_source must be 'action_chunk' or 'joint_states'")
     skips = skips if skips is not None else SkipLog(f"bag:{path}")
     typestore = typestore or project_typestore(msg_dir)
     action_topic = "/pixelvla/action_chunk" if action_source == "action_chunk" else "/joint_states"
-    topics = [image_topic, instruction_topic, action_topic] + ([mask_topic] if mask_topic else [])
-    images, masks, chunks, joints, instructions = [], [], {}, [], []
+    decode = {image_topic: "rgb", **({mask_topic: "mono"} if mask_topic else {})}
     try:
-        for topic, t_ns, msg in read_bag(path, typestore, topics):
-            if topic == image_topic:
-                try:
-                    images.append((_stamp(msg.header), image_to_rgb(msg), t_ns))
-                except ValueError as exc:
-                    skips.skip(MISSING_IMAGE, f"{path}: {exc}")
-            elif topic == mask_topic:
-                masks.append((_stamp(msg.header), image_to_mono(msg) > 0))
-            elif topic == instruction_topic:
-                instructions.append((t_ns, str(msg.data)))
-            elif topic == action_topic and action_source == "action_chunk":
-                a = np.asarray(msg.actions, np.float32)
-                if int(msg.action_dim) == 7 and a.size >= 7:
-                    chunks[_stamp(msg.header)] = a[:7]
-            elif topic == action_topic:
-                joints.append((_stamp(msg.header), dict(zip(msg.name, np.asarray(msg.position, float)))))
+        bag = read_bag_topics(path, typestore, [instruction_topic, action_topic], images=decode)
+        for _, exc in bag.bad_images[image_topic]:
+            skips.skip(MISSING_IMAGE, f"{path}: {exc}")
+        if mask_topic and bag.bad_images[mask_topic]:  # a mask that does not decode spoils the episode
+            raise bag.bad_images[mask_topic][0][1]
+        images = [(m.stamp, m.value, m.log_ns) for m in bag[image_topic]]
+        masks = [(m.stamp, m.value > 0) for m in bag[mask_topic]] if mask_topic else []
+        instructions = [(m.log_ns, str(m.value.data)) for m in bag[instruction_topic]]
+        chunks, joints = {}, []
+        for m in bag[action_topic]:
+            if action_source == "action_chunk":
+                a = np.asarray(m.value.actions, np.float32)
+                if int(m.value.action_dim) == 7 and a.size >= 7:
+                    chunks[m.stamp] = a[:7]
+            else:
+                joints.append((m.stamp, dict(zip(m.value.name, np.asarray(m.value.position, float)))))
     except Exception as exc:  # an unreadable / truncated bag
         skips.skip(TRUNCATED, f"{path}: {exc}")
         return None

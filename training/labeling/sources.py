@@ -3,7 +3,8 @@
 Every source gives `EpisodeInput`s in a fixed order (the order decides shard membership, see FORMAT.md):
 - `SimSource`: a simulator episode directory (`pixelvla-sim-episodes`, training/episodes/DATASET.md): images,
   gripper commands and states, TCP poses, camera intrinsics and pose (the kinematic proposal path).
-- `BagSource`: a directory of ROS 2 bags (or one bag) recorded by the recorder node, one episode per bag:
+- `BagSource`: a directory of ROS 2 bags (or one bag) recorded by the recorder node, one episode per bag, closed
+  or cut short (a recorder that crashed; found by `pixelvla_training.bags.find_bags`, read by `read_bag_topics`):
   `/camera/image_raw` frames, `/pixelvla/instruction`, finger state from `/joint_states`, camera from
   `/camera/camera_info` + `/camera/pose`, TCP from forward kinematics of the arm joints when all are there.
 """
@@ -102,13 +103,10 @@ class BagSource:
                                               "/joint_states", "/pixelvla/instruction")
 
     def __init__(self, root: str | Path, msg_dir: str | Path | None = None) -> None:
-        from pixelvla_training.bags import project_typestore
+        from pixelvla_training.bags import find_bags, project_typestore
 
         self.root = Path(root).resolve()
-        if (self.root / "metadata.yaml").is_file():
-            self.bags = [self.root]
-        else:
-            self.bags = sorted(p.parent for p in self.root.rglob("metadata.yaml"))
+        self.bags = find_bags(self.root)  # closed bags and bags cut short (no metadata.yaml)
         self.name = self.root.name
         msg_dir = Path(msg_dir) if msg_dir else Path(__file__).resolve().parents[2] / "msg"
         self.typestore = project_typestore(msg_dir)
@@ -125,32 +123,22 @@ class BagSource:
     def load(self, key: str) -> EpisodeInput:
         from pixelvla_robots import wx250s
         from pixelvla_robots.camera import CameraModel, pose_arrays
-        from pixelvla_robots.images import ImageError, image_to_rgb
-        from pixelvla_training.bags import read_bag
+        from pixelvla_training.bags import read_bag_topics
 
-        path = self.root / key
-        images, stamps, joints, instruction, info, pose = [], [], [], "", None, None
         try:
-            for topic, stamp, msg in read_bag(path, self.typestore, [self.IMAGE, self.INFO, self.POSE, self.JOINTS,
-                                                                   self.INSTRUCTION]):
-                if topic == self.IMAGE:
-                    try:
-                        images.append(image_to_rgb(msg))
-                    except ImageError as exc:
-                        raise EpisodeError("corrupt_frame", f"image {len(images)}: {exc}") from None
-                    stamps.append(stamp)
-                elif topic == self.JOINTS:
-                    joints.append((stamp, dict(zip(msg.name, np.asarray(msg.position, dtype=float)))))
-                elif topic == self.INSTRUCTION:
-                    instruction = msg.data
-                elif topic == self.INFO:
-                    info = msg
-                elif topic == self.POSE:
-                    pose = msg.pose
-        except EpisodeError:
-            raise
+            bag = read_bag_topics(self.root / key, self.typestore, [self.INFO, self.POSE, self.JOINTS, self.INSTRUCTION],
+                                  images={self.IMAGE: "rgb"})
         except Exception as exc:
             raise EpisodeError("unreadable", f"{type(exc).__name__}: {exc}") from None
+        if bag.bad_images[self.IMAGE]:
+            index, exc = bag.bad_images[self.IMAGE][0]
+            raise EpisodeError("corrupt_frame", f"image {index}: {exc}")
+        images = [m.value for m in bag[self.IMAGE]]
+        stamps = [m.log_ns for m in bag[self.IMAGE]]
+        joints = [(m.log_ns, dict(zip(m.value.name, np.asarray(m.value.position, dtype=float)))) for m in bag[self.JOINTS]]
+        instruction = bag[self.INSTRUCTION][-1].value.data if bag[self.INSTRUCTION] else ""
+        info = bag[self.INFO][-1].value if bag[self.INFO] else None
+        pose = bag[self.POSE][-1].value.pose if bag[self.POSE] else None
         if not images:
             raise EpisodeError("unreadable", f"no {self.IMAGE} messages")
         shapes = {im.shape for im in images}
@@ -181,13 +169,16 @@ class BagSource:
 
 
 def open_source(path: str | Path, kind: str = "auto"):
-    """A source for `path`: kind "sim", "bags" or "auto" (index.json -> sim, metadata.yaml below -> bags)."""
+    """A source for `path`: kind "sim", "bags" or "auto" (index.json -> sim, bags below (`find_bags`) -> bags)."""
+    from pixelvla_training.bags import find_bags
+
     path = Path(path)
     if kind == "sim" or (kind == "auto" and (path / "index.json").is_file()):
         return SimSource(path)
-    if kind == "bags" or (kind == "auto" and any(path.rglob("metadata.yaml"))):
+    if kind == "bags" or (kind == "auto" and find_bags(path)):
         return BagSource(path)
-    raise ValueError(f"{path}: neither a simulator episode directory (index.json) nor ROS 2 bags (metadata.yaml); "
+    raise ValueError(f"{path}: neither a simulator episode directory (index.json) nor ROS 2 bags (metadata.yaml, or "
+                     "MCAP files of a bag never closed); "
                      "no RLDS reader exists in this project yet")
 
 
