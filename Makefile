@@ -1,5 +1,6 @@
 # Set-up from nothing, idempotent: each step runs again only when its inputs change.
-#   make demo   the simulated WidowX driven by the policy stack (one episode, video + JSON result)
+#   make demo   the shipped policy drives the simulated WidowX through the ROS stack: three fixed seeds prompted,
+#               the first once more text-only; a table of outcomes, a video per episode, a JSON result
 #   make test   the test suite (unit + real nodes over DDS on localhost + the simulator)
 #   make bench  latency benchmarks, recorded in docs/benchmarks.md
 SHELL := /bin/bash

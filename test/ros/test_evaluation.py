@@ -38,14 +38,3 @@ def test_policy_episode_runs_and_failures_are_filmed(ros_domain, tmp_path):
     if not episode["success"]:  # the shipped checkpoint fails most episodes (docs/results.md)
         assert (tmp_path / "failure_put_this_cube_on_plate_seed1000.gif").exists()
 
-
-def test_the_demo_adds_a_place_prompt_for_models_trained_with_them(tmp_path):
-    from pixelvla_model import DEFAULT_CHECKPOINT, PixelVLAConfig
-    from pixelvla_ros.demo import operator_for
-    from tiny_models import save_tiny_checkpoint
-
-    for place in (False, True):
-        save_tiny_checkpoint(tmp_path / str(place), place_prompts=place)
-        assert operator_for(str(tmp_path / str(place))) == ("prompt_place" if place else "prompt")
-    shipped = PixelVLAConfig.from_json_file(DEFAULT_CHECKPOINT / "config.json").place_prompts
-    assert operator_for("") == ("prompt_place" if shipped else "prompt")
