@@ -1,6 +1,7 @@
 """load_runtime: a checkpoint directory or an engine bundle directory -> a PolicyRuntime."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Optional
@@ -17,11 +18,8 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def tensorrt_available() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the tensorrt package is installed; found without importing it (an import loads its CUDA libraries)."""
+    return importlib.util.find_spec("tensorrt") is not None
 
 
 def kind_of(path: str | os.PathLike) -> str:
@@ -96,7 +94,7 @@ def load_runtime(path: str | os.PathLike, backend: Optional[str] = None, device:
 
     path: a checkpoint directory (config.json + safetensors; backend "torch") or an engine bundle
     (manifest.json; backends "onnxruntime" and "tensorrt"; an engine-only bundle: tensorrt). backend None picks
-    torch for a checkpoint, and tensorrt for a bundle with an engine where TensorRT imports, else onnxruntime.
+    torch for a checkpoint, and tensorrt for a bundle with an engine where TensorRT is installed, else onnxruntime.
     device, for every backend: "cpu", "cuda" or "cuda:N" (None: cuda for tensorrt, cpu otherwise); a CUDA device
     becomes the current one (devices.select_device) before anything loads, and a model whose weights do not fit
     its free memory is refused first (devices.check_fits_gpu). dtype: float32 / bfloat16 / float16 (also fp32 /

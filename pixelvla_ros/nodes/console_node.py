@@ -37,13 +37,14 @@ from typing import Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Point, PoseStamped
+from geometry_msgs.msg import Point
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from pixelvla_ros import qos
+from pixelvla_ros.camera_subscriptions import CameraSubscriptions
 from pixelvla_ros.console.prompts import PromptSpec
 from pixelvla_ros.console.security import access_token
 from pixelvla_ros.console.server import Actions, ConsoleServer
@@ -56,7 +57,6 @@ from pixelvla_ros.node_base import (
     ParameterMixin, joint_positions, run_node, subscribe_camera, subscribe_latched,
 )
 from pixelvla_ros.prompt_conversions import is_clear
-from pixelvla_robots.camera import CameraModel, pose_arrays
 from pixelvla_sim.tasks import TASKS
 from pixelvla_training.visualization import path_in_image, predicted_tcp_path
 
@@ -90,8 +90,6 @@ class ConsoleNode(ParameterMixin, Node):
 
         self.state = ConsoleState(tasks=sorted(TASKS))
         self.joints: np.ndarray | None = None
-        self.info: CameraInfo | None = None
-        self.camera_pose: tuple[np.ndarray, np.ndarray] | None = None
         self.prompt_count = 0
         self.work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()  # from the server's thread
         self.wakeup = self.create_guard_condition(self.do_work)
@@ -103,7 +101,7 @@ class ConsoleNode(ParameterMixin, Node):
         self.reset_pub = self.create_publisher(String, "sim/reset", qos.COMMAND)
         self.reset_client = self.create_client(Trigger, reset_service)
         self.watching: list = []  # the subscriptions of high-rate topics, while a page is open
-        self.create_subscription(PoseStamped, "camera/pose", self.on_camera_pose, qos.LATCHED)
+        self.camera_topics = CameraSubscriptions(self, camera_info=False)  # the info only while watched
         self.create_subscription(DiagnosticArray, "diagnostics", self.on_diagnostics, 10)
         for marks, topic in PROMPT_TOPICS.items():
             subscribe_latched(self, VisualPrompt, topic, lambda m, marks=marks: self.on_prompt(marks, m))
@@ -139,7 +137,7 @@ class ConsoleNode(ParameterMixin, Node):
         if on and not self.watching:
             self.watching = [
                 subscribe_camera(self, "camera/image_raw", self.transport, self.on_image),
-                self.create_subscription(CameraInfo, "camera/camera_info", self.on_camera_info, qos.SENSOR),
+                self.camera_topics.subscribe_info(),
                 self.create_subscription(JointState, "joint_states", self.on_joint_state, qos.SENSOR),
                 self.create_subscription(ActionChunk, "pixelvla/action_chunk", self.on_chunk, qos.COMMAND),
                 *subscribe_latched(self, Image, "pixelvla/mask", self.on_mask)]
@@ -222,17 +220,6 @@ class ConsoleNode(ParameterMixin, Node):
         self.state.put_frame(frame, stamp, msg.header.frame_id, time.monotonic())
         self.server.notify()
 
-    def on_camera_info(self, msg: CameraInfo) -> None:
-        self.info = msg
-
-    def on_camera_pose(self, msg: PoseStamped) -> None:
-        self.camera_pose = pose_arrays(msg.pose)
-
-    def camera(self) -> CameraModel | None:
-        if self.info is None or self.camera_pose is None:
-            return None
-        return CameraModel.from_camera_info(self.info, *self.camera_pose)
-
     def on_joint_state(self, msg: JointState) -> None:
         joints = joint_positions(msg, self.joint_names)
         if joints is not None:
@@ -251,7 +238,7 @@ class ConsoleNode(ParameterMixin, Node):
         if not np.all(np.isfinite(actions)):
             return
         self.state.update(gripper={**self.state.gripper, "planned": round(float(actions[0, 6]), 2)})
-        camera = self.camera()
+        camera = self.camera_topics.camera()
         if self.joints is not None and camera is not None and self.robot.has_kinematics:
             self.state.update(path_xy=path_in_image(camera, predicted_tcp_path(self.joints, actions, self.robot.fk)), bump=False)
 

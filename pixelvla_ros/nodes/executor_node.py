@@ -45,8 +45,8 @@ from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_latched
 from pixelvla_robots.base import NoKinematics, no_kinematics_reason
 from pixelvla_robots.executor import (
-    DEFAULT_MAX_JOINT_VELOCITY, MOVE, NO_ACTION_DUE, STOP, TICKS_PER_PERIOD, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, Command,
-    JointReading, SafetyGate,
+    DEFAULT_MAX_JOINT_VELOCITY, MOVE, NO_ACTION_DUE, STOP, TICKS_PER_PERIOD, Chunk, ChunkRejected, Command, JointReading,
+    chunk_executor_from_parameters,
 )
 
 ACK_TIMEOUT_S = 1.0  # how long the final hold waits for the controller's acknowledgement
@@ -63,32 +63,30 @@ class ExecutorNode(ParameterMixin, Node):
             raise ValueError(f"joint_names must name the {len(self.robot.joint_names)} arm joints of "
                              f"{self.robot.model}, got {self.joint_names}")
         self.gripper_joint = self.declare("gripper_joint", self.robot.finger_joint, "finger joint of the gripper command")
-        rate = self.declare("control_rate_hz", 5.0, "arm targets per second at most", minimum=0.5, maximum=100.0)
-        self.period = 1.0 / rate
-        schedule = ChunkSchedule(
-            strategy=self.declare("strategy", "receding_horizon", "receding_horizon or temporal_ensemble"),
-            execute_steps=self.declare("execute_steps", 5, "receding horizon: actions executed per chunk", minimum=1),
-            ensemble_decay=self.declare("ensemble_decay", 0.1, "temporal ensembling: k of exp(-k i)", minimum=0.0),
-            max_chunk_age=self.declare("max_chunk_age", 1.0, "older chunks (s since their image) are refused", minimum=0.0),
-            max_future_stamp=self.declare("max_future_stamp", 0.1, "chunks stamped later than now + this (s) are refused", minimum=0.0),
-            min_dt=self.declare("min_chunk_dt", 0.01, "chunks with a shorter dt (s) are refused", minimum=1e-4),
-            max_dt=self.declare("max_chunk_dt", 1.0, "chunks with a longer dt (s) are refused", minimum=1e-4),
-        )
-        gate = SafetyGate(
-            workspace_min=self.declare("workspace_min", [0.10, -0.35, 0.02], "workspace box min corner (m, base frame)"),
-            workspace_max=self.declare("workspace_max", [0.50, 0.35, 0.45], "workspace box max corner (m, base frame)"),
-            max_step_translation=self.declare("max_step_translation", 0.05, "TCP step per command from the measured TCP (m)", minimum=0.002),
-            max_step_rotation=self.declare("max_step_rotation", 0.35, "TCP rotation per command from the measured TCP (rad)", minimum=0.01),
-            max_joint_velocity=self.declare("max_joint_velocity", list(DEFAULT_MAX_JOINT_VELOCITY),
-                                            "per joint (rad/s, joint_names order): a command moves a joint at most this x period"),
-            robot=self.robot,
-        )
-        self.chunk_executor = ChunkExecutor(
-            schedule, gate, period=self.period,
-            watchdog_timeout=self.declare("watchdog_timeout", 1.0, "hold after this long without a chunk (s)", minimum=0.0),
-            max_tracking_error=self.declare("max_tracking_error", 0.03, "commanded-to-measured TCP distance that restarts a plan (m)", minimum=0.001),
-            max_joint_state_age=self.declare("max_joint_state_age", 0.5, "stop when the newest joint state arrived longer ago (s)", minimum=0.0),
-        )
+        # Declared here (described, validated); turned into the executor by chunk_executor_from_parameters,
+        # as the in-process ChunkControl does from the robot's YAML.
+        parameters = {
+            "robot_model": self.robot.model,
+            "control_rate_hz": self.declare("control_rate_hz", 5.0, "arm targets per second at most", minimum=0.5, maximum=100.0),
+            "strategy": self.declare("strategy", "receding_horizon", "receding_horizon or temporal_ensemble"),
+            "execute_steps": self.declare("execute_steps", 5, "receding horizon: actions executed per chunk", minimum=1),
+            "ensemble_decay": self.declare("ensemble_decay", 0.1, "temporal ensembling: k of exp(-k i)", minimum=0.0),
+            "max_chunk_age": self.declare("max_chunk_age", 1.0, "older chunks (s since their image) are refused", minimum=0.0),
+            "max_future_stamp": self.declare("max_future_stamp", 0.1, "chunks stamped later than now + this (s) are refused", minimum=0.0),
+            "min_chunk_dt": self.declare("min_chunk_dt", 0.01, "chunks with a shorter dt (s) are refused", minimum=1e-4),
+            "max_chunk_dt": self.declare("max_chunk_dt", 1.0, "chunks with a longer dt (s) are refused", minimum=1e-4),
+            "workspace_min": self.declare("workspace_min", [0.10, -0.35, 0.02], "workspace box min corner (m, base frame)"),
+            "workspace_max": self.declare("workspace_max", [0.50, 0.35, 0.45], "workspace box max corner (m, base frame)"),
+            "max_step_translation": self.declare("max_step_translation", 0.05, "TCP step per command from the measured TCP (m)", minimum=0.002),
+            "max_step_rotation": self.declare("max_step_rotation", 0.35, "TCP rotation per command from the measured TCP (rad)", minimum=0.01),
+            "max_joint_velocity": self.declare("max_joint_velocity", list(DEFAULT_MAX_JOINT_VELOCITY),
+                                               "per joint (rad/s, joint_names order): a command moves a joint at most this x period"),
+            "watchdog_timeout": self.declare("watchdog_timeout", 1.0, "hold after this long without a chunk (s)", minimum=0.0),
+            "max_tracking_error": self.declare("max_tracking_error", 0.03, "commanded-to-measured TCP distance that restarts a plan (m)", minimum=0.001),
+            "max_joint_state_age": self.declare("max_joint_state_age", 0.5, "stop when the newest joint state arrived longer ago (s)", minimum=0.0),
+        }
+        self.chunk_executor = chunk_executor_from_parameters(parameters)
+        self.period = self.chunk_executor.period  # s, 1 / control_rate_hz
         self.reading: JointReading | None = None  # the newest valid joint state
         self.last_rejection = ""
         self.reported_state = self.chunk_executor.state

@@ -20,17 +20,17 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from geometry_msgs.msg import Point, PointStamped, PoseStamped
+from geometry_msgs.msg import Point, PointStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import Trigger
 
 from pixelvla_ros import qos
+from pixelvla_ros.camera_subscriptions import CameraSubscriptions
 from pixelvla_ros.msg import VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node
 from pixelvla_robots.rotations import quat_to_matrix
-from pixelvla_robots.camera import CameraModel, image_xy, pose_arrays
+from pixelvla_robots.camera import image_xy
 
 MODES = ("point", "box", "line")
 TOPICS = {"target": "pixelvla/prompt", "place": "pixelvla/place_prompt"}  # what the clicks mark -> topic
@@ -48,17 +48,14 @@ class PromptNode(ParameterMixin, Node):
         self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame RViz clicks must be in")
         position = self.declare("camera_position", [0.0, 0.0, 0.0], "camera optical centre in base_frame (m); used until /camera/pose arrives")
         orientation = self.declare("camera_orientation", [0.0, 0.0, 0.0, 0.0], "optical frame orientation (x y z w) in base_frame; all zero = unknown")
-        self.camera_pose: tuple[np.ndarray, np.ndarray] | None = None
-        if np.linalg.norm(orientation) > 0:
-            self.camera_pose = (np.array(position, float), self.rotation_from_xyzw(orientation))
-        self.info: CameraInfo | None = None
+        known = np.linalg.norm(orientation) > 0
+        pose = (np.array(position, float), self.rotation_from_xyzw(orientation)) if known else None
         self.clicks: list[tuple[float, float]] = []
         self.frame_id, self.stamp = "", None
         self.count = 0
         self.add_on_set_parameters_callback(self.on_parameters)
         self.pubs = {marks: self.create_publisher(VisualPrompt, topic, qos.LATCHED) for marks, topic in TOPICS.items()}
-        self.create_subscription(CameraInfo, "camera/camera_info", self.on_camera_info, qos.SENSOR)
-        self.create_subscription(PoseStamped, "camera/pose", self.on_camera_pose, qos.LATCHED)
+        self.camera_topics = CameraSubscriptions(self, base_frame=self.base_frame, pose=pose)
         self.create_subscription(PointStamped, "clicked_point", self.on_clicked_point, 10)
         self.create_subscription(Point, "camera/image_raw_mouse_left", self.on_pixel_click, 10)
         self.create_service(Trigger, "~/clear", self.on_clear)
@@ -82,25 +79,11 @@ class PromptNode(ParameterMixin, Node):
                 self.clicks.clear()
         return SetParametersResult(successful=True)
 
-    def on_camera_info(self, msg: CameraInfo) -> None:
-        self.info = msg
-
-    def on_camera_pose(self, msg: PoseStamped) -> None:
-        if msg.header.frame_id and msg.header.frame_id != self.base_frame:
-            self.get_logger().warning(f"camera pose in {msg.header.frame_id!r}, expected {self.base_frame!r}: ignored")
-            return
-        self.camera_pose = pose_arrays(msg.pose)
-
-    def camera(self) -> CameraModel | None:
-        if self.info is None or self.camera_pose is None:
-            return None
-        return CameraModel.from_camera_info(self.info, *self.camera_pose)
-
     def on_clicked_point(self, msg: PointStamped) -> None:
         if msg.header.frame_id != self.base_frame:
             self.get_logger().warning(f"click in frame {msg.header.frame_id!r} dropped: set RViz's fixed frame to {self.base_frame!r}")
             return
-        camera = self.camera()
+        camera = self.camera_topics.camera()
         if camera is None:
             self.get_logger().warning("click dropped: no camera info or camera pose yet")
             return
@@ -116,7 +99,8 @@ class PromptNode(ParameterMixin, Node):
         self.add_click(x, y)
 
     def on_pixel_click(self, msg: Point) -> None:
-        if self.info is not None and not (0 <= msg.x < self.info.width and 0 <= msg.y < self.info.height):
+        info = self.camera_topics.info
+        if info is not None and not (0 <= msg.x < info.width and 0 <= msg.y < info.height):
             self.get_logger().warning(f"pixel click ({msg.x}, {msg.y}) outside the image: dropped")
             return
         self.add_click(*image_xy((msg.x, msg.y)).tolist())
@@ -140,7 +124,8 @@ class PromptNode(ParameterMixin, Node):
         msg = VisualPrompt(type=prompt_type, points=[Point(x=x, y=y) for x, y in points], prompt_id=f"click-{self.count}")
         msg.labels = [1] * len(points) if prompt_type == VisualPrompt.POINT else []
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.info.header.frame_id if self.info is not None else ""
+        info = self.camera_topics.info
+        msg.header.frame_id = info.header.frame_id if info is not None else ""
         self.pubs[self.marks].publish(msg)
         self.count += 1
         self.get_logger().info(f"{msg.prompt_id}: {self.mode} prompt on the {self.marks} at "

@@ -23,19 +23,20 @@ import sys
 import time
 
 import numpy as np
-from geometry_msgs.msg import Point, PoseStamped
+from geometry_msgs.msg import Point
 from rclpy.node import Node
 from rclpy.serialization import serialize_message
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from pixelvla_ros import qos
+from pixelvla_ros.camera_subscriptions import CameraSubscriptions
 from pixelvla_ros.image_conversions import TRANSPORTS, CameraFrame, ImageError, image_to_mono, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, subscribe_camera
 from pixelvla_ros.prompt_conversions import is_clear
-from pixelvla_robots.camera import CameraModel, pose_arrays
+from pixelvla_robots.camera import CameraModel
 from pixelvla_training.visualization import (
     PLACE_COLOR, TARGET_COLOR, draw_box, draw_path, draw_points, draw_polyline, path_in_image, predicted_tcp_path,
     table_mesh, tint_mask,
@@ -98,22 +99,16 @@ class VisualizerNode(ParameterMixin, Node):
         self.path: np.ndarray | None = None  # (N+1, 3) m, base frame
         self.mask: np.ndarray | None = None
         self.prompts: dict[str, VisualPrompt] = {}  # "target" / "place" -> the prompt in force
-        self.info: CameraInfo | None = None
-        self.camera_pose: tuple[np.ndarray, np.ndarray] | None = None
         self.overlay_pub = self.create_publisher(Image, "pixelvla/overlay", qos.SENSOR)
         self.marker_pub = self.create_publisher(MarkerArray, "pixelvla/markers", 10)
         self.table_pub = self.create_publisher(Marker, "pixelvla/table", qos.LATCHED)
         subscribe_camera(self, "camera/image_raw", transport, self.on_image)
-        self.create_subscription(CameraInfo, "camera/camera_info", lambda m: setattr(self, "info", m), qos.SENSOR)
-        self.create_subscription(PoseStamped, "camera/pose", self.on_camera_pose, qos.LATCHED)
+        self.camera_topics = CameraSubscriptions(self)
         self.create_subscription(JointState, "joint_states", self.on_joint_state, qos.SENSOR)
         self.create_subscription(ActionChunk, "pixelvla/action_chunk", self.on_chunk, qos.COMMAND)
         self.create_subscription(VisualPrompt, "pixelvla/prompt", lambda m: self.on_prompt("target", m), qos.LATCHED)
         self.create_subscription(VisualPrompt, "pixelvla/place_prompt", lambda m: self.on_prompt("place", m), qos.LATCHED)
         self.create_subscription(Image, "pixelvla/mask", self.on_mask, qos.LATCHED)
-
-    def on_camera_pose(self, msg: PoseStamped) -> None:
-        self.camera_pose = pose_arrays(msg.pose)
 
     def on_joint_state(self, msg: JointState) -> None:
         joints = joint_positions(msg, self.joint_names)
@@ -166,7 +161,7 @@ class VisualizerNode(ParameterMixin, Node):
                 draw_polyline(image, xy, color=color)
             elif len(xy):
                 draw_points(image, xy, color=color)
-        camera = self.camera()
+        camera = self.camera_topics.camera()
         if camera is not None and self.path is not None:
             draw_path(image, path_in_image(camera, self.path))
         self.overlay_pub.publish(rgb_to_image(image, msg.header))
@@ -198,11 +193,6 @@ class VisualizerNode(ParameterMixin, Node):
         marker.scale.x = marker.scale.y = marker.scale.z = 1.0  # vertices are in metres as they are
         marker.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)  # RViz multiplies each vertex's alpha by color.a
         return marker
-
-    def camera(self) -> CameraModel | None:
-        if self.info is None or self.camera_pose is None:
-            return None
-        return CameraModel.from_camera_info(self.info, *self.camera_pose)
 
     def publish_markers(self, chunk: ActionChunk) -> None:
         points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in self.path]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import mmap
 import shutil
+import sys
 
 import pytest
 
@@ -12,7 +13,7 @@ from pixelvla_model.runtime import BundleError, BundleMismatchError, load_runtim
 from pixelvla_model.runtime.bundle import (open_engine, sha256_file, strip_to_engine, verify_engine_bundle,
                                            write_manifest)
 from pixelvla_model.runtime.bundle_cli import main as bundle_main
-from pixelvla_model.runtime.factory import tensorrt_available
+from pixelvla_model.runtime.factory import default_backend, tensorrt_available
 
 BUILT_WITH = {"version": "10.8.0.43", "precision": "bf16", "workspace_bytes": 4 << 30,
               "device": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7"}
@@ -103,6 +104,17 @@ def test_an_engine_only_bundle_runs_on_tensorrt_only(engine_only):
     with pytest.raises(ValueError, match=r"dtype 'float16' does not apply to the tensorrt backend: .* runs in bf16, "
                                          r"the precision its TensorRT engine was built in"):
         load_runtime(engine_only, device="cuda", dtype="float16")
+
+
+def test_choosing_the_backend_finds_tensorrt_without_importing_it(full_bundle, tmp_path, monkeypatch):
+    """An installed tensorrt package picks the engine of a full bundle; it is only imported to run it."""
+    package = tmp_path / "installed" / "tensorrt"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('choosing a backend must not import tensorrt')\n")
+    monkeypatch.syspath_prepend(str(package.parent))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    assert default_backend(full_bundle) == "tensorrt"
+    assert "tensorrt" not in sys.modules
 
 
 @pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed: test_tensorrt.py loads real engines")
