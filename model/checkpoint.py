@@ -15,6 +15,7 @@ call save_pretrained / load_pretrained here with the model class.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -103,18 +104,47 @@ def tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
 
 def iter_safetensors(files: list[Path], map_location: str = "cpu",
                      dtype: Optional[torch.dtype] = None) -> Iterator[tuple[Path, str, torch.Tensor]]:
-    """(file, name, tensor) for every tensor, file by file and one tensor at a time, each a fresh copy (in
-    ``dtype`` when given): a caller that keeps only what it needs never holds more than one source tensor."""
+    """(file, name, tensor) for every tensor, file by file and one tensor at a time, each a fresh copy (the
+    floating-point ones in ``dtype`` when given, converted straight from the file): a caller that keeps only
+    what it needs never holds more than one source tensor."""
     for f in files:
         with safe_open(str(f), framework="pt", device=map_location) as fh:
-            for k in fh.keys():
+            names = list(fh.keys())
+        for k in names:
+            # The file is mapped anew for each tensor: a mapping held open keeps every page read through it
+            # resident, and a whole shard would then count beside the model it is read into.
+            with safe_open(str(f), framework="pt", device=map_location) as fh:
+                t = fh.get_tensor(k)
                 # a copy in allocator-aligned memory: tensors read from the file can be misaligned, which
                 # changes the CPU matmul kernels and breaks bit-exact reloads
-                yield f, k, fh.get_tensor(k).to(dtype=dtype, copy=True)
+                t = t.to(dtype=dtype if t.is_floating_point() else None, copy=True)
+            yield f, k, t
 
 
-def read_safetensors(files: list[Path], map_location: str = "cpu") -> dict[str, torch.Tensor]:
-    return {k: t for _, k, t in iter_safetensors(files, map_location)}
+def read_safetensors(files: list[Path], map_location: str = "cpu",
+                     dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
+    return {k: t for _, k, t in iter_safetensors(files, map_location, dtype)}
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Modules built inside get their parameters on the meta device (shapes only: no memory, and their random
+    init does nothing) and their buffers for real: the non-persistent ones (rotary frequencies, normalisation
+    constants) are computed at construction and are not in a checkpoint. Each parameter still comes into being
+    on the CPU in its module's constructor (mostly torch.empty, never written) and goes to meta as it is
+    registered, one at a time. Not thread-safe: it swaps nn.Module.register_parameter while the block runs."""
+    register = torch.nn.Module.register_parameter
+
+    def register_on_meta(module: torch.nn.Module, name: str, param: Optional[torch.nn.Parameter]) -> None:
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    torch.nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
@@ -132,10 +162,15 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
 
 
 def load_pretrained(model_cls, directory: str | Path, map_location: str = "cpu",
-                    config: Optional[PixelVLAConfig] = None):
+                    config: Optional[PixelVLAConfig] = None, dtype: Optional[torch.dtype] = None):
     """config.json + safetensors -> ``model_cls(config)`` with the weights loaded, in eval mode.
 
-    config: the directory's config when the caller has already read it (it is then not read again)."""
+    config: the directory's config when the caller has already read it (it is then not read again).
+    dtype: what the model's floating-point parameters and buffers end in, as after ``model.to(dtype)``; None: the
+    checkpoint's dtype when its parameters share one, else each as stored. The module is built with its
+    parameters on the meta device and filled with the checkpoint's tensors, read one at a time and converted
+    to ``dtype`` as they are read: the peak memory is the model in ``dtype`` plus one source tensor (a float32
+    checkpoint loads in bfloat16 within about its bfloat16 size)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     directory = Path(directory)
     if not directory.is_dir():
@@ -143,19 +178,15 @@ def load_pretrained(model_cls, directory: str | Path, map_location: str = "cpu",
     if config is None:
         config = PixelVLAConfig.from_json_file(directory / CONFIG_FILE)
     files = weight_files(directory)
-    try:  # parameters on the meta device (no random init, no double memory); buffers built normally
-        from accelerate import init_empty_weights
-    except ImportError:
+    with parameters_on_meta():
         model = model_cls(config)
-        load_state_strict(model, read_safetensors(files, map_location), str(directory))
-    else:
-        with init_empty_weights(include_buffers=False):
-            model = model_cls(config)
-        load_state_strict(model, read_safetensors(files, map_location), str(directory), assign=True)
-        left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-        if left:
-            raise RuntimeError(f"tensors left unloaded after reading {directory}: {left}")
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if len(dtypes) == 1:  # e.g. a bfloat16 checkpoint: constant buffers follow, as after model.to(dtype)
-        model.to(dtypes.pop())
+    load_state_strict(model, read_safetensors(files, map_location, dtype), str(directory), assign=True)
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"tensors left unloaded after reading {directory}: {left}")
+    if dtype is None:
+        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        dtype = dtypes.pop() if len(dtypes) == 1 else None
+    if dtype is not None:  # the buffers built with the module (float32) follow the parameters
+        model.to(dtype)
     return model.to(map_location).eval()

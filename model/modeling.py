@@ -438,15 +438,17 @@ class PixelVLA(nn.Module):
         save_pretrained(self, directory, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, directory, map_location: str = "cpu",
-                        config: Optional[PixelVLAConfig] = None) -> "PixelVLA":
-        """config.json + safetensors -> PixelVLA in eval mode. See checkpoint.load_pretrained."""
-        return load_pretrained(cls, directory, map_location=map_location, config=config)
+    def from_pretrained(cls, directory, map_location: str = "cpu", config: Optional[PixelVLAConfig] = None,
+                        dtype: Optional[torch.dtype] = None) -> "PixelVLA":
+        """config.json + safetensors -> PixelVLA in eval mode, in ``dtype`` (None: the checkpoint's), built in
+        that dtype without a float32 copy. See checkpoint.load_pretrained."""
+        return load_pretrained(cls, directory, map_location=map_location, config=config, dtype=dtype)
 
 
-def load_model(directory, map_location: str = "cpu", config: Optional[PixelVLAConfig] = None) -> PixelVLA:
-    """config.json + safetensors -> PixelVLA in eval mode (PixelVLA.from_pretrained)."""
-    return PixelVLA.from_pretrained(directory, map_location=map_location, config=config)
+def load_model(directory, map_location: str = "cpu", config: Optional[PixelVLAConfig] = None,
+               dtype: Optional[torch.dtype] = None) -> PixelVLA:
+    """config.json + safetensors -> PixelVLA in eval mode, in ``dtype`` (PixelVLA.from_pretrained)."""
+    return PixelVLA.from_pretrained(directory, map_location=map_location, config=config, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------------

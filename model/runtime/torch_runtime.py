@@ -54,7 +54,9 @@ class TorchRuntime(PolicyRuntime):
              model_id: Optional[str] = None, config: Optional[PixelVLAConfig] = None) -> "TorchRuntime":
         """path: a checkpoint directory (config.json + safetensors); config: its config, when already read."""
         path = Path(path)
-        return cls(load_model(path, config=config), device=device, dtype=dtype, model_id=model_id or path.name)
+        # built in the dtype it runs in: no float32 copy of a bf16 7B (an unknown dtype is refused by __init__)
+        model = load_model(path, config=config, dtype=TORCH_DTYPES.get(dtype) if dtype else None)
+        return cls(model, device=device, dtype=dtype, model_id=model_id or path.name)
 
     @torch.inference_mode()
     def _run(self, batch) -> np.ndarray:
