@@ -8,7 +8,7 @@ Public API:
     PixelVLAProcessor              processing.py     (pre/post-processing shared by every runtime)
     PixelVLAPolicy                 runtime/policy.py (processor + the torch runtime)
     from_openvla                   openvla_import.py
-    build_byte_tokenizer, load_tokenizer   tokenizer.py
+    build_byte_tokenizer, add_words, load_tokenizer   tokenizer.py
 
 The configuration and the prompt types load with the package; everything that needs torch or transformers
 loads on first use of its name, so `from pixelvla_model import Point` stays fast (ROS nodes, tools).
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .openvla_import import from_openvla
     from .processing import PROMPT_TEMPLATE, PixelVLAProcessor, unnormalize_actions
     from .runtime.policy import PixelVLAPolicy
-    from .tokenizer import build_byte_tokenizer, load_tokenizer
+    from .tokenizer import add_words, build_byte_tokenizer, load_tokenizer
 
 # The project's own small checkpoint, trained in the simulator on a CPU (docs/results.md): the default
 # model of the policy node. It reads the robot state (/joint_states), runs the whole stack and completes
@@ -50,7 +50,7 @@ _LAZY = {
     "PixelVLAProcessor": "processing", "PROMPT_TEMPLATE": "processing", "unnormalize_actions": "processing",
     "PixelVLAPolicy": "runtime.policy",
     "from_openvla": "openvla_import",
-    "build_byte_tokenizer": "tokenizer", "load_tokenizer": "tokenizer",
+    "build_byte_tokenizer": "tokenizer", "add_words": "tokenizer", "load_tokenizer": "tokenizer",
 }
 
 
@@ -71,6 +71,6 @@ __all__ = [
     "Point", "Line", "Box", "Mask", "FOREGROUND", "BACKGROUND", "PLACE", "batch_prompts", "empty_prompt_tensors",
     "validate_prompt",
     "PixelVLAProcessor", "PixelVLAPolicy", "PROMPT_TEMPLATE", "unnormalize_actions",
-    "save_pretrained", "load_model", "from_openvla", "build_byte_tokenizer", "load_tokenizer", "DEFAULT_CHECKPOINT",
+    "save_pretrained", "load_model", "from_openvla", "build_byte_tokenizer", "add_words", "load_tokenizer", "DEFAULT_CHECKPOINT",
     "DEFAULT_CHECKPOINT_NOTE",
 ]

@@ -79,6 +79,11 @@ class PixelVLAConfig:
     # carry their position; a small one trained from scratch barely does, and its pooled features then lose it.
     # Off in the paper's model (a pretrained backbone); 6 in the small presets.
     pixel_where_octaves: int = 0
+    # The same encoding, projected, added to every visual token (octaves per axis, 0: off): a patch the LLM
+    # attends to then says where it is, which the text-only path needs to turn "the red cube" into a
+    # direction. Off in the paper's model (a pretrained ViT's features carry their position). Grown onto a
+    # trained model by PixelVLA.enable_visual_where, which leaves its outputs unchanged until it trains.
+    visual_where_octaves: int = 0
 
     # --- visual prompt encoder ---
     max_prompts: int = 4  # K: prompt slots per sample (fixed shape; unused slots are masked)
@@ -182,8 +187,10 @@ class PixelVLAConfig:
             errors.append(f"prompt_pe_dim {self.prompt_pe_dim} must be even (sin and cos halves)")
         if self.max_prompt_points < 2:
             errors.append("max_prompt_points must be >= 2 (a box has 2 corners)")
-        if min(self.decoder_blocks, self.lora_r, self.dino_registers, self.proprio_dim, self.pixel_where_octaves) < 0:
-            errors.append("decoder_blocks, lora_r, dino_registers, proprio_dim and pixel_where_octaves must be >= 0")
+        if min(self.decoder_blocks, self.lora_r, self.dino_registers, self.proprio_dim, self.pixel_where_octaves,
+               self.visual_where_octaves) < 0:
+            errors.append("decoder_blocks, lora_r, dino_registers, proprio_dim, pixel_where_octaves and "
+                          "visual_where_octaves must be >= 0")
         if self.attn_implementation not in ("sdpa", "eager"):
             errors.append(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
         if errors:

@@ -316,6 +316,9 @@ class PixelVLA(nn.Module):
         for module in (self.projector, self.pixel_encoder, self.prompt_encoder, self.state_encoder, self.decoder):
             if module is not None:
                 module.apply(self._init_new)
+        self.visual_where = None
+        if config.visual_where_octaves:
+            self._add_visual_where(config.visual_where_octaves)
         if config.lora_r > 0:
             self._add_lora(config.lora_r)
 
@@ -357,6 +360,8 @@ class PixelVLA(nn.Module):
 
         patch_feats, layer_feats = self.vision(pixel_values)
         visual = self.projector(patch_feats)  # (B, N, D)
+        if self.visual_where is not None:  # where each patch is (config.visual_where_octaves)
+            visual = visual + self.visual_where(self.visual_positions.to(visual.dtype))
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
         pixel = self.pixel_encoder(layer_feats, weights)  # (B, n_p, D)
         prompt, prompt_valid = self.prompt_encoder(  # the prompt encoder takes its float inputs in any dtype
@@ -396,6 +401,25 @@ class PixelVLA(nn.Module):
         grown.weight.requires_grad_(old.weight.requires_grad)
         self.prompt_encoder.label_embed = grown
         self.config.place_prompts = True
+
+    def enable_visual_where(self, octaves: int) -> None:
+        """Grow the visual tokens' "where" term (config.visual_where_octaves) onto a model trained without
+        it; zero-initialised, so every output stays as it was until it trains. No-op when the model has it."""
+        if self.visual_where is not None:
+            if octaves != self.config.visual_where_octaves:
+                raise ValueError(f"this model already adds a {self.config.visual_where_octaves}-octave position "
+                                 f"encoding to its visual tokens, not {octaves}")
+            return
+        self._add_visual_where(octaves)
+        self.config.visual_where_octaves = octaves
+
+    def _add_visual_where(self, octaves: int) -> None:
+        weight = self.projector.fc3.weight  # on the meta device while a checkpoint loads; buffers stay real
+        self.register_buffer("visual_positions", patch_position_encoding(self.config.grid_size, octaves)
+                             .to("cpu" if weight.is_meta else weight.device), persistent=False)  # (N, 4 octaves)
+        self.visual_where = nn.Linear(4 * octaves, self.config.llm_hidden).to(device=weight.device, dtype=weight.dtype)
+        nn.init.zeros_(self.visual_where.weight)
+        nn.init.zeros_(self.visual_where.bias)
 
     def _add_lora(self, r: int) -> None:
         from peft import LoraConfig, get_peft_model

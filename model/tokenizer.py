@@ -1,7 +1,8 @@
 """Tokenizers: a deterministic byte-level tokenizer for random/tiny models, local loading for real ones.
 
 Byte tokenizer ids: 0 <pad>, 1 <s> (BOS), 2 </s> (EOS), 3 + b for byte b (259 tokens). No merges, so
-every UTF-8 byte is one token; encoding prepends BOS. Nothing is ever downloaded.
+every UTF-8 byte is one token; encoding prepends BOS. `add_words` makes chosen whole words single tokens
+(ids after the existing ones). Nothing is ever downloaded.
 """
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import logging
 import os
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from typing import Sequence
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,23 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     tok.add_special_tokens([PAD, BOS, EOS])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
                                    padding_side="right", model_max_length=1024)
+
+
+def add_words(tokenizer: PreTrainedTokenizerBase, words: Sequence[str], vocab_size: int) -> int:
+    """Make each of `words` one token wherever it stands as a whole word ("red" in "the red cube", not in
+    "tired"); returns how many were new. Existing ids do not change, new ones follow them, so a model trained
+    with the tokenizer goes on working and learns the new ids' embeddings. Why: a small model trained from
+    scratch picks out a word given as one token far more easily than one spelled over several byte
+    positions (Llama's vocabulary, which OpenVLA uses, has most English words as single pieces).
+    Raises ValueError when the model's `vocab_size` (its embedding rows) cannot hold the new ids."""
+    for word in words:
+        if not isinstance(word, str) or not word or any(ch.isspace() for ch in word):
+            raise ValueError(f"tokenizer word {word!r}: give single words without spaces")
+    new = [w for w in dict.fromkeys(words) if w not in tokenizer.get_vocab()]
+    if len(tokenizer) + len(new) > vocab_size:
+        raise ValueError(f"{len(new)} new word tokens after the tokenizer's {len(tokenizer)} exceed the model's "
+                         f"vocab_size {vocab_size}: list fewer words or use a model with a larger vocabulary")
+    return tokenizer.add_tokens([AddedToken(w, single_word=True) for w in new])
 
 
 def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:

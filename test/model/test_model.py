@@ -57,3 +57,36 @@ def test_target_mask_changes_output_and_defaults(tiny_model, tiny_config):
         defaults = tiny_model(x["pixel_values"], x["input_ids"], x["attention_mask"]).actions
     assert not torch.allclose(with_mask, no_mask)
     assert torch.isfinite(defaults).all() and defaults.shape == (1, tiny_config.chunk_size, 7)
+
+
+def test_visual_where_grows_without_changing_outputs_then_locates_patches(tmp_path, tiny_config):
+    """enable_visual_where: zero-initialised, so the grown model predicts what it did; once its weights are
+    non-zero each visual token carries its patch's position; it saves and loads with the model."""
+    from pixelvla_model.modeling import patch_position_encoding
+
+    torch.manual_seed(0)
+    model = PixelVLA(tiny_config).eval()
+    x = example_inputs(tiny_config, batch_size=2)
+    with torch.no_grad():
+        before = model(**x).actions
+        model.enable_visual_where(3)
+        assert model.config.visual_where_octaves == 3
+        torch.testing.assert_close(model(**x).actions, before, rtol=0, atol=0)
+        torch.nn.init.normal_(model.visual_where.weight)
+        after = model(**x).actions
+    assert not torch.allclose(after, before)
+    grid = tiny_config.grid_size
+    assert model.visual_positions.shape == (grid * grid, 12)
+    torch.testing.assert_close(model.visual_positions, patch_position_encoding(grid, 3))
+    model.save_pretrained(tmp_path)
+    loaded = PixelVLA.from_pretrained(tmp_path)
+    assert loaded.config.visual_where_octaves == 3
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**x).actions, after)
+    model.enable_visual_where(3)  # already there: no-op
+    try:
+        model.enable_visual_where(4)
+    except ValueError as exc:
+        assert "3-octave" in str(exc)
+    else:
+        raise AssertionError("a second, different position term was accepted")

@@ -93,6 +93,26 @@ def test_pue_grows_place_prompts_onto_a_checkpoint_without_them(tmp_path):
     assert "prompt_encoder.label_embed.weight" in (tmp_path / "pue" / "trainable.txt").read_text().split()
 
 
+def test_tokenizer_words_become_tokens_whose_embeddings_train(tmp_path):
+    from pixelvla_model import load_tokenizer
+    from pixelvla_model.tokenizer import BYTE_VOCAB_SIZE
+
+    data = write_sim_dataset(tmp_path / "demos")  # "put the red cube on the plate"
+    cat = Trainer(TrainConfig.from_dict(tiny_train_config(data, tmp_path / "cat", steps=1)), resume=False).train()
+    cfg = tiny_train_config(data, tmp_path / "words", stage="pue", steps=2)
+    cfg["model"] = {"init_from": str(cat), "tokenizer_words": ["red", "bowl"]}
+    cfg["also_train"] = ["llm.embed_tokens"]
+    final = Trainer(TrainConfig.from_dict(cfg), resume=False).train()
+    tokenizer = load_tokenizer(final)
+    red, bowl = BYTE_VOCAB_SIZE, BYTE_VOCAB_SIZE + 1
+    assert red in tokenizer("put the red cube")["input_ids"] and tokenizer.convert_ids_to_tokens(bowl) == "bowl"
+    before = PixelVLA.from_pretrained(cat).llm.embed_tokens.weight
+    after = PixelVLA.from_pretrained(final).llm.embed_tokens.weight
+    assert not torch.equal(before[red], after[red])  # the new token's embedding trains
+    with pytest.raises(ValueError, match="tokenizer_words"):
+        TrainConfig.from_dict({**cfg, "model": {"tokenizer_words": "red"}})
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     data = write_sim_dataset(tmp_path / "demos")

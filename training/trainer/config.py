@@ -16,6 +16,10 @@ Sections (every key optional unless marked; defaults below):
                                      # the dataset keys it has (see README, "Training and labeling").
                                      # place_prompts: the model learns place prompts (label 2), grown onto
                                      # init_from if it has none (PixelVLA.enable_place_prompts)
+                                     # tokenizer_words: [red, ...]: whole words made single tokens
+                                     # (pixelvla_model.add_words), new ids after the tokenizer's own
+                                     # visual_where_octaves: N grows the visual tokens' position term
+                                     # onto init_from (PixelVLA.enable_visual_where; config field of that name)
     data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,
             prompts: {text_only, max_prompts, type_weights, first_frame, show_mask, box_jitter,
                       place} | null}
@@ -82,9 +86,13 @@ class TrainConfig:
             errors.append(f"distributed must be auto, ddp or fsdp, got {self.distributed!r}")
         if not isinstance(self.activation_checkpointing, bool):
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
-        known_model = {"preset", "overrides", "init_from", "seed", "place_prompts"}
+        known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
+                       "visual_where_octaves"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
+        words = self.model.get("tokenizer_words", [])
+        if not isinstance(words, list) or not all(isinstance(w, str) and w and w.split() == [w] for w in words):
+            errors.append(f"model.tokenizer_words must be a list of single words, got {words!r}")
         known_data = {"sources", "image_size", "chunk_size", "unnorm_key", "prompts"}
         if set(self.data) - known_data:
             errors.append(f"unknown data keys {sorted(set(self.data) - known_data)}; known: {sorted(known_data)}")

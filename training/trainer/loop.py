@@ -43,8 +43,8 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from pixelvla_model import (PixelVLA, PixelVLAConfig, PixelVLAPolicy, PixelVLAProcessor, build_byte_tokenizer,
-                            from_openvla, load_tokenizer)
+from pixelvla_model import (PixelVLA, PixelVLAConfig, PixelVLAPolicy, PixelVLAProcessor, add_words,
+                            build_byte_tokenizer, from_openvla, load_tokenizer)
 from pixelvla_model.files import CONFIG_FILE, load_norm_stats, validate_norm_stats
 from pixelvla_model.openvla_import import is_openvla_checkpoint, openvla_config, read_openvla_config
 
@@ -175,14 +175,21 @@ class Trainer:
             if self.cfg.stage == "cat" and not self.cfg.also_train:
                 logger.warning("CAT trains only the action decoder, here on a randomly initialised backbone: set "
                                "model.init_from to an OpenVLA checkpoint directory (or train more with also_train)")
+        if m.get("tokenizer_words"):
+            added = add_words(tokenizer, m["tokenizer_words"], config.vocab_size)
+            logger.info("tokenizer: %d of the %d tokenizer_words are new tokens (%d in all)", added,
+                        len(m["tokenizer_words"]), len(tokenizer))
         if m.get("place_prompts"):
             model.enable_place_prompts()
+        if m.get("visual_where_octaves"):
+            model.enable_visual_where(int(m["visual_where_octaves"]))
         model.train()
         names = model.freeze_for_stage(self.cfg.stage, lora_r=self.cfg.lora_r)
         extra = tuple(p.rstrip(".") + "." for p in self.cfg.also_train)
         if extra:
             for n, p in model.named_parameters():
-                if n.startswith(extra):
+                # prefixes name the model's own modules: under LoRA llm.embed_tokens is llm.base_model.model.embed_tokens
+                if n.replace("base_model.model.", "").startswith(extra):
                     p.requires_grad_(True)
             names = [n for n, p in model.named_parameters() if p.requires_grad]
         return model, tokenizer, names
