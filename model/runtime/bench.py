@@ -9,6 +9,11 @@ PixelVLAProcessor once; then ``--warmup`` untimed and ``--frames`` timed ``runti
 Reported per backend: latency p50 / p90 / p99 / mean / min / max in ms, throughput in frames/s (batch 1,
 sequential), and the processor's own time. A preset or checkpoint is exported to a temporary bundle for
 the onnxruntime backend; a bundle has no torch weights, so torch needs a preset or a checkpoint.
+
+    pixelvla-bench --forward --model prismatic-7b --device cuda --dtype bfloat16
+
+``--forward`` times the torch network's forward alone, eager and as a CUDA graph, beside the weight-read
+lower bound and with the peak GPU memory (forward_bench.py).
 """
 from __future__ import annotations
 
@@ -102,10 +107,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: library default)")
     p.add_argument("--seed", type=int, default=0, help="a preset's random-weight seed")
     p.add_argument("--output", help="also write the JSON here")
+    p.add_argument("--forward", action="store_true",
+                   help="time the torch forward alone, eager and as a CUDA graph (forward_bench.py)")
+    p.add_argument("--bandwidth-gbs", type=float, default=None,
+                   help="--forward: memory bandwidth in GB/s for the weight-read lower bound (default: the "
+                        "datasheet peak of a known GPU, else measured with a copy)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     if a.frames < 1 or a.warmup < 0:
         p.error("--frames must be >= 1 and --warmup >= 0")
+    if a.forward:
+        if a.backend not in ("all", "torch"):
+            p.error(f"--forward times the torch network, not {a.backend}: drop --backend or pass --backend torch")
+        from .forward_bench import forward_report
+
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        emit(forward_report(a.model, device=a.device or "cpu", dtype=a.dtype, frames=a.frames, warmup=a.warmup,
+                            seed=a.seed, bandwidth_gbs=a.bandwidth_gbs), a.output)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="pixelvla-bench-") as tmp:
         source = Path(a.model)
@@ -147,12 +167,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     by = {r["backend"]: r["latency_ms"]["p50"] for r in results}
     if "torch" in by and "onnxruntime" in by:
         report["p50_ratio_onnxruntime_over_torch"] = by["onnxruntime"] / by["torch"]
+    emit(report, a.output)
+    return 0
+
+
+def emit(report: dict[str, Any], output: Optional[str]) -> None:
+    """Print the report as JSON and, with ``output``, write it there too."""
     text = json.dumps(report, indent=2)
     print(text)
-    if a.output:
-        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.output).write_text(text + "\n")
-    return 0
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text + "\n")
 
 
 if __name__ == "__main__":
