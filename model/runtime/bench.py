@@ -37,15 +37,9 @@ from ..prompts import Point
 from .bundle import MANIFEST_FILE
 from .factory import BACKENDS, tensorrt_available
 from .policy import PixelVLAPolicy, load_policy
+from .timing import percentiles
 
 INSTRUCTION = "pick up the red cube and put it on the plate"
-
-
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
-    a = np.asarray(samples_ms, dtype=np.float64)
-    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "min": float(a.min()),
-            "max": float(a.max())}
 
 
 def time_calls(fn, frames: int, warmup: int) -> list[float]:

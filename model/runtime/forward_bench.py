@@ -33,8 +33,8 @@ import torch
 from ..configuration import PRESETS, PixelVLAConfig
 from ..modeling import PixelVLA, example_inputs
 from ..prompts import Point, batch_prompts
-from .bench import percentiles
 from .devices import select_device
+from .timing import percentiles
 from .torch_runtime import TORCH_DTYPES
 
 TEXT_TOKENS = 20
