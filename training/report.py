@@ -27,6 +27,24 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, c - h), min(1.0, c + h)
 
 
+def fisher_exact(a: int, n1: int, b: int, n2: int, alternative: str = "two-sided") -> float:
+    """Fisher's exact test of a/n1 successes against b/n2 (hypergeometric, exact from math.comb): the p-value
+    that the two rates are equal. alternative "two-sided" sums the tables no more likely than the observed one;
+    "greater" is the one-sided p that the first rate is the higher (tables with at least `a` first successes)."""
+    if alternative not in ("two-sided", "greater"):
+        raise ValueError(f"alternative must be 'two-sided' or 'greater', got {alternative!r}")
+    k, n = a + b, n1 + n2
+    tables = range(max(0, k - n2), min(k, n1) + 1)  # possible first-group successes with the margins fixed
+
+    def prob(x: int) -> float:
+        return math.comb(n1, x) * math.comb(n2, k - x) / math.comb(n, k)
+
+    if alternative == "greater":
+        return min(1.0, sum(prob(x) for x in tables if x >= a))
+    observed = prob(a)
+    return min(1.0, sum(prob(x) for x in tables if prob(x) <= observed * (1 + 1e-9)))
+
+
 METRICS = {"success": "success", "first_reached": "target reached first", "first_touched": "target touched first",
            "first_lifted": "target lifted first"}
 APPROACH_KEYS = ("first_reached", "first_touched", "first_lifted")  # episode keys: first object reached, touched, lifted

@@ -25,6 +25,18 @@ def test_wilson_interval_matches_the_closed_form():
     assert wilson(0, 50)[0] == 0.0 and wilson(50, 50)[1] == 1.0
 
 
+def test_fisher_exact_matches_known_values():
+    from pixelvla_training.report import fisher_exact
+
+    # the tea-tasting table [[3, 1], [1, 3]]: one-sided p = 17/70, two-sided 34/70
+    assert fisher_exact(3, 4, 1, 4, "greater") == pytest.approx(17 / 70)
+    assert fisher_exact(3, 4, 1, 4) == pytest.approx(34 / 70)
+    assert fisher_exact(9, 100, 0, 100, "greater") == pytest.approx(0.0016, abs=5e-5)
+    assert fisher_exact(5, 10, 5, 10) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        fisher_exact(1, 2, 1, 2, "less")
+
+
 def test_runs_are_counted_and_tabled(tmp_path):
     write_episodes(tmp_path / "prompt", "put_this_cube_on_plate",
                    [(True, "cube_1", "cube_1", "cube_1"), (False, "cube_1", None, None), (False, "cube_1", "cube_0", "cube_0"),
