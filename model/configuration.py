@@ -84,6 +84,10 @@ class PixelVLAConfig:
     # direction. Off in the paper's model (a pretrained ViT's features carry their position). Grown onto a
     # trained model by PixelVLA.enable_visual_where, which leaves its outputs unchanged until it trains.
     visual_where_octaves: int = 0
+    # A training aid: a linear head on the state the decoder reads that predicts where the target is (its mask's
+    # centroid; PixelVLAOutput.target_xy), so that training can tell the network which patch an instruction
+    # names (TrainConfig.grounding_weight). The actions do not use it. Off in the paper's model.
+    target_head: bool = False
 
     # --- visual prompt encoder ---
     max_prompts: int = 4  # K: prompt slots per sample (fixed shape; unused slots are masked)

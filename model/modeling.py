@@ -69,12 +69,14 @@ def input_names(config: PixelVLAConfig) -> tuple[str, ...]:
 class PixelVLAOutput(ModelOutput):
     """actions (B, N_c, 7) normalised; action_hidden (B, D): the LLM state the decoder reads;
     last_hidden_state (B, S, D): the LLM's last layer (after its final norm) over the whole sequence;
-    loss: scalar L1 when targets were given."""
+    loss: scalar L1 when targets were given; target_xy (B, 2): where the target head (config.target_head) puts
+    the target, (x, y) as fractions of the image width and height from the top-left corner, None without it."""
 
     actions: Optional[torch.Tensor] = None
     action_hidden: Optional[torch.Tensor] = None
     last_hidden_state: Optional[torch.Tensor] = None
     loss: Optional[torch.Tensor] = None
+    target_xy: Optional[torch.Tensor] = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,6 +321,7 @@ class PixelVLA(nn.Module):
         self.visual_where = None
         if config.visual_where_octaves:
             self._add_visual_where(config.visual_where_octaves)
+        self.target_head = nn.Linear(config.llm_hidden, 2) if config.target_head else None
         if config.lora_r > 0:
             self._add_lora(config.lora_r)
 
@@ -384,7 +387,11 @@ class PixelVLA(nn.Module):
         action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
         pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
-        return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss)
+        target_xy = None
+        if self.target_head is not None:
+            target_xy = self.target_head(action_hidden.to(self.target_head.weight.dtype))
+        return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,
+                              target_xy=target_xy)
 
     # ------------------------------------------------------------------ training stages
     def enable_place_prompts(self) -> None:
@@ -413,6 +420,13 @@ class PixelVLA(nn.Module):
         self._add_visual_where(octaves)
         self.config.visual_where_octaves = octaves
 
+    def enable_target_head(self) -> None:
+        """Add the target head (config.target_head) to a model without one; no-op when it has one."""
+        if self.target_head is None:
+            weight = self.decoder.proj.weight
+            self.target_head = nn.Linear(self.config.llm_hidden, 2).to(device=weight.device, dtype=weight.dtype)
+            self.config.target_head = True
+
     def _add_visual_where(self, octaves: int) -> None:
         weight = self.projector.fc3.weight  # on the meta device while a checkpoint loads; buffers stay real
         self.register_buffer("visual_positions", patch_position_encoding(self.config.grid_size, octaves)
@@ -434,6 +448,7 @@ class PixelVLA(nn.Module):
         "cat": only the action decoder trains. "pue": peft LoRA (rank ``lora_r``, all attention and MLP
         projections of the LLM) + pixel encoder + prompt encoder + decoder train; everything else frozen.
         The robot-state encoder, when the config has one, is new like the decoder and trains in both stages.
+        The target head stays frozen here: the trainer trains it when it has a grounding loss.
         """
         if stage not in ("cat", "pue"):
             raise ValueError(f"unknown stage {stage!r}; use 'cat' or 'pue'")

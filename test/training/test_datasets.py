@@ -99,8 +99,18 @@ def test_collated_batch_runs_through_the_model(sim_dataset):
     ds = ChunkDataset(eps, config.chunk_size, norm_stats_for(eps), sampler=PromptSampler(text_only=0.5))
     batch = Collator(PixelVLAProcessor(config, build_byte_tokenizer(), norm_stats_for(eps)))([ds[i] for i in range(6)])
     assert batch["actions"].shape == (6, config.chunk_size, 7) and batch["action_valid"].dtype == torch.bool
-    out = PixelVLA(config)(**{k: v for k, v in batch.items() if k not in ("actions", "action_valid")})
+    out = PixelVLA(config)(**{k: v for k, v in batch.items() if k not in ("actions", "action_valid", "target_xy")})
     assert out.actions.shape == (6, config.chunk_size, 7)
+    # where the target is, for every sample with a mask, whether or not it shows its prompts
+    expected = np.stack([base.mask_centroid(eps[0].target_masks[t]) for t in range(6)])
+    assert batch["target_xy"].shape == (6, 2) and np.allclose(batch["target_xy"].numpy(), expected, equal_nan=True)
+
+
+def test_mask_centroid_in_image_fractions():
+    mask = np.zeros((4, 8), bool)
+    mask[1, 2] = mask[1, 3] = True  # pixel centres x = 2.5, 3.5 of 8, y = 1.5 of 4
+    assert np.allclose(base.mask_centroid(mask), [3.0 / 8, 1.5 / 4])
+    assert np.isnan(base.mask_centroid(np.zeros((4, 8), bool))).all() and np.isnan(base.mask_centroid(None)).all()
 
 
 def test_prompt_sampler_types_and_text_only():

@@ -113,6 +113,29 @@ def test_tokenizer_words_become_tokens_whose_embeddings_train(tmp_path):
         TrainConfig.from_dict({**cfg, "model": {"tokenizer_words": "red"}})
 
 
+def test_grounding_trains_a_target_head_on_mask_centroids(tmp_path):
+    from pixelvla_training.trainer.loop import grounding_l1
+
+    nan = float("nan")
+    xy = torch.tensor([[0.5, 0.25], [nan, nan]])
+    assert grounding_l1(torch.tensor([[0.25, 0.25], [9.0, 9.0]]), xy) == pytest.approx(0.125)  # unknown row ignored
+    assert grounding_l1(torch.ones(2, 2), torch.full((2, 2), nan)) == 0.0
+    data = write_sim_dataset(tmp_path / "demos")
+    cat = Trainer(TrainConfig.from_dict(tiny_train_config(data, tmp_path / "cat", steps=1, grounding_weight=1.0)),
+                  resume=False).train()
+    head = PixelVLA.from_pretrained(cat).target_head.weight
+    for weight in (1.0, 0.0):  # from the same head: the grounding loss, and only it, moves the head
+        cfg = tiny_train_config(data, tmp_path / f"pue{weight}", stage="pue", steps=2, grounding_weight=weight)
+        cfg["model"] = {"init_from": str(cat)}
+        model = PixelVLA.from_pretrained(Trainer(TrainConfig.from_dict(cfg), resume=False).train())
+        assert model.config.target_head
+        assert torch.equal(model.target_head.weight, head) == (weight == 0.0)
+        trainable = (tmp_path / f"pue{weight}" / "trainable.txt").read_text().split()
+        assert ("target_head.weight" in trainable) == (weight > 0)
+    with pytest.raises(ValueError, match="grounding_weight"):
+        TrainConfig.from_dict({**cfg, "grounding_weight": -1})
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     data = write_sim_dataset(tmp_path / "demos")

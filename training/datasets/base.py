@@ -14,6 +14,9 @@ the in-memory :class:`ChunkDataset` both use it):
         "actions":      (N_c, 7) float32, actions t .. t+N_c-1 normalised with q01/q99 (gripper kept in [0, 1]);
                         steps past the episode end repeat the last action
         "action_valid": (N_c,) bool, False for those padded steps (the loss ignores them)
+        "target_xy":    (2,) float32, the centroid of the target's mask at step t (x, y as fractions of the image
+                        width and height from the top-left corner; pixel centres), NaN without a mask; given
+                        whether or not the sample shows its prompts (the target head learns it, text-only too)
         "dataset":      str, the dataset key (its norm_stats entry)
         "episode":      str, where the episode came from (Episode.source), for logs and tests
     }
@@ -170,6 +173,15 @@ def normalized_arrays(ep: Episode, norm_stats: dict[str, dict]) -> tuple[np.ndar
     return normalize_actions(ep.actions, stats), state
 
 
+def mask_centroid(mask: Optional[np.ndarray]) -> np.ndarray:
+    """(2,) float32 (x, y) centroid of a (H, W) mask as fractions of the width and height (pixel centres at
+    (i + 0.5) / size); NaN for no mask or an empty one."""
+    if mask is None or not mask.any():
+        return np.full(2, np.nan, np.float32)
+    rows, cols = np.nonzero(mask)
+    return np.array([(cols.mean() + 0.5) / mask.shape[1], (rows.mean() + 0.5) / mask.shape[0]], np.float32)
+
+
 def make_sample(ep: Episode, actions: np.ndarray, state: Optional[np.ndarray], t: int, chunk_size: int,
                 sampler: Optional[Callable[..., tuple[list, Optional[np.ndarray]]]],
                 rng: Optional[np.random.Generator]) -> dict[str, Any]:
@@ -188,7 +200,7 @@ def make_sample(ep: Episode, actions: np.ndarray, state: Optional[np.ndarray], t
         prompts = list(fixed)
     return {"image": ep.images[t], "instruction": ep.instruction, "target_mask": shown_mask, "prompts": prompts,
             "proprio": None if state is None else state[t], "actions": chunk, "action_valid": valid,
-            "dataset": ep.dataset, "episode": ep.source}
+            "target_xy": mask_centroid(mask), "dataset": ep.dataset, "episode": ep.source}
 
 
 # ------------------------------------------------------------------------------------------------ dataset

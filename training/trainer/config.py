@@ -7,6 +7,9 @@ Sections (every key optional unless marked; defaults below):
     lora_r: 32                       # LoRA rank of stage pue
     also_train: []                   # extra module prefixes to train (e.g. [vision, projector] when the
                                      # backbones are random-initialised); [] = the paper's stage exactly
+    grounding_weight: 0.0            # > 0: the model's target head (PixelVLA.enable_target_head) learns where
+                                     # the target is (its mask's centroid, every sample with a mask, text-only
+                                     # ones too), loss += weight x L1; tells the network which patch the words name
     model: {preset: tiny, overrides: {...}, init_from: null, seed: 0, place_prompts: false}
                                      # init_from: a from_pretrained directory (e.g. the CAT result for PUE),
                                      # or an OpenVLA / Prismatic HF checkpoint directory (openvla-7b), imported
@@ -57,6 +60,7 @@ class TrainConfig:
     output_dir: str = "build/train/run"
     lora_r: int = 32
     also_train: list = field(default_factory=list)
+    grounding_weight: float = 0.0
     model: dict = field(default_factory=lambda: {"preset": "tiny"})
     data: dict = field(default_factory=dict)
     optim: dict = field(default_factory=dict)
@@ -101,6 +105,8 @@ class TrainConfig:
             errors.append(f"unknown optim keys {sorted(set(self.optim) - known_optim)}; known: {sorted(known_optim)}")
         if self.optim.get("schedule", "cosine") not in ("cosine", "constant"):
             errors.append("optim.schedule must be cosine or constant")
+        if not isinstance(self.grounding_weight, (int, float)) or self.grounding_weight < 0:
+            errors.append(f"grounding_weight must be a number >= 0, got {self.grounding_weight!r}")
         if not isinstance(self.also_train, list):
             errors.append("also_train must be a list of module prefixes")
         if errors:

@@ -101,6 +101,14 @@ def lr_lambda(cfg: TrainConfig):
     return f
 
 
+def grounding_l1(predicted_xy: torch.Tensor, target_xy: torch.Tensor) -> torch.Tensor:
+    """(B, 2) target-head output and mask centroids (NaN: unknown) -> mean |error| over the known rows (0 if none)."""
+    known = ~target_xy.isnan().any(-1)
+    if not known.any():
+        return predicted_xy.sum() * 0.0  # keeps the head in the graph (DDP expects a gradient for every parameter)
+    return (predicted_xy[known] - target_xy[known].to(predicted_xy.dtype)).abs().mean()
+
+
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """pred, target (B, N_c, 7); valid (B, N_c) bool -> mean over samples of each sample's mean |error|
     over its valid steps."""
@@ -183,9 +191,12 @@ class Trainer:
             model.enable_place_prompts()
         if m.get("visual_where_octaves"):
             model.enable_visual_where(int(m["visual_where_octaves"]))
+        if self.cfg.grounding_weight:
+            model.enable_target_head()
         model.train()
         names = model.freeze_for_stage(self.cfg.stage, lora_r=self.cfg.lora_r)
-        extra = tuple(p.rstrip(".") + "." for p in self.cfg.also_train)
+        grounding = ["target_head"] if self.cfg.grounding_weight else []  # trained only with its loss
+        extra = tuple(p.rstrip(".") + "." for p in [*self.cfg.also_train, *grounding])
         if extra:
             for n, p in model.named_parameters():
                 # prefixes name the model's own modules: under LoRA llm.embed_tokens is llm.base_model.model.embed_tokens
@@ -376,10 +387,14 @@ class Trainer:
                 for m in range(cfg.grad_accum):
                     batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
                     target, valid = batch.pop("actions"), batch.pop("action_valid")
+                    target_xy = batch.pop("target_xy")
                     sync = self.mode != "ddp" or m == cfg.grad_accum - 1
                     with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast():
-                        pred = wrapped(**batch).actions.float()
-                        loss = masked_l1(pred, target, valid) / cfg.grad_accum
+                        out = wrapped(**batch)
+                        loss = masked_l1(out.actions.float(), target, valid)
+                        if cfg.grounding_weight:
+                            loss = loss + cfg.grounding_weight * grounding_l1(out.target_xy.float(), target_xy)
+                        loss = loss / cfg.grad_accum
                     loss.backward()
                     total += loss.detach()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, float(o.get("grad_clip", 1.0)))
