@@ -113,8 +113,12 @@ def test_segmenter_hears_both_publishers_and_refuses_what_the_policy_refuses(ros
         target[20:50, 30:70] = True
         for _ in range(2):  # `ros2 topic pub` repeats its message: the same prompt again does not restart the track
             cli.publish(VisualPrompt(type=VisualPrompt.MASK, mask=mono_to_image(target), prompt_id="cli"))
+        # SAM 2 passes a mask prompt through on the frame it is applied to. A frame is published until its first
+        # mask comes back, so the prompt may land on a later copy of it, whose mask can arrive after the next
+        # frame's: look for the target among all masks received.
         sec = 1002
-        while not np.array_equal(mask_for(sec) > 0, target):  # SAM 2 passes a mask prompt through on its frame
+        while not any(np.array_equal(image_to_mono(m) > 0, target) for m in list(masks)):
+            mask_for(sec)
             sec += 1
             assert sec < 1100, "the CLI's prompt never reached the segmenter"
         five = VisualPrompt(type=VisualPrompt.POINT, prompt_id="five",
