@@ -74,3 +74,15 @@ def test_bench_prints_latency_json(tiny_checkpoint, tiny_bundle, backend, capsys
     lat = result["latency_ms"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert result["throughput_fps"] > 0
+
+
+def test_bench_runs_the_shipped_checkpoint_which_reads_the_robot_state(capsys):
+    from pixelvla_model import DEFAULT_CHECKPOINT
+
+    if not DEFAULT_CHECKPOINT.is_dir():
+        pytest.skip("no shipped checkpoint in this checkout")
+    assert PixelVLAConfig.from_json_file(DEFAULT_CHECKPOINT / "config.json").proprio_dim > 0
+    assert bench_main(["--model", str(DEFAULT_CHECKPOINT), "--backend", "torch", "--frames", "2", "--warmup", "1",
+                       "--threads", "1"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["backend"] == "torch" and result["frames"] == 2
