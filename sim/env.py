@@ -42,7 +42,7 @@ import numpy as np
 
 from pixelvla_robots import wx250s
 from pixelvla_robots.camera import MUJOCO_TO_OPTICAL, CameraModel, intrinsics
-from pixelvla_sim.control import ChunkControl
+from pixelvla_sim.control import ChunkControl, load_robot_parameters
 from pixelvla_sim.tasks import (
     DESTINATIONS, OBJECT_NAMES, PARK_POSITIONS, REST_Z, EpisodeSpec, check_success, sample_episode,
 )
@@ -89,6 +89,8 @@ class TabletopEnv:
         control_period: seconds per control step (0.2 = 5 Hz).
         physics_dt: physics time step in seconds; control_period / physics_dt substeps per control step.
         max_episode_steps: an observation says truncated=True from this step on (the episode may go on).
+        robot_config: the robot YAML whose executor parameters :attr:`chunk_control` runs (default
+            config/robots/widowx_bridge.yaml), e.g. a copy with another chunk schedule to try in process.
     """
 
     def __init__(
@@ -102,7 +104,11 @@ class TabletopEnv:
         control_period: float = 0.2,
         physics_dt: float = 0.002,
         max_episode_steps: int = 60,
+        robot_config: str | Path | None = None,
     ):
+        # A robot file given is read first, so a wrong one fails before anything is allocated; the default one
+        # (a source checkout's) is read by the ChunkControl, made on first use.
+        self._robot_parameters = None if robot_config is None else load_robot_parameters(robot_config)
         height, width = (int(v) for v in render_size)
         if height <= 0 or width <= 0:
             raise ValueError(f"render_size must be positive (height, width), got {render_size}")
@@ -154,7 +160,7 @@ class TabletopEnv:
         self.first_reached: str | None = None
         self.first_touched: str | None = None
         self.first_lifted: str | None = None
-        self._chunk_control: ChunkControl | None = None  # made on first use (it reads the robot's parameters)
+        self._chunk_control: ChunkControl | None = None
 
     # ------------------------------------------------------------------------------------------ episode
     def reset(self, task: str, seed: int, render: bool | None = None) -> dict:
@@ -273,9 +279,9 @@ class TabletopEnv:
     @property
     def chunk_control(self) -> ChunkControl:
         """The robot side of the stack on this env: chunks through the executor of the robot's parameters
-        (config/robots/widowx_bridge.yaml), reset with every episode."""
+        (the constructor's `robot_config`), reset with every episode."""
         if self._chunk_control is None:
-            self._chunk_control = ChunkControl(self)
+            self._chunk_control = ChunkControl(self, self._robot_parameters)
             if self.spec is not None:
                 self._chunk_control.reset(self.observe(render=False))
         return self._chunk_control

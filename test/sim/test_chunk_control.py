@@ -108,3 +108,19 @@ def test_a_simulator_at_another_rate_than_the_robot_is_refused():
     with TabletopEnv(render=False, masks=False, control_period=0.1) as env:
         with pytest.raises(ValueError, match="must be the same"):
             ChunkControl(env)
+
+
+def test_an_env_runs_the_chunk_schedule_of_the_robot_file_it_is_given(tmp_path):
+    document = yaml.safe_load(ROBOT.read_text())
+    document["/**"]["ros__parameters"].update(strategy="temporal_ensemble", ensemble_decay=0.5)
+    robot = tmp_path / "robot.yaml"
+    robot.write_text(yaml.safe_dump(document))
+    with TabletopEnv(render=False, masks=False, robot_config=robot) as env:
+        env.reset("put_this_cube_on_plate", 5, render=False)
+        schedule = env.chunk_control.executor.schedule
+        assert (schedule.strategy, schedule.ensemble_decay) == ("temporal_ensemble", 0.5)
+    with TabletopEnv(render=False, masks=False) as env:  # default: the WidowX file, receding horizon
+        env.reset("put_this_cube_on_plate", 5, render=False)
+        assert env.chunk_control.executor.schedule.strategy == "receding_horizon"
+    with pytest.raises(FileNotFoundError):
+        TabletopEnv(render=False, masks=False, robot_config=tmp_path / "missing.yaml")

@@ -62,6 +62,12 @@ def test_unknown_task_is_refused(capsys):
     assert "unknown task(s) put_cube_on_moon" in capsys.readouterr().err
 
 
+def test_a_missing_robot_file_is_refused_before_any_episode(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--model", str(DEFAULT_CHECKPOINT), "--robot-config", str(tmp_path / "robot.yaml")])
+    captured = capsys.readouterr()
+    assert "--robot-config" in captured.err and "robot.yaml" in captured.err and not captured.out
+
 def _tiny_checkpoint(path, place_prompts: bool):
     return save_tiny_checkpoint(path, norm_stats=BRIDGE_LIKE_WITH_STATE, proprio_dim=7, place_prompts=place_prompts)
 

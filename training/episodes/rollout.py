@@ -8,7 +8,7 @@ stack executes them: through the chunk executor with the robot's parameters, on 
 (`pixelvla_sim.control.ChunkControl`).
 
     python -m pixelvla_training.episodes.rollout [--model DIR] [--text-only | --place-prompt] [--tasks a,b] [--episodes 10]
-        [--seed0 1000]
+        [--seed0 1000] [--robot-config YAML]
 
 Prints one JSON line per episode (success, first object reached / touched / lifted, closest approach of the TCP to
 the target in cm and the TCP's offset from the target there, world x, y, z in cm; once the target was lifted
@@ -76,6 +76,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
     parser.add_argument("--episodes", type=int, default=10, help="episodes (seeds) per task")
     parser.add_argument("--seed0", type=int, default=1000, help="first seed")
+    parser.add_argument("--robot-config", default=None,
+                        help="robot YAML whose executor parameters run the chunks (default: "
+                             "config/robots/widowx_bridge.yaml); e.g. a copy with strategy: temporal_ensemble")
     args = parser.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
     unknown = sorted(set(tasks) - set(TASKS))
@@ -86,7 +89,11 @@ def main(argv=None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     records = []
-    with TabletopEnv(render_size=(224, 224)) as env:
+    try:
+        env = TabletopEnv(render_size=(224, 224), robot_config=args.robot_config)
+    except (OSError, ValueError) as exc:
+        parser.error(f"--robot-config: {exc}")
+    with env:
         for task in tasks:
             for seed in range(args.seed0, args.seed0 + args.episodes):
                 records.append(run_episode(env, driver, task, seed))
