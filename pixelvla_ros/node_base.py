@@ -4,7 +4,9 @@
 installs its own handlers that only set a flag, spins with a short timeout until the flag is
 set, then destroys the node. A second SIGINT (a terminal Ctrl-C reaches the whole process group,
 and a launcher forwards one too) is ignored once cleanup has begun, up to the process's exit; a SIGTERM
-then ends the process at once, so a launcher's escalation stops a node whose cleanup hangs. Before the
+then ends the process at once, so a launcher's escalation stops a node whose cleanup hangs. A node whose
+launcher died (kill -9; PR_SET_PDEATHSIG sends it one SIGTERM) has no one to escalate: from the stop signal on
+the process has `CLEANUP_DEADLINE_S` to exit, then the kernel ends it (SIGALRM), hung teardown or not. Before the
 node is destroyed, its `on_stop()` (if any) joins the threads it owns: a thread still inside torch or
 rclpy when the interpreter exits aborts the process (SIGABRT).
 
@@ -181,6 +183,11 @@ def subscribe_camera(node: Node, topic: str, transport: str, callback: Callable[
     raise ValueError(f"image_transport {transport!r}: one of {', '.join(TRANSPORTS)}")
 
 
+# s from the stop signal to the process's exit; then SIGALRM ends it. Longer than a launcher's grace before it
+# escalates (pixelvla-launch --grace, 5 s), so a launcher still alive always stops its nodes first.
+CLEANUP_DEADLINE_S = 10.0
+
+
 class _StopFlag:
     """Set by SIGINT/SIGTERM; the spin loop polls it."""
 
@@ -213,6 +220,7 @@ def run_node(
     *,
     executor: Executor | None = None,
     on_start: Callable[[Node], None] | None = None,
+    cleanup_deadline_s: float = CLEANUP_DEADLINE_S,
 ) -> int:
     """Create the node with `factory`, spin it until SIGINT/SIGTERM, destroy it; return an exit code.
 
@@ -221,7 +229,8 @@ def run_node(
     (inference) belongs in a worker thread of the node's own. `on_start` runs once after the
     node exists (e.g. lifecycle autostart). Exceptions raised while constructing or spinning are
     logged and give exit code 1. Meant to be the last thing a process does: SIGINT stays ignored after
-    it returns.
+    it returns, and the process ends by SIGALRM if it has not exited `cleanup_deadline_s` after spinning
+    stopped.
     """
     stop = _StopFlag()
     for s in (signal.SIGINT, signal.SIGTERM):
@@ -249,6 +258,9 @@ def run_node(
         stop.cleaning_up = True
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # The kernel's timer, not a thread: it fires even inside a C++ destructor at interpreter exit.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, cleanup_deadline_s)
         if node is not None:
             stop_node(node)
             executor.remove_node(node)

@@ -151,3 +151,35 @@ def test_bad_input_fails_at_once(args, message):
     code, out, waited = finish(start_launch(*args), timeout=30)
     assert code == 2
     assert message in out, out
+
+
+ORPHAN_WHOSE_CLEANUP_HANGS = """
+import sys, time
+from rclpy.node import Node
+from pixelvla_ros.node_base import run_node
+
+class Orphan(Node):
+    def __init__(self):
+        super().__init__("orphan")
+
+    def on_stop(self):
+        print("cleaning up", flush=True)
+        time.sleep(120)  # a teardown that never ends
+
+sys.exit(run_node(Orphan, on_start=lambda node: print("spinning", flush=True), cleanup_deadline_s=1.0))
+"""
+
+
+def test_a_node_whose_cleanup_hangs_ends_by_itself_without_a_launcher(ros_domain):
+    """A node orphaned by its launcher's kill -9 gets one SIGTERM and no escalation: its own deadline ends it."""
+    node = subprocess.Popen([sys.executable, "-c", ORPHAN_WHOSE_CLEANUP_HANGS], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert node.stdout.readline().strip() == "spinning"
+        node.send_signal(signal.SIGTERM)
+        assert node.stdout.readline().strip() == "cleaning up"
+        assert node.wait(timeout=60) == -signal.SIGALRM  # the 120 s cleanup did not run to its end
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
