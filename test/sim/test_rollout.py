@@ -68,6 +68,7 @@ def test_a_missing_robot_file_is_refused_before_any_episode(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "--robot-config" in captured.err and "robot.yaml" in captured.err and not captured.out
 
+
 def _tiny_checkpoint(path, place_prompts: bool):
     return save_tiny_checkpoint(path, norm_stats=BRIDGE_LIKE_WITH_STATE, proprio_dim=7, place_prompts=place_prompts)
 
