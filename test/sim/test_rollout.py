@@ -69,6 +69,21 @@ def test_a_missing_robot_file_is_refused_before_any_episode(tmp_path, capsys):
     assert "--robot-config" in captured.err and "robot.yaml" in captured.err and not captured.out
 
 
+def test_the_robot_file_is_read_before_the_model_loads(tmp_path, capsys):
+    # Both are wrong: the robot file's error comes first, so it never waits on a model load.
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "no_model"), "--robot-config", str(tmp_path / "robot.yaml")])
+    captured = capsys.readouterr()
+    assert "--robot-config" in captured.err and "robot.yaml" in captured.err and not captured.out
+
+
+def test_a_missing_checkpoint_is_refused_with_its_path(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "no_model")])
+    err = capsys.readouterr().err
+    assert "--model" in err and "no_model" in err and "does not exist" in err
+
+
 def _tiny_checkpoint(path, place_prompts: bool):
     return save_tiny_checkpoint(path, norm_stats=BRIDGE_LIKE_WITH_STATE, proprio_dim=7, place_prompts=place_prompts)
 

@@ -84,15 +84,16 @@ def main(argv=None) -> int:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         parser.error(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
-    try:
-        driver = PolicyDriver(args.model, prompted=not args.text_only, place=args.place_prompt)
-    except ValueError as exc:
-        parser.error(str(exc))
-    records = []
-    try:
+    try:  # the robot file first: a wrong one is reported before the model loads
         env = TabletopEnv(render_size=(224, 224), robot_config=args.robot_config)
     except (OSError, ValueError) as exc:
         parser.error(f"--robot-config: {exc}")
+    try:
+        driver = PolicyDriver(args.model, prompted=not args.text_only, place=args.place_prompt)
+    except (OSError, ValueError) as exc:
+        env.close()
+        parser.error(f"--model: {exc}")
+    records = []
     with env:
         for task in tasks:
             for seed in range(args.seed0, args.seed0 + args.episodes):
