@@ -84,10 +84,12 @@ class PixelVLAConfig:
     # direction. Off in the paper's model (a pretrained ViT's features carry their position). Grown onto a
     # trained model by PixelVLA.enable_visual_where, which leaves its outputs unchanged until it trains.
     visual_where_octaves: int = 0
-    # A training aid: a linear head on the state the decoder reads that predicts where the target is (its mask's
-    # centroid; PixelVLAOutput.target_xy), so that training can tell the network which patch an instruction
-    # names (TrainConfig.grounding_weight). The actions do not use it. Off in the paper's model.
-    target_head: bool = False
+    # Where the instruction says the target is, when no mask says it: a map over the patches, the softmax of
+    # q(mean of the instruction's token embeddings) . k(patch features), which the pixel encoder pools
+    # instead of a mask whenever the target mask is empty (text-only). Trained from the target's position
+    # (TrainConfig.grounding_weight), so "the red cube" selects a patch the way a click does. Off in the
+    # paper's model (its LLM grounds the words); a small LLM trained from actions alone did not.
+    text_grounding: bool = False
 
     # --- visual prompt encoder ---
     max_prompts: int = 4  # K: prompt slots per sample (fixed shape; unused slots are masked)

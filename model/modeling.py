@@ -69,14 +69,14 @@ def input_names(config: PixelVLAConfig) -> tuple[str, ...]:
 class PixelVLAOutput(ModelOutput):
     """actions (B, N_c, 7) normalised; action_hidden (B, D): the LLM state the decoder reads;
     last_hidden_state (B, S, D): the LLM's last layer (after its final norm) over the whole sequence;
-    loss: scalar L1 when targets were given; target_xy (B, 2): where the target head (config.target_head) puts
-    the target, (x, y) as fractions of the image width and height from the top-left corner, None without it."""
+    loss: scalar L1 when targets were given; grounding_logits (B, N): the text-grounding map's logits over the
+    patches, row-major (config.text_grounding; None without it)."""
 
     actions: Optional[torch.Tensor] = None
     action_hidden: Optional[torch.Tensor] = None
     last_hidden_state: Optional[torch.Tensor] = None
     loss: Optional[torch.Tensor] = None
-    target_xy: Optional[torch.Tensor] = None
+    grounding_logits: Optional[torch.Tensor] = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -200,6 +200,26 @@ class PixelEncoder(nn.Module):
         return torch.where(empty, self.no_target.unsqueeze(0).to(tokens.dtype), tokens)
 
 
+class TextGrounding(nn.Module):
+    """Where the words put the target: logits (B, N) = q(mean_t e_t) . k(f_n) / sqrt(d), with e_t the embeddings of
+    the instruction's tokens after BOS and f_n the patch features of the towers; softmax over n gives patch
+    weights the pixel encoder pools as it pools a mask (config.text_grounding)."""
+
+    def __init__(self, c: PixelVLAConfig):
+        super().__init__()
+        self.dim = c.llm_hidden
+        self.query = nn.Linear(c.llm_hidden, self.dim)
+        self.key = nn.Linear(c.vision_hidden, self.dim)
+
+    def forward(self, text: torch.Tensor, text_mask: torch.Tensor, patch_feats: torch.Tensor) -> torch.Tensor:
+        """text (B, T, D) embeddings, BOS first; text_mask (B, T) 1 = real token; patch_feats (B, N, Dv)."""
+        m = text_mask[:, 1:].unsqueeze(-1).to(text.dtype)
+        words = (text[:, 1:] * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, D)
+        q = self.query(words.to(self.query.weight.dtype))
+        k = self.key(patch_feats.to(self.key.weight.dtype))
+        return (k @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.dim)
+
+
 # ---------------------------------------------------------------------------------------------------
 # 3. Visual prompt encoder
 # ---------------------------------------------------------------------------------------------------
@@ -321,7 +341,7 @@ class PixelVLA(nn.Module):
         self.visual_where = None
         if config.visual_where_octaves:
             self._add_visual_where(config.visual_where_octaves)
-        self.target_head = nn.Linear(config.llm_hidden, 2) if config.target_head else None
+        self.text_grounding = TextGrounding(config) if config.text_grounding else None
         if config.lora_r > 0:
             self._add_lora(config.lora_r)
 
@@ -365,12 +385,17 @@ class PixelVLA(nn.Module):
         visual = self.projector(patch_feats)  # (B, N, D)
         if self.visual_where is not None:  # where each patch is (config.visual_where_octaves)
             visual = visual + self.visual_where(self.visual_positions.to(visual.dtype))
+        text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
+        grounding_logits = None
+        if self.text_grounding is not None:  # no mask: the patches the instruction names (config.text_grounding)
+            grounding_logits = self.text_grounding(text, attention_mask, patch_feats)
+            no_mask = weights.sum(1, keepdim=True) < self.pixel_encoder.eps
+            weights = torch.where(no_mask, grounding_logits.float().softmax(-1).to(weights.dtype), weights)
         pixel = self.pixel_encoder(layer_feats, weights)  # (B, n_p, D)
         prompt, prompt_valid = self.prompt_encoder(  # the prompt encoder takes its float inputs in any dtype
             prompt_coords, prompt_point_mask, prompt_types, prompt_labels, prompt_masks)  # (B, K, D), (B, K)
 
-        text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         state = [] if proprio is None else [self.state_encoder(proprio.to(visual.dtype)).to(text.dtype)]
         embeds = torch.cat([text[:, :1], visual, pixel.to(text.dtype), prompt.to(text.dtype), *state, text[:, 1:]], 1)
         am = attention_mask.to(torch.long)
@@ -387,11 +412,8 @@ class PixelVLA(nn.Module):
         action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
         pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
-        target_xy = None
-        if self.target_head is not None:
-            target_xy = self.target_head(action_hidden.to(self.target_head.weight.dtype))
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,
-                              target_xy=target_xy)
+                              grounding_logits=grounding_logits)
 
     # ------------------------------------------------------------------ training stages
     def enable_place_prompts(self) -> None:
@@ -420,12 +442,14 @@ class PixelVLA(nn.Module):
         self._add_visual_where(octaves)
         self.config.visual_where_octaves = octaves
 
-    def enable_target_head(self) -> None:
-        """Add the target head (config.target_head) to a model without one; no-op when it has one."""
-        if self.target_head is None:
+    def enable_text_grounding(self) -> None:
+        """Add the text-grounding map (config.text_grounding) to a model without one; no-op when it has one.
+        From then on, a sample without a target mask pools the patches the map selects, no longer the
+        learned no-target embedding."""
+        if self.text_grounding is None:
             weight = self.decoder.proj.weight
-            self.target_head = nn.Linear(self.config.llm_hidden, 2).to(device=weight.device, dtype=weight.dtype)
-            self.config.target_head = True
+            self.text_grounding = TextGrounding(self.config).to(device=weight.device, dtype=weight.dtype)
+            self.config.text_grounding = True
 
     def _add_visual_where(self, octaves: int) -> None:
         weight = self.projector.fc3.weight  # on the meta device while a checkpoint loads; buffers stay real
@@ -448,7 +472,7 @@ class PixelVLA(nn.Module):
         "cat": only the action decoder trains. "pue": peft LoRA (rank ``lora_r``, all attention and MLP
         projections of the LLM) + pixel encoder + prompt encoder + decoder train; everything else frozen.
         The robot-state encoder, when the config has one, is new like the decoder and trains in both stages.
-        The target head stays frozen here: the trainer trains it when it has a grounding loss.
+        The text-grounding map stays frozen here: the trainer trains it when it has a grounding loss.
         """
         if stage not in ("cat", "pue"):
             raise ValueError(f"unknown stage {stage!r}; use 'cat' or 'pue'")

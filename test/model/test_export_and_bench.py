@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixelvla_model import INPUT_NAMES, example_inputs
+from pixelvla_model import INPUT_NAMES, PixelVLA, PixelVLAConfig, example_inputs
 from pixelvla_model import benchmarks
 
 
@@ -20,9 +20,14 @@ class _Actions(torch.nn.Module):
         return out.actions, out.action_hidden
 
 
-def test_forward_exports_to_onnx_with_dynamic_batch_and_text(tmp_path, tiny_model, tiny_config):
+@pytest.mark.parametrize("text_grounding", [False, True])
+def test_forward_exports_to_onnx_with_dynamic_batch_and_text(tmp_path, tiny_model, tiny_config, text_grounding):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    if text_grounding:  # the map stands in for the mask of sample 0 (no mask) in the graph too
+        torch.manual_seed(0)
+        tiny_config = PixelVLAConfig(**{**tiny_config.__dict__, "text_grounding": True})
+        tiny_model = PixelVLA(tiny_config).eval()
     b, t = torch.export.Dim("batch", min=1, max=16), torch.export.Dim("text", min=2, max=256)
     shapes = {n: {0: b} for n in INPUT_NAMES}
     shapes["input_ids"] = shapes["attention_mask"] = {0: b, 1: t}
@@ -33,6 +38,7 @@ def test_forward_exports_to_onnx_with_dynamic_batch_and_text(tmp_path, tiny_mode
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch, text_len in [(2, 24), (1, 31), (3, 9)]:
         x = example_inputs(tiny_config, batch, text_len=text_len)
+        x["target_mask"][0] = 0.0
         got = sess.run(["actions"], {k: v.numpy() for k, v in x.items()})[0]
         with torch.no_grad():
             ref = tiny_model(**x).actions.numpy()

@@ -2,6 +2,7 @@ import math
 
 import torch
 
+from pixelvla_model import PixelVLAConfig
 from pixelvla_model.modeling import PixelEncoder, mask_to_patch_weights, patch_position_encoding
 
 
@@ -67,3 +68,26 @@ def test_the_pixel_token_tells_where_identical_features_are(tiny_config):
     p[0, 3], p[1, 250] = 1.0, 1.0
     out = enc(feats, p)
     assert (out[0] - out[1]).abs().max() > 1e-4
+
+
+def test_text_grounding_stands_in_for_a_missing_mask(tiny_config):
+    from pixelvla_model.modeling import PixelVLA, example_inputs
+
+    torch.manual_seed(0)
+    config = PixelVLAConfig(**{**tiny_config.__dict__, "text_grounding": True})
+    model = PixelVLA(config).eval()
+    seen = []
+    model.pixel_encoder.register_forward_hook(lambda module, args, out: seen.append(args[1]))
+    inputs = example_inputs(config, batch_size=2)
+    inputs["target_mask"] = torch.zeros_like(inputs["target_mask"])
+    inputs["target_mask"][1, 28:42, 14:28] = 1.0  # sample 1 has a mask (patch (2, 1)); sample 0 has none
+    with torch.no_grad():
+        out = model(**inputs)
+    weights = seen[-1]
+    assert out.grounding_logits.shape == (2, config.grid_size ** 2)
+    torch.testing.assert_close(weights[0], out.grounding_logits[0].softmax(-1))  # the words' map, pooled as a mask
+    torch.testing.assert_close(weights[1], mask_to_patch_weights(inputs["target_mask"], config.patch_size)[1])
+    # the map follows the words: another instruction, another map
+    inputs["input_ids"][0, 3] = (inputs["input_ids"][0, 3] + 1) % config.vocab_size
+    with torch.no_grad():
+        assert not torch.allclose(model(**inputs).grounding_logits[0], out.grounding_logits[0])

@@ -113,25 +113,30 @@ def test_tokenizer_words_become_tokens_whose_embeddings_train(tmp_path):
         TrainConfig.from_dict({**cfg, "model": {"tokenizer_words": "red"}})
 
 
-def test_grounding_trains_a_target_head_on_mask_centroids(tmp_path):
-    from pixelvla_training.trainer.loop import grounding_l1
+def test_grounding_trains_the_text_grounding_map_on_the_target_patch(tmp_path):
+    from pixelvla_training.trainer.loop import grounding_cross_entropy
 
     nan = float("nan")
-    xy = torch.tensor([[0.5, 0.25], [nan, nan]])
-    assert grounding_l1(torch.tensor([[0.25, 0.25], [9.0, 9.0]]), xy) == pytest.approx(0.125)  # unknown row ignored
-    assert grounding_l1(torch.ones(2, 2), torch.full((2, 2), nan)) == 0.0
+    xy = torch.tensor([[0.6, 0.3], [nan, nan]])  # grid 2: column 1, row 0 -> patch 1
+    logits = torch.tensor([[0.0, 5.0, 0.0, 0.0], [9.0, 0.0, 0.0, 0.0]])
+    expected = -torch.log_softmax(logits[0], 0)[1]  # the unknown row is ignored
+    assert grounding_cross_entropy(logits, xy, 2) == pytest.approx(float(expected))
+    assert grounding_cross_entropy(torch.ones(2, 4), torch.full((2, 2), nan), 2) == 0.0
     data = write_sim_dataset(tmp_path / "demos")
     cat = Trainer(TrainConfig.from_dict(tiny_train_config(data, tmp_path / "cat", steps=1, grounding_weight=1.0)),
                   resume=False).train()
-    head = PixelVLA.from_pretrained(cat).target_head.weight
-    for weight in (1.0, 0.0):  # from the same head: the grounding loss, and only it, moves the head
+    key = PixelVLA.from_pretrained(cat).text_grounding.key.weight
+    for weight in (1.0, 0.0):  # from the same map: the grounding loss, and only it, moves it
         cfg = tiny_train_config(data, tmp_path / f"pue{weight}", stage="pue", steps=2, grounding_weight=weight)
         cfg["model"] = {"init_from": str(cat)}
         model = PixelVLA.from_pretrained(Trainer(TrainConfig.from_dict(cfg), resume=False).train())
-        assert model.config.target_head
-        assert torch.equal(model.target_head.weight, head) == (weight == 0.0)
+        assert model.config.text_grounding
+        assert torch.equal(model.text_grounding.key.weight, key) == (weight == 0.0)
         trainable = (tmp_path / f"pue{weight}" / "trainable.txt").read_text().split()
-        assert ("target_head.weight" in trainable) == (weight > 0)
+        assert ("text_grounding.key.weight" in trainable) == (weight > 0)
+        if weight:
+            logged = [json.loads(line) for line in (tmp_path / "pue1.0" / "metrics.jsonl").read_text().splitlines()]
+            assert all(rec["grounding_ce"] > 0 for rec in logged)
     with pytest.raises(ValueError, match="grounding_weight"):
         TrainConfig.from_dict({**cfg, "grounding_weight": -1})
 

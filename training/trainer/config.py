@@ -7,9 +7,10 @@ Sections (every key optional unless marked; defaults below):
     lora_r: 32                       # LoRA rank of stage pue
     also_train: []                   # extra module prefixes to train (e.g. [vision, projector] when the
                                      # backbones are random-initialised); [] = the paper's stage exactly
-    grounding_weight: 0.0            # > 0: the model's target head (PixelVLA.enable_target_head) learns where
-                                     # the target is (its mask's centroid, every sample with a mask, text-only
-                                     # ones too), loss += weight x L1; tells the network which patch the words name
+    grounding_weight: 0.0            # > 0: the model's text-grounding map (PixelVLA.enable_text_grounding)
+                                     # learns which patch holds the target (its mask's centroid, every sample
+                                     # with a mask, text-only ones too), loss += weight x cross-entropy; the
+                                     # map stands in for the mask when a sample has none
     model: {preset: tiny, overrides: {...}, init_from: null, seed: 0, place_prompts: false}
                                      # init_from: a from_pretrained directory (e.g. the CAT result for PUE),
                                      # or an OpenVLA / Prismatic HF checkpoint directory (openvla-7b), imported

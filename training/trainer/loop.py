@@ -41,6 +41,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 import yaml
 
 from pixelvla_model import (PixelVLA, PixelVLAConfig, PixelVLAPolicy, PixelVLAProcessor, add_words,
@@ -101,12 +102,14 @@ def lr_lambda(cfg: TrainConfig):
     return f
 
 
-def grounding_l1(predicted_xy: torch.Tensor, target_xy: torch.Tensor) -> torch.Tensor:
-    """(B, 2) target-head output and mask centroids (NaN: unknown) -> mean |error| over the known rows (0 if none)."""
+def grounding_cross_entropy(logits: torch.Tensor, target_xy: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, grid*grid) text-grounding logits (row-major patches) and mask centroids (B, 2), (x, y) as fractions of
+    the image, NaN: unknown -> mean cross-entropy of the patch that holds the centroid, over the known rows."""
     known = ~target_xy.isnan().any(-1)
     if not known.any():
-        return predicted_xy.sum() * 0.0  # keeps the head in the graph (DDP expects a gradient for every parameter)
-    return (predicted_xy[known] - target_xy[known].to(predicted_xy.dtype)).abs().mean()
+        return logits.sum() * 0.0  # keeps the map in the graph (DDP expects a gradient for every parameter)
+    cell = (target_xy[known].float() * grid).long().clamp(0, grid - 1)  # (K, 2): column, row
+    return F.cross_entropy(logits[known].float(), cell[:, 1] * grid + cell[:, 0])
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -192,10 +195,10 @@ class Trainer:
         if m.get("visual_where_octaves"):
             model.enable_visual_where(int(m["visual_where_octaves"]))
         if self.cfg.grounding_weight:
-            model.enable_target_head()
+            model.enable_text_grounding()
         model.train()
         names = model.freeze_for_stage(self.cfg.stage, lora_r=self.cfg.lora_r)
-        grounding = ["target_head"] if self.cfg.grounding_weight else []  # trained only with its loss
+        grounding = ["text_grounding"] if self.cfg.grounding_weight else []  # trained only with its loss
         extra = tuple(p.rstrip(".") + "." for p in [*self.cfg.also_train, *grounding])
         if extra:
             for n, p in model.named_parameters():
@@ -384,6 +387,7 @@ class Trainer:
         try:
             for step in range(start + 1, cfg.steps + 1):
                 total = torch.zeros((), device=device)
+                grounding = torch.zeros((), device=device)  # its share of total, logged on its own
                 for m in range(cfg.grad_accum):
                     batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
                     target, valid = batch.pop("actions"), batch.pop("action_valid")
@@ -393,7 +397,9 @@ class Trainer:
                         out = wrapped(**batch)
                         loss = masked_l1(out.actions.float(), target, valid)
                         if cfg.grounding_weight:
-                            loss = loss + cfg.grounding_weight * grounding_l1(out.target_xy.float(), target_xy)
+                            ce = grounding_cross_entropy(out.grounding_logits, target_xy, model.config.grid_size)
+                            loss = loss + cfg.grounding_weight * ce
+                            grounding += ce.detach() / cfg.grad_accum
                         loss = loss / cfg.grad_accum
                     loss.backward()
                     total += loss.detach()
@@ -403,12 +409,16 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 if self.dist.enabled:
                     dist.all_reduce(total)
+                    dist.all_reduce(grounding)
                     total /= self.dist.world
+                    grounding /= self.dist.world
                 done += 1
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     now = time.monotonic()
                     rec = {"step": step, "loss": float(total), "lr": scheduler.get_last_lr()[0],
                            "grad_norm": float(grad_norm), "samples_per_s": done * cfg.batch_size / max(1e-9, now - last_log)}
+                    if cfg.grounding_weight:
+                        rec["grounding_ce"] = float(grounding)
                     last_log, done = now, 0
                     if self.dist.main:
                         with open(metrics_path, "a") as f:
