@@ -85,7 +85,7 @@ class PixelVLAConfig:
     # trained model by PixelVLA.enable_visual_where, which leaves its outputs unchanged until it trains.
     visual_where_octaves: int = 0
     # Where the instruction says the target is, when no mask says it: a map over the patches, the softmax of
-    # q(mean of the instruction's token embeddings) . k(patch features), which the pixel encoder pools
+    # sum over the instruction's words of q(word embedding) . k(patch features), which the pixel encoder pools
     # instead of a mask whenever the target mask is empty (text-only). Trained from the target's position
     # (TrainConfig.grounding_weight), so "the red cube" selects a patch the way a click does. Off in the
     # paper's model (its LLM grounds the words); a small LLM trained from actions alone did not.

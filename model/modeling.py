@@ -201,20 +201,22 @@ class PixelEncoder(nn.Module):
 
 
 class TextGrounding(nn.Module):
-    """Where the words put the target: logits (B, N) = q(mean_t e_t) . k(f_n) / sqrt(d), with e_t the embeddings of
-    the instruction's tokens after BOS and f_n the patch features of the towers; softmax over n gives patch
-    weights the pixel encoder pools as it pools a mask (config.text_grounding)."""
+    """Where the words put the target: logits (B, N) = sum_t q(e_t) . k(f_n) / sqrt(d), with e_t the embeddings of
+    the instruction's tokens after BOS and f_n the patch features of the towers: each word adds its vote for each
+    patch ("cube" for the cubes, "red" for red things), so the colour word is not diluted by the other words as
+    in a mean (a mean-pooled query learned where the cubes are, never which). Softmax over n gives patch weights
+    the pixel encoder pools as it pools a mask (config.text_grounding)."""
 
     def __init__(self, c: PixelVLAConfig):
         super().__init__()
         self.dim = c.llm_hidden
-        self.query = nn.Linear(c.llm_hidden, self.dim)
+        self.query = nn.Linear(c.llm_hidden, self.dim, bias=False)  # linear: q(sum_t e_t) = sum_t q(e_t)
         self.key = nn.Linear(c.vision_hidden, self.dim)
 
     def forward(self, text: torch.Tensor, text_mask: torch.Tensor, patch_feats: torch.Tensor) -> torch.Tensor:
         """text (B, T, D) embeddings, BOS first; text_mask (B, T) 1 = real token; patch_feats (B, N, Dv)."""
         m = text_mask[:, 1:].unsqueeze(-1).to(text.dtype)
-        words = (text[:, 1:] * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, D)
+        words = (text[:, 1:] * m).sum(1)  # (B, D)
         q = self.query(words.to(self.query.weight.dtype))
         k = self.key(patch_feats.to(self.key.weight.dtype))
         return (k @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.dim)
