@@ -84,11 +84,13 @@ class PixelVLAConfig:
     # direction. Off in the paper's model (a pretrained ViT's features carry their position). Grown onto a
     # trained model by PixelVLA.enable_visual_where, which leaves its outputs unchanged until it trains.
     visual_where_octaves: int = 0
-    # Where the instruction says the target is, when no mask says it: a map over the patches, the softmax of
-    # sum over the instruction's words of q(word embedding) . k(patch features), which the pixel encoder pools
-    # instead of a mask whenever the target mask is empty (text-only). Trained from the target's position
-    # (TrainConfig.grounding_weight), so "the red cube" selects a patch the way a click does. Off in the
-    # paper's model (its LLM grounds the words); a small LLM trained from actions alone did not.
+    # Where the instruction says the target is (and, with place_prompts, where it goes), when no operator says
+    # it: maps over the patches, the softmax of the sum over the instruction's words of q(word embedding) .
+    # k(patch features), trained from the target's and the place's positions (TrainConfig.grounding_weight).
+    # A sample with neither a target mask nor a prompt gets the clicks the words make: a point prompt and a
+    # target mask where the target map peaks, a place point where the place map peaks, so "the red cube" selects
+    # the cube the way an operator's click does. Off in the paper's model (its LLM grounds the words); a small
+    # LLM trained from actions alone did not.
     text_grounding: bool = False
 
     # --- visual prompt encoder ---
@@ -193,6 +195,9 @@ class PixelVLAConfig:
             errors.append(f"prompt_pe_dim {self.prompt_pe_dim} must be even (sin and cos halves)")
         if self.max_prompt_points < 2:
             errors.append("max_prompt_points must be >= 2 (a box has 2 corners)")
+        if self.text_grounding and self.place_prompts and self.max_prompts < 2:
+            errors.append("text_grounding with place_prompts clicks twice (the target, where it goes): "
+                          "max_prompts must be >= 2")
         if min(self.decoder_blocks, self.lora_r, self.dino_registers, self.proprio_dim, self.pixel_where_octaves,
                self.visual_where_octaves) < 0:
             errors.append("decoder_blocks, lora_r, dino_registers, proprio_dim, pixel_where_octaves and "

@@ -41,7 +41,7 @@ from transformers.utils import ModelOutput
 
 from .checkpoint import load_pretrained, save_pretrained
 from .configuration import PROMPT_TYPE_IDS, PixelVLAConfig
-from .prompts import Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors
+from .prompts import FOREGROUND, PLACE, Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,9 @@ def input_names(config: PixelVLAConfig) -> tuple[str, ...]:
 class PixelVLAOutput(ModelOutput):
     """actions (B, N_c, 7) normalised; action_hidden (B, D): the LLM state the decoder reads;
     last_hidden_state (B, S, D): the LLM's last layer (after its final norm) over the whole sequence;
-    loss: scalar L1 when targets were given; grounding_logits (B, N): the text-grounding map's logits over the
-    patches, row-major (config.text_grounding; None without it)."""
+    loss: scalar L1 when targets were given; grounding_logits (B, R, N): the text-grounding maps' logits over
+    the patches, row-major, for the target (r = 0) and where it goes (r = 1, with config.place_prompts)
+    (config.text_grounding; None without it)."""
 
     actions: Optional[torch.Tensor] = None
     action_hidden: Optional[torch.Tensor] = None
@@ -201,25 +202,57 @@ class PixelEncoder(nn.Module):
 
 
 class TextGrounding(nn.Module):
-    """Where the words put the target: logits (B, N) = sum_t q(e_t) . k(f_n) / sqrt(d), with e_t the embeddings of
-    the instruction's tokens after BOS and f_n the patch features of the towers: each word adds its vote for each
-    patch ("cube" for the cubes, "red" for red things), so the colour word is not diluted by the other words as
-    in a mean (a mean-pooled query learned where the cubes are, never which). Softmax over n gives patch weights
-    the pixel encoder pools as it pools a mask (config.text_grounding)."""
+    """Where the words point: logits (B, R, N) = sum_t q_r(e_t) . k(f_n) / sqrt(d), with e_t the embeddings of the
+    instruction's tokens after BOS and f_n the patch features of the towers, for R = 1 role (the target) or 2
+    (the target, then where it goes: config.place_prompts). Each word adds its vote for each patch ("cube" for
+    the cubes, "red" for red things), so the colour word is not diluted by the other words as in a mean (a
+    mean-pooled query learned where the cubes are, never which). A sample with neither a mask nor a prompt
+    gets the clicks the words make (`click`): a point prompt and a target mask where the target map peaks, and
+    a place point where the place map peaks (config.text_grounding)."""
 
     def __init__(self, c: PixelVLAConfig):
         super().__init__()
-        self.dim = c.llm_hidden
-        self.query = nn.Linear(c.llm_hidden, self.dim, bias=False)  # linear: q(sum_t e_t) = sum_t q(e_t)
+        self.dim, self.roles = c.llm_hidden, 2 if c.place_prompts else 1
+        self.query = nn.Linear(c.llm_hidden, self.dim * self.roles, bias=False)  # linear: q(sum_t e_t) = sum_t q(e_t)
         self.key = nn.Linear(c.vision_hidden, self.dim)
 
     def forward(self, text: torch.Tensor, text_mask: torch.Tensor, patch_feats: torch.Tensor) -> torch.Tensor:
         """text (B, T, D) embeddings, BOS first; text_mask (B, T) 1 = real token; patch_feats (B, N, Dv)."""
         m = text_mask[:, 1:].unsqueeze(-1).to(text.dtype)
         words = (text[:, 1:] * m).sum(1)  # (B, D)
-        q = self.query(words.to(self.query.weight.dtype))
-        k = self.key(patch_feats.to(self.key.weight.dtype))
-        return (k @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.dim)
+        q = self.query(words.to(self.query.weight.dtype)).view(-1, self.roles, self.dim)  # (B, R, d)
+        k = self.key(patch_feats.to(self.key.weight.dtype))  # (B, N, d)
+        return q @ k.transpose(1, 2) / math.sqrt(self.dim)
+
+    @staticmethod
+    def click(logits: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the words click on one map (B, N): the likeliest patch and its 3 x 3 neighbourhood, the map's
+        probabilities there as patch weights (B, N) (a target spread over two patches keeps both) and their
+        mean patch centre (B, 2), (x, y) in [0, 1], as a point prompt gives it."""
+        prob = logits.float().softmax(-1)
+        top = prob.argmax(-1)  # (B,)
+        cells = torch.arange(grid, device=logits.device)
+        row, col = cells.repeat_interleave(grid), cells.repeat(grid)  # (N,), row-major
+        near = ((row[None] - (top // grid)[:, None]).abs() <= 1) & ((col[None] - (top % grid)[:, None]).abs() <= 1)
+        local = prob * near
+        local = local / local.sum(-1, keepdim=True)
+        centres = torch.stack([col, row], -1).to(prob.dtype).add(0.5).div(grid)  # (N, 2): x, y
+        return local, local @ centres
+
+
+def click_prompt(rows: torch.Tensor, points: list[tuple[torch.Tensor, int]], coords: torch.Tensor,
+                 point_mask: torch.Tensor, types: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The prompt tensors with, in the rows where `rows` (B,) is true (rows without any prompt), one point per
+    slot from `points`: [(xy (B, 2) in [0, 1], label), ...] in slots 0, 1, ...; the other slots empty."""
+    b = coords.shape[0]
+    clicked = [torch.zeros_like(t) for t in (coords, point_mask, types, labels)]
+    for slot, (xy, label) in enumerate(points):
+        clicked[0][:, slot, 0] = xy.to(coords.dtype)
+        clicked[1][:, slot, 0] = 1
+        clicked[2][:, slot] = PROMPT_TYPE_IDS["point"]
+        clicked[3][:, slot] = label
+    return tuple(torch.where(rows.view(b, *[1] * (t.dim() - 1)), new, t)
+                 for new, t in zip(clicked, (coords, point_mask, types, labels)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -390,10 +423,16 @@ class PixelVLA(nn.Module):
         text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
         grounding_logits = None
-        if self.text_grounding is not None:  # no mask: the patches the instruction names (config.text_grounding)
-            grounding_logits = self.text_grounding(text, attention_mask, patch_feats)
-            no_mask = weights.sum(1, keepdim=True) < self.pixel_encoder.eps
-            weights = torch.where(no_mask, grounding_logits.float().softmax(-1).to(weights.dtype), weights)
+        if self.text_grounding is not None:  # no mask and no prompt: the words click (config.text_grounding)
+            grounding_logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
+            words_only = (weights.sum(1) < self.pixel_encoder.eps) & (prompt_types == 0).all(1)  # (B,)
+            click_weights, click_xy = TextGrounding.click(grounding_logits[:, 0], c.grid_size)
+            weights = torch.where(words_only[:, None], click_weights.to(weights.dtype), weights)
+            points = [(click_xy, FOREGROUND)]
+            if self.text_grounding.roles == 2:
+                points.append((TextGrounding.click(grounding_logits[:, 1], c.grid_size)[1], PLACE))
+            prompt_coords, prompt_point_mask, prompt_types, prompt_labels = click_prompt(
+                words_only, points, prompt_coords, prompt_point_mask, prompt_types, prompt_labels)
         pixel = self.pixel_encoder(layer_feats, weights)  # (B, n_p, D)
         prompt, prompt_valid = self.prompt_encoder(  # the prompt encoder takes its float inputs in any dtype
             prompt_coords, prompt_point_mask, prompt_types, prompt_labels, prompt_masks)  # (B, K, D), (B, K)
@@ -474,16 +513,20 @@ class PixelVLA(nn.Module):
         "cat": only the action decoder trains. "pue": peft LoRA (rank ``lora_r``, all attention and MLP
         projections of the LLM) + pixel encoder + prompt encoder + decoder train; everything else frozen.
         The robot-state encoder, when the config has one, is new like the decoder and trains in both stages.
-        The text-grounding map stays frozen here: the trainer trains it when it has a grounding loss.
+        "grounding": nothing here; the trainer trains the text-grounding map alone, so the policy acts exactly
+        as before whenever a target mask is given. The text-grounding map stays frozen here in every stage: the
+        trainer trains it when it has a grounding loss.
         """
-        if stage not in ("cat", "pue"):
-            raise ValueError(f"unknown stage {stage!r}; use 'cat' or 'pue'")
+        if stage not in ("cat", "pue", "grounding"):
+            raise ValueError(f"unknown stage {stage!r}; use 'cat', 'pue' or 'grounding'")
         if stage == "pue" and self.config.lora_r == 0:
             self._add_lora(lora_r)
         for p in self.parameters():
             p.requires_grad_(False)
-        train = [self.decoder] + ([self.pixel_encoder, self.prompt_encoder] if stage == "pue" else [])
-        if self.state_encoder is not None:
+        train = [] if stage == "grounding" else [self.decoder]
+        if stage == "pue":
+            train += [self.pixel_encoder, self.prompt_encoder]
+        if self.state_encoder is not None and stage != "grounding":
             train.append(self.state_encoder)
         for module in train:
             module.requires_grad_(True)

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from pixelvla_model import PixelVLAConfig
@@ -70,24 +71,48 @@ def test_the_pixel_token_tells_where_identical_features_are(tiny_config):
     assert (out[0] - out[1]).abs().max() > 1e-4
 
 
-def test_text_grounding_stands_in_for_a_missing_mask(tiny_config):
-    from pixelvla_model.modeling import PixelVLA, example_inputs
+@pytest.mark.parametrize("place_prompts", [False, True])
+def test_the_words_click_where_no_operator_did(tiny_config, place_prompts):
+    from pixelvla_model.modeling import PixelVLA, TextGrounding, example_inputs
 
     torch.manual_seed(0)
-    config = PixelVLAConfig(**{**tiny_config.__dict__, "text_grounding": True})
+    config = PixelVLAConfig(**{**tiny_config.__dict__, "text_grounding": True, "place_prompts": place_prompts})
     model = PixelVLA(config).eval()
-    seen = []
-    model.pixel_encoder.register_forward_hook(lambda module, args, out: seen.append(args[1]))
-    inputs = example_inputs(config, batch_size=2)
+    pooled, prompted = [], []
+    model.pixel_encoder.register_forward_hook(lambda module, args, out: pooled.append(args[1]))
+    model.prompt_encoder.register_forward_hook(lambda module, args, out: prompted.append(args))
+    inputs = example_inputs(config, batch_size=3)
     inputs["target_mask"] = torch.zeros_like(inputs["target_mask"])
-    inputs["target_mask"][1, 28:42, 14:28] = 1.0  # sample 1 has a mask (patch (2, 1)); sample 0 has none
+    inputs["target_mask"][1, 28:42, 14:28] = 1.0  # sample 1 has a mask (patch (2, 1))
+    for name in ("prompt_coords", "prompt_point_mask", "prompt_types", "prompt_labels", "prompt_masks"):
+        inputs[name][0] = 0  # sample 0: no mask and no prompt, the words alone
+    inputs["prompt_types"][2, 0] = 1  # sample 2: a point prompt without a mask
     with torch.no_grad():
         out = model(**inputs)
-    weights = seen[-1]
-    assert out.grounding_logits.shape == (2, config.grid_size ** 2)
-    torch.testing.assert_close(weights[0], out.grounding_logits[0].softmax(-1))  # the words' map, pooled as a mask
+    weights, (coords, point_mask, types, labels, _) = pooled[-1], prompted[-1]
+    roles = 2 if place_prompts else 1  # the target (, where it goes)
+    assert out.grounding_logits.shape == (3, roles, config.grid_size ** 2)
+    click_weights, click_xy = TextGrounding.click(out.grounding_logits[:, 0], config.grid_size)
+    torch.testing.assert_close(weights[0], click_weights[0])  # sample 0: the words' click as its mask ...
+    assert types[0].tolist() == [1] * roles + [0] * (types.shape[1] - roles)  # ... and as points
+    assert labels[0, :roles].tolist() == [1, 2][:roles] and point_mask[0].sum() == roles
+    torch.testing.assert_close(coords[0, 0, 0], click_xy[0])
+    if place_prompts:
+        torch.testing.assert_close(coords[0, 1, 0], TextGrounding.click(out.grounding_logits[:, 1], config.grid_size)[1][0])
     torch.testing.assert_close(weights[1], mask_to_patch_weights(inputs["target_mask"], config.patch_size)[1])
+    assert weights[2].sum() == 0 and torch.equal(types[1:], inputs["prompt_types"][1:])  # the operator's, as given
     # the map follows the words: another instruction, another map
     inputs["input_ids"][0, 3] = (inputs["input_ids"][0, 3] + 1) % config.vocab_size
     with torch.no_grad():
         assert not torch.allclose(model(**inputs).grounding_logits[0], out.grounding_logits[0])
+
+
+def test_the_click_is_the_map_peak_and_its_neighbours():
+    from pixelvla_model.modeling import TextGrounding
+
+    logits = torch.full((1, 16), -30.0)
+    logits[0, [5, 6]] = 3.0  # grid 4: row 1, columns 1 and 2
+    logits[0, 15] = 2.9  # a second peak far away is not part of the click
+    weights, xy = TextGrounding.click(logits, 4)
+    assert weights[0, 15] == 0 and torch.allclose(weights[0, [5, 6]], torch.tensor([0.5, 0.5]), atol=1e-4)
+    torch.testing.assert_close(xy[0], torch.tensor([0.5, 0.375]), atol=1e-4, rtol=0)

@@ -99,11 +99,14 @@ def test_collated_batch_runs_through_the_model(sim_dataset):
     ds = ChunkDataset(eps, config.chunk_size, norm_stats_for(eps), sampler=PromptSampler(text_only=0.5))
     batch = Collator(PixelVLAProcessor(config, build_byte_tokenizer(), norm_stats_for(eps)))([ds[i] for i in range(6)])
     assert batch["actions"].shape == (6, config.chunk_size, 7) and batch["action_valid"].dtype == torch.bool
-    out = PixelVLA(config)(**{k: v for k, v in batch.items() if k not in ("actions", "action_valid", "target_xy")})
+    labels = ("actions", "action_valid", "target_xy", "place_xy")
+    out = PixelVLA(config)(**{k: v for k, v in batch.items() if k not in labels})
     assert out.actions.shape == (6, config.chunk_size, 7)
     # where the target is, for every sample with a mask, whether or not it shows its prompts
     expected = np.stack([base.mask_centroid(eps[0].target_masks[t]) for t in range(6)])
     assert batch["target_xy"].shape == (6, 2) and np.allclose(batch["target_xy"].numpy(), expected, equal_nan=True)
+    place = base.mask_centroid(eps[0].place_mask)  # where the target goes, NaN when the episode has no place
+    assert np.allclose(batch["place_xy"].numpy(), np.tile(place, (6, 1)), equal_nan=True)
 
 
 def test_mask_centroid_in_image_fractions():

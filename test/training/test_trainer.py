@@ -137,8 +137,18 @@ def test_grounding_trains_the_text_grounding_map_on_the_target_patch(tmp_path):
         if weight:
             logged = [json.loads(line) for line in (tmp_path / "pue1.0" / "metrics.jsonl").read_text().splitlines()]
             assert all(rec["grounding_ce"] > 0 for rec in logged)
-    with pytest.raises(ValueError, match="grounding_weight"):
-        TrainConfig.from_dict({**cfg, "grounding_weight": -1})
+    # stage grounding: the map alone trains; every weight the actions read with a mask stays as it was
+    cfg = tiny_train_config(data, tmp_path / "grounding", stage="grounding", steps=2, grounding_weight=1.0)
+    cfg["model"] = {"init_from": str(cat)}
+    model = PixelVLA.from_pretrained(Trainer(TrainConfig.from_dict(cfg), resume=False).train())
+    trainable = (tmp_path / "grounding" / "trainable.txt").read_text().split()
+    assert trainable and all(name.startswith("text_grounding.") for name in trainable)
+    before = PixelVLA.from_pretrained(cat).state_dict()
+    changed = {n for n, w in model.state_dict().items() if not torch.equal(w, before[n])}
+    assert changed and all(n.startswith("text_grounding.") for n in changed)
+    for bad in ({"grounding_weight": -1}, {"stage": "grounding", "grounding_weight": 0.0}):
+        with pytest.raises(ValueError, match="grounding_weight"):
+            TrainConfig.from_dict({**cfg, **bad})
 
 
 @pytest.mark.slow
@@ -208,5 +218,5 @@ def test_config_is_validated(tmp_path):
                          ids=lambda p: p.name)
 def test_shipped_training_configs_parse(path):
     cfg = TrainConfig.from_yaml(path)
-    assert cfg.stage in ("cat", "pue") and cfg.steps > 0
+    assert cfg.stage in ("cat", "pue", "grounding") and cfg.steps > 0
     assert all(src.get("type") and src.get("path") for src in cfg.data["sources"])

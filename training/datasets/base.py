@@ -16,7 +16,8 @@ the in-memory :class:`ChunkDataset` both use it):
         "action_valid": (N_c,) bool, False for those padded steps (the loss ignores them)
         "target_xy":    (2,) float32, the centroid of the target's mask at step t (x, y as fractions of the image
                         width and height from the top-left corner; pixel centres), NaN without a mask; given
-                        whether or not the sample shows its prompts (the target head learns it, text-only too)
+                        whether or not the sample shows its prompts (the text-grounding map learns it, text-only too)
+        "place_xy":     (2,) float32, the same for the episode's place mask (where the target goes), NaN without one
         "dataset":      str, the dataset key (its norm_stats entry)
         "episode":      str, where the episode came from (Episode.source), for logs and tests
     }
@@ -200,7 +201,8 @@ def make_sample(ep: Episode, actions: np.ndarray, state: Optional[np.ndarray], t
         prompts = list(fixed)
     return {"image": ep.images[t], "instruction": ep.instruction, "target_mask": shown_mask, "prompts": prompts,
             "proprio": None if state is None else state[t], "actions": chunk, "action_valid": valid,
-            "target_xy": mask_centroid(mask), "dataset": ep.dataset, "episode": ep.source}
+            "target_xy": mask_centroid(mask), "place_xy": mask_centroid(ep.place_mask), "dataset": ep.dataset,
+            "episode": ep.source}
 
 
 # ------------------------------------------------------------------------------------------------ dataset

@@ -2,15 +2,16 @@
 
 Sections (every key optional unless marked; defaults below):
 
-    stage: cat | pue                 # required. cat: the action decoder trains; pue: LoRA + pixel encoder +
-                                     # prompt encoder + decoder (PixelVLA.freeze_for_stage)
+    stage: cat | pue | grounding     # required. cat: the action decoder trains; pue: LoRA + pixel encoder +
+                                     # prompt encoder + decoder; grounding: the text-grounding map alone, with
+                                     # grounding_weight > 0 (PixelVLA.freeze_for_stage)
     lora_r: 32                       # LoRA rank of stage pue
     also_train: []                   # extra module prefixes to train (e.g. [vision, projector] when the
                                      # backbones are random-initialised); [] = the paper's stage exactly
-    grounding_weight: 0.0            # > 0: the model's text-grounding map (PixelVLA.enable_text_grounding)
-                                     # learns which patch holds the target (its mask's centroid, every sample
-                                     # with a mask, text-only ones too), loss += weight x cross-entropy; the
-                                     # map stands in for the mask when a sample has none
+    grounding_weight: 0.0            # > 0: the model's text-grounding maps (PixelVLA.enable_text_grounding)
+                                     # learn which patch holds the target and the place (their masks'
+                                     # centroids, every sample with one, text-only ones too), loss += weight x
+                                     # cross-entropy; they click for a sample without mask or prompt
     model: {preset: tiny, overrides: {...}, init_from: null, seed: 0, place_prompts: false}
                                      # init_from: a from_pretrained directory (e.g. the CAT result for PUE),
                                      # or an OpenVLA / Prismatic HF checkpoint directory (openvla-7b), imported
@@ -79,8 +80,10 @@ class TrainConfig:
 
     def __post_init__(self):
         errors = []
-        if self.stage not in ("cat", "pue"):
-            errors.append(f"stage must be 'cat' or 'pue', got {self.stage!r}")
+        if self.stage not in ("cat", "pue", "grounding"):
+            errors.append(f"stage must be 'cat', 'pue' or 'grounding', got {self.stage!r}")
+        if self.stage == "grounding" and not self.grounding_weight:
+            errors.append("stage grounding trains the text-grounding map alone: set grounding_weight > 0")
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "keep_checkpoints"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -122,7 +125,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys {unknown}; known: {sorted(names)}")
         if "stage" not in d:
-            raise ValueError("a training config needs `stage: cat` or `stage: pue`")
+            raise ValueError("a training config needs `stage: cat`, `stage: pue` or `stage: grounding`")
         return cls(**d)
 
     @classmethod

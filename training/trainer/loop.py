@@ -391,13 +391,15 @@ class Trainer:
                 for m in range(cfg.grad_accum):
                     batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
                     target, valid = batch.pop("actions"), batch.pop("action_valid")
-                    target_xy = batch.pop("target_xy")
+                    where = torch.stack([batch.pop("target_xy"), batch.pop("place_xy")], 1)  # (B, 2 roles, 2)
                     sync = self.mode != "ddp" or m == cfg.grad_accum - 1
                     with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast():
                         out = wrapped(**batch)
                         loss = masked_l1(out.actions.float(), target, valid)
                         if cfg.grounding_weight:
-                            ce = grounding_cross_entropy(out.grounding_logits, target_xy, model.config.grid_size)
+                            logits = out.grounding_logits  # (B, R, N): the target, then where it goes
+                            ce = grounding_cross_entropy(logits.flatten(0, 1), where[:, :logits.shape[1]].flatten(0, 1),
+                                                         model.config.grid_size)
                             loss = loss + cfg.grounding_weight * ce
                             grounding += ce.detach() / cfg.grad_accum
                         loss = loss / cfg.grad_accum
