@@ -1,4 +1,4 @@
-"""Does a trained policy use what it is shown? Three measurements on held-out simulator episodes.
+"""Does a trained policy use what it is shown? Four measurements on held-out simulator episodes.
 
     python -m pixelvla_training.diagnose --model build/proof/pue/final --episodes build/proof/heldout
 
@@ -10,6 +10,9 @@
    ``--steps`` steps of every episode, with a point prompt + the target mask, and text only (None where a
    series is constant).
 
+4. ``words_clicks`` (a model with text grounding): where the instruction alone clicks on each episode's first
+   frame, against the target's mask and the place mask (None for other models).
+
 A model that ignores the prompt shows near-zero sensitivity and attention on the prompt and pixel tokens,
 and the same direction correlations with and without the prompt.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -109,6 +113,35 @@ def direction_correlation(policy, episodes, steps: int) -> dict[str, dict[str, f
     return out
 
 
+def words_clicks(policy, episodes) -> Optional[dict[str, float]]:
+    """Where the instruction alone clicks (config.text_grounding), on each episode's first frame: the share of
+    target clicks within one patch width of the target mask's centroid and their median distance (fractions
+    of the image), and the share of place clicks inside the place mask. None for a model without the maps."""
+    from pixelvla_model.modeling import TextGrounding
+    from pixelvla_training.datasets.base import mask_centroid
+
+    if not policy.config.text_grounding:
+        return None
+    grid = policy.config.grid_size
+    distances, on_place = [], []
+    for ep in episodes:
+        if ep.target_masks is None or not ep.target_masks[0].any():
+            continue
+        state = ep.proprio[0] if policy.config.proprio_dim else None
+        with torch.no_grad():
+            logits = policy.model(**_inputs(policy, ep.images[0], ep.instruction, state=state)).grounding_logits
+        xy = TextGrounding.click(logits[:, 0], grid)[1][0].numpy()
+        distances.append(float(np.linalg.norm(xy - mask_centroid(ep.target_masks[0]))))
+        if logits.shape[1] > 1 and ep.place_mask is not None and ep.place_mask.any():
+            px, py = TextGrounding.click(logits[:, 1], grid)[1][0].numpy()
+            h, w = ep.place_mask.shape
+            on_place.append(bool(ep.place_mask[min(int(py * h), h - 1), min(int(px * w), w - 1)]))
+    d = np.array(distances)
+    return {"episodes": len(d), "target_within_a_patch": round(float((d < 1.0 / grid).mean()), 3),
+            "target_median_distance": round(float(np.median(d)), 3),
+            "place_inside": round(float(np.mean(on_place)), 3) if on_place else None}
+
+
 def diagnose(model_dir: str | Path, episodes_dir: str | Path, steps: int = 8, frame: int = 5) -> dict:
     from pixelvla_training.datasets.sim import read_sim_episodes
 
@@ -123,7 +156,8 @@ def diagnose(model_dir: str | Path, episodes_dir: str | Path, steps: int = 8, fr
     return {"model": str(model_dir), "episodes": len(episodes),
             "prompt_sensitivity": prompt_sensitivity(policy, ep.images[t], ep.instruction, state),
             "attention": attention_shares(policy, inputs),
-            "direction": direction_correlation(policy, episodes, steps)}
+            "direction": direction_correlation(policy, episodes, steps),
+            "words_clicks": words_clicks(policy, episodes)}
 
 
 def main(argv=None) -> int:

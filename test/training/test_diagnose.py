@@ -26,3 +26,19 @@ def test_diagnose_reports_sensitivity_attention_and_direction(sim_dataset, tmp_p
     for cond in ("prompt", "text"):
         assert -1.0 <= report["direction"][cond]["dx"] <= 1.0  # the synthetic dx varies
         assert report["direction"][cond]["dy"] is None  # its dy is constant: no correlation is defined
+    assert report["words_clicks"] is None  # no text-grounding maps
+
+
+def test_diagnose_reports_where_the_words_click(sim_dataset, tmp_path):
+    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
+    from pixelvla_training.datasets import norm_stats_for
+    from pixelvla_training.datasets.sim import read_sim_episodes
+
+    config = PixelVLAConfig.from_preset("tiny", image_size=28, proprio_dim=7, text_grounding=True, place_prompts=True)
+    episodes = list(read_sim_episodes(sim_dataset))
+    PixelVLAPolicy.from_config(config, seed=1, norm_stats=norm_stats_for(episodes)).save_pretrained(tmp_path / "model")
+    report = diagnose.diagnose(tmp_path / "model", sim_dataset, steps=2)["words_clicks"]
+    assert report["episodes"] == 4
+    assert 0.0 <= report["target_within_a_patch"] <= 1.0 and 0.0 <= report["target_median_distance"] <= 1.5
+    with_place = any(ep.place_mask is not None and ep.place_mask.any() for ep in episodes)
+    assert (report["place_inside"] is not None) == with_place
