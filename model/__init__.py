@@ -35,12 +35,12 @@ if TYPE_CHECKING:
 
 # The project's own small checkpoint, trained in the simulator on a CPU (docs/results.md): the default
 # model of the policy node. It reads the robot state (/joint_states), runs the whole stack and completes
-# about one disambiguation episode in nine when prompted, none text-only; DEFAULT_CHECKPOINT_NOTE is what the
-# node and the demo tell the user.
+# about one disambiguation episode in nine when prompted and one colour task in twenty text-only;
+# DEFAULT_CHECKPOINT_NOTE is what the node and the demo tell the user.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "pixelvla-sim-tiny"
 DEFAULT_CHECKPOINT_NOTE = ("trained in simulation on a CPU; through the stack it completes 6-11 % of the "
-                           "disambiguation episodes with a target and a place prompt and none text-only "
-                           "(docs/results.md) - pass a model directory or engine bundle for a real policy")
+                           "disambiguation episodes with a target and a place prompt and 5 % of the colour tasks "
+                           "text-only (docs/results.md) - pass a model directory or engine bundle for a real policy")
 
 # name -> the module (relative to this package) that defines it, imported on first access (PEP 562)
 _LAZY = {
