@@ -484,9 +484,10 @@ class PixelVLA(nn.Module):
         self.config.visual_where_octaves = octaves
 
     def enable_text_grounding(self) -> None:
-        """Add the text-grounding map (config.text_grounding) to a model without one; no-op when it has one.
-        From then on, a sample without a target mask pools the patches the map selects, no longer the
-        learned no-target embedding."""
+        """Add the text-grounding maps (config.text_grounding) to a model without them; no-op when it has them.
+        From then on, a sample with neither a mask nor a prompt gets the clicks the words make instead of the
+        learned no-target embedding and empty prompt slots. Call it after enable_place_prompts: the place
+        map exists only with place prompts."""
         if self.text_grounding is None:
             weight = self.decoder.proj.weight
             self.text_grounding = TextGrounding(self.config).to(device=weight.device, dtype=weight.dtype)
