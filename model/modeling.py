@@ -524,10 +524,9 @@ class PixelVLA(nn.Module):
             self._add_lora(lora_r)
         for p in self.parameters():
             p.requires_grad_(False)
-        train = [] if stage == "grounding" else [self.decoder]
-        if stage == "pue":
-            train += [self.pixel_encoder, self.prompt_encoder]
-        if self.state_encoder is not None and stage != "grounding":
+        train = {"cat": [self.decoder], "pue": [self.decoder, self.pixel_encoder, self.prompt_encoder],
+                 "grounding": []}[stage]
+        if self.state_encoder is not None and train:  # new like the decoder: trains wherever the decoder does
             train.append(self.state_encoder)
         for module in train:
             module.requires_grad_(True)

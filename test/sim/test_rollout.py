@@ -62,17 +62,12 @@ def test_unknown_task_is_refused(capsys):
     assert "unknown task(s) put_cube_on_moon" in capsys.readouterr().err
 
 
-def test_a_missing_robot_file_is_refused_before_any_episode(tmp_path, capsys):
+@pytest.mark.parametrize("model", ["shipped", "missing"])
+def test_a_missing_robot_file_is_refused_before_any_episode(tmp_path, capsys, model):
+    # With a missing model too, the robot file's error comes first: it never waits on a model load.
+    checkpoint = DEFAULT_CHECKPOINT if model == "shipped" else tmp_path / "no_model"
     with pytest.raises(SystemExit):
-        main(["--model", str(DEFAULT_CHECKPOINT), "--robot-config", str(tmp_path / "robot.yaml")])
-    captured = capsys.readouterr()
-    assert "--robot-config" in captured.err and "robot.yaml" in captured.err and not captured.out
-
-
-def test_the_robot_file_is_read_before_the_model_loads(tmp_path, capsys):
-    # Both are wrong: the robot file's error comes first, so it never waits on a model load.
-    with pytest.raises(SystemExit):
-        main(["--model", str(tmp_path / "no_model"), "--robot-config", str(tmp_path / "robot.yaml")])
+        main(["--model", str(checkpoint), "--robot-config", str(tmp_path / "robot.yaml")])
     captured = capsys.readouterr()
     assert "--robot-config" in captured.err and "robot.yaml" in captured.err and not captured.out
 
