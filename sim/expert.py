@@ -61,6 +61,13 @@ class ScriptedExpert:
     # With place_radius: let go once within this of the release point (the cube drops at most that far), so
     # "open" is asked over a band of heights, not at one. A lift near the destination goes only up to the cone.
     release_band: float = 0.015        # m
+    # None: descend from the hover point straight to the grasp point, moving over while going down. A distance
+    # (m): the descent follows a cone around the target (height above the grasp point = grasp_slope x
+    # (horizontal distance - grasp_radius), at most hover_height), so a TCP that came down off the cube rises
+    # until its fingers clear the cube, moves over, and only then goes down: fingers resting on the cube's top or
+    # beside it are told "up and over", never "into the cube".
+    grasp_radius: float | None = None
+    grasp_slope: float = 2.0           # m of height per m of horizontal distance on that cone
     phase: str = field(default="approach", init=False)
     _counter: int = field(default=0, init=False)
     _psi: float | None = field(default=None, init=False)
@@ -101,11 +108,15 @@ class ScriptedExpert:
         ph = self.phase
         carry_z = self.carry_height
         if self.place_radius is not None:  # the cone around the destination
-            off_centre = float(np.linalg.norm(obs["tcp_position"][:2] - dest[:2]))
-            carry_z = min(carry_z, release_z + self.place_slope * max(0.0, off_centre - self.place_radius))
+            carry_z = min(carry_z, release_z + _cone_height(obs, dest, self.place_radius, self.place_slope))
         if ph == "approach":
             return np.array([target[0], target[1], grasp_z + self.hover_height]), rot, 1.0
         if ph == "descend":
+            if self.grasp_radius is not None:  # the cone around the target
+                grasp_z += min(self.hover_height, _cone_height(obs, target, self.grasp_radius, self.grasp_slope))
+                tcp = obs["tcp_position"]
+                if tcp[2] < grasp_z - self.position_tolerance:  # under the cone: straight up, never sideways
+                    return np.array([tcp[0], tcp[1], grasp_z]), rot, 1.0
             return np.array([target[0], target[1], grasp_z]), rot, 1.0
         if ph == "close":
             return obs["tcp_position"], rot, 0.0
@@ -190,6 +201,12 @@ class ScriptedExpert:
         rotation_ok = err_rot < self.rotation_tolerance * scale or not check_rotation
         limit = self.position_tolerance * scale if position_tolerance is None else position_tolerance
         return err_pos < limit and rotation_ok
+
+
+def _cone_height(obs: dict, centre: np.ndarray, radius: float, slope: float) -> float:
+    """Height (m) of a cone with its tip `radius` around `centre` (x, y) at the TCP's horizontal position."""
+    off_centre = float(np.linalg.norm(obs["tcp_position"][:2] - centre[:2]))
+    return slope * max(0.0, off_centre - radius)
 
 
 def _rotvec_matrix(rotvec: np.ndarray) -> np.ndarray:

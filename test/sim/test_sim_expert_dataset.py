@@ -11,7 +11,7 @@ from pixelvla_training.episodes.dataset import (
     relabel_dataset, relabel_episode, validate_dataset, validate_episode, write_episode,
 )
 from pixelvla_sim.env import TabletopEnv
-from pixelvla_sim.expert import ScriptedExpert, run_expert_episode
+from pixelvla_sim.expert import ScriptedExpert, run_expert_episode, top_down_rotation
 from pixelvla_sim.tasks import CUBE_HALF, PLATE_TOP, REST_Z, TASKS
 
 
@@ -383,9 +383,51 @@ def test_the_expert_places_with_and_without_a_place_radius(fast_env, radius):
         assert run_expert_episode(fast_env, task, 1, render=False, expert=ScriptedExpert(place_radius=radius)).success
 
 
-def test_dataset_cli_refuses_a_place_radius_that_is_not_a_short_distance(tmp_path, capsys):
+def _descending_beside_the_cube(env, offset_m: float, height_m: float, radius) -> tuple[str, np.ndarray]:
+    """(phase after, action) of an expert with grasp `radius` descending with the TCP `offset_m` (x) from the
+    target cube's centre and `height_m` above the grasp point, fingers open and pointing down."""
+    obs = env.reset("put_red_cube_on_plate", 0, render=False)
+    cube = obs["object_poses"][obs["target_object"]][:3]
+    expert = ScriptedExpert(grasp_radius=radius)
+    expert.phase, expert._psi = "descend", 0.0
+    obs["tcp_position"] = np.array([cube[0] + offset_m, cube[1], cube[2] + 0.002 + height_m])
+    obs["tcp_rotation"] = top_down_rotation(0.0)
+    action = expert.act(obs)
+    return expert.phase, action
+
+
+def test_without_grasp_radius_a_descent_off_the_cube_moves_over_while_going_down(fast_env):
+    phase, action = _descending_beside_the_cube(fast_env, 0.03, 0.01, None)
+    assert phase == "descend" and action[0] < -0.02 and action[2] < 0.0
+
+
+def test_grasp_radius_lifts_a_tcp_that_came_down_beside_the_cube_then_moves_over_and_descends(fast_env):
+    radius = 0.008
+    # 3 cm off and 1 cm above the grasp point, under the cone: straight up to it (2 x 2.2 cm above), not sideways.
+    phase, action = _descending_beside_the_cube(fast_env, 0.03, 0.01, radius)
+    assert phase == "descend" and abs(action[0]) < 1e-3 and abs(action[1]) < 1e-3
+    assert 0.033 < action[2] < 0.035
+    # On the cone: over towards the cube, level.
+    phase, action = _descending_beside_the_cube(fast_env, 0.03, 0.044, radius)
+    assert phase == "descend" and action[0] < -0.02 and abs(action[2]) < 1e-3
+    # Within the radius: straight down to the grasp point; at it, the gripper closes.
+    phase, action = _descending_beside_the_cube(fast_env, 0.005, 0.03, radius)
+    assert phase == "descend" and abs(action[0]) < 0.006 and -0.031 < action[2] < -0.029
+    phase, action = _descending_beside_the_cube(fast_env, 0.003, 0.0, radius)
+    assert phase == "close" and action[6] == 0.0
+
+
+@pytest.mark.parametrize("grasp_radius", [None, 0.008])
+def test_the_expert_grasps_with_and_without_a_grasp_radius(fast_env, grasp_radius):
+    expert = ScriptedExpert(place_radius=0.03, grasp_radius=grasp_radius)
+    for task in ("put_blue_cube_on_plate", "put_this_cube_in_bowl"):
+        assert run_expert_episode(fast_env, task, 2, render=False, expert=expert).success
+
+
+@pytest.mark.parametrize("flag", ["--place-radius", "--grasp-radius"])
+def test_dataset_cli_refuses_a_radius_that_is_not_a_short_distance(tmp_path, capsys, flag):
     from pixelvla_training.episodes.dataset import main
 
     with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path / "x"), "--place-radius", "0.5"])
-    assert "--place-radius 0.5 m" in capsys.readouterr().err and not (tmp_path / "x").exists()
+        main(["--out", str(tmp_path / "x"), flag, "0.5"])
+    assert f"{flag} 0.5 m" in capsys.readouterr().err and not (tmp_path / "x").exists()

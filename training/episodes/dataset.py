@@ -6,9 +6,9 @@ A dataset is a directory holding one compressed ``.npz`` per episode (numpy arra
 
 Command line (records the scripted expert): ``python -m pixelvla_training.episodes.dataset --out DIR
 [--tasks t1,t2] [--episodes N] [--seed0 S] [--size 224] [--translation-noise M --rotation-noise RAD]
-[--policy DIR --expert-share F [--place-prompt]] [--place-radius M]``;
+[--policy DIR --expert-share F [--place-prompt]] [--place-radius M] [--grasp-radius M]``;
 ``--validate DIR`` checks an existing dataset; ``--relabel DIR`` recomputes its labels with the current expert
-(or the one ``--place-radius`` describes); ``--add-destination DIR`` adds destination masks to older recordings.
+(or the one ``--place-radius`` and ``--grasp-radius`` describe); ``--add-destination DIR`` adds destination masks to older recordings.
 """
 from __future__ import annotations
 
@@ -370,9 +370,13 @@ def main(argv=None) -> int:
                         help="expert labels (recording and --relabel): carry down a cone around the destination, end "
                              "the carry within M metres of the release point and lower straight down from there "
                              "(default: level carry onto the centre)")
+    parser.add_argument("--grasp-radius", type=float, metavar="M",
+                        help="expert labels (recording and --relabel): descend to the cube down a cone whose tip is M "
+                             "metres around it, so a TCP that came down off the cube rises, moves over and descends "
+                             "again (default: straight from the hover point to the grasp point)")
     parser.add_argument("--validate", metavar="DIR", help="only validate the dataset in DIR")
     parser.add_argument("--relabel", metavar="DIR",
-                        help="recompute the actions of the dataset in DIR with the current expert (and --place-radius), "
+                        help="recompute the actions of the dataset in DIR with the current expert (and --place-radius, --grasp-radius), "
                              "in place, by replaying the executed actions (after a change to the expert)")
     parser.add_argument("--add-destination", metavar="DIR",
                         help="give the episodes in DIR recorded without a destination mask one, in place, from "
@@ -380,9 +384,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from pixelvla_sim.expert import ScriptedExpert
 
-    if args.place_radius is not None and not 0.0 < args.place_radius < 0.1:
-        parser.error(f"--place-radius {args.place_radius} m: give a distance in (0, 0.1)")
-    expert = ScriptedExpert(place_radius=args.place_radius)
+    for flag, radius in (("--place-radius", args.place_radius), ("--grasp-radius", args.grasp_radius)):
+        if radius is not None and not 0.0 < radius < 0.1:
+            parser.error(f"{flag} {radius} m: give a distance in (0, 0.1)")
+    expert = ScriptedExpert(place_radius=args.place_radius, grasp_radius=args.grasp_radius)
     if args.add_destination:
         counts = add_destination_masks(args.add_destination)
         print(f"{args.add_destination}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
