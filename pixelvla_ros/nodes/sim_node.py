@@ -4,7 +4,8 @@ Each control period (default 0.2 s, 5 Hz) the node applies the latest arm and gr
 steps the physics by `sim_step_s` simulated seconds (default: one control period, real time; set it
 to 0.2 with control_rate_hz:=10 on every node of the stack to run episodes at twice real time),
 steps the physics (`pixelvla_sim.TabletopEnv`), and publishes:
-- `/camera/image_raw` (rgb8) and `/camera/camera_info` (with every image), stamped with the step's time;
+- `/camera/image_raw` (rgb8) and `/camera/camera_info` (with every image), stamped with the step's time,
+  after the step's joint state, mask and operator prompt (the policy computes from a frame when it arrives);
 - `/joint_states`: the six arm joints (rad) and both fingers (m);
 - `/camera/pose` (geometry_msgs/PoseStamped, latched): the optical frame's pose in the base frame,
   the static transform base -> camera (for projecting RViz clicks);
@@ -207,13 +208,11 @@ class SimNode(ParameterMixin, Node):
         return Header(stamp=self.get_clock().now().to_msg(), frame_id=frame_id)
 
     def publish_observation(self) -> None:
+        # The policy node computes a chunk when a frame arrives, from the newest joint state, mask and prompt it
+        # holds. So every input of this instant goes out before the frame: a frame published first can meet
+        # the previous step's joints and mask, or at an episode's first step the previous episode's prompt.
         obs = self.obs
         image_header = self.header(self.camera_frame)
-        self.image_pub.publish(rgb_to_image(obs["rgb"], image_header))
-        info = CameraInfo(header=image_header)
-        for key, value in self.camera.camera_info().items():
-            setattr(info, key, value)
-        self.info_pub.publish(info)
         joints = JointState(header=self.header(self.base_frame))
         joints.name = [*self.robot.joint_names, *self.robot.finger_names]
         finger = float(obs["gripper_position"])
@@ -222,6 +221,13 @@ class SimNode(ParameterMixin, Node):
         target = obs["target_object"]
         if obs["masks"] is not None and target in obs["masks"]:
             self.mask_pub.publish(mono_to_image(obs["masks"][target], image_header))
+        if obs["step"] < 3 and not self.waiting_for:  # the first steps: late subscribers (volatile /clicked_point) still get one
+            self.operator_click(image_header)
+        self.image_pub.publish(rgb_to_image(obs["rgb"], image_header))
+        info = CameraInfo(header=image_header)
+        for key, value in self.camera.camera_info().items():
+            setattr(info, key, value)
+        self.info_pub.publish(info)
         episode = {
             "task": self.task, "seed": self.seed, "instruction": obs["instruction"], "target_object": target,
             "step": int(obs["step"]), "success": bool(obs["success"]),
@@ -229,8 +235,6 @@ class SimNode(ParameterMixin, Node):
             "first_lifted": obs["first_lifted"], "done": self.episode_done(),
         }
         self.episode_pub.publish(String(data=json.dumps(episode)))
-        if obs["step"] < 3 and not self.waiting_for:  # the first steps: late subscribers (volatile /clicked_point) still get one
-            self.operator_click(image_header)
         if self.chunk_pub is not None and not self.episode_done() and not self.waiting_for:
             chunk = ActionChunk(header=image_header, horizon=1, action_dim=7, dt=self.period,
                                 dimension_names=DIMENSIONS, action_space="ee_delta", model_id="scripted-expert",
