@@ -16,7 +16,8 @@ steps the physics (`pixelvla_sim.TabletopEnv`), and publishes:
   first, see TabletopEnv), done.
 Commands, as for the real arm's controllers: `/arm_controller/joint_trajectory` and
 `/gripper_controller/joint_trajectory` (the last point of each trajectory is the target; an arm
-trajectory without points stops the arm where it is: its measured joints become the target).
+trajectory without points stops the arm where it is: its measured joints become the target). A trajectory
+stamped before the last reset was computed for the previous episode's arm and is ignored.
 Resets: `~/reset` (std_srvs/Trigger) restarts the current task + seed; `/sim/reset`
 (std_msgs/String, JSON {"task": ..., "seed": ...}) switches episodes.
 `publish_instruction` (default true) publishes each episode's instruction on `/pixelvla/instruction`
@@ -48,7 +49,7 @@ from trajectory_msgs.msg import JointTrajectory
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import mono_to_image, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
-from pixelvla_ros.node_base import ParameterMixin, run_node
+from pixelvla_ros.node_base import ParameterMixin, run_node, stamp_seconds
 from pixelvla_robots.camera import image_xy
 from pixelvla_sim.env import TabletopEnv
 from pixelvla_sim.expert import ScriptedExpert
@@ -124,6 +125,7 @@ class SimNode(ParameterMixin, Node):
             self.get_logger().warning(f"reset during episode {self.task}/{self.seed} at step {self.env.step_count}")
         self.obs = self.env.reset(task, seed)
         self.task, self.seed = task, seed
+        self.reset_time = self.get_clock().now().nanoseconds * 1e-9
         self.waiting_for = ""  # an explicit reset starts the episode at once
         self.expert.reset()
         self.q_target = self.obs["joint_positions"].copy()
@@ -156,7 +158,17 @@ class SimNode(ParameterMixin, Node):
         return response
 
     # ---------------------------------------------------------------- commands
+    def meant_for_an_earlier_episode(self, msg: JointTrajectory) -> bool:
+        """Whether a trajectory is stamped before the last reset: the executor computed it from the previous
+        episode's arm, which the reset put back at its start pose in an instant (a real arm is never moved
+        that way). Applied, it would pull the arm back to where the previous episode left it in one step."""
+        stamp = stamp_seconds(msg.header.stamp)
+        return 0.0 < stamp < self.reset_time
+
     def on_arm_command(self, msg: JointTrajectory) -> None:
+        if self.meant_for_an_earlier_episode(msg):
+            self.get_logger().debug("arm trajectory stamped before the last reset: ignored")
+            return
         if not msg.points:  # a stop, as ros2_control's joint trajectory controller once defined it
             self.q_target = self.obs["joint_positions"].copy()
             self.get_logger().warning("arm trajectory without points: stopping where the arm is")
@@ -177,6 +189,8 @@ class SimNode(ParameterMixin, Node):
             self.get_logger().error(f"arm trajectory refused: {exc}")
 
     def on_gripper_command(self, msg: JointTrajectory) -> None:
+        if self.meant_for_an_earlier_episode(msg):
+            return
         if list(msg.joint_names) != [self.robot.finger_joint] or not msg.points or len(msg.points[-1].positions) != 1:
             self.get_logger().error(f"gripper trajectory refused: expected one point for ['{self.robot.finger_joint}'], "
                                     f"got {list(msg.joint_names)}")
