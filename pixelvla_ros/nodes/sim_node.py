@@ -28,6 +28,10 @@ Publish Point tool; "prompt" publishes a POINT VisualPrompt on the target's pixe
 on the destination's pixels on `/pixelvla/place_prompt` (where the target goes); "none" does not.
 With `expert:=true` the scripted expert (privileged state) publishes its action each step as an
 ActionChunk, standing in for the policy so the executor -> IK -> controller path is exercised.
+Every episode stands still at step 0 for `start_hold_periods` control periods after a reset (the camera
+streaming): the chunk the policy was computing from the previous episode's last frame, and the executor's
+move from it, arrive after the reset; the first move then comes from a chunk of the new episode's first frame,
+as in an in-process episode (pixelvla_sim.control).
 With `wait_for_policy:=true` (the `sim` node set) the first episode holds at step 0, the camera streaming,
 until the policy reports ACTIVE on `/pixelvla/status` or a reset comes: loading a model takes seconds that
 would otherwise come out of the episode's steps.
@@ -84,6 +88,10 @@ class SimNode(ParameterMixin, Node):
         max_steps = self.declare("max_episode_steps", 60, "episode length (control steps)", minimum=1)
         wait_for_policy = self.declare("wait_for_policy", False, "hold the first episode at step 0 until the policy "
                                        "reports ACTIVE on pixelvla/status or a reset comes")
+        self.start_hold_periods = self.declare(
+            "start_hold_periods", 2, "control periods every episode stands still at step 0 after a reset, so that "
+            "the first move comes from a chunk of its own first frame, not from one still in flight for the "
+            "previous episode", minimum=0)
         self.env = TabletopEnv(
             render_size=(size, size),
             shadows=self.declare("shadows", False, "render shadows (slower)"),
@@ -127,6 +135,7 @@ class SimNode(ParameterMixin, Node):
         self.task, self.seed = task, seed
         self.reset_time = self.get_clock().now().nanoseconds * 1e-9
         self.waiting_for = ""  # an explicit reset starts the episode at once
+        self.start_hold = self.start_hold_periods
         self.expert.reset()
         self.q_target = self.obs["joint_positions"].copy()
         self.gripper_target = 1.0
@@ -203,7 +212,9 @@ class SimNode(ParameterMixin, Node):
 
     # ---------------------------------------------------------------- stepping
     def on_step(self) -> None:
-        if self.episode_done() or self.waiting_for:  # the world stands still, the camera keeps streaming
+        if self.episode_done() or self.waiting_for or self.start_hold:  # the world stands still, the camera streams
+            if self.start_hold and not self.waiting_for:
+                self.start_hold -= 1
             self.publish_observation()
             return
         started = time.perf_counter()

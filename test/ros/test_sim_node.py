@@ -64,3 +64,23 @@ def test_a_command_stamped_before_a_reset_does_not_move_the_new_episode(ros_doma
     finally:
         sim.destroy_node()
         rclpy.shutdown()
+
+
+def test_an_episode_stands_still_for_start_hold_periods_after_a_reset(ros_domain):
+    import rclpy
+
+    from pixelvla_ros.nodes.sim_node import SimNode
+
+    rclpy.init(args=["--ros-args", "-p", "start_hold_periods:=2"], domain_id=ros_domain)
+    sim = SimNode()
+    try:
+        sim.reset_episode("put_this_cube_on_plate", 3)
+        sim.q_target = wx250s.HOME_Q + np.array([0.2, 0.0, 0.0, 0.0, 0.0, 0.0])  # a move is waiting
+        for _ in range(2):
+            sim.on_step()
+            assert sim.obs["step"] == 0
+        sim.on_step()
+        assert sim.obs["step"] == 1
+    finally:
+        sim.destroy_node()
+        rclpy.shutdown()
