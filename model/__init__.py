@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 # about one disambiguation episode in nine when prompted and one colour task in twenty text-only;
 # DEFAULT_CHECKPOINT_NOTE is what the node and the demo tell the user.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "pixelvla-sim-tiny"
-DEFAULT_CHECKPOINT_NOTE = ("trained in simulation on a CPU; through the stack it completes 6-11 % of the "
+DEFAULT_CHECKPOINT_NOTE = ("trained in simulation on a CPU; through the stack it completes 12 % of the "
                            "disambiguation episodes with a target and a place prompt and 5 % of the colour tasks "
                            "text-only (docs/results.md) - pass a model directory or engine bundle for a real policy")
 
