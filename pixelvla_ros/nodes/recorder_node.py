@@ -73,6 +73,7 @@ class RecorderNode(ParameterMixin, Node):
         self.typestore = project_typestore(share_dir() / "msg")
         self.bag: BagWriter | None = None
         self.done_seen = False  # the open bag's episode has reported done
+        self.bag_episode = None  # (task, seed, step) of the open bag's newest /sim/episode message
         self.latched: dict[str, tuple[int, bytes]] = {}
         self.since_status: list[tuple[str, int, bytes]] = []  # split mode: arrived since the last /sim/episode
         self.bags_written: list[str] = []
@@ -104,6 +105,7 @@ class RecorderNode(ParameterMixin, Node):
 
     def close_bag(self) -> None:
         self.done_seen = False
+        self.bag_episode = None
         if self.bag is not None:
             self.bag.close()
             self.bags_written.append(str(self.bag.path))
@@ -132,9 +134,11 @@ class RecorderNode(ParameterMixin, Node):
         episode = self.parse_episode(data) if self.split and topic == "/sim/episode" else None
         if episode is not None and self.done_seen:  # one status period after "done": the episode is over
             self.close_bag()
-        if episode is not None and episode.get("step") == 0:  # a new episode: a new bag
-            self.close_bag()
+        if episode is not None and episode.get("step") == 0 and self.bag_episode != (episode["task"], episode["seed"], 0):
+            self.close_bag()  # a new episode: a new bag (one that holds at step 0 after its reset stays in it)
             self.open_bag(f"{episode['task']}_seed{episode['seed']}")
+        if episode is not None:
+            self.bag_episode = (episode["task"], episode["seed"], episode.get("step"))
         if topic == "/sim/episode":
             self.since_status.clear()
         elif KNOWN_TOPICS[topic][1] is qos.LATCHED:
