@@ -5,6 +5,8 @@ messages across topics, and against the step timer, would be a race):
   real, the test records the order of their publish calls;
 - a command stamped before a reset, computed for the previous episode's arm, does not move the new one.
 """
+from contextlib import contextmanager
+
 import numpy as np
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -12,19 +14,30 @@ from pixelvla_robots import wx250s
 INPUTS = ("joint_pub", "mask_pub", "prompt_pub", "place_pub")
 
 
-def test_joints_mask_and_prompts_of_a_step_are_published_before_its_frame(ros_domain):
+@contextmanager
+def sim_node(domain: int, *parameters: str):
+    """A SimNode in this process with `parameters` ("name:=value"), destroyed with its context afterwards."""
     import rclpy
 
     from pixelvla_ros.nodes.sim_node import SimNode
 
-    rclpy.init(args=["--ros-args", "-p", "operator:=prompt_place"], domain_id=ros_domain)
+    args = ["--ros-args", *[a for p in parameters for a in ("-p", p)]] if parameters else None
+    rclpy.init(args=args, domain_id=domain)
     sim = SimNode()
-    published: list[str] = []
-    for name in (*INPUTS, "image_pub"):
-        publisher = getattr(sim, name)
-        publish = publisher.publish
-        publisher.publish = lambda msg, name=name, publish=publish: (published.append(name), publish(msg))
     try:
+        yield sim
+    finally:
+        sim.destroy_node()
+        rclpy.shutdown()
+
+
+def test_joints_mask_and_prompts_of_a_step_are_published_before_its_frame(ros_domain):
+    with sim_node(ros_domain, "operator:=prompt_place") as sim:
+        published: list[str] = []
+        for name in (*INPUTS, "image_pub"):
+            publisher = getattr(sim, name)
+            publish = publisher.publish
+            publisher.publish = lambda msg, name=name, publish=publish: (published.append(name), publish(msg))
         sim.reset_episode("put_this_cube_on_plate", 3)  # the episode's first frame: the prompts come with it
         sim.on_step()
         frames = [i for i, name in enumerate(published) if name == "image_pub"]
@@ -33,10 +46,6 @@ def test_joints_mask_and_prompts_of_a_step_are_published_before_its_frame(ros_do
         assert sorted(first_frame) == sorted(INPUTS), f"before the first frame: {first_frame}"
         second_frame = published[frames[0] + 1:frames[1]]
         assert {"joint_pub", "mask_pub"} <= set(second_frame), f"before the second frame: {second_frame}"
-    finally:
-        sim.destroy_node()
-        rclpy.shutdown()
-
 
 
 def _trajectory(positions, stamp_s: float) -> JointTrajectory:
@@ -46,13 +55,7 @@ def _trajectory(positions, stamp_s: float) -> JointTrajectory:
 
 
 def test_a_command_stamped_before_a_reset_does_not_move_the_new_episode(ros_domain):
-    import rclpy
-
-    from pixelvla_ros.nodes.sim_node import SimNode
-
-    rclpy.init(domain_id=ros_domain)
-    sim = SimNode()
-    try:
+    with sim_node(ros_domain) as sim:
         far = wx250s.HOME_Q + np.array([0.6, 0.3, -0.3, 0.0, 0.3, 0.0])
         before = sim.get_clock().now().nanoseconds * 1e-9
         sim.reset_episode("put_this_cube_on_plate", 3)
@@ -61,19 +64,10 @@ def test_a_command_stamped_before_a_reset_does_not_move_the_new_episode(ros_doma
         assert np.array_equal(sim.q_target, start)
         sim.on_arm_command(_trajectory(far, sim.get_clock().now().nanoseconds * 1e-9))
         assert np.allclose(sim.q_target, far)
-    finally:
-        sim.destroy_node()
-        rclpy.shutdown()
 
 
 def test_an_episode_stands_still_for_start_hold_periods_after_a_reset(ros_domain):
-    import rclpy
-
-    from pixelvla_ros.nodes.sim_node import SimNode
-
-    rclpy.init(args=["--ros-args", "-p", "start_hold_periods:=2"], domain_id=ros_domain)
-    sim = SimNode()
-    try:
+    with sim_node(ros_domain, "start_hold_periods:=2") as sim:
         sim.reset_episode("put_this_cube_on_plate", 3)
         sim.q_target = wx250s.HOME_Q + np.array([0.2, 0.0, 0.0, 0.0, 0.0, 0.0])  # a move is waiting
         for _ in range(2):
@@ -81,6 +75,3 @@ def test_an_episode_stands_still_for_start_hold_periods_after_a_reset(ros_domain
             assert sim.obs["step"] == 0
         sim.on_step()
         assert sim.obs["step"] == 1
-    finally:
-        sim.destroy_node()
-        rclpy.shutdown()
