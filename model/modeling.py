@@ -483,6 +483,43 @@ class PixelVLA(nn.Module):
         self._add_visual_where(octaves)
         self.config.visual_where_octaves = octaves
 
+    def resize_images(self, image_size: int) -> None:
+        """Take image_size x image_size images from now on (a model trained at 112 px going on at 224 px). The
+        patch stays patch_size pixels, so the grid grows: the towers' learned position embeddings are
+        resampled onto it (bicubic, as DINO resamples them) and the fixed patch-position encodings are rebuilt.
+        The rest is shape-free. No-op at the current size."""
+        old_grid, c = self.config.grid_size, self.config
+        if image_size == c.image_size:
+            return
+        if image_size % c.patch_size:
+            raise ValueError(f"image_size {image_size} must be a multiple of patch_size {c.patch_size}")
+        c.image_size = image_size
+        new_grid = c.grid_size
+
+        def regrid(table: torch.Tensor) -> torch.Tensor:  # (old_grid^2, D) row-major -> (new_grid^2, D)
+            square = table.float().T.reshape(1, -1, old_grid, old_grid)
+            square = F.interpolate(square, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+            return square.reshape(-1, new_grid * new_grid).T.to(table.dtype)
+
+        state = self.vision.state_dict()
+        dino = state["dino.embeddings.position_embeddings"]  # (1, 1 + N, D): the class token's first
+        state["dino.embeddings.position_embeddings"] = torch.cat([dino[:, :1], regrid(dino[0, 1:])[None]], 1)
+        siglip = "siglip.embeddings.position_embedding.weight"  # (N, D)
+        state[siglip] = regrid(state[siglip])
+        weight = self.projector.fc3.weight
+        towers = VisionTowers(c).to(device=weight.device, dtype=weight.dtype)
+        towers.load_state_dict(state)
+        towers.train(self.vision.training)
+        for old, new in zip(self.vision.parameters(), towers.parameters()):
+            new.requires_grad_(old.requires_grad)
+        self.vision = towers
+        if self.pixel_encoder.where is not None:
+            self.pixel_encoder.patch_positions = patch_position_encoding(new_grid, c.pixel_where_octaves).to(
+                self.pixel_encoder.patch_positions.device)
+        if self.visual_where is not None:
+            self.visual_positions = patch_position_encoding(new_grid, c.visual_where_octaves).to(
+                self.visual_positions.device)
+
     def enable_text_grounding(self) -> None:
         """Add the text-grounding maps (config.text_grounding) to a model without them; no-op when it has them.
         From then on, a sample with neither a mask nor a prompt gets the clicks the words make instead of the

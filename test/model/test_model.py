@@ -90,3 +90,57 @@ def test_visual_where_grows_without_changing_outputs_then_locates_patches(tmp_pa
         assert "3-octave" in str(exc)
     else:
         raise AssertionError("a second, different position term was accepted")
+
+
+def test_resize_images_resamples_the_position_embeddings_onto_the_finer_grid(tmp_path):
+    """resize_images: a model trained at 112 px (8 x 8 patches) goes on at 224 px (16 x 16). The towers' learned
+    position tables are resampled: a table that is linear in the patch column stays linear at the new patch
+    centres; the fixed position encodings are rebuilt for 16 x 16; what was frozen stays frozen."""
+    from pixelvla_model import PixelVLAConfig
+    from pixelvla_model.modeling import patch_position_encoding
+
+    torch.manual_seed(0)
+    model = PixelVLA(PixelVLAConfig.from_preset("tiny", image_size=112)).eval()
+    model.enable_visual_where(3)
+    siglip = model.vision.siglip.embeddings.position_embedding.weight
+    columns = torch.arange(64).remainder(8).float()  # (N,) row-major patch column, 0..7
+    with torch.no_grad():
+        siglip.copy_(columns[:, None] * torch.arange(1, siglip.shape[1] + 1).float())
+    dino_class = model.vision.dino.embeddings.position_embeddings[:, :1].detach().clone()
+    model.vision.dino.requires_grad_(False)
+
+    model.resize_images(224)
+    assert model.config.image_size == 224 and model.config.grid_size == 16
+    table = model.vision.siglip.embeddings.position_embedding.weight.detach()
+    assert table.shape == (256, siglip.shape[1])
+    # new column j lies at old column (j + 0.5) / 2 - 0.5; the ramp stays a ramp along the columns (within
+    # bicubic's small overshoot) and every row of the new grid is the same, so rows and columns were not swapped
+    ramp = table[:, 0].view(16, 16)
+    torch.testing.assert_close(ramp, ramp[:1].expand(16, 16), rtol=0, atol=1e-5)
+    assert (ramp[0, 1:] > ramp[0, :-1]).all()
+    torch.testing.assert_close(ramp[0], torch.arange(16).float().add(0.5).div(2).sub(0.5), rtol=0, atol=0.15)
+    torch.testing.assert_close(table, table[:, :1] * torch.arange(1, table.shape[1] + 1).float(), rtol=1e-5, atol=1e-5)
+    assert model.vision.dino.embeddings.position_embeddings.shape[1] == 1 + 256
+    torch.testing.assert_close(model.vision.dino.embeddings.position_embeddings[:, :1], dino_class)
+    assert not any(p.requires_grad for p in model.vision.dino.parameters())
+    assert all(p.requires_grad for p in model.vision.siglip.parameters())
+    torch.testing.assert_close(model.visual_positions, patch_position_encoding(16, 3))
+    torch.testing.assert_close(model.pixel_encoder.patch_positions,
+                               patch_position_encoding(16, model.config.pixel_where_octaves))
+
+    x = example_inputs(model.config, batch_size=2)  # 224 px
+    with torch.no_grad():
+        actions = model(**x).actions
+    assert torch.isfinite(actions).all()
+    model.save_pretrained(tmp_path)
+    loaded = PixelVLA.from_pretrained(tmp_path)
+    assert loaded.config.image_size == 224
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**x).actions, actions)
+    model.resize_images(224)  # the current size: no-op
+    try:
+        model.resize_images(230)
+    except ValueError as exc:
+        assert "multiple of patch_size 14" in str(exc)
+    else:
+        raise AssertionError("an image size that is no multiple of the patch was accepted")

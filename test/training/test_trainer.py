@@ -93,6 +93,21 @@ def test_pue_grows_place_prompts_onto_a_checkpoint_without_them(tmp_path):
     assert "prompt_encoder.label_embed.weight" in (tmp_path / "pue" / "trainable.txt").read_text().split()
 
 
+def test_training_goes_on_at_a_larger_image_size(tmp_path):
+    """model.image_size on init_from: the checkpoint trained at 28 px (2 x 2 patches) trains on at 56 px (4 x 4),
+    its towers' position tables resampled, and the result loads and reads 56 px images."""
+    data = write_sim_dataset(tmp_path / "demos")
+    cat = Trainer(TrainConfig.from_dict(tiny_train_config(data, tmp_path / "cat", steps=1)), resume=False).train()
+    cfg = tiny_train_config(data, tmp_path / "pue", stage="pue", steps=2)
+    cfg["model"] = {"init_from": str(cat), "image_size": 56}
+    final = Trainer(TrainConfig.from_dict(cfg), resume=False).train()
+    model = PixelVLA.from_pretrained(final)
+    assert PixelVLA.from_pretrained(cat).config.grid_size == 2 and model.config.grid_size == 4
+    assert model.vision.siglip.embeddings.position_embedding.weight.shape[0] == 16
+    policy = PixelVLAPolicy.from_pretrained(final)
+    assert policy.processor.config.image_size == 56
+
+
 def test_tokenizer_words_become_tokens_whose_embeddings_train(tmp_path):
     from pixelvla_model import load_tokenizer
     from pixelvla_model.tokenizer import BYTE_VOCAB_SIZE

@@ -25,6 +25,8 @@ Sections (every key optional unless marked; defaults below):
                                      # (pixelvla_model.add_words), new ids after the tokenizer's own
                                      # visual_where_octaves: N grows the visual tokens' position term
                                      # onto init_from (PixelVLA.enable_visual_where; config field of that name)
+                                     # image_size: N px images from now on, the towers' position embeddings
+                                     # resampled onto the larger grid (PixelVLA.resize_images)
     data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,
             prompts: {text_only, max_prompts, type_weights, first_frame, show_mask, box_jitter,
                       place} | null}
@@ -95,7 +97,7 @@ class TrainConfig:
         if not isinstance(self.activation_checkpointing, bool):
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
-                       "visual_where_octaves"}
+                       "visual_where_octaves", "image_size"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
         words = self.model.get("tokenizer_words", [])

@@ -194,6 +194,8 @@ class Trainer:
             model.enable_place_prompts()
         if m.get("visual_where_octaves"):
             model.enable_visual_where(int(m["visual_where_octaves"]))
+        if m.get("image_size"):
+            model.resize_images(int(m["image_size"]))
         if self.cfg.grounding_weight:
             model.enable_text_grounding()
         model.train()
