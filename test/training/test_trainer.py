@@ -225,6 +225,8 @@ def test_config_is_validated(tmp_path):
         TrainConfig.from_dict({"stage": "sft"})
     with pytest.raises(ValueError, match="unknown training config keys"):
         TrainConfig.from_dict({"stage": "cat", "stpes": 3})
+    with pytest.raises(ValueError, match="model.image_size must be a positive int"):
+        TrainConfig.from_dict({"stage": "pue", "model": {"image_size": "224"}})
     path = write_config(tmp_path / "c.yaml", {"stage": "cat", "steps": 3})
     assert TrainConfig.from_yaml(path, ["steps=7", "optim.lr=0.5"]).steps == 7
 

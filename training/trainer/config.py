@@ -25,8 +25,8 @@ Sections (every key optional unless marked; defaults below):
                                      # (pixelvla_model.add_words), new ids after the tokenizer's own
                                      # visual_where_octaves: N grows the visual tokens' position term
                                      # onto init_from (PixelVLA.enable_visual_where; config field of that name)
-                                     # image_size: N px images from now on, the towers' position embeddings
-                                     # resampled onto the larger grid (PixelVLA.resize_images)
+                                     # image_size: init_from trains on at N px, its towers' position
+                                     # embeddings resampled onto the new grid (PixelVLA.resize_images)
     data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,
             prompts: {text_only, max_prompts, type_weights, first_frame, show_mask, box_jitter,
                       place} | null}
@@ -100,6 +100,9 @@ class TrainConfig:
                        "visual_where_octaves", "image_size"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
+        size = self.model.get("image_size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            errors.append(f"model.image_size must be a positive int (pixels), got {size!r}")
         words = self.model.get("tokenizer_words", [])
         if not isinstance(words, list) or not all(isinstance(w, str) and w and w.split() == [w] for w in words):
             errors.append(f"model.tokenizer_words must be a list of single words, got {words!r}")
