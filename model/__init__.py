@@ -35,12 +35,13 @@ if TYPE_CHECKING:
 
 # The project's own small checkpoint, trained in the simulator on a CPU (docs/results.md): the default
 # model of the policy node. It reads the robot state (/joint_states), runs the whole stack and completes
-# about one disambiguation episode in nine when prompted and one colour task in twenty text-only;
+# about one episode in ten when prompted and one colour task in twenty-five text-only;
 # DEFAULT_CHECKPOINT_NOTE is what the node and the demo tell the user.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "pixelvla-sim-tiny"
-DEFAULT_CHECKPOINT_NOTE = ("trained in simulation on a CPU; through the stack it completes 12 % of the "
-                           "disambiguation episodes with a target and a place prompt and 5 % of the colour tasks "
-                           "text-only (docs/results.md) - pass a model directory or engine bundle for a real policy")
+DEFAULT_CHECKPOINT_NOTE = ("trained in simulation on a CPU; through the stack it completes 10 % of the "
+                           "episodes with a target and a place prompt (12 % of the disambiguation ones) and 4 % of "
+                           "the colour tasks text-only (docs/results.md) - pass a model directory or engine bundle "
+                           "for a real policy")
 
 # name -> the module (relative to this package) that defines it, imported on first access (PEP 562)
 _LAZY = {
