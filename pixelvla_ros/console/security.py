@@ -17,12 +17,14 @@ import socket
 from urllib.parse import urlsplit
 
 COOKIE = "pixelvla_console_token"
+#: Bind addresses that listen on every interface.
+EVERY_ADDRESS = ("", "0.0.0.0", "::")
 
 
 def is_loopback(host: str) -> bool:
     """Whether binding `host` listens on loopback only ("" and 0.0.0.0 / :: mean every address: no)."""
     host = host.strip().strip("[]")
-    if host in ("", "0.0.0.0", "::"):
+    if host in EVERY_ADDRESS:
         return False
     try:
         return ipaddress.ip_address(host).is_loopback

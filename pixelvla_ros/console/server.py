@@ -140,7 +140,7 @@ class ConsoleServer:
 
     @property
     def url(self) -> str:
-        every_address = self.host in ("", "0.0.0.0", "::")
+        every_address = self.host in security.EVERY_ADDRESS
         host = socket.gethostname() if every_address else self.host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
