@@ -116,6 +116,12 @@ class PixelVLAConfig:
     action_dim: int = 7  # xyz delta, rpy delta, gripper
     decoder_hidden: int = 1024
     decoder_blocks: int = 2  # N_r residual MLP blocks
+    # The decoder also reads the prefix tokens that say where to act (the pixel token, the prompt tokens and the
+    # robot-state token) directly, besides the LLM's state at the readout: a zero-initialised linear term on
+    # their concatenation. Off in the paper's model (its decoder reads the LLM alone). A narrow LLM trained from
+    # scratch passes the target's position on only to a few centimetres; this path does not go through it.
+    # Grown onto a trained model by PixelVLA.enable_decoder_prefix, which leaves its outputs unchanged until it trains.
+    decoder_reads_prefix: bool = False
 
     # --- adapters ---
     lora_r: int = 0  # 0: no LoRA; > 0: the LLM is wrapped with peft LoRA of this rank (stage "pue")

@@ -327,19 +327,38 @@ class ResidualMLPBlock(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
 
 
+def prefix_token_count(c: PixelVLAConfig) -> int:
+    """The prefix tokens that say where to act: the pixel tokens, the prompt slots and the robot-state token."""
+    return c.pixel_tokens + c.max_prompts + (1 if c.proprio_dim else 0)
+
+
 class ActionDecoder(nn.Module):
-    """(B, D) -> Linear -> N_r residual MLP blocks -> LayerNorm, MLP -> (B, N_c, 7) normalised actions."""
+    """(B, D) -> Linear -> N_r residual MLP blocks -> LayerNorm, MLP -> (B, N_c, 7) normalised actions.
+    With config.decoder_reads_prefix, a zero-initialised Linear of the prefix tokens (B, n, D), flattened, is
+    added to the first projection."""
 
     def __init__(self, c: PixelVLAConfig):
         super().__init__()
         self.shape = (c.chunk_size, c.action_dim)
         self.proj = nn.Linear(c.llm_hidden, c.decoder_hidden)
+        self.prefix = None
+        if c.decoder_reads_prefix:
+            self.add_prefix(prefix_token_count(c) * c.llm_hidden)
         self.blocks = nn.ModuleList(ResidualMLPBlock(c.decoder_hidden) for _ in range(c.decoder_blocks))
         self.head = nn.Sequential(nn.LayerNorm(c.decoder_hidden), nn.Linear(c.decoder_hidden, c.decoder_hidden),
                                   nn.GELU(), nn.Linear(c.decoder_hidden, c.chunk_size * c.action_dim))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def add_prefix(self, width: int) -> None:
+        w = self.proj.weight
+        self.prefix = nn.Linear(width, w.shape[0]).to(device=w.device, dtype=w.dtype)
+        nn.init.zeros_(self.prefix.weight)
+        nn.init.zeros_(self.prefix.bias)
+
+    def forward(self, h: torch.Tensor, prefix: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """h (B, D): the LLM's readout state; prefix (B, n, D): read only when the decoder has its prefix term."""
         x = self.proj(h)
+        if self.prefix is not None:
+            x = x + self.prefix(prefix.flatten(1))
         for block in self.blocks:
             x = block(x)
         return self.head(x).view(-1, *self.shape)
@@ -451,7 +470,11 @@ class PixelVLA(nn.Module):
         last = (torch.arange(t, device=dev).unsqueeze(0) * am).argmax(dim=1)  # (B,) index into the text
         pos = last + torch.where(last > 0, c.prefix_tokens, 0)  # index into the full sequence
         action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
-        pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
+        dtype = self.decoder.proj.weight.dtype
+        prefix = None
+        if self.decoder.prefix is not None:  # where to act, straight to the decoder (config.decoder_reads_prefix)
+            prefix = torch.cat([pixel.to(dtype), prompt.to(dtype), *[s.to(dtype) for s in state]], 1)
+        pred = self.decoder(action_hidden.to(dtype), prefix)
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,
                               grounding_logits=grounding_logits)
@@ -519,6 +542,14 @@ class PixelVLA(nn.Module):
         if self.visual_where is not None:
             self.visual_positions = patch_position_encoding(new_grid, c.visual_where_octaves).to(
                 self.visual_positions.device)
+
+    def enable_decoder_prefix(self) -> None:
+        """Let the decoder read the prefix tokens directly (config.decoder_reads_prefix): zero-initialised, so
+        every output stays as it was until it trains. No-op when the decoder already reads them."""
+        if self.decoder.prefix is None:
+            self.decoder.add_prefix(prefix_token_count(self.config) * self.config.llm_hidden)
+            self.decoder.prefix.requires_grad_(self.decoder.proj.weight.requires_grad)
+            self.config.decoder_reads_prefix = True
 
     def enable_text_grounding(self) -> None:
         """Add the text-grounding maps (config.text_grounding) to a model without them; no-op when it has them.

@@ -89,6 +89,42 @@ def test_visual_where_grows_without_changing_outputs_then_locates_patches(tmp_pa
         model.enable_visual_where(4)
 
 
+def test_decoder_prefix_grows_without_changing_outputs_then_reads_where_to_act(tmp_path, tiny_config):
+    """enable_decoder_prefix: zero-initialised, so the grown model predicts what it did; its term trains
+    wherever the decoder trains; with the LLM's path cut, the actions follow the target mask and not the words,
+    so the term reads the prefix tokens past the LLM; it saves and loads with the model."""
+    torch.manual_seed(0)
+    model = PixelVLA(tiny_config).eval()
+    model.freeze_for_stage("cat")
+    x = example_inputs(tiny_config, batch_size=2)
+    with torch.no_grad():
+        before = model(**x).actions
+        model.enable_decoder_prefix()
+        assert model.config.decoder_reads_prefix
+        torch.testing.assert_close(model(**x).actions, before, rtol=0, atol=0)
+    assert model.decoder.prefix.weight.requires_grad
+    n = tiny_config.pixel_tokens + tiny_config.max_prompts + (1 if tiny_config.proprio_dim else 0)
+    assert model.decoder.prefix.in_features == n * tiny_config.llm_hidden
+
+    with torch.no_grad():
+        torch.nn.init.normal_(model.decoder.prefix.weight, std=0.1)
+        model.decoder.proj.weight.zero_(), model.decoder.proj.bias.zero_()  # the LLM's state no longer reaches it
+        after = model(**x).actions
+        other_words = model(**{**x, "input_ids": x["input_ids"].flip(1)}).actions
+        other_target = model(**{**x, "target_mask": x["target_mask"].flip(-1)}).actions
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(other_words, after, rtol=0, atol=0)
+    assert not torch.allclose(other_target, after)
+    model.save_pretrained(tmp_path)
+    loaded = PixelVLA.from_pretrained(tmp_path)
+    assert loaded.config.decoder_reads_prefix
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**x).actions, after)
+    weight = model.decoder.prefix.weight
+    model.enable_decoder_prefix()  # already there: no-op
+    assert model.decoder.prefix.weight is weight
+
+
 def test_resize_images_resamples_the_position_embeddings_onto_the_finer_grid(tmp_path):
     """resize_images: a model trained at 112 px (8 x 8 patches) goes on at 224 px (16 x 16). The towers' learned
     position tables are resampled: a table that is linear in the patch column stays linear at the new patch
