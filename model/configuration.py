@@ -79,6 +79,10 @@ class PixelVLAConfig:
     # carry their position; a small one trained from scratch barely does, and its pooled features then lose it.
     # Off in the paper's model (a pretrained backbone); 6 in the small presets.
     pixel_where_octaves: int = 0
+    # The "where" term encodes the centroid of the target mask at pixel resolution instead of the mask-weighted
+    # mean of the patch centres' encodings: a target inside one patch is then located to a pixel, not to the
+    # patch (14 px; at 112 px in the simulator about 9 cm of table). Needs pixel_where_octaves > 0.
+    pixel_where_centroid: bool = False
     # The same encoding, projected, added to every visual token (octaves per axis, 0: off): a patch the LLM
     # attends to then says where it is, which the text-only path needs to turn "the red cube" into a
     # direction. Off in the paper's model (a pretrained ViT's features carry their position). Grown onto a
@@ -208,6 +212,9 @@ class PixelVLAConfig:
                self.visual_where_octaves) < 0:
             errors.append("decoder_blocks, lora_r, dino_registers, proprio_dim, pixel_where_octaves and "
                           "visual_where_octaves must be >= 0")
+        if self.pixel_where_centroid and not self.pixel_where_octaves:
+            errors.append("pixel_where_centroid encodes the target's centroid in the pixel encoder's where term: "
+                          "set pixel_where_octaves > 0")
         if self.attn_implementation not in ("sdpa", "eager"):
             errors.append(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
         if errors:

@@ -155,22 +155,41 @@ def mask_to_patch_weights(target_mask: torch.Tensor, patch_size: int) -> torch.T
     return p.flatten(1)
 
 
-def patch_position_encoding(grid: int, octaves: int) -> torch.Tensor:
-    """(grid*grid, 4*octaves) fixed encoding of the patch centres (x, y) in [0, 1], patches row-major, columns
+def position_encoding(xy: torch.Tensor, octaves: int) -> torch.Tensor:
+    """(..., 2) points (x, y) in [0, 1] -> (..., 4*octaves) fixed encoding, columns
     [sin(2^k pi x) for k, cos(2^k pi x) for k, then the same for y], k = 0 .. octaves-1."""
+    freqs = math.pi * 2.0 ** torch.arange(octaves, dtype=torch.float32, device=xy.device)
+    angles = xy.to(torch.float32).unsqueeze(-1) * freqs  # (..., 2, octaves)
+    return torch.cat([angles.sin(), angles.cos()], -1).flatten(-2)
+
+
+def patch_position_encoding(grid: int, octaves: int) -> torch.Tensor:
+    """(grid*grid, 4*octaves) position_encoding of the patch centres, patches row-major."""
     centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
     y, x = torch.meshgrid(centres, centres, indexing="ij")
-    freqs = math.pi * 2.0 ** torch.arange(octaves, dtype=torch.float32)
-    angles = torch.stack([x.flatten(), y.flatten()], -1).unsqueeze(-1) * freqs  # (N, 2, octaves)
-    return torch.cat([angles.sin(), angles.cos()], -1).flatten(1)
+    return position_encoding(torch.stack([x.flatten(), y.flatten()], -1), octaves)
+
+
+def mask_centroid(mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(B, H, W) mask in [0, 1] -> (B, 2) its centroid (x, y) in [0, 1] at pixel resolution (pixel centres);
+    the image centre for an empty mask."""
+    b, h, w = mask.shape
+    m = mask.to(torch.float32)
+    xs = (torch.arange(w, dtype=torch.float32, device=mask.device) + 0.5) / w
+    ys = (torch.arange(h, dtype=torch.float32, device=mask.device) + 0.5) / h
+    area = m.sum((1, 2))
+    x = (m.sum(1) @ xs + 0.5 * eps) / (area + eps)
+    y = (m.sum(2) @ ys + 0.5 * eps) / (area + eps)
+    return torch.stack([x, y], -1)
 
 
 class PixelEncoder(nn.Module):
     """f_p^i = sum_n p_n f_v^i[n] / sum_n p_n for each selected SigLIP layer i (p: the target mask on the
     patch grid), E_p = MLP(sum_i Gamma_i(f_p^i) + W_where(sum_n p_n pos[n] / sum_n p_n)) -> (B, n_p, D), with
-    pos the fixed patch-centre encoding (config.pixel_where_octaves; no W_where term when 0). An empty mask
-    (sum p < eps) selects the learned no-target embedding instead; the division is guarded so no NaN/inf
-    is ever produced."""
+    pos the fixed patch-centre encoding (config.pixel_where_octaves; no W_where term when 0). Given the
+    target's centroid (config.pixel_where_centroid), W_where reads its encoding instead, located to a pixel
+    rather than to a patch. An empty mask (sum p < eps) selects the learned no-target embedding instead; the
+    division is guarded so no NaN/inf is ever produced."""
 
     eps = 1e-6
 
@@ -187,14 +206,19 @@ class PixelEncoder(nn.Module):
                                  nn.Linear(c.llm_hidden, c.llm_hidden * c.pixel_tokens))
         self.no_target = nn.Parameter(torch.zeros(c.pixel_tokens, c.llm_hidden))
 
-    def forward(self, layer_feats: torch.Tensor, patch_weights: torch.Tensor) -> torch.Tensor:
-        """layer_feats (L, B, N, Ds); patch_weights (B, N) in [0,1] -> pixel tokens (B, n_p, D)."""
+    def forward(self, layer_feats: torch.Tensor, patch_weights: torch.Tensor,
+                centroid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """layer_feats (L, B, N, Ds); patch_weights (B, N) in [0,1]; centroid (B, 2) (x, y) in [0, 1] or None
+        -> pixel tokens (B, n_p, D)."""
         area = patch_weights.sum(dim=1, keepdim=True)  # (B, 1) = |p|
         # sum_n p_n f[l, b, n] as a matmul: (1, B, 1, N) @ (L, B, N, Ds) -> (L, B, Ds) (ONNX 18's Einsum has no bf16)
         pooled = (patch_weights[None, :, None, :] @ layer_feats).squeeze(2) / area.clamp_min(self.eps)
         z = sum(gamma(pooled[i]) for i, gamma in enumerate(self.gammas))  # (B, pixel_hidden)
         if self.where is not None:
-            where = (patch_weights @ self.patch_positions.to(patch_weights.dtype)) / area.clamp_min(self.eps)
+            if centroid is not None:
+                where = position_encoding(centroid, self.patch_positions.shape[1] // 4)
+            else:
+                where = (patch_weights @ self.patch_positions.to(patch_weights.dtype)) / area.clamp_min(self.eps)
             z = z + self.where(where.to(z.dtype))
         tokens = self.mlp(z).view(-1, self.n_tokens, self.dim)
         empty = (area < self.eps).view(-1, 1, 1)
@@ -441,18 +465,21 @@ class PixelVLA(nn.Module):
             visual = visual + self.visual_where(self.visual_positions.to(visual.dtype))
         text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
+        centroid = mask_centroid(target_mask) if c.pixel_where_centroid else None  # (B, 2)
         grounding_logits = None
         if self.text_grounding is not None:  # no mask and no prompt: the words click (config.text_grounding)
             grounding_logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
             words_only = (weights.sum(1) < self.pixel_encoder.eps) & (prompt_types == 0).all(1)  # (B,)
             click_weights, click_xy = TextGrounding.click(grounding_logits[:, 0], c.grid_size)
             weights = torch.where(words_only[:, None], click_weights.to(weights.dtype), weights)
+            if centroid is not None:  # where the words click: their patches' weighted centre
+                centroid = torch.where(words_only[:, None], click_xy.to(centroid.dtype), centroid)
             points = [(click_xy, FOREGROUND)]
             if self.text_grounding.roles == 2:
                 points.append((TextGrounding.click(grounding_logits[:, 1], c.grid_size)[1], PLACE))
             prompt_coords, prompt_point_mask, prompt_types, prompt_labels = click_prompt(
                 words_only, points, prompt_coords, prompt_point_mask, prompt_types, prompt_labels)
-        pixel = self.pixel_encoder(layer_feats, weights)  # (B, n_p, D)
+        pixel = self.pixel_encoder(layer_feats, weights, centroid)  # (B, n_p, D)
         prompt, prompt_valid = self.prompt_encoder(  # the prompt encoder takes its float inputs in any dtype
             prompt_coords, prompt_point_mask, prompt_types, prompt_labels, prompt_masks)  # (B, K, D), (B, K)
 

@@ -20,9 +20,9 @@ class _Actions(torch.nn.Module):
         return out.actions, out.action_hidden
 
 
-# text_grounding: the map stands in for the mask of sample 0 (no mask) in the graph too;
-# decoder_reads_prefix: the decoder's direct read of the prefix tokens, with non-zero weights
-@pytest.mark.parametrize("option", [None, "text_grounding", "decoder_reads_prefix"])
+# text_grounding: the map stands in for the mask of sample 0 (no mask) in the graph too; decoder_reads_prefix:
+# the decoder's direct read of the prefix tokens, with non-zero weights; pixel_where_centroid: the mask's centroid
+@pytest.mark.parametrize("option", [None, "text_grounding", "decoder_reads_prefix", "pixel_where_centroid"])
 def test_forward_exports_to_onnx_with_dynamic_batch_and_text(tmp_path, tiny_model, tiny_config, option):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pixelvla_model import INPUT_NAMES, PixelVLA, example_inputs
+from pixelvla_model import INPUT_NAMES, PixelVLA, PixelVLAConfig, example_inputs
 
 
 def test_example_inputs_shapes(tiny_config):
@@ -123,6 +123,32 @@ def test_decoder_prefix_grows_without_changing_outputs_then_reads_where_to_act(t
     weight = model.decoder.prefix.weight
     model.enable_decoder_prefix()  # already there: no-op
     assert model.decoder.prefix.weight is weight
+
+
+def test_pixel_where_centroid_locates_the_target_inside_its_patch(tiny_config):
+    """Two targets inside the same patch, with the same area: the patch grid cannot tell them apart, so without
+    pixel_where_centroid the pixel token is the same; with it the token differs, and the centroid is exact."""
+    from pixelvla_model.modeling import mask_centroid
+
+    x = example_inputs(tiny_config, batch_size=1)
+    s, p = tiny_config.image_size, tiny_config.patch_size
+    left, right = torch.zeros(1, s, s), torch.zeros(1, s, s)
+    left[0, p:p + 4, p:p + 4] = 1.0  # rows and columns p .. p+3: the second patch of the second patch row
+    right[0, p + 6:p + 10, p + 8:p + 12] = 1.0
+    torch.testing.assert_close(mask_centroid(left), torch.tensor([[(p + 2) / s, (p + 2) / s]]))
+    torch.testing.assert_close(mask_centroid(right), torch.tensor([[(p + 10) / s, (p + 8) / s]]))
+    torch.testing.assert_close(mask_centroid(torch.zeros(2, s, s)), torch.full((2, 2), 0.5))
+    tokens = {}
+    for centroid in (False, True):
+        torch.manual_seed(0)
+        model = PixelVLA(PixelVLAConfig(**{**tiny_config.__dict__, "pixel_where_centroid": centroid})).eval()
+        with torch.no_grad():
+            tokens[centroid] = [model(**{**x, "target_mask": m}).last_hidden_state[0, 1 + tiny_config.grid_size ** 2]
+                                for m in (left, right)]
+    torch.testing.assert_close(tokens[False][0], tokens[False][1])
+    assert not torch.allclose(tokens[True][0], tokens[True][1])
+    with pytest.raises(ValueError, match="pixel_where_octaves > 0"):
+        PixelVLAConfig(**{**tiny_config.__dict__, "pixel_where_centroid": True, "pixel_where_octaves": 0})
 
 
 def test_resize_images_resamples_the_position_embeddings_onto_the_finer_grid(tmp_path):
