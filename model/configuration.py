@@ -79,10 +79,6 @@ class PixelVLAConfig:
     # carry their position; a small one trained from scratch barely does, and its pooled features then lose it.
     # Off in the paper's model (a pretrained backbone); 6 in the small presets.
     pixel_where_octaves: int = 0
-    # The "where" term encodes the centroid of the target mask at pixel resolution instead of the mask-weighted
-    # mean of the patch centres' encodings: a target inside one patch is then located to a pixel, not to the
-    # patch (14 px; at 112 px in the simulator about 9 cm of table). Needs pixel_where_octaves > 0.
-    pixel_where_centroid: bool = False
     # The same encoding, projected, added to every visual token (octaves per axis, 0: off): a patch the LLM
     # attends to then says where it is, which the text-only path needs to turn "the red cube" into a
     # direction. Off in the paper's model (a pretrained ViT's features carry their position). Grown onto a
@@ -120,12 +116,6 @@ class PixelVLAConfig:
     action_dim: int = 7  # xyz delta, rpy delta, gripper
     decoder_hidden: int = 1024
     decoder_blocks: int = 2  # N_r residual MLP blocks
-    # The decoder also reads the prefix tokens that say where to act (the pixel token, the prompt tokens and the
-    # robot-state token) directly, besides the LLM's state at the readout: a zero-initialised linear term on
-    # their concatenation. Off in the paper's model (its decoder reads the LLM alone). A narrow LLM trained from
-    # scratch passes the target's position on only to a few centimetres; this path does not go through it.
-    # Grown onto a trained model by PixelVLA.enable_decoder_prefix, which leaves its outputs unchanged until it trains.
-    decoder_reads_prefix: bool = False
 
     # --- adapters ---
     lora_r: int = 0  # 0: no LoRA; > 0: the LLM is wrapped with peft LoRA of this rank (stage "pue")
@@ -212,9 +202,6 @@ class PixelVLAConfig:
                self.visual_where_octaves) < 0:
             errors.append("decoder_blocks, lora_r, dino_registers, proprio_dim, pixel_where_octaves and "
                           "visual_where_octaves must be >= 0")
-        if self.pixel_where_centroid and not self.pixel_where_octaves:
-            errors.append("pixel_where_centroid encodes the target's centroid in the pixel encoder's where term: "
-                          "set pixel_where_octaves > 0")
         if self.attn_implementation not in ("sdpa", "eager"):
             errors.append(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
         if errors:

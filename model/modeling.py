@@ -155,41 +155,22 @@ def mask_to_patch_weights(target_mask: torch.Tensor, patch_size: int) -> torch.T
     return p.flatten(1)
 
 
-def position_encoding(xy: torch.Tensor, octaves: int) -> torch.Tensor:
-    """(..., 2) points (x, y) in [0, 1] -> (..., 4*octaves) fixed encoding, columns
-    [sin(2^k pi x) for k, cos(2^k pi x) for k, then the same for y], k = 0 .. octaves-1."""
-    freqs = math.pi * 2.0 ** torch.arange(octaves, dtype=torch.float32, device=xy.device)
-    angles = xy.to(torch.float32).unsqueeze(-1) * freqs  # (..., 2, octaves)
-    return torch.cat([angles.sin(), angles.cos()], -1).flatten(-2)
-
-
 def patch_position_encoding(grid: int, octaves: int) -> torch.Tensor:
-    """(grid*grid, 4*octaves) position_encoding of the patch centres, patches row-major."""
+    """(grid*grid, 4*octaves) fixed encoding of the patch centres (x, y) in [0, 1], patches row-major, columns
+    [sin(2^k pi x) for k, cos(2^k pi x) for k, then the same for y], k = 0 .. octaves-1."""
     centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
     y, x = torch.meshgrid(centres, centres, indexing="ij")
-    return position_encoding(torch.stack([x.flatten(), y.flatten()], -1), octaves)
-
-
-def mask_centroid(mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(B, H, W) mask in [0, 1] -> (B, 2) its centroid (x, y) in [0, 1] at pixel resolution (pixel centres);
-    the image centre for an empty mask."""
-    b, h, w = mask.shape
-    m = mask.to(torch.float32)
-    xs = (torch.arange(w, dtype=torch.float32, device=mask.device) + 0.5) / w
-    ys = (torch.arange(h, dtype=torch.float32, device=mask.device) + 0.5) / h
-    area = m.sum((1, 2))
-    x = (m.sum(1) @ xs + 0.5 * eps) / (area + eps)
-    y = (m.sum(2) @ ys + 0.5 * eps) / (area + eps)
-    return torch.stack([x, y], -1)
+    freqs = math.pi * 2.0 ** torch.arange(octaves, dtype=torch.float32)
+    angles = torch.stack([x.flatten(), y.flatten()], -1).unsqueeze(-1) * freqs  # (N, 2, octaves)
+    return torch.cat([angles.sin(), angles.cos()], -1).flatten(1)
 
 
 class PixelEncoder(nn.Module):
     """f_p^i = sum_n p_n f_v^i[n] / sum_n p_n for each selected SigLIP layer i (p: the target mask on the
     patch grid), E_p = MLP(sum_i Gamma_i(f_p^i) + W_where(sum_n p_n pos[n] / sum_n p_n)) -> (B, n_p, D), with
-    pos the fixed patch-centre encoding (config.pixel_where_octaves; no W_where term when 0). Given the
-    target's centroid (config.pixel_where_centroid), W_where reads its encoding instead, located to a pixel
-    rather than to a patch. An empty mask (sum p < eps) selects the learned no-target embedding instead; the
-    division is guarded so no NaN/inf is ever produced."""
+    pos the fixed patch-centre encoding (config.pixel_where_octaves; no W_where term when 0). An empty mask
+    (sum p < eps) selects the learned no-target embedding instead; the division is guarded so no NaN/inf
+    is ever produced."""
 
     eps = 1e-6
 
@@ -206,19 +187,14 @@ class PixelEncoder(nn.Module):
                                  nn.Linear(c.llm_hidden, c.llm_hidden * c.pixel_tokens))
         self.no_target = nn.Parameter(torch.zeros(c.pixel_tokens, c.llm_hidden))
 
-    def forward(self, layer_feats: torch.Tensor, patch_weights: torch.Tensor,
-                centroid: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """layer_feats (L, B, N, Ds); patch_weights (B, N) in [0,1]; centroid (B, 2) (x, y) in [0, 1] or None
-        -> pixel tokens (B, n_p, D)."""
+    def forward(self, layer_feats: torch.Tensor, patch_weights: torch.Tensor) -> torch.Tensor:
+        """layer_feats (L, B, N, Ds); patch_weights (B, N) in [0,1] -> pixel tokens (B, n_p, D)."""
         area = patch_weights.sum(dim=1, keepdim=True)  # (B, 1) = |p|
         # sum_n p_n f[l, b, n] as a matmul: (1, B, 1, N) @ (L, B, N, Ds) -> (L, B, Ds) (ONNX 18's Einsum has no bf16)
         pooled = (patch_weights[None, :, None, :] @ layer_feats).squeeze(2) / area.clamp_min(self.eps)
         z = sum(gamma(pooled[i]) for i, gamma in enumerate(self.gammas))  # (B, pixel_hidden)
         if self.where is not None:
-            if centroid is not None:
-                where = position_encoding(centroid, self.patch_positions.shape[1] // 4)
-            else:
-                where = (patch_weights @ self.patch_positions.to(patch_weights.dtype)) / area.clamp_min(self.eps)
+            where = (patch_weights @ self.patch_positions.to(patch_weights.dtype)) / area.clamp_min(self.eps)
             z = z + self.where(where.to(z.dtype))
         tokens = self.mlp(z).view(-1, self.n_tokens, self.dim)
         empty = (area < self.eps).view(-1, 1, 1)
@@ -351,38 +327,19 @@ class ResidualMLPBlock(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
 
 
-def prefix_token_count(c: PixelVLAConfig) -> int:
-    """The prefix tokens that say where to act: the pixel tokens, the prompt slots and the robot-state token."""
-    return c.pixel_tokens + c.max_prompts + (1 if c.proprio_dim else 0)
-
-
 class ActionDecoder(nn.Module):
-    """(B, D) -> Linear -> N_r residual MLP blocks -> LayerNorm, MLP -> (B, N_c, 7) normalised actions.
-    With config.decoder_reads_prefix, a zero-initialised Linear of the prefix tokens (B, n, D), flattened, is
-    added to the first projection."""
+    """(B, D) -> Linear -> N_r residual MLP blocks -> LayerNorm, MLP -> (B, N_c, 7) normalised actions."""
 
     def __init__(self, c: PixelVLAConfig):
         super().__init__()
         self.shape = (c.chunk_size, c.action_dim)
         self.proj = nn.Linear(c.llm_hidden, c.decoder_hidden)
-        self.prefix = None
-        if c.decoder_reads_prefix:
-            self.add_prefix(prefix_token_count(c) * c.llm_hidden)
         self.blocks = nn.ModuleList(ResidualMLPBlock(c.decoder_hidden) for _ in range(c.decoder_blocks))
         self.head = nn.Sequential(nn.LayerNorm(c.decoder_hidden), nn.Linear(c.decoder_hidden, c.decoder_hidden),
                                   nn.GELU(), nn.Linear(c.decoder_hidden, c.chunk_size * c.action_dim))
 
-    def add_prefix(self, width: int) -> None:
-        w = self.proj.weight
-        self.prefix = nn.Linear(width, w.shape[0]).to(device=w.device, dtype=w.dtype)
-        nn.init.zeros_(self.prefix.weight)
-        nn.init.zeros_(self.prefix.bias)
-
-    def forward(self, h: torch.Tensor, prefix: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """h (B, D): the LLM's readout state; prefix (B, n, D): read only when the decoder has its prefix term."""
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
         x = self.proj(h)
-        if self.prefix is not None:
-            x = x + self.prefix(prefix.flatten(1))
         for block in self.blocks:
             x = block(x)
         return self.head(x).view(-1, *self.shape)
@@ -465,21 +422,18 @@ class PixelVLA(nn.Module):
             visual = visual + self.visual_where(self.visual_positions.to(visual.dtype))
         text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
-        centroid = mask_centroid(target_mask) if c.pixel_where_centroid else None  # (B, 2)
         grounding_logits = None
         if self.text_grounding is not None:  # no mask and no prompt: the words click (config.text_grounding)
             grounding_logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
             words_only = (weights.sum(1) < self.pixel_encoder.eps) & (prompt_types == 0).all(1)  # (B,)
             click_weights, click_xy = TextGrounding.click(grounding_logits[:, 0], c.grid_size)
             weights = torch.where(words_only[:, None], click_weights.to(weights.dtype), weights)
-            if centroid is not None:  # where the words click: their patches' weighted centre
-                centroid = torch.where(words_only[:, None], click_xy.to(centroid.dtype), centroid)
             points = [(click_xy, FOREGROUND)]
             if self.text_grounding.roles == 2:
                 points.append((TextGrounding.click(grounding_logits[:, 1], c.grid_size)[1], PLACE))
             prompt_coords, prompt_point_mask, prompt_types, prompt_labels = click_prompt(
                 words_only, points, prompt_coords, prompt_point_mask, prompt_types, prompt_labels)
-        pixel = self.pixel_encoder(layer_feats, weights, centroid)  # (B, n_p, D)
+        pixel = self.pixel_encoder(layer_feats, weights)  # (B, n_p, D)
         prompt, prompt_valid = self.prompt_encoder(  # the prompt encoder takes its float inputs in any dtype
             prompt_coords, prompt_point_mask, prompt_types, prompt_labels, prompt_masks)  # (B, K, D), (B, K)
 
@@ -497,11 +451,7 @@ class PixelVLA(nn.Module):
         last = (torch.arange(t, device=dev).unsqueeze(0) * am).argmax(dim=1)  # (B,) index into the text
         pos = last + torch.where(last > 0, c.prefix_tokens, 0)  # index into the full sequence
         action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
-        dtype = self.decoder.proj.weight.dtype
-        prefix = None
-        if self.decoder.prefix is not None:  # where to act, straight to the decoder (config.decoder_reads_prefix)
-            prefix = torch.cat([pixel.to(dtype), prompt.to(dtype), *[s.to(dtype) for s in state]], 1)
-        pred = self.decoder(action_hidden.to(dtype), prefix)
+        pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,
                               grounding_logits=grounding_logits)
@@ -569,14 +519,6 @@ class PixelVLA(nn.Module):
         if self.visual_where is not None:
             self.visual_positions = patch_position_encoding(new_grid, c.visual_where_octaves).to(
                 self.visual_positions.device)
-
-    def enable_decoder_prefix(self) -> None:
-        """Let the decoder read the prefix tokens directly (config.decoder_reads_prefix): zero-initialised, so
-        every output stays as it was until it trains. No-op when the decoder already reads them."""
-        if self.decoder.prefix is None:
-            self.decoder.add_prefix(prefix_token_count(self.config) * self.config.llm_hidden)
-            self.decoder.prefix.requires_grad_(self.decoder.proj.weight.requires_grad)
-            self.config.decoder_reads_prefix = True
 
     def enable_text_grounding(self) -> None:
         """Add the text-grounding maps (config.text_grounding) to a model without them; no-op when it has them.

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pixelvla_model import INPUT_NAMES, PixelVLA, PixelVLAConfig, example_inputs
+from pixelvla_model import INPUT_NAMES, PixelVLA, example_inputs
 
 
 def test_example_inputs_shapes(tiny_config):
@@ -87,68 +87,6 @@ def test_visual_where_grows_without_changing_outputs_then_locates_patches(tmp_pa
     model.enable_visual_where(3)  # already there: no-op
     with pytest.raises(ValueError, match="3-octave"):  # a second, different position term
         model.enable_visual_where(4)
-
-
-def test_decoder_prefix_grows_without_changing_outputs_then_reads_where_to_act(tmp_path, tiny_config):
-    """enable_decoder_prefix: zero-initialised, so the grown model predicts what it did; its term trains
-    wherever the decoder trains; with the LLM's path cut, the actions follow the target mask and not the words,
-    so the term reads the prefix tokens past the LLM; it saves and loads with the model."""
-    torch.manual_seed(0)
-    model = PixelVLA(tiny_config).eval()
-    model.freeze_for_stage("cat")
-    x = example_inputs(tiny_config, batch_size=2)
-    with torch.no_grad():
-        before = model(**x).actions
-        model.enable_decoder_prefix()
-        assert model.config.decoder_reads_prefix
-        torch.testing.assert_close(model(**x).actions, before, rtol=0, atol=0)
-    assert model.decoder.prefix.weight.requires_grad
-    n = tiny_config.pixel_tokens + tiny_config.max_prompts + (1 if tiny_config.proprio_dim else 0)
-    assert model.decoder.prefix.in_features == n * tiny_config.llm_hidden
-
-    with torch.no_grad():
-        torch.nn.init.normal_(model.decoder.prefix.weight, std=0.1)
-        model.decoder.proj.weight.zero_(), model.decoder.proj.bias.zero_()  # the LLM's state no longer reaches it
-        after = model(**x).actions
-        other_words = model(**{**x, "input_ids": x["input_ids"].flip(1)}).actions
-        other_target = model(**{**x, "target_mask": x["target_mask"].flip(-1)}).actions
-    assert not torch.allclose(after, before)
-    torch.testing.assert_close(other_words, after, rtol=0, atol=0)
-    assert not torch.allclose(other_target, after)
-    model.save_pretrained(tmp_path)
-    loaded = PixelVLA.from_pretrained(tmp_path)
-    assert loaded.config.decoder_reads_prefix
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**x).actions, after)
-    weight = model.decoder.prefix.weight
-    model.enable_decoder_prefix()  # already there: no-op
-    assert model.decoder.prefix.weight is weight
-
-
-def test_pixel_where_centroid_locates_the_target_inside_its_patch(tiny_config):
-    """Two targets inside the same patch, with the same area: the patch grid cannot tell them apart, so without
-    pixel_where_centroid the pixel token is the same; with it the token differs, and the centroid is exact."""
-    from pixelvla_model.modeling import mask_centroid
-
-    x = example_inputs(tiny_config, batch_size=1)
-    s, p = tiny_config.image_size, tiny_config.patch_size
-    left, right = torch.zeros(1, s, s), torch.zeros(1, s, s)
-    left[0, p:p + 4, p:p + 4] = 1.0  # rows and columns p .. p+3: the second patch of the second patch row
-    right[0, p + 6:p + 10, p + 8:p + 12] = 1.0
-    torch.testing.assert_close(mask_centroid(left), torch.tensor([[(p + 2) / s, (p + 2) / s]]))
-    torch.testing.assert_close(mask_centroid(right), torch.tensor([[(p + 10) / s, (p + 8) / s]]))
-    torch.testing.assert_close(mask_centroid(torch.zeros(2, s, s)), torch.full((2, 2), 0.5))
-    tokens = {}
-    for centroid in (False, True):
-        torch.manual_seed(0)
-        model = PixelVLA(PixelVLAConfig(**{**tiny_config.__dict__, "pixel_where_centroid": centroid})).eval()
-        with torch.no_grad():
-            tokens[centroid] = [model(**{**x, "target_mask": m}).last_hidden_state[0, 1 + tiny_config.grid_size ** 2]
-                                for m in (left, right)]
-    torch.testing.assert_close(tokens[False][0], tokens[False][1])
-    assert not torch.allclose(tokens[True][0], tokens[True][1])
-    with pytest.raises(ValueError, match="pixel_where_octaves > 0"):
-        PixelVLAConfig(**{**tiny_config.__dict__, "pixel_where_centroid": True, "pixel_where_octaves": 0})
 
 
 def test_resize_images_resamples_the_position_embeddings_onto_the_finer_grid(tmp_path):

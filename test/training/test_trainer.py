@@ -108,21 +108,6 @@ def test_training_goes_on_at_a_larger_image_size(tmp_path):
     assert policy.processor.config.image_size == 56
 
 
-def test_cat_grows_the_decoders_prefix_read_and_the_targets_centroid(tmp_path):
-    """model.decoder_reads_prefix and model.pixel_where_centroid on init_from: the decoder gains its direct read
-    of the prefix tokens, which trains with the decoder in CAT, the pixel encoder reads the target's centroid,
-    and the result loads with both."""
-    data = write_sim_dataset(tmp_path / "demos")
-    cat = Trainer(TrainConfig.from_dict(tiny_train_config(data, tmp_path / "cat", steps=1)), resume=False).train()
-    cfg = tiny_train_config(data, tmp_path / "prefix", steps=3)
-    cfg["model"] = {"init_from": str(cat), "decoder_reads_prefix": True, "pixel_where_centroid": True}
-    final = Trainer(TrainConfig.from_dict(cfg), resume=False).train()
-    assert "decoder.prefix.weight" in (tmp_path / "prefix" / "trainable.txt").read_text().split()
-    model = PixelVLA.from_pretrained(final)
-    assert model.config.decoder_reads_prefix and model.decoder.prefix.weight.abs().sum() > 0
-    assert model.config.pixel_where_centroid and not PixelVLA.from_pretrained(cat).config.pixel_where_centroid
-
-
 def test_tokenizer_words_become_tokens_whose_embeddings_train(tmp_path):
     from pixelvla_model import load_tokenizer
     from pixelvla_model.tokenizer import BYTE_VOCAB_SIZE
@@ -242,10 +227,6 @@ def test_config_is_validated(tmp_path):
         TrainConfig.from_dict({"stage": "cat", "stpes": 3})
     with pytest.raises(ValueError, match="model.image_size must be a positive int"):
         TrainConfig.from_dict({"stage": "pue", "model": {"image_size": "224"}})
-    with pytest.raises(ValueError, match="model.decoder_reads_prefix must be true or false"):
-        TrainConfig.from_dict({"stage": "cat", "model": {"decoder_reads_prefix": "yes"}})
-    with pytest.raises(ValueError, match="model.pixel_where_centroid must be true or false"):
-        TrainConfig.from_dict({"stage": "cat", "model": {"pixel_where_centroid": 1}})
     path = write_config(tmp_path / "c.yaml", {"stage": "cat", "steps": 3})
     assert TrainConfig.from_yaml(path, ["steps=7", "optim.lr=0.5"]).steps == 7
 

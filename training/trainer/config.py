@@ -27,11 +27,6 @@ Sections (every key optional unless marked; defaults below):
                                      # onto init_from (PixelVLA.enable_visual_where; config field of that name)
                                      # image_size: init_from trains on at N px, its towers' position
                                      # embeddings resampled onto the new grid (PixelVLA.resize_images)
-                                     # decoder_reads_prefix: true grows the decoder's direct read of the
-                                     # pixel, prompt and robot-state tokens onto init_from
-                                     # (PixelVLA.enable_decoder_prefix; config field of that name)
-                                     # pixel_where_centroid: true: init_from's pixel encoder locates the
-                                     # target by its mask's centroid (config field of that name)
     data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,
             prompts: {text_only, max_prompts, type_weights, first_frame, show_mask, box_jitter,
                       place} | null}
@@ -102,16 +97,12 @@ class TrainConfig:
         if not isinstance(self.activation_checkpointing, bool):
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
-                       "visual_where_octaves", "image_size", "decoder_reads_prefix",
-                       "pixel_where_centroid"}
+                       "visual_where_octaves", "image_size"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
         size = self.model.get("image_size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
             errors.append(f"model.image_size must be a positive int (pixels), got {size!r}")
-        for flag in ("place_prompts", "decoder_reads_prefix", "pixel_where_centroid"):
-            if not isinstance(self.model.get(flag, False), bool):
-                errors.append(f"model.{flag} must be true or false, got {self.model[flag]!r}")
         words = self.model.get("tokenizer_words", [])
         if not isinstance(words, list) or not all(isinstance(w, str) and w and w.split() == [w] for w in words):
             errors.append(f"model.tokenizer_words must be a list of single words, got {words!r}")

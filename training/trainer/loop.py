@@ -199,11 +199,6 @@ class Trainer:
                 raise ValueError("model.image_size resizes init_from's towers, which an fsdp run loads only once "
                                  "sharded: resize it in one process (PixelVLA.resize_images, save_pretrained)")
             model.resize_images(int(m["image_size"]))
-        if m.get("pixel_where_centroid"):  # no new weights: the where term reads the centroid from now on
-            model.config.pixel_where_centroid = True
-            model.config.validate()
-        if m.get("decoder_reads_prefix"):
-            model.enable_decoder_prefix()
         if self.cfg.grounding_weight:
             model.enable_text_grounding()
         model.train()
