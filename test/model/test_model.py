@@ -137,3 +137,84 @@ def test_resize_images_resamples_the_position_embeddings_onto_the_finer_grid(tmp
     model.resize_images(224)  # the current size: no-op
     with pytest.raises(ValueError, match="multiple of patch_size 14"):
         model.resize_images(230)
+
+
+def test_target_view_cuts_a_window_around_the_mask_inside_the_image():
+    """preprocess_target_view: a square of fraction x the shorter side, centred on the mask's centroid, shifted
+    to lie inside the image, cut at the image's resolution; its box in fractions of width and height."""
+    import numpy as np
+
+    from pixelvla_model.processing import preprocess_image, preprocess_target_view
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    mask = np.zeros((200, 300), bool)
+    mask[90:110, 140:160] = True  # centroid (x, y) = (150, 100) in continuous pixel coordinates
+    values, box = preprocess_target_view(image, mask, 0.4, size=112)  # side 80 px
+    torch.testing.assert_close(box, torch.tensor([110 / 300, 60 / 200, 190 / 300, 140 / 200]))
+    torch.testing.assert_close(values, preprocess_image(image[60:140, 110:190], 112))
+
+    corner = np.zeros((200, 300), bool)
+    corner[0:4, 290:300] = True  # near the top-right corner: the window stays inside the image
+    _, box = preprocess_target_view(image, corner, 0.4, size=112)
+    torch.testing.assert_close(box, torch.tensor([220 / 300, 0.0, 1.0, 80 / 200]))
+
+    for empty in (None, np.zeros((200, 300), bool)):  # no mask: no view
+        values, box = preprocess_target_view(image, empty, 0.4, size=112)
+        assert not values.any() and not box.any()
+
+
+def test_target_view_adds_tokens_that_only_a_valid_view_lets_in(tmp_path):
+    """enable_target_view: one more set of visual tokens from the window, attended only where the box is
+    non-empty; it needs the visual tokens' position term, and saves and loads with the model."""
+    import numpy as np
+
+    from pixelvla_model import PixelVLAConfig
+    from pixelvla_model.processing import preprocess_target_view
+
+    with pytest.raises(ValueError, match="visual_where_octaves"):
+        PixelVLAConfig.from_preset("tiny", target_view=0.4, visual_where_octaves=0)
+    torch.manual_seed(0)
+    model = PixelVLA(PixelVLAConfig.from_preset("tiny", visual_where_octaves=3)).eval()
+    torch.nn.init.normal_(model.visual_where.weight)
+    model.enable_target_view(0.4)
+    c = model.config
+    assert c.target_view == 0.4 and c.prefix_tokens == 2 * c.num_patches + c.pixel_tokens + c.max_prompts
+    x = example_inputs(c, batch_size=2)
+    image = (x["pixel_values"][0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    values, box = preprocess_target_view(image, x["target_mask"][0].numpy(), 0.4, c.image_size)
+    x["target_view_values"] = torch.stack([values, torch.rand_like(values)])
+    x["target_view_box"] = torch.stack([box, torch.zeros(4)])  # sample 1: no view
+    with torch.no_grad():
+        out = model(**x)
+        assert out.last_hidden_state.shape[1] == x["input_ids"].shape[1] + c.prefix_tokens
+        other = dict(x, target_view_values=torch.rand_like(x["target_view_values"]))
+        changed = model(**other).actions
+    assert not torch.allclose(changed[0], out.actions[0])  # a valid view is read
+    torch.testing.assert_close(changed[1], out.actions[1], rtol=0, atol=0)  # an empty box is not
+    model.save_pretrained(tmp_path)
+    loaded = PixelVLA.from_pretrained(tmp_path)
+    assert loaded.config.target_view == 0.4
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**x).actions, out.actions)
+    with pytest.raises(ValueError, match="target_view_values"):
+        loaded(**{k: v for k, v in x.items() if not k.startswith("target_view")})
+
+
+def test_a_model_with_a_target_view_exports_with_its_inputs(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from pixelvla_model import PixelVLAConfig, input_names
+    from pixelvla_model.export import check_onnx_parity, export_onnx
+    from pixelvla_model.runtime.bundle import io_spec
+
+    torch.manual_seed(0)
+    model = PixelVLA(PixelVLAConfig.from_preset("tiny", proprio_dim=7, visual_where_octaves=3, target_view=0.4)).eval()
+    torch.nn.init.normal_(model.visual_where.weight)
+    names = input_names(model.config)
+    assert names[-3:] == ("proprio", "target_view_values", "target_view_box")
+    assert [i["name"] for i in io_spec(model.config)[0]] == list(names)
+    path = tmp_path / "view.onnx"
+    export_onnx(model, path, text_len=(2, 24, 64))
+    assert [i.name for i in ort.InferenceSession(str(path)).get_inputs()] == list(names)
+    assert check_onnx_parity(model, path, batch_size=1, text_len=30) < 1e-4
