@@ -92,14 +92,6 @@ class PixelVLAConfig:
     # the cube the way an operator's click does. Off in the paper's model (its LLM grounds the words); a small
     # LLM trained from actions alone did not.
     text_grounding: bool = False
-    # A second, zoomed view around the target (0: off): a square window of this fraction of the image's
-    # shorter side, centred on the target mask's centroid and cut from the camera image at its own
-    # resolution, goes through the same towers and projector; its tokens carry where their patches lie in the
-    # full image (the visual_where term, so it needs visual_where_octaves) plus a learned "view" embedding.
-    # Where the prompt says the cube is, the full view at 112 px resolves about 1.5 cm (the camera's pose
-    # varies per episode); the zoomed view shows the gripper against the cube. No view without a mask.
-    # Grown onto a trained model by PixelVLA.enable_target_view.
-    target_view: float = 0.0
 
     # --- visual prompt encoder ---
     max_prompts: int = 4  # K: prompt slots per sample (fixed shape; unused slots are masked)
@@ -153,10 +145,8 @@ class PixelVLAConfig:
 
     @property
     def prefix_tokens(self) -> int:
-        """Tokens inserted after BOS: visual (x 2 with target_view) + pixel + prompt (+ 1 robot-state token when
-        proprio_dim > 0)."""
-        return (self.num_patches * (2 if self.target_view else 1) + self.pixel_tokens + self.max_prompts
-                + (1 if self.proprio_dim else 0))
+        """Tokens inserted after BOS: visual + pixel + prompt (+ 1 robot-state token when proprio_dim > 0)."""
+        return self.num_patches + self.pixel_tokens + self.max_prompts + (1 if self.proprio_dim else 0)
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -212,10 +202,6 @@ class PixelVLAConfig:
                self.visual_where_octaves) < 0:
             errors.append("decoder_blocks, lora_r, dino_registers, proprio_dim, pixel_where_octaves and "
                           "visual_where_octaves must be >= 0")
-        if not 0.0 <= self.target_view <= 1.0:
-            errors.append(f"target_view must be a fraction of the image side in [0, 1] (0: off), got {self.target_view}")
-        if self.target_view and not self.visual_where_octaves:
-            errors.append("target_view needs visual_where_octaves > 0 (its tokens say where they lie in the image)")
         if self.attn_implementation not in ("sdpa", "eager"):
             errors.append(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
         if errors:

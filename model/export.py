@@ -72,22 +72,19 @@ GRAPH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bflo
 
 
 class PrefillGraph(torch.nn.Module):
-    """PixelVLA.forward with positional tensor inputs (input_names(config) order: INPUT_NAMES, then proprio
-    when the model takes the robot state, then the target view's when it has one) and the actions as the
-    only output, float32 in and out whatever the model's dtype (the rest of the model casts its other float
-    inputs itself)."""
+    """PixelVLA.forward with positional tensor inputs (input_names(config) order: INPUT_NAMES, then
+    proprio when the model takes the robot state) and the actions as the only output, float32 in and out
+    whatever the model's dtype (the rest of the model casts its other float inputs itself)."""
 
     def __init__(self, model: PixelVLA):
         super().__init__()
         self.model = model
 
-    def forward(self, *inputs):
-        x = dict(zip(input_names(self.model.config), inputs, strict=True))
-        dtype = self.model.projector.fc1.weight.dtype
-        for name in ("pixel_values", "target_view_values"):
-            if name in x:
-                x[name] = x[name].to(dtype)
-        return self.model(**x).actions.float()
+    def forward(self, pixel_values, input_ids, attention_mask, target_mask, prompt_coords, prompt_point_mask,
+                prompt_types, prompt_labels, prompt_masks, proprio=None):
+        pixel_values = pixel_values.to(self.model.projector.fc1.weight.dtype)
+        return self.model(pixel_values, input_ids, attention_mask, target_mask, prompt_coords, prompt_point_mask,
+                          prompt_types, prompt_labels, prompt_masks, proprio=proprio).actions.float()
 
 
 def versions() -> dict[str, Optional[str]]:
@@ -162,8 +159,8 @@ def export_onnx(model: PixelVLA, path: str | os.PathLike, batch_size: int = 1,
     example = example_inputs(config, batch_size=batch_size, text_len=opt)
     t_dim = torch.export.Dim("text_len", min=lo, max=hi)
     names = input_names(config)
-    # in input order, under the name of PrefillGraph.forward's one (variadic) argument
-    dynamic = {"inputs": tuple({1: t_dim} if name in ("input_ids", "attention_mask") else None for name in names)}
+    dynamic = {name: None for name in names}
+    dynamic["input_ids"] = dynamic["attention_mask"] = {1: t_dim}
     nbytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
     external = nbytes > EXTERNAL_DATA_BYTES if external_data is None else external_data
     t0 = time.time()

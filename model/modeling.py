@@ -8,10 +8,9 @@
     proprio (B,P), optional ---------> robot-state encoder ---------------------------------> state token (B,1,D)
     input_ids (B,T) -----------------> LLM embeddings ------------------------------------> text tokens (B,T,D)
 
-    LLM sequence: [BOS, visual, (view), pixel, prompt, (state), text[1:]]  (BOS first, as OpenVLA inserts its
+    LLM sequence: [BOS, visual, pixel, prompt, (state), text[1:]]  (BOS first, as OpenVLA inserts its
     patches after BOS; otherwise the [visual, pixel, prompt, text] order of the paper; the state token exists
-    only when config.proprio_dim > 0, the view tokens only with config.target_view: a zoomed window around the
-    target through the same towers and projector)
+    only when config.proprio_dim > 0)
     --> Llama --> last-layer hidden state at the last valid text token (B,D)
     --> continuous action decoder --> normalised actions (B, N_c, 7) in [-1, 1] (q01/q99 convention)
 
@@ -58,16 +57,12 @@ INPUT_NAMES = (
 )
 #: The robot-state input, present only when config.proprio_dim > 0 (see input_names).
 PROPRIO_INPUT = "proprio"
-#: The zoomed view's inputs, present only when config.target_view > 0 (see input_names).
-TARGET_VIEW_INPUTS = ("target_view_values", "target_view_box")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def input_names(config: PixelVLAConfig) -> tuple[str, ...]:
-    """The forward's tensor inputs for this config, in graph order: INPUT_NAMES (+ "proprio") (+ the target
-    view's)."""
-    return (INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ())
-            + (TARGET_VIEW_INPUTS if config.target_view else ()))
+    """The forward's tensor inputs for this config, in graph order: INPUT_NAMES (+ "proprio")."""
+    return INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ())
 
 
 @dataclass
@@ -160,24 +155,14 @@ def mask_to_patch_weights(target_mask: torch.Tensor, patch_size: int) -> torch.T
     return p.flatten(1)
 
 
-def patch_centres(grid: int) -> torch.Tensor:
-    """(grid*grid, 2) patch centres (x, y) in [0, 1], patches row-major."""
+def patch_position_encoding(grid: int, octaves: int) -> torch.Tensor:
+    """(grid*grid, 4*octaves) fixed encoding of the patch centres (x, y) in [0, 1], patches row-major, columns
+    [sin(2^k pi x) for k, cos(2^k pi x) for k, then the same for y], k = 0 .. octaves-1."""
     centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
     y, x = torch.meshgrid(centres, centres, indexing="ij")
-    return torch.stack([x.flatten(), y.flatten()], -1)
-
-
-def position_encoding(xy: torch.Tensor, octaves: int) -> torch.Tensor:
-    """(..., 2) points (x, y) in [0, 1] -> (..., 4*octaves) fixed encoding, columns
-    [sin(2^k pi x) for k, cos(2^k pi x) for k, then the same for y], k = 0 .. octaves-1."""
-    freqs = math.pi * 2.0 ** torch.arange(octaves, dtype=xy.dtype, device=xy.device)
-    angles = xy.unsqueeze(-1) * freqs  # (..., 2, octaves)
-    return torch.cat([angles.sin(), angles.cos()], -1).flatten(-2)
-
-
-def patch_position_encoding(grid: int, octaves: int) -> torch.Tensor:
-    """(grid*grid, 4*octaves) position_encoding of the patch centres, patches row-major."""
-    return position_encoding(patch_centres(grid), octaves)
+    freqs = math.pi * 2.0 ** torch.arange(octaves, dtype=torch.float32)
+    angles = torch.stack([x.flatten(), y.flatten()], -1).unsqueeze(-1) * freqs  # (N, 2, octaves)
+    return torch.cat([angles.sin(), angles.cos()], -1).flatten(1)
 
 
 class PixelEncoder(nn.Module):
@@ -392,9 +377,6 @@ class PixelVLA(nn.Module):
         if config.visual_where_octaves:
             self._add_visual_where(config.visual_where_octaves)
         self.text_grounding = TextGrounding(config) if config.text_grounding else None
-        self.target_view_embed = None
-        if config.target_view:
-            self._add_target_view()
         if config.lora_r > 0:
             self._add_lora(config.lora_r)
 
@@ -418,8 +400,6 @@ class PixelVLA(nn.Module):
         prompt_labels: Optional[torch.Tensor] = None,  # (B, K) int64, 1 fg / 0 bg
         prompt_masks: Optional[torch.Tensor] = None,  # (B, K, S, S) float in [0, 1]
         proprio: Optional[torch.Tensor] = None,  # (B, proprio_dim) normalised robot state; needed iff proprio_dim > 0
-        target_view_values: Optional[torch.Tensor] = None,  # (B, 3, S, S) float in [0, 1]; needed iff target_view
-        target_view_box: Optional[torch.Tensor] = None,  # (B, 4) float (x0, y0, x1, y1) in [0, 1]; all 0 = no view
         actions: Optional[torch.Tensor] = None,  # (B, N_c, 7) normalised targets -> L1 loss
     ) -> PixelVLAOutput:
         c = self.config
@@ -440,18 +420,6 @@ class PixelVLA(nn.Module):
         visual = self.projector(patch_feats)  # (B, N, D)
         if self.visual_where is not None:  # where each patch is (config.visual_where_octaves)
             visual = visual + self.visual_where(self.visual_positions.to(visual.dtype))
-        view, view_valid = [], []
-        if self.target_view_embed is not None:  # the zoomed view around the target (config.target_view)
-            if target_view_values is None or target_view_box is None:
-                raise ValueError("this model takes a zoomed view of the target (config.target_view): pass "
-                                 "target_view_values and target_view_box (PixelVLAProcessor makes them)")
-            view_feats, _ = self.vision(target_view_values.to(pixel_values.dtype))
-            box = target_view_box.to(torch.float32)
-            xy = box[:, None, :2] + self.view_patch_centres[None] * (box[:, None, 2:] - box[:, None, :2])  # (B, N, 2)
-            where = self.visual_where(position_encoding(xy, c.visual_where_octaves).to(visual.dtype))
-            view = [self.projector(view_feats) + where + self.target_view_embed.to(visual.dtype)]
-            valid = (box[:, 2] > box[:, 0]).to(torch.long)  # (B,) an empty box: no mask, no view
-            view_valid = [valid[:, None].expand(b, view[0].shape[1])]
         text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
         grounding_logits = None
@@ -470,14 +438,11 @@ class PixelVLA(nn.Module):
             prompt_coords, prompt_point_mask, prompt_types, prompt_labels, prompt_masks)  # (B, K, D), (B, K)
 
         state = [] if proprio is None else [self.state_encoder(proprio.to(visual.dtype)).to(text.dtype)]
-        embeds = torch.cat([text[:, :1], visual, *[v.to(text.dtype) for v in view], pixel.to(text.dtype),
-                            prompt.to(text.dtype), *state, text[:, 1:]], 1)
+        embeds = torch.cat([text[:, :1], visual, pixel.to(text.dtype), prompt.to(text.dtype), *state, text[:, 1:]], 1)
         am = attention_mask.to(torch.long)
-        visual_mask = torch.ones(b, visual.shape[1], dtype=torch.long, device=dev)
-        pixel_mask = torch.ones(b, pixel.shape[1], dtype=torch.long, device=dev)
+        ones = torch.ones(b, visual.shape[1] + pixel.shape[1], dtype=torch.long, device=dev)
         state_mask = [torch.ones(b, 1, dtype=torch.long, device=dev)] if state else []
-        full_mask = torch.cat([am[:, :1], visual_mask, *view_valid, pixel_mask, prompt_valid.to(torch.long),
-                               *state_mask, am[:, 1:]], dim=1)
+        full_mask = torch.cat([am[:, :1], ones, prompt_valid.to(torch.long), *state_mask, am[:, 1:]], dim=1)
 
         hidden = self.llm(inputs_embeds=embeds, attention_mask=full_mask, use_cache=False).last_hidden_state
 
@@ -554,8 +519,6 @@ class PixelVLA(nn.Module):
         if self.visual_where is not None:
             self.visual_positions = patch_position_encoding(new_grid, c.visual_where_octaves).to(
                 self.visual_positions.device)
-        if self.target_view_embed is not None:
-            self.view_patch_centres = patch_centres(new_grid).to(self.view_patch_centres.device)
 
     def enable_text_grounding(self) -> None:
         """Add the text-grounding maps (config.text_grounding) to a model without them; no-op when it has them.
@@ -566,24 +529,6 @@ class PixelVLA(nn.Module):
             weight = self.decoder.proj.weight
             self.text_grounding = TextGrounding(self.config).to(device=weight.device, dtype=weight.dtype)
             self.config.text_grounding = True
-
-    def enable_target_view(self, fraction: float) -> None:
-        """Grow the zoomed view around the target (config.target_view) onto a model trained without it. The
-        view's tokens use the model's own towers, projector and visual_where term; only the "view"
-        embedding is new. No-op when the model has a view of that size."""
-        if self.target_view_embed is not None:
-            if fraction != self.config.target_view:
-                raise ValueError(f"this model already has a target view of {self.config.target_view}, not {fraction}")
-            return
-        self.config.target_view = fraction
-        self.config.validate()
-        self._add_target_view()
-
-    def _add_target_view(self) -> None:
-        weight = self.projector.fc3.weight
-        self.register_buffer("view_patch_centres", patch_centres(self.config.grid_size)
-                             .to("cpu" if weight.is_meta else weight.device), persistent=False)  # (N, 2)
-        self.target_view_embed = nn.Parameter(torch.randn(self.config.llm_hidden) * self.config.initializer_range)
 
     def _add_visual_where(self, octaves: int) -> None:
         weight = self.projector.fc3.weight  # on the meta device while a checkpoint loads; buffers stay real
@@ -737,8 +682,7 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
     last sample is right-padded by 3 tokens when B > 1); target_mask (B,224,224) float32 (sample 0: a
     square, the last sample: empty when B > 1); prompt_coords (B,K,P,2) float32; prompt_point_mask
     (B,K,P) float32; prompt_types (B,K) int64; prompt_labels (B,K) int64; prompt_masks (B,K,S,S) float32
-    (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0;
-    target_view_values (B,3,224,224) float32 and target_view_box (B,4) float32 when target_view > 0.
+    (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0.
     """
     g = torch.Generator().manual_seed(seed)
     s = config.image_size
@@ -762,9 +706,4 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
            "target_mask": target_mask, **pt}
     if config.proprio_dim:
         out[PROPRIO_INPUT] = torch.randn(batch_size, config.proprio_dim, generator=g)
-    if config.target_view:  # sample 0: a view of its target's square; the others: none (empty mask)
-        out["target_view_values"] = torch.zeros(batch_size, 3, s, s)
-        out["target_view_box"] = torch.zeros(batch_size, 4)
-        out["target_view_values"][0] = torch.rand(3, s, s, generator=g)
-        out["target_view_box"][0] = torch.tensor([0.2, 0.15, 0.8, 0.75])
     return out

@@ -103,26 +103,6 @@ def preprocess_mask(mask: Optional[np.ndarray], image_hw: tuple[int, int], size:
     return m.clamp_(0.0, 1.0)
 
 
-def preprocess_target_view(image: np.ndarray, mask: Optional[np.ndarray], fraction: float,
-                           size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
-    """The zoomed view around the target (config.target_view): a square window of ``fraction`` of the image's
-    shorter side, centred on the target mask's centroid, shifted to lie inside the image, cut from the image
-    at its own resolution and then preprocessed like the image. Returns (3, size, size) float32 in [0, 1]
-    and its box (x0, y0, x1, y1) as fractions of the image's width and height; an empty or absent mask gives
-    zeros for both (no view)."""
-    image = np.asarray(image)
-    m = None if mask is None else np.asarray(mask) > 0.5
-    if m is None or not m.any():
-        return torch.zeros(3, size, size), torch.zeros(4)
-    h, w = image.shape[:2]
-    side = max(2, min(h, w, round(fraction * min(h, w))))
-    rows, cols = np.nonzero(m)
-    top = int(np.clip(round(rows.mean() + 0.5 - side / 2), 0, h - side))
-    left = int(np.clip(round(cols.mean() + 0.5 - side / 2), 0, w - side))
-    values = preprocess_image(image[top:top + side, left:left + side], size)
-    return values, torch.tensor([left / w, top / h, (left + side) / w, (top + side) / h], dtype=torch.float32)
-
-
 def build_prompt(instruction: str) -> str:
     """OpenVLA's prompt; the instruction is stripped and lower-cased as in OpenVLA's data pipeline."""
     if not isinstance(instruction, str) or not instruction.strip():
@@ -247,13 +227,6 @@ class PixelVLAProcessor:
         out = {"pixel_values": pixel_values, "input_ids": ids.to(torch.long),
                "attention_mask": text["attention_mask"].to(torch.long), "target_mask": target,
                **batch_prompts(prompts, hw, self.config)}
-        if self.config.target_view:
-            if crop != 1.0:
-                raise ValueError("a target view cannot be combined with center_crop < 1 (its window is in the "
-                                 "uncropped image's pixels); use center_crop 1.0")
-            views = [preprocess_target_view(im, m, self.config.target_view, s) for im, m in zip(images, masks)]
-            out["target_view_values"] = torch.stack([v for v, _ in views])
-            out["target_view_box"] = torch.stack([bx for _, bx in views])
         if self.config.proprio_dim:
             if proprio is None or len(proprio) != b:
                 raise ValueError(f"this model takes the robot state ({self.config.proprio_dim} values) for each of "

@@ -131,9 +131,6 @@ def io_spec(config, batch_size: Any = 1) -> tuple[list[dict], list[dict]]:
     }
     if config.proprio_dim:
         shapes["proprio"] = ([b, config.proprio_dim], "float32")
-    if config.target_view:
-        shapes["target_view_values"] = ([b, 3, s, s], "float32")
-        shapes["target_view_box"] = ([b, 4], "float32")
     names = input_names(config)
     assert tuple(shapes) == names, "io_spec is out of date with modeling.input_names"
     inputs = [{"name": n, "shape": shapes[n][0], "dtype": shapes[n][1]} for n in names]

@@ -27,9 +27,6 @@ Sections (every key optional unless marked; defaults below):
                                      # onto init_from (PixelVLA.enable_visual_where; config field of that name)
                                      # image_size: init_from trains on at N px, its towers' position
                                      # embeddings resampled onto the new grid (PixelVLA.resize_images)
-                                     # target_view: F grows a zoomed view of the target onto init_from
-                                     # (PixelVLA.enable_target_view; config field of that name); the
-                                     # view is cut from the data's images: keep them large (data.image_size)
     data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,
             prompts: {text_only, max_prompts, type_weights, first_frame, show_mask, box_jitter,
                       place} | null}
@@ -100,7 +97,7 @@ class TrainConfig:
         if not isinstance(self.activation_checkpointing, bool):
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
-                       "visual_where_octaves", "image_size", "target_view"}
+                       "visual_where_octaves", "image_size"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
         size = self.model.get("image_size")

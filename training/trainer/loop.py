@@ -199,8 +199,6 @@ class Trainer:
                 raise ValueError("model.image_size resizes init_from's towers, which an fsdp run loads only once "
                                  "sharded: resize it in one process (PixelVLA.resize_images, save_pretrained)")
             model.resize_images(int(m["image_size"]))
-        if m.get("target_view"):
-            model.enable_target_view(float(m["target_view"]))
         if self.cfg.grounding_weight:
             model.enable_text_grounding()
         model.train()
