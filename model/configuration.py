@@ -92,6 +92,11 @@ class PixelVLAConfig:
     # the cube the way an operator's click does. Off in the paper's model (its LLM grounds the words); a small
     # LLM trained from actions alone did not.
     text_grounding: bool = False
+    # A linear read of the decoder's input (the LLM state the action decoder reads) that says where the target
+    # and its destination are from the gripper: xy offsets (PixelVLAOutput.goal_offsets), trained with
+    # TrainConfig.offset_weight from the simulator's privileged positions. Training only: the policy's actions
+    # never read it; it makes the decoder's input keep the target's offset on every state it is trained on.
+    goal_head: bool = False
 
     # --- visual prompt encoder ---
     max_prompts: int = 4  # K: prompt slots per sample (fixed shape; unused slots are masked)

@@ -57,6 +57,7 @@ INPUT_NAMES = (
 )
 #: The robot-state input, present only when config.proprio_dim > 0 (see input_names).
 PROPRIO_INPUT = "proprio"
+GOAL_UNIT = 0.1  # m: the goal-offset read predicts offsets in decimetres, so its targets are of order 1
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -71,13 +72,15 @@ class PixelVLAOutput(ModelOutput):
     last_hidden_state (B, S, D): the LLM's last layer (after its final norm) over the whole sequence;
     loss: scalar L1 when targets were given; grounding_logits (B, R, N): the text-grounding maps' logits over
     the patches, row-major, for the target (r = 0) and where it goes (r = 1, with config.place_prompts)
-    (config.text_grounding; None without it)."""
+    (config.text_grounding; None without it); goal_offsets (B, 4): the target's xy minus the gripper's, then the
+    destination's, in units of GOAL_UNIT m, base frame (config.goal_head; None without it)."""
 
     actions: Optional[torch.Tensor] = None
     action_hidden: Optional[torch.Tensor] = None
     last_hidden_state: Optional[torch.Tensor] = None
     loss: Optional[torch.Tensor] = None
     grounding_logits: Optional[torch.Tensor] = None
+    goal_offsets: Optional[torch.Tensor] = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -377,6 +380,7 @@ class PixelVLA(nn.Module):
         if config.visual_where_octaves:
             self._add_visual_where(config.visual_where_octaves)
         self.text_grounding = TextGrounding(config) if config.text_grounding else None
+        self.goal_head = nn.Linear(config.llm_hidden, 4) if config.goal_head else None
         if config.lora_r > 0:
             self._add_lora(config.lora_r)
 
@@ -453,8 +457,9 @@ class PixelVLA(nn.Module):
         action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
         pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
+        goal = None if self.goal_head is None else self.goal_head(action_hidden.to(self.goal_head.weight.dtype))
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,
-                              grounding_logits=grounding_logits)
+                              grounding_logits=grounding_logits, goal_offsets=goal)
 
     # ------------------------------------------------------------------ training stages
     def enable_place_prompts(self) -> None:
@@ -529,6 +534,14 @@ class PixelVLA(nn.Module):
             weight = self.decoder.proj.weight
             self.text_grounding = TextGrounding(self.config).to(device=weight.device, dtype=weight.dtype)
             self.config.text_grounding = True
+
+    def enable_goal_head(self) -> None:
+        """Add the goal-offset read (config.goal_head) to a model without it; no-op when it has it. The actions
+        stay as they were: the decoder does not read it."""
+        if self.goal_head is None:
+            weight = self.decoder.proj.weight
+            self.goal_head = nn.Linear(self.config.llm_hidden, 4).to(device=weight.device, dtype=weight.dtype)
+            self.config.goal_head = True
 
     def _add_visual_where(self, octaves: int) -> None:
         weight = self.projector.fc3.weight  # on the meta device while a checkpoint loads; buffers stay real

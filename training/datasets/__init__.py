@@ -49,8 +49,8 @@ def load_episodes(sources: Sequence[dict], image_size: Optional[int] = None,
 
 class Collator:
     """List of samples -> the model's input tensors + ``actions`` (B, N_c, 7) + ``action_valid`` (B, N_c)
-    + ``target_xy`` and ``place_xy`` (B, 2), NaN where unknown (samples without one, e.g. from a reader that
-    has no masks)."""
+    + ``target_xy`` and ``place_xy`` (B, 2) and ``goal_offset`` (B, 4), NaN where unknown (samples without one,
+    e.g. from a reader that has no masks)."""
 
     def __init__(self, processor):
         self.processor = processor
@@ -65,8 +65,8 @@ class Collator:
                                proprio if self.processor.config.proprio_dim else None)
         batch["actions"] = torch.from_numpy(np.stack([s["actions"] for s in samples])).float()
         batch["action_valid"] = torch.from_numpy(np.stack([s["action_valid"] for s in samples]))
-        for key in ("target_xy", "place_xy"):
-            batch[key] = torch.from_numpy(np.stack([s.get(key, np.full(2, np.nan, np.float32)) for s in samples]))
+        for key, width in (("target_xy", 2), ("place_xy", 2), ("goal_offset", 4)):
+            batch[key] = torch.from_numpy(np.stack([s.get(key, np.full(width, np.nan, np.float32)) for s in samples]))
         return batch
 
 

@@ -12,6 +12,10 @@ Sections (every key optional unless marked; defaults below):
                                      # learn which patch holds the target and the place (their masks'
                                      # centroids, every sample with one, text-only ones too), loss += weight x
                                      # cross-entropy; they click for a sample without mask or prompt
+    offset_weight: 0.0               # > 0: a linear read of the decoder's input (PixelVLA.enable_goal_head)
+                                     # learns the target's and the destination's xy offsets from the gripper
+                                     # (samples' goal_offset, simulator data), loss += weight x L1 in dm; it
+                                     # trains the layers below it to keep where the target is
     model: {preset: tiny, overrides: {...}, init_from: null, seed: 0, place_prompts: false}
                                      # init_from: a from_pretrained directory (e.g. the CAT result for PUE),
                                      # or an OpenVLA / Prismatic HF checkpoint directory (openvla-7b), imported
@@ -65,6 +69,7 @@ class TrainConfig:
     lora_r: int = 32
     also_train: list = field(default_factory=list)
     grounding_weight: float = 0.0
+    offset_weight: float = 0.0
     model: dict = field(default_factory=lambda: {"preset": "tiny"})
     data: dict = field(default_factory=dict)
     optim: dict = field(default_factory=dict)
@@ -116,6 +121,8 @@ class TrainConfig:
             errors.append("optim.schedule must be cosine or constant")
         if not isinstance(self.grounding_weight, (int, float)) or self.grounding_weight < 0:
             errors.append(f"grounding_weight must be a number >= 0, got {self.grounding_weight!r}")
+        if not isinstance(self.offset_weight, (int, float)) or self.offset_weight < 0:
+            errors.append(f"offset_weight must be a number >= 0, got {self.offset_weight!r}")
         if not isinstance(self.also_train, list):
             errors.append("also_train must be a list of module prefixes")
         if errors:
