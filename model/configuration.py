@@ -97,6 +97,11 @@ class PixelVLAConfig:
     # TrainConfig.offset_weight from the simulator's privileged positions. Training only: the policy's actions
     # never read it; it makes the decoder's input keep the target's offset on every state it is trained on.
     goal_head: bool = False
+    # Where the gripper is in the image: the TCP's pixel (forward kinematics and the camera's calibration),
+    # encoded with the prompt encoder's Fourier basis and added to the robot-state token, so the operator's
+    # click on the target and the gripper arrive in one frame, the image's, on every state the arm reaches.
+    # Needs proprio_dim > 0. Grown onto a trained model by PixelVLA.enable_gripper_where (zero-initialised).
+    gripper_where: bool = False
 
     # --- visual prompt encoder ---
     max_prompts: int = 4  # K: prompt slots per sample (fixed shape; unused slots are masked)
@@ -207,6 +212,8 @@ class PixelVLAConfig:
                self.visual_where_octaves) < 0:
             errors.append("decoder_blocks, lora_r, dino_registers, proprio_dim, pixel_where_octaves and "
                           "visual_where_octaves must be >= 0")
+        if self.gripper_where and not self.proprio_dim:
+            errors.append("gripper_where adds the gripper's pixel to the robot-state token: set proprio_dim > 0")
         if self.attn_implementation not in ("sdpa", "eager"):
             errors.append(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
         if errors:

@@ -57,13 +57,15 @@ INPUT_NAMES = (
 )
 #: The robot-state input, present only when config.proprio_dim > 0 (see input_names).
 PROPRIO_INPUT = "proprio"
+#: The gripper's pixel, present only when config.gripper_where (see input_names).
+GRIPPER_INPUT = "gripper_xy"
 GOAL_UNIT = 0.1  # m: the goal-offset read predicts offsets in decimetres, so its targets are of order 1
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def input_names(config: PixelVLAConfig) -> tuple[str, ...]:
-    """The forward's tensor inputs for this config, in graph order: INPUT_NAMES (+ "proprio")."""
-    return INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ())
+    """The forward's tensor inputs for this config, in graph order: INPUT_NAMES (+ "proprio") (+ "gripper_xy")."""
+    return INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ()) + ((GRIPPER_INPUT,) if config.gripper_where else ())
 
 
 @dataclass
@@ -306,6 +308,16 @@ class PromptEncoder(nn.Module):
         return self.mlp(h) * valid.unsqueeze(-1).to(h.dtype), valid
 
 
+class GripperWhere(nn.Sequential):
+    """PE(gripper pixel) (B, pe) -> (B, D), added to the robot-state token: Linear, GELU, Linear, the last
+    zero-initialised (a model grown with it acts as before until it trains)."""
+
+    def __init__(self, c: PixelVLAConfig):
+        super().__init__(nn.Linear(c.prompt_pe_dim, c.llm_hidden), nn.GELU(), nn.Linear(c.llm_hidden, c.llm_hidden))
+        nn.init.zeros_(self[2].weight)
+        nn.init.zeros_(self[2].bias)
+
+
 class StateEncoder(nn.Module):
     """Normalised robot state (B, P) -> one token (B, 1, D): Linear, GELU, Linear."""
 
@@ -381,6 +393,7 @@ class PixelVLA(nn.Module):
             self._add_visual_where(config.visual_where_octaves)
         self.text_grounding = TextGrounding(config) if config.text_grounding else None
         self.goal_head = nn.Linear(config.llm_hidden, 4) if config.goal_head else None
+        self.gripper_where = GripperWhere(config) if config.gripper_where else None
         if config.lora_r > 0:
             self._add_lora(config.lora_r)
 
@@ -404,6 +417,7 @@ class PixelVLA(nn.Module):
         prompt_labels: Optional[torch.Tensor] = None,  # (B, K) int64, 1 fg / 0 bg
         prompt_masks: Optional[torch.Tensor] = None,  # (B, K, S, S) float in [0, 1]
         proprio: Optional[torch.Tensor] = None,  # (B, proprio_dim) normalised robot state; needed iff proprio_dim > 0
+        gripper_xy: Optional[torch.Tensor] = None,  # (B, 2) in [0, 1] (x, y): the TCP's pixel; needed iff gripper_where
         actions: Optional[torch.Tensor] = None,  # (B, N_c, 7) normalised targets -> L1 loss
     ) -> PixelVLAOutput:
         c = self.config
@@ -441,7 +455,13 @@ class PixelVLA(nn.Module):
         prompt, prompt_valid = self.prompt_encoder(  # the prompt encoder takes its float inputs in any dtype
             prompt_coords, prompt_point_mask, prompt_types, prompt_labels, prompt_masks)  # (B, K, D), (B, K)
 
-        state = [] if proprio is None else [self.state_encoder(proprio.to(visual.dtype)).to(text.dtype)]
+        state = [] if proprio is None else [self.state_encoder(proprio.to(visual.dtype))]  # (B, 1, D)
+        if self.gripper_where is not None:  # where the gripper is, in the prompts' own encoding
+            if gripper_xy is None:
+                raise ValueError("this model takes the gripper's pixel (config.gripper_where): pass gripper_xy (B, 2)")
+            pe = self.prompt_encoder.positional_encoding(gripper_xy)  # (B, pe) float32
+            state[0] = state[0] + self.gripper_where(pe.to(self.gripper_where[0].weight.dtype)).unsqueeze(1).to(state[0].dtype)
+        state = [s.to(text.dtype) for s in state]
         embeds = torch.cat([text[:, :1], visual, pixel.to(text.dtype), prompt.to(text.dtype), *state, text[:, 1:]], 1)
         am = attention_mask.to(torch.long)
         ones = torch.ones(b, visual.shape[1] + pixel.shape[1], dtype=torch.long, device=dev)
@@ -534,6 +554,15 @@ class PixelVLA(nn.Module):
             weight = self.decoder.proj.weight
             self.text_grounding = TextGrounding(self.config).to(device=weight.device, dtype=weight.dtype)
             self.config.text_grounding = True
+
+    def enable_gripper_where(self) -> None:
+        """Add the gripper's pixel to the robot-state token (config.gripper_where) of a model without it; no-op
+        when it has it. Zero-initialised: every output stays as it was until it trains."""
+        if self.gripper_where is None:
+            weight = self.decoder.proj.weight
+            self.gripper_where = GripperWhere(self.config).to(device=weight.device, dtype=weight.dtype)
+            self.config.gripper_where = True
+            self.config.validate()
 
     def enable_goal_head(self) -> None:
         """Add the goal-offset read (config.goal_head) to a model without it; no-op when it has it. The actions
@@ -695,7 +724,8 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
     last sample is right-padded by 3 tokens when B > 1); target_mask (B,224,224) float32 (sample 0: a
     square, the last sample: empty when B > 1); prompt_coords (B,K,P,2) float32; prompt_point_mask
     (B,K,P) float32; prompt_types (B,K) int64; prompt_labels (B,K) int64; prompt_masks (B,K,S,S) float32
-    (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0.
+    (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0;
+    gripper_xy (B, 2) float32 in [0, 1] when config.gripper_where.
     """
     g = torch.Generator().manual_seed(seed)
     s = config.image_size
@@ -719,4 +749,6 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
            "target_mask": target_mask, **pt}
     if config.proprio_dim:
         out[PROPRIO_INPUT] = torch.randn(batch_size, config.proprio_dim, generator=g)
+    if config.gripper_where:
+        out[GRIPPER_INPUT] = torch.rand(batch_size, 2, generator=g)
     return out

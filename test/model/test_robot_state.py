@@ -81,3 +81,36 @@ def test_a_state_model_exports_to_onnx_with_the_state_input(state_model, tmp_pat
     export_onnx(state_model, path, text_len=(2, 24, 64))
     assert [i.name for i in ort.InferenceSession(str(path)).get_inputs()][-1] == "proprio"
     assert check_onnx_parity(state_model, path, batch_size=1, text_len=30) < 1e-4
+
+
+def test_the_gripper_pixel_joins_the_state_token_and_starts_silent():
+    torch.manual_seed(0)
+    model = PixelVLA(PixelVLAConfig.from_preset("tiny", proprio_dim=7)).eval()
+    x = example_inputs(model.config, batch_size=2)
+    with torch.no_grad():
+        before = model(**x).actions
+        model.enable_gripper_where()  # zero-initialised: the actions are as they were
+        assert input_names(model.config)[-1] == "gripper_xy"
+        x = example_inputs(model.config, batch_size=2)
+        assert torch.equal(model(**x).actions, before)
+        torch.nn.init.normal_(model.gripper_where[2].weight, std=0.5)  # as if trained
+        moved = model(**{**x, "gripper_xy": x["gripper_xy"].flip(-1)}).actions
+    assert (moved - model(**x).actions).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="gripper_xy"):
+        model(**{k: v for k, v in x.items() if k != "gripper_xy"})
+    with pytest.raises(ValueError, match="proprio_dim"):
+        PixelVLAConfig.from_preset("tiny", gripper_where=True)
+
+
+def test_the_processor_takes_the_gripper_pixel_in_image_coordinates():
+    from pixelvla_model import PixelVLAProcessor, build_byte_tokenizer
+
+    processor = PixelVLAProcessor(PixelVLAConfig.from_preset("tiny", proprio_dim=7, gripper_where=True),
+                                  build_byte_tokenizer(), STATS)
+    image = np.zeros((60, 80, 3), np.uint8)
+    out = processor([image], ["pick"], proprio=[np.zeros(7)], gripper_xy=[(20.0, 45.0)])
+    np.testing.assert_allclose(out["gripper_xy"].numpy(), [[0.25, 0.75]])  # fractions of width and height
+    with pytest.raises(ValueError, match="gripper_xy"):
+        processor([image], ["pick"], proprio=[np.zeros(7)])
+    with pytest.raises(ValueError, match="finite"):
+        processor([image], ["pick"], proprio=[np.zeros(7)], gripper_xy=[(float("nan"), 1.0)])

@@ -64,7 +64,7 @@ def test_goal_offsets_place_the_target_and_the_destination_from_their_masks():
     from pixelvla_robots.camera import CameraModel
     from pixelvla_robots.rotations import matrix_to_quat
     from pixelvla_sim.tasks import CUBE_HALF, REST_Z
-    from pixelvla_training.datasets.sim import goal_offsets
+    from pixelvla_training.datasets.sim import goal_offsets, gripper_xy
 
     size, steps = 96, 6
     camera = CameraModel("c", size, size, 80.0, 80.0, 47.5, 47.5, np.array([0.3, 0.0, 0.7]),
@@ -83,6 +83,7 @@ def test_goal_offsets_place_the_target_and_the_destination_from_their_masks():
     arrays = {"tcp_poses": tcp, "camera_intrinsics": np.array([80, 80, 47.5, 47.5], np.float32),
               "camera_pose": np.r_[camera.position, matrix_to_quat(camera.rotation)].astype(np.float32),
               "target_masks": np.repeat(target_mask[None], steps, 0), "destination_mask": plate_mask,
+              "images": np.zeros((steps, size, size, 3), np.uint8),
               "actions": np.c_[np.zeros((steps, 6)), gripper].astype(np.float32)}
     meta = {"target_object": "cube_1", "destination": "plate"}
     offsets = goal_offsets(arrays, meta)
@@ -92,6 +93,11 @@ def test_goal_offsets_place_the_target_and_the_destination_from_their_masks():
     np.testing.assert_allclose(offsets[:, 2:], plate[:2] - tcp[:, :2], atol=1e-6)
     np.testing.assert_allclose(target[:2], [0.25, 0.08], atol=0.005)  # half a pixel is about 4 mm here
     assert goal_offsets({k: v for k, v in arrays.items() if k != "tcp_poses"}, meta) is None
+    tcp[:, 2] = CUBE_HALF  # the TCP at the target's height, over it at the first step
+    tcp[0, :2] = target[:2]
+    where = gripper_xy(arrays)  # fractions of the image: the pixel the target's blob is centred on, + 0.5
+    rows, cols = np.nonzero(target_mask)
+    np.testing.assert_allclose(where[0], [(cols.mean() + 0.5) / size, (rows.mean() + 0.5) / size], atol=1e-5)
     assert goal_offsets(arrays, {"target_object": "cube_1", "destination": "nowhere"}) is None
 
 

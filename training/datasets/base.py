@@ -18,6 +18,8 @@ the in-memory :class:`ChunkDataset` both use it):
                         width and height from the top-left corner; pixel centres), NaN without a mask; given
                         whether or not the sample shows its prompts (the text-grounding map learns it, text-only too)
         "place_xy":     (2,) float32, the same for the episode's place mask (where the target goes), NaN without one
+        "gripper_xy":   (2,) float32, where the gripper (TCP) is in the image, (x, y) as fractions of its width and
+                        height from the top-left corner (Episode.gripper_xy), NaN where unknown
         "goal_offset":  (4,) float32, the target's xy minus the gripper's, then the destination's (m, base frame;
                         Episode.goal_offsets), NaN where unknown
         "dataset":      str, the dataset key (its norm_stats entry)
@@ -101,6 +103,8 @@ class Episode:
     # (T, 4) float32: the target's xy minus the gripper's (TCP's), then the destination's, m in the base frame,
     # NaN where unknown (simulator episodes: training/datasets/sim.py goal_offsets); None for readers without it
     goal_offsets: Optional[np.ndarray] = None
+    # (T, 2) float32: the gripper's (TCP's) pixel in each image as fractions of its width and height; None if unknown
+    gripper_xy: Optional[np.ndarray] = None
 
     @property
     def num_steps(self) -> int:
@@ -208,6 +212,7 @@ def make_sample(ep: Episode, actions: np.ndarray, state: Optional[np.ndarray], t
             "proprio": None if state is None else state[t], "actions": chunk, "action_valid": valid,
             "target_xy": mask_centroid(mask), "place_xy": mask_centroid(ep.place_mask),
             "goal_offset": ep.goal_offsets[t] if ep.goal_offsets is not None else np.full(4, np.nan, np.float32),
+            "gripper_xy": ep.gripper_xy[t] if ep.gripper_xy is not None else np.full(2, np.nan, np.float32),
             "dataset": ep.dataset, "episode": ep.source}
 
 
@@ -295,4 +300,5 @@ def resize_episode(ep: Episode, size: int) -> Episode:
         return out.numpy() if np.asarray(m).ndim == 3 else out[0].numpy()
 
     return Episode(imgs, ep.actions, ep.instruction, ep.dataset, shrink(ep.target_masks), ep.prompts,
-                   shrink(ep.first_masks), ep.source, ep.meta, ep.proprio, shrink(ep.place_mask), ep.goal_offsets)
+                   shrink(ep.first_masks), ep.source, ep.meta, ep.proprio, shrink(ep.place_mask), ep.goal_offsets,
+                   ep.gripper_xy)

@@ -63,7 +63,29 @@ def read_sim_episode(root: str | Path, file: str, dataset_key: str = "pixelvla_s
                    instruction=str(meta.get("instruction", "")), dataset=dataset_key,
                    target_masks=masks, first_masks=None if masks is None else masks[0],
                    source=str(path), meta={k: meta.get(k) for k in ("task", "seed", "prompted")},
-                   proprio=state, place_mask=a.get("destination_mask"), goal_offsets=goal_offsets(a, meta))
+                   proprio=state, place_mask=a.get("destination_mask"), goal_offsets=goal_offsets(a, meta),
+                   gripper_xy=gripper_xy(a))
+
+
+def recorded_camera(arrays: dict):
+    """The episode's camera (a CameraModel at the recorded image size), None if it was not recorded."""
+    from pixelvla_training.labeling.proposal import camera_from_arrays
+
+    if not {"camera_intrinsics", "camera_pose", "images"} <= set(arrays):
+        return None
+    return camera_from_arrays(arrays["camera_intrinsics"], arrays["camera_pose"], *arrays["images"].shape[1:3])
+
+
+def gripper_xy(arrays: dict) -> Optional[np.ndarray]:
+    """(T, 2) float32: where the TCP is in each image, (x, y) as fractions of the width and height from the
+    top-left corner (the image's own convention, so at any size); None without TCP poses or camera."""
+    from pixelvla_robots.camera import image_xy
+
+    camera = recorded_camera(arrays)
+    if camera is None or "tcp_poses" not in arrays:
+        return None
+    uv, _ = camera.project(arrays["tcp_poses"][:, :3].astype(np.float64))
+    return (image_xy(uv) / np.array([camera.width, camera.height])).astype(np.float32)
 
 
 def goal_offsets(arrays: dict, meta: dict) -> Optional[np.ndarray]:
@@ -75,14 +97,13 @@ def goal_offsets(arrays: dict, meta: dict) -> Optional[np.ndarray]:
     meets its resting height. With the recorded camera the target lands within 2 mm of where the expert
     grasps it."""
     from pixelvla_sim.tasks import REST_Z
-    from pixelvla_training.labeling.proposal import camera_from_arrays
 
-    needed = ("tcp_poses", "camera_intrinsics", "camera_pose", "target_masks", "destination_mask")
+    camera = recorded_camera(arrays)
     heights = [REST_Z.get(meta.get(k)) for k in ("target_object", "destination")]
-    if any(k not in arrays for k in needed) or None in heights:
+    if camera is None or any(k not in arrays for k in ("tcp_poses", "target_masks", "destination_mask")) \
+            or None in heights:
         return None
     masks, tcp = arrays["target_masks"], arrays["tcp_poses"][:, :2].astype(np.float64)
-    camera = camera_from_arrays(arrays["camera_intrinsics"], arrays["camera_pose"], *masks.shape[1:3])
 
     def on_table(mask: np.ndarray, z: float) -> np.ndarray:
         if not mask.any():
