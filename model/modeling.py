@@ -57,7 +57,7 @@ INPUT_NAMES = (
 )
 #: The robot-state input, present only when config.proprio_dim > 0 (see input_names).
 PROPRIO_INPUT = "proprio"
-#: The gripper's pixel, present only when config.gripper_where (see input_names).
+#: The gripper's pixel, present only when config.gripper_offset (see input_names).
 GRIPPER_INPUT = "gripper_xy"
 GOAL_UNIT = 0.1  # m: the goal-offset read predicts offsets in decimetres, so its targets are of order 1
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -65,7 +65,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 def input_names(config: PixelVLAConfig) -> tuple[str, ...]:
     """The forward's tensor inputs for this config, in graph order: INPUT_NAMES (+ "proprio") (+ "gripper_xy")."""
-    return INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ()) + ((GRIPPER_INPUT,) if config.gripper_where else ())
+    return INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ()) + ((GRIPPER_INPUT,) if config.gripper_offset else ())
 
 
 @dataclass
@@ -308,14 +308,32 @@ class PromptEncoder(nn.Module):
         return self.mlp(h) * valid.unsqueeze(-1).to(h.dtype), valid
 
 
-class GripperWhere(nn.Sequential):
-    """PE(gripper pixel) (B, pe) -> (B, D), added to the robot-state token: Linear, GELU, Linear, the last
-    zero-initialised (a model grown with it acts as before until it trains)."""
+def mask_centroid(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, S, S) target mask in [0, 1] -> its weighted centroid (B, 2), (x, y) as fractions of the image from
+    the top-left corner (pixel centres at (i + 0.5) / S), and whether it has one (B,) bool (0, 0 where empty)."""
+    s = mask.shape[-1]
+    m = mask.float()
+    centres = (torch.arange(s, device=mask.device, dtype=torch.float32) + 0.5) / s
+    total = m.sum((1, 2))
+    xy = torch.stack([(m.sum(1) * centres).sum(1), (m.sum(2) * centres).sum(1)], -1) / total.clamp_min(1e-6)[:, None]
+    return xy, total > 0.5
+
+
+class GripperOffset(nn.Module):
+    """The target's offset from the gripper in the image (B, 2), fractions of the image, and whether it is
+    known (B,) -> (B, D), added to the decoder's input: [offset x 10, known] -> Linear, GELU, Linear, the last
+    zero-initialised (a model grown with it acts as before until it trains). x 10: near the cube the offset
+    is a few hundredths of the image."""
 
     def __init__(self, c: PixelVLAConfig):
-        super().__init__(nn.Linear(c.prompt_pe_dim, c.llm_hidden), nn.GELU(), nn.Linear(c.llm_hidden, c.llm_hidden))
-        nn.init.zeros_(self[2].weight)
-        nn.init.zeros_(self[2].bias)
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(3, c.llm_hidden), nn.GELU(), nn.Linear(c.llm_hidden, c.llm_hidden))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, offset: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        k = known.to(offset.dtype)[:, None]
+        return self.mlp(torch.cat([offset * 10.0 * k, k], -1).to(self.mlp[0].weight.dtype))
 
 
 class StateEncoder(nn.Module):
@@ -393,7 +411,7 @@ class PixelVLA(nn.Module):
             self._add_visual_where(config.visual_where_octaves)
         self.text_grounding = TextGrounding(config) if config.text_grounding else None
         self.goal_head = nn.Linear(config.llm_hidden, 4) if config.goal_head else None
-        self.gripper_where = GripperWhere(config) if config.gripper_where else None
+        self.gripper_offset = GripperOffset(config) if config.gripper_offset else None
         if config.lora_r > 0:
             self._add_lora(config.lora_r)
 
@@ -417,7 +435,7 @@ class PixelVLA(nn.Module):
         prompt_labels: Optional[torch.Tensor] = None,  # (B, K) int64, 1 fg / 0 bg
         prompt_masks: Optional[torch.Tensor] = None,  # (B, K, S, S) float in [0, 1]
         proprio: Optional[torch.Tensor] = None,  # (B, proprio_dim) normalised robot state; needed iff proprio_dim > 0
-        gripper_xy: Optional[torch.Tensor] = None,  # (B, 2) in [0, 1] (x, y): the TCP's pixel; needed iff gripper_where
+        gripper_xy: Optional[torch.Tensor] = None,  # (B, 2) in [0, 1] (x, y): the TCP's pixel; needed iff gripper_offset
         actions: Optional[torch.Tensor] = None,  # (B, N_c, 7) normalised targets -> L1 loss
     ) -> PixelVLAOutput:
         c = self.config
@@ -440,7 +458,7 @@ class PixelVLA(nn.Module):
             visual = visual + self.visual_where(self.visual_positions.to(visual.dtype))
         text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
-        grounding_logits = None
+        grounding_logits = words_only = click_xy = None
         if self.text_grounding is not None:  # no mask and no prompt: the words click (config.text_grounding)
             grounding_logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
             words_only = (weights.sum(1) < self.pixel_encoder.eps) & (prompt_types == 0).all(1)  # (B,)
@@ -455,13 +473,7 @@ class PixelVLA(nn.Module):
         prompt, prompt_valid = self.prompt_encoder(  # the prompt encoder takes its float inputs in any dtype
             prompt_coords, prompt_point_mask, prompt_types, prompt_labels, prompt_masks)  # (B, K, D), (B, K)
 
-        state = [] if proprio is None else [self.state_encoder(proprio.to(visual.dtype))]  # (B, 1, D)
-        if self.gripper_where is not None:  # where the gripper is, in the prompts' own encoding
-            if gripper_xy is None:
-                raise ValueError("this model takes the gripper's pixel (config.gripper_where): pass gripper_xy (B, 2)")
-            pe = self.prompt_encoder.positional_encoding(gripper_xy)  # (B, pe) float32
-            state[0] = state[0] + self.gripper_where(pe.to(self.gripper_where[0].weight.dtype)).unsqueeze(1).to(state[0].dtype)
-        state = [s.to(text.dtype) for s in state]
+        state = [] if proprio is None else [self.state_encoder(proprio.to(visual.dtype)).to(text.dtype)]
         embeds = torch.cat([text[:, :1], visual, pixel.to(text.dtype), prompt.to(text.dtype), *state, text[:, 1:]], 1)
         am = attention_mask.to(torch.long)
         ones = torch.ones(b, visual.shape[1] + pixel.shape[1], dtype=torch.long, device=dev)
@@ -475,6 +487,14 @@ class PixelVLA(nn.Module):
         last = (torch.arange(t, device=dev).unsqueeze(0) * am).argmax(dim=1)  # (B,) index into the text
         pos = last + torch.where(last > 0, c.prefix_tokens, 0)  # index into the full sequence
         action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
+        if self.gripper_offset is not None:  # where the target is from the gripper, in the image
+            if gripper_xy is None:
+                raise ValueError("this model takes the gripper's pixel (config.gripper_offset): pass gripper_xy (B, 2)")
+            target_xy, known = mask_centroid(target_mask)  # (B, 2), (B,)
+            if words_only is not None:  # no mask and no prompt: where the words clicked
+                target_xy = torch.where(words_only[:, None], click_xy.float(), target_xy)
+                known = known | words_only
+            action_hidden = action_hidden + self.gripper_offset(target_xy - gripper_xy.float(), known).to(action_hidden.dtype)
         pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
         goal = None if self.goal_head is None else self.goal_head(action_hidden.to(self.goal_head.weight.dtype))
@@ -555,13 +575,13 @@ class PixelVLA(nn.Module):
             self.text_grounding = TextGrounding(self.config).to(device=weight.device, dtype=weight.dtype)
             self.config.text_grounding = True
 
-    def enable_gripper_where(self) -> None:
-        """Add the gripper's pixel to the robot-state token (config.gripper_where) of a model without it; no-op
+    def enable_gripper_offset(self) -> None:
+        """Add the target's offset from the gripper to the decoder's input (config.gripper_offset) of a model without it; no-op
         when it has it. Zero-initialised: every output stays as it was until it trains."""
-        if self.gripper_where is None:
+        if self.gripper_offset is None:
             weight = self.decoder.proj.weight
-            self.gripper_where = GripperWhere(self.config).to(device=weight.device, dtype=weight.dtype)
-            self.config.gripper_where = True
+            self.gripper_offset = GripperOffset(self.config).to(device=weight.device, dtype=weight.dtype)
+            self.config.gripper_offset = True
             self.config.validate()
 
     def enable_goal_head(self) -> None:
@@ -725,7 +745,7 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
     square, the last sample: empty when B > 1); prompt_coords (B,K,P,2) float32; prompt_point_mask
     (B,K,P) float32; prompt_types (B,K) int64; prompt_labels (B,K) int64; prompt_masks (B,K,S,S) float32
     (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0;
-    gripper_xy (B, 2) float32 in [0, 1] when config.gripper_where.
+    gripper_xy (B, 2) float32 in [0, 1] when config.gripper_offset.
     """
     g = torch.Generator().manual_seed(seed)
     s = config.image_size
@@ -749,6 +769,6 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
            "target_mask": target_mask, **pt}
     if config.proprio_dim:
         out[PROPRIO_INPUT] = torch.randn(batch_size, config.proprio_dim, generator=g)
-    if config.gripper_where:
+    if config.gripper_offset:
         out[GRIPPER_INPUT] = torch.rand(batch_size, 2, generator=g)
     return out

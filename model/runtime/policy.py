@@ -78,7 +78,7 @@ class RuntimePolicy:
                 proprio: Optional[np.ndarray] = None, gripper_xy: Optional[Sequence[float]] = None) -> np.ndarray:
         """image (H, W, 3) uint8 RGB; prompts in pixel coordinates of `image`; mask (H, W) target mask;
         proprio: the raw robot state (P,), required when config.proprio_dim > 0 (see processing.py);
-        gripper_xy: the gripper's (TCP's) pixel (x, y) in `image`, required when config.gripper_where.
+        gripper_xy: the gripper's (TCP's) pixel (x, y) in `image`, required when config.gripper_offset.
         Returns (N_c, 7) float64 actions in robot units (see processing.py)."""
         key = resolve_unnorm_key(self.norm_stats, unnorm_key)  # fail before running the network
         state = None

@@ -83,29 +83,30 @@ def test_a_state_model_exports_to_onnx_with_the_state_input(state_model, tmp_pat
     assert check_onnx_parity(state_model, path, batch_size=1, text_len=30) < 1e-4
 
 
-def test_the_gripper_pixel_joins_the_state_token_and_starts_silent():
+def test_the_targets_offset_from_the_gripper_reaches_the_decoder_and_starts_silent():
     torch.manual_seed(0)
     model = PixelVLA(PixelVLAConfig.from_preset("tiny", proprio_dim=7)).eval()
     x = example_inputs(model.config, batch_size=2)
     with torch.no_grad():
         before = model(**x).actions
-        model.enable_gripper_where()  # zero-initialised: the actions are as they were
+        model.enable_gripper_offset()  # zero-initialised: the actions are as they were
         assert input_names(model.config)[-1] == "gripper_xy"
         x = example_inputs(model.config, batch_size=2)
         assert torch.equal(model(**x).actions, before)
-        torch.nn.init.normal_(model.gripper_where[2].weight, std=0.5)  # as if trained
+        torch.nn.init.normal_(model.gripper_offset.mlp[2].weight, std=0.5)  # as if trained
         moved = model(**{**x, "gripper_xy": x["gripper_xy"].flip(-1)}).actions
-    assert (moved - model(**x).actions).abs().max() > 1e-3
+    changed = (moved - model(**x).actions).abs().amax((1, 2))
+    assert changed[0] > 1e-3 and changed[1] == 0  # sample 1 has no target mask: no offset to read
     with pytest.raises(ValueError, match="gripper_xy"):
         model(**{k: v for k, v in x.items() if k != "gripper_xy"})
     with pytest.raises(ValueError, match="proprio_dim"):
-        PixelVLAConfig.from_preset("tiny", gripper_where=True)
+        PixelVLAConfig.from_preset("tiny", gripper_offset=True)
 
 
 def test_the_processor_takes_the_gripper_pixel_in_image_coordinates():
     from pixelvla_model import PixelVLAProcessor, build_byte_tokenizer
 
-    processor = PixelVLAProcessor(PixelVLAConfig.from_preset("tiny", proprio_dim=7, gripper_where=True),
+    processor = PixelVLAProcessor(PixelVLAConfig.from_preset("tiny", proprio_dim=7, gripper_offset=True),
                                   build_byte_tokenizer(), STATS)
     image = np.zeros((60, 80, 3), np.uint8)
     out = processor([image], ["pick"], proprio=[np.zeros(7)], gripper_xy=[(20.0, 45.0)])
@@ -114,3 +115,29 @@ def test_the_processor_takes_the_gripper_pixel_in_image_coordinates():
         processor([image], ["pick"], proprio=[np.zeros(7)])
     with pytest.raises(ValueError, match="finite"):
         processor([image], ["pick"], proprio=[np.zeros(7)], gripper_xy=[(float("nan"), 1.0)])
+
+
+def test_a_gripper_pixel_model_exports_to_onnx_with_that_input(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from pixelvla_model.export import check_onnx_parity, export_onnx
+    from pixelvla_model.runtime.bundle import io_spec
+
+    torch.manual_seed(0)
+    model = PixelVLA(PixelVLAConfig.from_preset("tiny", proprio_dim=7, gripper_offset=True)).eval()
+    torch.nn.init.normal_(model.gripper_offset.mlp[2].weight, std=0.5)  # as if trained: the input matters
+    path = tmp_path / "gripper.onnx"
+    export_onnx(model, path, text_len=(2, 24, 64))
+    names = [i.name for i in ort.InferenceSession(str(path)).get_inputs()]
+    assert names[-2:] == ["proprio", "gripper_xy"] and names == [i["name"] for i in io_spec(model.config)[0]]
+    assert check_onnx_parity(model, path, batch_size=1, text_len=30) < 1e-4
+
+
+def test_the_mask_centroid_is_where_the_mask_is():
+    from pixelvla_model.modeling import mask_centroid
+
+    mask = torch.zeros(2, 8, 8)
+    mask[0, 2:4, 5:7] = 1.0  # rows 2-3, columns 5-6
+    xy, known = mask_centroid(mask)
+    np.testing.assert_allclose(xy[0].numpy(), [6.0 / 8, 3.0 / 8])  # pixel centres at (i + 0.5) / 8
+    assert known.tolist() == [True, False] and xy[1].tolist() == [0.0, 0.0]

@@ -61,7 +61,7 @@ class Collator:
             raise ValueError("the model takes the robot state, but some samples have none (their episodes carry "
                              "no proprio); train with proprio_dim: 0 or on data with the state")
         gripper = None
-        if self.processor.config.gripper_where:  # fractions of the image -> its pixel coordinates
+        if self.processor.config.gripper_offset:  # fractions of the image -> its pixel coordinates
             gripper = [np.asarray(s.get("gripper_xy", np.full(2, np.nan)), np.float64) * s["image"].shape[1::-1]
                        for s in samples]
         batch = self.processor([s["image"] for s in samples], [s["instruction"] for s in samples],

@@ -29,8 +29,8 @@ Sections (every key optional unless marked; defaults below):
                                      # (pixelvla_model.add_words), new ids after the tokenizer's own
                                      # visual_where_octaves: N grows the visual tokens' position term
                                      # onto init_from (PixelVLA.enable_visual_where; config field of that name)
-                                     # gripper_where: true adds the gripper's pixel to the robot-state token
-                                     # (PixelVLA.enable_gripper_where; train it with also_train: [gripper_where])
+                                     # gripper_offset: true adds the gripper's pixel to the robot-state token
+                                     # (PixelVLA.enable_gripper_offset; train it with also_train: [gripper_offset])
                                      # image_size: init_from trains on at N px, its towers' position
                                      # embeddings resampled onto the new grid (PixelVLA.resize_images)
     data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,
@@ -104,7 +104,7 @@ class TrainConfig:
         if not isinstance(self.activation_checkpointing, bool):
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
-                       "visual_where_octaves", "image_size", "gripper_where"}
+                       "visual_where_octaves", "image_size", "gripper_offset"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
         size = self.model.get("image_size")
