@@ -92,17 +92,6 @@ class PixelVLAConfig:
     # the cube the way an operator's click does. Off in the paper's model (its LLM grounds the words); a small
     # LLM trained from actions alone did not.
     text_grounding: bool = False
-    # A linear read of the decoder's input (the LLM state the action decoder reads) that says where the target
-    # and its destination are from the gripper: xy offsets (PixelVLAOutput.goal_offsets), trained with
-    # TrainConfig.offset_weight from the simulator's privileged positions. Training only: the policy's actions
-    # never read it; it makes the decoder's input keep the target's offset on every state it is trained on.
-    goal_head: bool = False
-    # Where the target is from the gripper, in the image: the target mask's centroid (or where the words
-    # click) minus the gripper's (TCP's) pixel, which forward kinematics and the camera's calibration give
-    # (input gripper_xy), through a small MLP added to the decoder's input. Near the cube the 112 px image
-    # holds the offset in 3-6 pixels, too few for the towers to pass on; this hands it to the decoder.
-    # Needs proprio_dim > 0. Grown onto a trained model by PixelVLA.enable_gripper_offset (zero-initialised).
-    gripper_offset: bool = False
 
     # --- visual prompt encoder ---
     max_prompts: int = 4  # K: prompt slots per sample (fixed shape; unused slots are masked)
@@ -213,8 +202,6 @@ class PixelVLAConfig:
                self.visual_where_octaves) < 0:
             errors.append("decoder_blocks, lora_r, dino_registers, proprio_dim, pixel_where_octaves and "
                           "visual_where_octaves must be >= 0")
-        if self.gripper_offset and not self.proprio_dim:
-            errors.append("gripper_offset reads the gripper's pixel from the robot's state: set proprio_dim > 0")
         if self.attn_implementation not in ("sdpa", "eager"):
             errors.append(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
         if errors:

@@ -73,8 +73,7 @@ GRAPH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bflo
 
 class PrefillGraph(torch.nn.Module):
     """PixelVLA.forward with positional tensor inputs (input_names(config) order: INPUT_NAMES, then
-    proprio when the model takes the robot state, then gripper_xy when it takes the gripper's pixel) and the
-    actions as the only output, float32 in and out
+    proprio when the model takes the robot state) and the actions as the only output, float32 in and out
     whatever the model's dtype (the rest of the model casts its other float inputs itself)."""
 
     def __init__(self, model: PixelVLA):
@@ -82,11 +81,10 @@ class PrefillGraph(torch.nn.Module):
         self.model = model
 
     def forward(self, pixel_values, input_ids, attention_mask, target_mask, prompt_coords, prompt_point_mask,
-                prompt_types, prompt_labels, prompt_masks, proprio=None, gripper_xy=None):
+                prompt_types, prompt_labels, prompt_masks, proprio=None):
         pixel_values = pixel_values.to(self.model.projector.fc1.weight.dtype)
         return self.model(pixel_values, input_ids, attention_mask, target_mask, prompt_coords, prompt_point_mask,
-                          prompt_types, prompt_labels, prompt_masks, proprio=proprio,
-                          gripper_xy=gripper_xy).actions.float()
+                          prompt_types, prompt_labels, prompt_masks, proprio=proprio).actions.float()
 
 
 def versions() -> dict[str, Optional[str]]:

@@ -57,15 +57,12 @@ INPUT_NAMES = (
 )
 #: The robot-state input, present only when config.proprio_dim > 0 (see input_names).
 PROPRIO_INPUT = "proprio"
-#: The gripper's pixel, present only when config.gripper_offset (see input_names).
-GRIPPER_INPUT = "gripper_xy"
-GOAL_UNIT = 0.1  # m: the goal-offset read predicts offsets in decimetres, so its targets are of order 1
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def input_names(config: PixelVLAConfig) -> tuple[str, ...]:
-    """The forward's tensor inputs for this config, in graph order: INPUT_NAMES (+ "proprio") (+ "gripper_xy")."""
-    return INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ()) + ((GRIPPER_INPUT,) if config.gripper_offset else ())
+    """The forward's tensor inputs for this config, in graph order: INPUT_NAMES (+ "proprio")."""
+    return INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ())
 
 
 @dataclass
@@ -74,15 +71,13 @@ class PixelVLAOutput(ModelOutput):
     last_hidden_state (B, S, D): the LLM's last layer (after its final norm) over the whole sequence;
     loss: scalar L1 when targets were given; grounding_logits (B, R, N): the text-grounding maps' logits over
     the patches, row-major, for the target (r = 0) and where it goes (r = 1, with config.place_prompts)
-    (config.text_grounding; None without it); goal_offsets (B, 4): the target's xy minus the gripper's, then the
-    destination's, in units of GOAL_UNIT m, base frame (config.goal_head; None without it)."""
+    (config.text_grounding; None without it)."""
 
     actions: Optional[torch.Tensor] = None
     action_hidden: Optional[torch.Tensor] = None
     last_hidden_state: Optional[torch.Tensor] = None
     loss: Optional[torch.Tensor] = None
     grounding_logits: Optional[torch.Tensor] = None
-    goal_offsets: Optional[torch.Tensor] = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -308,34 +303,6 @@ class PromptEncoder(nn.Module):
         return self.mlp(h) * valid.unsqueeze(-1).to(h.dtype), valid
 
 
-def mask_centroid(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, S, S) target mask in [0, 1] -> its weighted centroid (B, 2), (x, y) as fractions of the image from
-    the top-left corner (pixel centres at (i + 0.5) / S), and whether it has one (B,) bool (0, 0 where empty)."""
-    s = mask.shape[-1]
-    m = mask.float()
-    centres = (torch.arange(s, device=mask.device, dtype=torch.float32) + 0.5) / s
-    total = m.sum((1, 2))
-    xy = torch.stack([(m.sum(1) * centres).sum(1), (m.sum(2) * centres).sum(1)], -1) / total.clamp_min(1e-6)[:, None]
-    return xy, total > 0.5
-
-
-class GripperOffset(nn.Module):
-    """The target's offset from the gripper in the image (B, 2), fractions of the image, and whether it is
-    known (B,) -> (B, D), added to the decoder's input: [offset x 10, known] -> Linear, GELU, Linear, the last
-    zero-initialised (a model grown with it acts as before until it trains). x 10: near the cube the offset
-    is a few hundredths of the image."""
-
-    def __init__(self, c: PixelVLAConfig):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(3, c.llm_hidden), nn.GELU(), nn.Linear(c.llm_hidden, c.llm_hidden))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
-
-    def forward(self, offset: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        k = known.to(offset.dtype)[:, None]
-        return self.mlp(torch.cat([offset * 10.0 * k, k], -1).to(self.mlp[0].weight.dtype))
-
-
 class StateEncoder(nn.Module):
     """Normalised robot state (B, P) -> one token (B, 1, D): Linear, GELU, Linear."""
 
@@ -410,8 +377,6 @@ class PixelVLA(nn.Module):
         if config.visual_where_octaves:
             self._add_visual_where(config.visual_where_octaves)
         self.text_grounding = TextGrounding(config) if config.text_grounding else None
-        self.goal_head = nn.Linear(config.llm_hidden, 4) if config.goal_head else None
-        self.gripper_offset = GripperOffset(config) if config.gripper_offset else None
         if config.lora_r > 0:
             self._add_lora(config.lora_r)
 
@@ -435,7 +400,6 @@ class PixelVLA(nn.Module):
         prompt_labels: Optional[torch.Tensor] = None,  # (B, K) int64, 1 fg / 0 bg
         prompt_masks: Optional[torch.Tensor] = None,  # (B, K, S, S) float in [0, 1]
         proprio: Optional[torch.Tensor] = None,  # (B, proprio_dim) normalised robot state; needed iff proprio_dim > 0
-        gripper_xy: Optional[torch.Tensor] = None,  # (B, 2) in [0, 1] (x, y): the TCP's pixel; needed iff gripper_offset
         actions: Optional[torch.Tensor] = None,  # (B, N_c, 7) normalised targets -> L1 loss
     ) -> PixelVLAOutput:
         c = self.config
@@ -458,7 +422,7 @@ class PixelVLA(nn.Module):
             visual = visual + self.visual_where(self.visual_positions.to(visual.dtype))
         text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
-        grounding_logits = words_only = click_xy = None
+        grounding_logits = None
         if self.text_grounding is not None:  # no mask and no prompt: the words click (config.text_grounding)
             grounding_logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
             words_only = (weights.sum(1) < self.pixel_encoder.eps) & (prompt_types == 0).all(1)  # (B,)
@@ -487,19 +451,10 @@ class PixelVLA(nn.Module):
         last = (torch.arange(t, device=dev).unsqueeze(0) * am).argmax(dim=1)  # (B,) index into the text
         pos = last + torch.where(last > 0, c.prefix_tokens, 0)  # index into the full sequence
         action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
-        if self.gripper_offset is not None:  # where the target is from the gripper, in the image
-            if gripper_xy is None:
-                raise ValueError("this model takes the gripper's pixel (config.gripper_offset): pass gripper_xy (B, 2)")
-            target_xy, known = mask_centroid(target_mask)  # (B, 2), (B,)
-            if words_only is not None:  # no mask and no prompt: where the words clicked
-                target_xy = torch.where(words_only[:, None], click_xy.float(), target_xy)
-                known = known | words_only
-            action_hidden = action_hidden + self.gripper_offset(target_xy - gripper_xy.float(), known).to(action_hidden.dtype)
         pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
-        goal = None if self.goal_head is None else self.goal_head(action_hidden.to(self.goal_head.weight.dtype))
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,
-                              grounding_logits=grounding_logits, goal_offsets=goal)
+                              grounding_logits=grounding_logits)
 
     # ------------------------------------------------------------------ training stages
     def enable_place_prompts(self) -> None:
@@ -574,23 +529,6 @@ class PixelVLA(nn.Module):
             weight = self.decoder.proj.weight
             self.text_grounding = TextGrounding(self.config).to(device=weight.device, dtype=weight.dtype)
             self.config.text_grounding = True
-
-    def enable_gripper_offset(self) -> None:
-        """Add the target's offset from the gripper to the decoder's input (config.gripper_offset) of a model without it; no-op
-        when it has it. Zero-initialised: every output stays as it was until it trains."""
-        if self.gripper_offset is None:
-            weight = self.decoder.proj.weight
-            self.gripper_offset = GripperOffset(self.config).to(device=weight.device, dtype=weight.dtype)
-            self.config.gripper_offset = True
-            self.config.validate()
-
-    def enable_goal_head(self) -> None:
-        """Add the goal-offset read (config.goal_head) to a model without it; no-op when it has it. The actions
-        stay as they were: the decoder does not read it."""
-        if self.goal_head is None:
-            weight = self.decoder.proj.weight
-            self.goal_head = nn.Linear(self.config.llm_hidden, 4).to(device=weight.device, dtype=weight.dtype)
-            self.config.goal_head = True
 
     def _add_visual_where(self, octaves: int) -> None:
         weight = self.projector.fc3.weight  # on the meta device while a checkpoint loads; buffers stay real
@@ -744,8 +682,7 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
     last sample is right-padded by 3 tokens when B > 1); target_mask (B,224,224) float32 (sample 0: a
     square, the last sample: empty when B > 1); prompt_coords (B,K,P,2) float32; prompt_point_mask
     (B,K,P) float32; prompt_types (B,K) int64; prompt_labels (B,K) int64; prompt_masks (B,K,S,S) float32
-    (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0;
-    gripper_xy (B, 2) float32 in [0, 1] when config.gripper_offset.
+    (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0.
     """
     g = torch.Generator().manual_seed(seed)
     s = config.image_size
@@ -769,6 +706,4 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
            "target_mask": target_mask, **pt}
     if config.proprio_dim:
         out[PROPRIO_INPUT] = torch.randn(batch_size, config.proprio_dim, generator=g)
-    if config.gripper_offset:
-        out[GRIPPER_INPUT] = torch.rand(batch_size, 2, generator=g)
     return out

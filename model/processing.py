@@ -202,11 +202,9 @@ class PixelVLAProcessor:
     def __call__(self, images: Sequence[np.ndarray], instructions: Sequence[str],
                  prompts: Optional[Sequence[Optional[Sequence[Prompt]]]] = None,
                  masks: Optional[Sequence[Optional[np.ndarray]]] = None,
-                 proprio: Optional[Sequence[np.ndarray]] = None,
-                 gripper_xy: Optional[Sequence[Sequence[float]]] = None) -> dict[str, torch.Tensor]:
+                 proprio: Optional[Sequence[np.ndarray]] = None) -> dict[str, torch.Tensor]:
         """Lists of B images (H,W,3) uint8, instructions, prompt lists (or None), target masks (or None) and,
-        for models with proprio_dim > 0, B normalised robot states (see normalize_proprio); for models with
-        config.gripper_offset, B gripper (TCP) pixels (x, y) in each image's coordinates, as prompts give them."""
+        for models with proprio_dim > 0, B normalised robot states (see normalize_proprio)."""
         b = len(images)
         if len(instructions) != b:
             raise ValueError(f"got {b} images but {len(instructions)} instructions")
@@ -234,13 +232,6 @@ class PixelVLAProcessor:
                 raise ValueError(f"this model takes the robot state ({self.config.proprio_dim} values) for each of "
                                  f"the {b} images; pass proprio")
             out["proprio"] = torch.as_tensor(np.stack([np.asarray(p, np.float32) for p in proprio]))
-        if self.config.gripper_offset:
-            if gripper_xy is None or len(gripper_xy) != b:
-                raise ValueError(f"this model takes the gripper's pixel for each of the {b} images; pass gripper_xy")
-            xy = np.asarray(gripper_xy, np.float64).reshape(b, 2) / np.array([(w, h) for h, w in hw], np.float64)
-            if not np.isfinite(xy).all():
-                raise ValueError(f"gripper_xy must be finite pixel coordinates, got {np.asarray(gripper_xy).tolist()}")
-            out["gripper_xy"] = torch.as_tensor(xy.astype(np.float32))
         return out
 
     def text_tokens(self, instruction: str) -> int:

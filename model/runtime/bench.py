@@ -55,17 +55,15 @@ def time_calls(fn, frames: int, warmup: int) -> list[float]:
 
 def benchmark_frame(processor) -> tuple[dict, float]:
     """The fixed test frame through the processor -> (batch, processor latency ms). A model that reads the
-    robot state gets a normalised state of zeros (the middle of the statistics' range); one that reads the
-    gripper's pixel, the gripper just above the mask."""
+    robot state gets a normalised state of zeros (the middle of the statistics' range)."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     mask = np.zeros((480, 640), bool)
     mask[200:300, 250:400] = True
     state = [np.zeros(processor.config.proprio_dim, np.float32)] if processor.config.proprio_dim else None
-    gripper = [(320.0, 180.0)] if processor.config.gripper_offset else None
 
     def frame() -> dict:
-        return processor([image], [INSTRUCTION], [[Point(320.0, 240.0)]], [mask], proprio=state, gripper_xy=gripper)
+        return processor([image], [INSTRUCTION], [[Point(320.0, 240.0)]], [mask], proprio=state)
 
     ms = time_calls(frame, 5, 1)
     return frame(), float(np.median(ms))

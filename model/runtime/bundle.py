@@ -117,8 +117,7 @@ def io_spec(config, batch_size: Any = 1) -> tuple[list[dict], list[dict]]:
     """(inputs, outputs) of the prefill graph for a PixelVLAConfig, as manifest entries.
 
     B = batch_size (an int, or a name for a dynamic dim), T = "text_len", K/P/S = max_prompts /
-    max_prompt_points / prompt_mask_size, N_c = chunk_size, P = proprio_dim; gripper_xy (B, 2) with
-    config.gripper_offset."""
+    max_prompt_points / prompt_mask_size, N_c = chunk_size, P = proprio_dim."""
     from ..modeling import input_names
 
     b, s = batch_size, config.image_size
@@ -132,8 +131,6 @@ def io_spec(config, batch_size: Any = 1) -> tuple[list[dict], list[dict]]:
     }
     if config.proprio_dim:
         shapes["proprio"] = ([b, config.proprio_dim], "float32")
-    if config.gripper_offset:
-        shapes["gripper_xy"] = ([b, 2], "float32")
     names = input_names(config)
     assert tuple(shapes) == names, "io_spec is out of date with modeling.input_names"
     inputs = [{"name": n, "shape": shapes[n][0], "dtype": shapes[n][1]} for n in names]

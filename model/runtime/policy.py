@@ -75,10 +75,9 @@ class RuntimePolicy:
 
     def predict(self, image: np.ndarray, instruction: str, prompts: Optional[Sequence[Prompt]] = None,
                 mask: Optional[np.ndarray] = None, unnorm_key: Optional[str] = None,
-                proprio: Optional[np.ndarray] = None, gripper_xy: Optional[Sequence[float]] = None) -> np.ndarray:
+                proprio: Optional[np.ndarray] = None) -> np.ndarray:
         """image (H, W, 3) uint8 RGB; prompts in pixel coordinates of `image`; mask (H, W) target mask;
-        proprio: the raw robot state (P,), required when config.proprio_dim > 0 (see processing.py);
-        gripper_xy: the gripper's (TCP's) pixel (x, y) in `image`, required when config.gripper_offset.
+        proprio: the raw robot state (P,), required when config.proprio_dim > 0 (see processing.py).
         Returns (N_c, 7) float64 actions in robot units (see processing.py)."""
         key = resolve_unnorm_key(self.norm_stats, unnorm_key)  # fail before running the network
         state = None
@@ -86,8 +85,7 @@ class RuntimePolicy:
             if proprio is None:
                 raise ValueError(f"this model takes the robot state ({self.config.proprio_dim} values); pass proprio")
             state = [self.processor.normalize_proprio(proprio, key)]
-        actions = self.infer(self.processor([image], [instruction], [prompts], [mask], state,
-                                            None if gripper_xy is None else [gripper_xy]))[0]
+        actions = self.infer(self.processor([image], [instruction], [prompts], [mask], state))[0]
         return self.processor.unnormalize(actions, key)
 
 

@@ -35,7 +35,7 @@ def synthetic_episode(rng: np.random.Generator, steps: int = 12, size: int = 32,
         "prompt_boxes": np.stack([mask_box(m) for m in masks]).astype(np.float32),
         "step_success": np.zeros(steps, bool),
         "camera_intrinsics": np.array([30, 30, 16, 16], np.float32),
-        "camera_pose": np.array([0.3, 0, 1, 0, 1, 0, 0], np.float32),  # looking straight down
+        "camera_pose": np.array([0, 0, 1, 1, 0, 0, 0], np.float32),
         "destination_mask": plate,
     }
     meta = {"format": FORMAT, "version": VERSION, "task": "put_red_cube_on_plate", "seed": int(rng.integers(1e6)),

@@ -60,47 +60,6 @@ def test_sim_reader_and_samples(sim_dataset):
     assert repr(again["prompts"]) == repr(s["prompts"])  # same (seed, epoch, index) -> same sample
 
 
-def test_goal_offsets_place_the_target_and_the_destination_from_their_masks():
-    from pixelvla_robots.camera import CameraModel
-    from pixelvla_robots.rotations import matrix_to_quat
-    from pixelvla_sim.tasks import CUBE_HALF, REST_Z
-    from pixelvla_training.datasets.sim import goal_offsets, gripper_xy
-
-    size, steps = 96, 6
-    camera = CameraModel("c", size, size, 80.0, 80.0, 47.5, 47.5, np.array([0.3, 0.0, 0.7]),
-                         np.diag([1.0, -1.0, -1.0]))  # looking straight down
-    rows, cols = np.mgrid[:size, :size]
-
-    def disc(point):  # a symmetric blob around where `point` projects: its centroid is that pixel
-        u, v = camera.project(np.asarray(point)[None])[0][0]
-        return (cols - round(u)) ** 2 + (rows - round(v)) ** 2 <= 9, camera.point_at_height(round(u), round(v), point[2])
-
-    target_mask, target = disc([0.25, 0.08, CUBE_HALF])
-    plate_mask, plate = disc([0.35, -0.10, REST_Z["plate"]])
-    tcp = np.zeros((steps, 7), np.float32)
-    tcp[:, 0], tcp[:, 1], tcp[:, 3] = np.linspace(0.2, 0.3, steps), 0.01, 1.0
-    gripper = np.array([1, 1, 1, 0, 0, 1], np.float32)  # told to close at step 3
-    arrays = {"tcp_poses": tcp, "camera_intrinsics": np.array([80, 80, 47.5, 47.5], np.float32),
-              "camera_pose": np.r_[camera.position, matrix_to_quat(camera.rotation)].astype(np.float32),
-              "target_masks": np.repeat(target_mask[None], steps, 0), "destination_mask": plate_mask,
-              "images": np.zeros((steps, size, size, 3), np.uint8),
-              "actions": np.c_[np.zeros((steps, 6)), gripper].astype(np.float32)}
-    meta = {"target_object": "cube_1", "destination": "plate"}
-    offsets = goal_offsets(arrays, meta)
-    assert offsets.shape == (steps, 4) and offsets.dtype == np.float32
-    np.testing.assert_allclose(offsets[:4, :2], target[:2] - tcp[:4, :2], atol=1e-6)
-    assert np.isnan(offsets[4:, :2]).all()  # the cube may move once the gripper closed on it
-    np.testing.assert_allclose(offsets[:, 2:], plate[:2] - tcp[:, :2], atol=1e-6)
-    np.testing.assert_allclose(target[:2], [0.25, 0.08], atol=0.005)  # half a pixel is about 4 mm here
-    assert goal_offsets({k: v for k, v in arrays.items() if k != "tcp_poses"}, meta) is None
-    tcp[:, 2] = CUBE_HALF  # the TCP at the target's height, over it at the first step
-    tcp[0, :2] = target[:2]
-    where = gripper_xy(arrays)  # fractions of the image: the pixel the target's blob is centred on, + 0.5
-    rows, cols = np.nonzero(target_mask)
-    np.testing.assert_allclose(where[0], [(cols.mean() + 0.5) / size, (rows.mean() + 0.5) / size], atol=1e-5)
-    assert goal_offsets(arrays, {"target_object": "cube_1", "destination": "nowhere"}) is None
-
-
 def test_sim_episodes_carry_the_robot_state_normalised_per_dataset(sim_dataset):
     from pixelvla_model import PixelVLAConfig, PixelVLAProcessor, build_byte_tokenizer
     from pixelvla_training.datasets import Collator
@@ -140,7 +99,7 @@ def test_collated_batch_runs_through_the_model(sim_dataset):
     ds = ChunkDataset(eps, config.chunk_size, norm_stats_for(eps), sampler=PromptSampler(text_only=0.5))
     batch = Collator(PixelVLAProcessor(config, build_byte_tokenizer(), norm_stats_for(eps)))([ds[i] for i in range(6)])
     assert batch["actions"].shape == (6, config.chunk_size, 7) and batch["action_valid"].dtype == torch.bool
-    labels = ("actions", "action_valid", "target_xy", "place_xy", "goal_offset")
+    labels = ("actions", "action_valid", "target_xy", "place_xy")
     out = PixelVLA(config)(**{k: v for k, v in batch.items() if k not in labels})
     assert out.actions.shape == (6, config.chunk_size, 7)
     # where the target is, for every sample with a mask, whether or not it shows its prompts
@@ -148,8 +107,6 @@ def test_collated_batch_runs_through_the_model(sim_dataset):
     assert batch["target_xy"].shape == (6, 2) and np.allclose(batch["target_xy"].numpy(), expected, equal_nan=True)
     place = base.mask_centroid(eps[0].place_mask)  # where the target goes, NaN when the episode has no place
     assert np.allclose(batch["place_xy"].numpy(), np.tile(place, (6, 1)), equal_nan=True)
-    assert batch["goal_offset"].shape == (6, 4)  # where the target and the destination are from the gripper (m)
-    assert np.allclose(batch["goal_offset"].numpy(), eps[0].goal_offsets[:6], equal_nan=True)
 
 
 def test_mask_centroid_in_image_fractions():

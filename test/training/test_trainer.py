@@ -166,36 +166,6 @@ def test_grounding_trains_the_text_grounding_map_on_the_target_patch(tmp_path):
             TrainConfig.from_dict({**cfg, **bad})
 
 
-def test_offset_weight_trains_a_goal_read_that_leaves_the_actions_alone(tmp_path):
-    from pixelvla_model.modeling import GOAL_UNIT
-    from pixelvla_training.trainer.loop import goal_offset_l1
-
-    nan = float("nan")
-    goal = torch.tensor([[0.05, -0.02, nan, nan], [nan, nan, nan, nan]])  # m
-    pred = torch.tensor([[0.4, -0.2, 9.0, 9.0], [9.0, 9.0, 9.0, 9.0]])  # GOAL_UNIT m
-    assert goal_offset_l1(pred, goal) == pytest.approx((0.05 / GOAL_UNIT - 0.4 + 0.0) / 2)
-    assert goal_offset_l1(pred, torch.full((2, 4), nan)) == 0.0
-    data = write_sim_dataset(tmp_path / "demos")
-    cat = Trainer(TrainConfig.from_dict(tiny_train_config(data, tmp_path / "cat", steps=1)), resume=False).train()
-    model = PixelVLA.from_pretrained(cat).eval()
-    inputs = {"pixel_values": torch.rand(2, 3, 28, 28), "input_ids": torch.tensor([[1, 5, 6], [1, 7, 0]]),
-              "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])}
-    with torch.no_grad():
-        before = model(**inputs).actions
-        model.enable_goal_head()
-        out = model(**inputs)
-    assert torch.equal(out.actions, before) and out.goal_offsets.shape == (2, 4)
-    cfg = tiny_train_config(data, tmp_path / "offset", steps=2, offset_weight=1.0)
-    cfg["model"] = {"init_from": str(cat)}
-    trained = PixelVLA.from_pretrained(Trainer(TrainConfig.from_dict(cfg), resume=False).train())
-    assert trained.config.goal_head and trained.goal_head is not None
-    assert "goal_head.weight" in (tmp_path / "offset" / "trainable.txt").read_text().split()
-    logged = [json.loads(line) for line in (tmp_path / "offset" / "metrics.jsonl").read_text().splitlines()]
-    assert all(rec["offset_cm"] > 0 for rec in logged)
-    with pytest.raises(ValueError, match="offset_weight"):
-        TrainConfig.from_dict({**cfg, "offset_weight": -1})
-
-
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     data = write_sim_dataset(tmp_path / "demos")

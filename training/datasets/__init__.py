@@ -49,8 +49,8 @@ def load_episodes(sources: Sequence[dict], image_size: Optional[int] = None,
 
 class Collator:
     """List of samples -> the model's input tensors + ``actions`` (B, N_c, 7) + ``action_valid`` (B, N_c)
-    + ``target_xy`` and ``place_xy`` (B, 2) and ``goal_offset`` (B, 4), NaN where unknown (samples without one,
-    e.g. from a reader that has no masks)."""
+    + ``target_xy`` and ``place_xy`` (B, 2), NaN where unknown (samples without one, e.g. from a reader that
+    has no masks)."""
 
     def __init__(self, processor):
         self.processor = processor
@@ -60,17 +60,13 @@ class Collator:
         if self.processor.config.proprio_dim and any(p is None for p in proprio):
             raise ValueError("the model takes the robot state, but some samples have none (their episodes carry "
                              "no proprio); train with proprio_dim: 0 or on data with the state")
-        gripper = None
-        if self.processor.config.gripper_offset:  # fractions of the image -> its pixel coordinates
-            gripper = [np.asarray(s.get("gripper_xy", np.full(2, np.nan)), np.float64) * s["image"].shape[1::-1]
-                       for s in samples]
         batch = self.processor([s["image"] for s in samples], [s["instruction"] for s in samples],
                                [s["prompts"] for s in samples], [s["target_mask"] for s in samples],
-                               proprio if self.processor.config.proprio_dim else None, gripper)
+                               proprio if self.processor.config.proprio_dim else None)
         batch["actions"] = torch.from_numpy(np.stack([s["actions"] for s in samples])).float()
         batch["action_valid"] = torch.from_numpy(np.stack([s["action_valid"] for s in samples]))
-        for key, width in (("target_xy", 2), ("place_xy", 2), ("goal_offset", 4)):
-            batch[key] = torch.from_numpy(np.stack([s.get(key, np.full(width, np.nan, np.float32)) for s in samples]))
+        for key in ("target_xy", "place_xy"):
+            batch[key] = torch.from_numpy(np.stack([s.get(key, np.full(2, np.nan, np.float32)) for s in samples]))
         return batch
 
 

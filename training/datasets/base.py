@@ -18,10 +18,6 @@ the in-memory :class:`ChunkDataset` both use it):
                         width and height from the top-left corner; pixel centres), NaN without a mask; given
                         whether or not the sample shows its prompts (the text-grounding map learns it, text-only too)
         "place_xy":     (2,) float32, the same for the episode's place mask (where the target goes), NaN without one
-        "gripper_xy":   (2,) float32, where the gripper (TCP) is in the image, (x, y) as fractions of its width and
-                        height from the top-left corner (Episode.gripper_xy), NaN where unknown
-        "goal_offset":  (4,) float32, the target's xy minus the gripper's, then the destination's (m, base frame;
-                        Episode.goal_offsets), NaN where unknown
         "dataset":      str, the dataset key (its norm_stats entry)
         "episode":      str, where the episode came from (Episode.source), for logs and tests
     }
@@ -100,11 +96,6 @@ class Episode:
     meta: dict = field(default_factory=dict)
     proprio: Optional[np.ndarray] = None
     place_mask: Optional[np.ndarray] = None  # (H, W) where the target goes (e.g. the plate) at step 0: place prompts
-    # (T, 4) float32: the target's xy minus the gripper's (TCP's), then the destination's, m in the base frame,
-    # NaN where unknown (simulator episodes: training/datasets/sim.py goal_offsets); None for readers without it
-    goal_offsets: Optional[np.ndarray] = None
-    # (T, 2) float32: the gripper's (TCP's) pixel in each image as fractions of its width and height; None if unknown
-    gripper_xy: Optional[np.ndarray] = None
 
     @property
     def num_steps(self) -> int:
@@ -210,10 +201,8 @@ def make_sample(ep: Episode, actions: np.ndarray, state: Optional[np.ndarray], t
         prompts = list(fixed)
     return {"image": ep.images[t], "instruction": ep.instruction, "target_mask": shown_mask, "prompts": prompts,
             "proprio": None if state is None else state[t], "actions": chunk, "action_valid": valid,
-            "target_xy": mask_centroid(mask), "place_xy": mask_centroid(ep.place_mask),
-            "goal_offset": ep.goal_offsets[t] if ep.goal_offsets is not None else np.full(4, np.nan, np.float32),
-            "gripper_xy": ep.gripper_xy[t] if ep.gripper_xy is not None else np.full(2, np.nan, np.float32),
-            "dataset": ep.dataset, "episode": ep.source}
+            "target_xy": mask_centroid(mask), "place_xy": mask_centroid(ep.place_mask), "dataset": ep.dataset,
+            "episode": ep.source}
 
 
 # ------------------------------------------------------------------------------------------------ dataset
@@ -300,5 +289,4 @@ def resize_episode(ep: Episode, size: int) -> Episode:
         return out.numpy() if np.asarray(m).ndim == 3 else out[0].numpy()
 
     return Episode(imgs, ep.actions, ep.instruction, ep.dataset, shrink(ep.target_masks), ep.prompts,
-                   shrink(ep.first_masks), ep.source, ep.meta, ep.proprio, shrink(ep.place_mask), ep.goal_offsets,
-                   ep.gripper_xy)
+                   shrink(ep.first_masks), ep.source, ep.meta, ep.proprio, shrink(ep.place_mask))

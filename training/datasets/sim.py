@@ -63,60 +63,7 @@ def read_sim_episode(root: str | Path, file: str, dataset_key: str = "pixelvla_s
                    instruction=str(meta.get("instruction", "")), dataset=dataset_key,
                    target_masks=masks, first_masks=None if masks is None else masks[0],
                    source=str(path), meta={k: meta.get(k) for k in ("task", "seed", "prompted")},
-                   proprio=state, place_mask=a.get("destination_mask"), goal_offsets=goal_offsets(a, meta),
-                   gripper_xy=gripper_xy(a))
-
-
-def recorded_camera(arrays: dict):
-    """The episode's camera (a CameraModel at the recorded image size), None if it was not recorded."""
-    from pixelvla_training.labeling.proposal import camera_from_arrays
-
-    if not {"camera_intrinsics", "camera_pose", "images"} <= set(arrays):
-        return None
-    return camera_from_arrays(arrays["camera_intrinsics"], arrays["camera_pose"], *arrays["images"].shape[1:3])
-
-
-def gripper_xy(arrays: dict) -> Optional[np.ndarray]:
-    """(T, 2) float32: where the TCP is in each image, (x, y) as fractions of the width and height from the
-    top-left corner (the image's own convention, so at any size); None without TCP poses or camera."""
-    from pixelvla_robots.camera import image_xy
-
-    camera = recorded_camera(arrays)
-    if camera is None or "tcp_poses" not in arrays:
-        return None
-    uv, _ = camera.project(arrays["tcp_poses"][:, :3].astype(np.float64))
-    return (image_xy(uv) / np.array([camera.width, camera.height])).astype(np.float32)
-
-
-def goal_offsets(arrays: dict, meta: dict) -> Optional[np.ndarray]:
-    """(T, 4) float32 per step: the target's xy minus the TCP's xy, then the destination's xy minus the TCP's
-    xy (m, base frame); NaN where unknown. None when the episode lacks what it takes (TCP poses, camera, masks).
-
-    The target is placed where its first mask's centroid meets the height of its centre at rest, valid until
-    the gripper is first told to close (it may move from then on); the destination where its mask's centroid
-    meets its resting height. With the recorded camera the target lands within 2 mm of where the expert
-    grasps it."""
-    from pixelvla_sim.tasks import REST_Z
-
-    camera = recorded_camera(arrays)
-    heights = [REST_Z.get(meta.get(k)) for k in ("target_object", "destination")]
-    if camera is None or any(k not in arrays for k in ("tcp_poses", "target_masks", "destination_mask")) \
-            or None in heights:
-        return None
-    masks, tcp = arrays["target_masks"], arrays["tcp_poses"][:, :2].astype(np.float64)
-
-    def on_table(mask: np.ndarray, z: float) -> np.ndarray:
-        if not mask.any():
-            return np.full(2, np.nan)
-        rows, cols = np.nonzero(mask)  # pixel indices = the camera's (u, v) at pixel centres
-        return camera.point_at_height(cols.mean(), rows.mean(), z)[:2]
-
-    gripper = arrays.get("executed_actions", arrays.get("actions"))[:, 6]
-    closing = np.flatnonzero(gripper < 0.5)
-    before_grasp = np.arange(len(tcp)) <= (closing[0] if len(closing) else len(tcp))
-    target = np.where(before_grasp[:, None], on_table(masks[0], heights[0]) - tcp, np.nan)
-    destination = on_table(arrays["destination_mask"], heights[1]) - tcp
-    return np.concatenate([target, destination], axis=1).astype(np.float32)
+                   proprio=state, place_mask=a.get("destination_mask"))
 
 
 def read_sim_episodes(root: str | Path, dataset_key: str = "pixelvla_sim", image_size: Optional[int] = None,

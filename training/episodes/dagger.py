@@ -41,8 +41,6 @@ class PolicyDriver:
         """(N, 7) float64 action chunk predicted from `obs` (Bridge units)."""
         state = np.array([*obs["joint_positions"], obs["gripper_position"]], np.float32)
         prompt = dict(prompts=self.prompts, mask=obs["masks"][obs["target_object"]]) if self.prompted else {}
-        if self.policy.config.gripper_offset:  # where the TCP is in the image, from the calibrated camera
-            prompt["gripper_xy"] = image_xy(obs["camera"].project(obs["tcp_position"][None])[0][0])
         chunk = self.policy.predict(obs["rgb"], obs["instruction"], proprio=state, unnorm_key=self.unnorm_key, **prompt)
         return np.asarray(chunk, dtype=np.float64).reshape(-1, 7)
 

@@ -12,10 +12,6 @@ Sections (every key optional unless marked; defaults below):
                                      # learn which patch holds the target and the place (their masks'
                                      # centroids, every sample with one, text-only ones too), loss += weight x
                                      # cross-entropy; they click for a sample without mask or prompt
-    offset_weight: 0.0               # > 0: a linear read of the decoder's input (PixelVLA.enable_goal_head)
-                                     # learns the target's and the destination's xy offsets from the gripper
-                                     # (samples' goal_offset, simulator data), loss += weight x L1 in dm; it
-                                     # trains the layers below it to keep where the target is
     model: {preset: tiny, overrides: {...}, init_from: null, seed: 0, place_prompts: false}
                                      # init_from: a from_pretrained directory (e.g. the CAT result for PUE),
                                      # or an OpenVLA / Prismatic HF checkpoint directory (openvla-7b), imported
@@ -29,8 +25,6 @@ Sections (every key optional unless marked; defaults below):
                                      # (pixelvla_model.add_words), new ids after the tokenizer's own
                                      # visual_where_octaves: N grows the visual tokens' position term
                                      # onto init_from (PixelVLA.enable_visual_where; config field of that name)
-                                     # gripper_offset: true adds the gripper's pixel to the robot-state token
-                                     # (PixelVLA.enable_gripper_offset; train it with also_train: [gripper_offset])
                                      # image_size: init_from trains on at N px, its towers' position
                                      # embeddings resampled onto the new grid (PixelVLA.resize_images)
     data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,
@@ -71,7 +65,6 @@ class TrainConfig:
     lora_r: int = 32
     also_train: list = field(default_factory=list)
     grounding_weight: float = 0.0
-    offset_weight: float = 0.0
     model: dict = field(default_factory=lambda: {"preset": "tiny"})
     data: dict = field(default_factory=dict)
     optim: dict = field(default_factory=dict)
@@ -104,7 +97,7 @@ class TrainConfig:
         if not isinstance(self.activation_checkpointing, bool):
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
-                       "visual_where_octaves", "image_size", "gripper_offset"}
+                       "visual_where_octaves", "image_size"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
         size = self.model.get("image_size")
@@ -123,8 +116,6 @@ class TrainConfig:
             errors.append("optim.schedule must be cosine or constant")
         if not isinstance(self.grounding_weight, (int, float)) or self.grounding_weight < 0:
             errors.append(f"grounding_weight must be a number >= 0, got {self.grounding_weight!r}")
-        if not isinstance(self.offset_weight, (int, float)) or self.offset_weight < 0:
-            errors.append(f"offset_weight must be a number >= 0, got {self.offset_weight!r}")
         if not isinstance(self.also_train, list):
             errors.append("also_train must be a list of module prefixes")
         if errors:

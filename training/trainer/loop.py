@@ -47,7 +47,6 @@ import yaml
 from pixelvla_model import (PixelVLA, PixelVLAConfig, PixelVLAPolicy, PixelVLAProcessor, add_words,
                             build_byte_tokenizer, from_openvla, load_tokenizer)
 from pixelvla_model.files import CONFIG_FILE, load_norm_stats, validate_norm_stats
-from pixelvla_model.modeling import GOAL_UNIT
 from pixelvla_model.openvla_import import is_openvla_checkpoint, openvla_config, read_openvla_config
 
 from . import sharding
@@ -111,15 +110,6 @@ def grounding_cross_entropy(logits: torch.Tensor, target_xy: torch.Tensor, grid:
         return logits.sum() * 0.0  # keeps the map in the graph (DDP expects a gradient for every parameter)
     cell = (target_xy[known].float() * grid).long().clamp(0, grid - 1)  # (K, 2): column, row
     return F.cross_entropy(logits[known].float(), cell[:, 1] * grid + cell[:, 0])
-
-
-def goal_offset_l1(pred: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-    """pred (B, 4) in GOAL_UNIT m, goal (B, 4) m, NaN: unknown -> mean |error| in GOAL_UNIT over the known
-    entries (0, still in the graph, when none is known)."""
-    known = ~goal.isnan()
-    if not known.any():
-        return pred.sum() * 0.0
-    return (pred.float()[known] - goal[known].float() / GOAL_UNIT).abs().mean()
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -204,8 +194,6 @@ class Trainer:
             model.enable_place_prompts()
         if m.get("visual_where_octaves"):
             model.enable_visual_where(int(m["visual_where_octaves"]))
-        if m.get("gripper_offset"):
-            model.enable_gripper_offset()
         if m.get("image_size") and int(m["image_size"]) != config.image_size:
             if self.mode == "fsdp":  # the towers are not loaded yet: resize the checkpoint in one process first
                 raise ValueError("model.image_size resizes init_from's towers, which an fsdp run loads only once "
@@ -213,13 +201,10 @@ class Trainer:
             model.resize_images(int(m["image_size"]))
         if self.cfg.grounding_weight:
             model.enable_text_grounding()
-        if self.cfg.offset_weight:
-            model.enable_goal_head()
         model.train()
         names = model.freeze_for_stage(self.cfg.stage, lora_r=self.cfg.lora_r)
-        # trained only with their losses
-        heads = ["text_grounding"] * bool(self.cfg.grounding_weight) + ["goal_head"] * bool(self.cfg.offset_weight)
-        extra = tuple(p.rstrip(".") + "." for p in [*self.cfg.also_train, *heads])
+        grounding = ["text_grounding"] if self.cfg.grounding_weight else []  # trained only with its loss
+        extra = tuple(p.rstrip(".") + "." for p in [*self.cfg.also_train, *grounding])
         if extra:
             for n, p in model.named_parameters():
                 # prefixes name the model's own modules: under LoRA llm.embed_tokens is llm.base_model.model.embed_tokens
@@ -407,13 +392,11 @@ class Trainer:
         try:
             for step in range(start + 1, cfg.steps + 1):
                 total = torch.zeros((), device=device)
-                grounding = torch.zeros((), device=device)  # their shares of total, logged on their own
-                offset = torch.zeros((), device=device)
+                grounding = torch.zeros((), device=device)  # its share of total, logged on its own
                 for m in range(cfg.grad_accum):
                     batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
                     target, valid = batch.pop("actions"), batch.pop("action_valid")
                     where = torch.stack([batch.pop("target_xy"), batch.pop("place_xy")], 1)  # (B, 2 roles, 2)
-                    goal = batch.pop("goal_offset")  # (B, 4) m
                     sync = self.mode != "ddp" or m == cfg.grad_accum - 1
                     with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast():
                         out = wrapped(**batch)
@@ -424,10 +407,6 @@ class Trainer:
                                                          model.config.grid_size)
                             loss = loss + cfg.grounding_weight * ce
                             grounding += ce.detach() / cfg.grad_accum
-                        if cfg.offset_weight:
-                            l1 = goal_offset_l1(out.goal_offsets, goal)
-                            loss = loss + cfg.offset_weight * l1
-                            offset += l1.detach() / cfg.grad_accum
                         loss = loss / cfg.grad_accum
                     loss.backward()
                     total += loss.detach()
@@ -438,10 +417,8 @@ class Trainer:
                 if self.dist.enabled:
                     dist.all_reduce(total)
                     dist.all_reduce(grounding)
-                    dist.all_reduce(offset)
                     total /= self.dist.world
                     grounding /= self.dist.world
-                    offset /= self.dist.world
                 done += 1
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     now = time.monotonic()
@@ -449,8 +426,6 @@ class Trainer:
                            "grad_norm": float(grad_norm), "samples_per_s": done * cfg.batch_size / max(1e-9, now - last_log)}
                     if cfg.grounding_weight:
                         rec["grounding_ce"] = float(grounding)
-                    if cfg.offset_weight:
-                        rec["offset_cm"] = float(offset) * GOAL_UNIT * 100
                     last_log, done = now, 0
                     if self.dist.main:
                         with open(metrics_path, "a") as f:
