@@ -92,11 +92,6 @@ class PixelVLAConfig:
     # the cube the way an operator's click does. Off in the paper's model (its LLM grounds the words); a small
     # LLM trained from actions alone did not.
     text_grounding: bool = False
-    # > 0: the decoder classifies each translation and rotation step into this many bins over the normalised
-    # range [-1, 1] (cross-entropy; the action is the likeliest bin's centre) instead of regressing it (L1):
-    # a step whose direction the network is unsure of becomes one committed step, not their median. The
-    # gripper stays regressed. Grown onto a trained model by PixelVLA.enable_action_bins (a new output layer).
-    action_bins: int = 0
 
     # --- visual prompt encoder ---
     max_prompts: int = 4  # K: prompt slots per sample (fixed shape; unused slots are masked)

@@ -78,7 +78,6 @@ class PixelVLAOutput(ModelOutput):
     last_hidden_state: Optional[torch.Tensor] = None
     loss: Optional[torch.Tensor] = None
     grounding_logits: Optional[torch.Tensor] = None
-    action_logits: Optional[torch.Tensor] = None  # (B, N_c, 6, bins) with config.action_bins
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -339,30 +338,11 @@ class ActionDecoder(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(c.decoder_hidden), nn.Linear(c.decoder_hidden, c.decoder_hidden),
                                   nn.GELU(), nn.Linear(c.decoder_hidden, c.chunk_size * c.action_dim))
 
-        self.bins = c.action_bins
-        if self.bins:
-            self.head[3] = nn.Linear(c.decoder_hidden, c.chunk_size * self.outputs_per_step)
-
-    @property
-    def outputs_per_step(self) -> int:
-        """Regressed: the 7 values; binned: bins logits for each of the 6 motion values, then the gripper."""
-        return (self.shape[1] - 1) * self.bins + 1 if self.bins else self.shape[1]
-
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.decode(h)[0]
-
-    def decode(self, h: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """(B, D) -> (actions (B, N_c, 7), and with bins their logits (B, N_c, 6, bins), else None)."""
         x = self.proj(h)
         for block in self.blocks:
             x = block(x)
-        out = self.head(x)
-        if not self.bins:
-            return out.view(-1, *self.shape), None
-        out = out.view(-1, self.shape[0], self.outputs_per_step)
-        logits = out[..., :-1].unflatten(-1, (self.shape[1] - 1, self.bins))
-        centres = (torch.arange(self.bins, device=out.device, dtype=out.dtype) + 0.5) * (2.0 / self.bins) - 1.0
-        return torch.cat([centres[logits.argmax(-1)], out[..., -1:]], -1), logits
+        return self.head(x).view(-1, *self.shape)
 
 
 def build_llm(c: PixelVLAConfig) -> LlamaModel:
@@ -471,10 +451,10 @@ class PixelVLA(nn.Module):
         last = (torch.arange(t, device=dev).unsqueeze(0) * am).argmax(dim=1)  # (B,) index into the text
         pos = last + torch.where(last > 0, c.prefix_tokens, 0)  # index into the full sequence
         action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
-        pred, action_logits = self.decoder.decode(action_hidden.to(self.decoder.proj.weight.dtype))
+        pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,
-                              grounding_logits=grounding_logits, action_logits=action_logits)
+                              grounding_logits=grounding_logits)
 
     # ------------------------------------------------------------------ training stages
     def enable_place_prompts(self) -> None:
@@ -539,16 +519,6 @@ class PixelVLA(nn.Module):
         if self.visual_where is not None:
             self.visual_positions = patch_position_encoding(new_grid, c.visual_where_octaves).to(
                 self.visual_positions.device)
-
-    def enable_action_bins(self, bins: int) -> None:
-        """Make the decoder classify its motion steps into `bins` bins (config.action_bins): a new output layer,
-        the rest of the decoder as trained. No-op when it already has that many."""
-        if self.config.action_bins == bins:
-            return
-        weight = self.decoder.proj.weight
-        self.config.action_bins = self.decoder.bins = bins
-        self.decoder.head[3] = nn.Linear(self.config.decoder_hidden, self.config.chunk_size
-                                         * self.decoder.outputs_per_step).to(device=weight.device, dtype=weight.dtype)
 
     def enable_text_grounding(self) -> None:
         """Add the text-grounding maps (config.text_grounding) to a model without them; no-op when it has them.

@@ -46,26 +46,3 @@ def test_pue_trains_lora_pixel_prompt_and_decoder():
 def test_unknown_stage():
     with pytest.raises(ValueError, match="cat.*pue"):
         _fresh().freeze_for_stage("sft")
-
-
-def test_a_binned_decoder_decodes_the_likeliest_bins_and_its_loss_finds_the_label_bin():
-    from pixelvla_training.trainer.loop import masked_bins_ce
-
-    torch.manual_seed(0)
-    model = PixelVLA(PixelVLAConfig.from_preset("tiny")).eval()
-    model.enable_action_bins(8)
-    out = model(**example_inputs(model.config, batch_size=2))
-    n_c = model.config.chunk_size
-    assert out.action_logits.shape == (2, n_c, 6, 8) and out.actions.shape == (2, n_c, 7)
-    centres = torch.arange(8) * 0.25 - 0.875  # bin i covers [-1 + i/4, -1 + (i+1)/4)
-    assert torch.equal(out.actions[..., :6], centres[out.action_logits.argmax(-1)])
-    target = torch.tensor([-1.0, -0.9, 0.0, 0.3, 0.99, 1.0]).expand(2, n_c, 6)
-    label = torch.tensor([0, 0, 4, 5, 7, 7])
-    peaked = torch.full((2, n_c, 6, 8), -30.0).scatter(-1, label.expand(2, n_c, 6)[..., None], 30.0)
-    valid = torch.ones(2, n_c, dtype=torch.bool)
-    assert masked_bins_ce(peaked, target, valid) < 1e-6
-    assert masked_bins_ce(torch.zeros(2, n_c, 6, 8), target, valid) == pytest.approx(float(torch.log(torch.tensor(8.0))))
-    valid[:, 1:] = False  # padded steps do not count
-    wrong = peaked.clone()
-    wrong[:, 1:] = peaked[:, 1:].flip(-1)
-    assert masked_bins_ce(wrong, target, valid) < 1e-6

@@ -97,7 +97,7 @@ class TrainConfig:
         if not isinstance(self.activation_checkpointing, bool):
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
-                       "visual_where_octaves", "image_size", "action_bins"}
+                       "visual_where_octaves", "image_size"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
         size = self.model.get("image_size")

@@ -112,16 +112,6 @@ def grounding_cross_entropy(logits: torch.Tensor, target_xy: torch.Tensor, grid:
     return F.cross_entropy(logits[known].float(), cell[:, 1] * grid + cell[:, 0])
 
 
-def masked_bins_ce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """logits (B, N_c, 6, bins) over [-1, 1]; target (B, N_c, 6) normalised; valid (B, N_c) -> mean
-    cross-entropy of the bin each target falls in, over the valid steps."""
-    bins = logits.shape[-1]
-    label = ((target.float() + 1.0) * (bins / 2.0)).long().clamp(0, bins - 1)
-    ce = F.cross_entropy(logits.float().flatten(0, 2), label.flatten(), reduction="none").view(label.shape)
-    v = valid.to(ce.dtype).unsqueeze(-1).expand_as(ce)
-    return (ce * v).sum() / v.sum().clamp_min(1)
-
-
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """pred, target (B, N_c, 7); valid (B, N_c) bool -> mean over samples of each sample's mean |error|
     over its valid steps."""
@@ -204,8 +194,6 @@ class Trainer:
             model.enable_place_prompts()
         if m.get("visual_where_octaves"):
             model.enable_visual_where(int(m["visual_where_octaves"]))
-        if m.get("action_bins"):
-            model.enable_action_bins(int(m["action_bins"]))
         if m.get("image_size") and int(m["image_size"]) != config.image_size:
             if self.mode == "fsdp":  # the towers are not loaded yet: resize the checkpoint in one process first
                 raise ValueError("model.image_size resizes init_from's towers, which an fsdp run loads only once "
@@ -412,11 +400,7 @@ class Trainer:
                     sync = self.mode != "ddp" or m == cfg.grad_accum - 1
                     with (contextlib.nullcontext() if sync else wrapped.no_sync()), autocast():
                         out = wrapped(**batch)
-                        if out.action_logits is None:
-                            loss = masked_l1(out.actions.float(), target, valid)
-                        else:  # binned motion steps, regressed gripper
-                            loss = masked_bins_ce(out.action_logits, target[..., :-1], valid) \
-                                + masked_l1(out.actions[..., -1:].float(), target[..., -1:], valid)
+                        loss = masked_l1(out.actions.float(), target, valid)
                         if cfg.grounding_weight:
                             logits = out.grounding_logits  # (B, R, N): the target, then where it goes
                             ce = grounding_cross_entropy(logits.flatten(0, 1), where[:, :logits.shape[1]].flatten(0, 1),
