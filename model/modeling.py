@@ -57,12 +57,17 @@ INPUT_NAMES = (
 )
 #: The robot-state input, present only when config.proprio_dim > 0 (see input_names).
 PROPRIO_INPUT = "proprio"
+#: Where the target and place prompts are from the TCP (B, 2, 4), present only when config.prompt_offsets.
+OFFSETS_INPUT = "prompt_offsets"
+OFFSET_UNIT = 0.1  # m: prompt offsets enter the network in decimetres, of order 1 over the workspace
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def input_names(config: PixelVLAConfig) -> tuple[str, ...]:
-    """The forward's tensor inputs for this config, in graph order: INPUT_NAMES (+ "proprio")."""
-    return INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ())
+    """The forward's tensor inputs for this config, in graph order: INPUT_NAMES (+ "proprio")
+    (+ "prompt_offsets")."""
+    return (INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ())
+            + ((OFFSETS_INPUT,) if config.prompt_offsets else ()))
 
 
 @dataclass
@@ -314,6 +319,22 @@ class StateEncoder(nn.Module):
         return self.mlp(proprio).unsqueeze(1)
 
 
+class PromptOffsets(nn.Module):
+    """Where the target and place prompts are from the TCP, (B, 2, 4) rows [dx, dy, dz (m), known] (see
+    config.prompt_offsets) -> (B, D) added to the decoder's input: Linear, GELU, Linear, the last
+    zero-initialised (a model grown with it acts as before until it trains)."""
+
+    def __init__(self, c: PixelVLAConfig):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(8, c.decoder_hidden), nn.GELU(), nn.Linear(c.decoder_hidden, c.llm_hidden))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, offsets: torch.Tensor) -> torch.Tensor:
+        scale = offsets.new_tensor([1 / OFFSET_UNIT] * 3 + [1.0])
+        return self.mlp((offsets * scale).flatten(1).to(self.mlp[0].weight.dtype))
+
+
 # ---------------------------------------------------------------------------------------------------
 # 4. LLM: transformers LlamaModel (built in PixelVLA.__init__), optionally wrapped with peft LoRA.
 # 5. Continuous action decoder
@@ -377,6 +398,7 @@ class PixelVLA(nn.Module):
         if config.visual_where_octaves:
             self._add_visual_where(config.visual_where_octaves)
         self.text_grounding = TextGrounding(config) if config.text_grounding else None
+        self.prompt_offsets = PromptOffsets(config) if config.prompt_offsets else None
         if config.lora_r > 0:
             self._add_lora(config.lora_r)
 
@@ -400,6 +422,7 @@ class PixelVLA(nn.Module):
         prompt_labels: Optional[torch.Tensor] = None,  # (B, K) int64, 1 fg / 0 bg
         prompt_masks: Optional[torch.Tensor] = None,  # (B, K, S, S) float in [0, 1]
         proprio: Optional[torch.Tensor] = None,  # (B, proprio_dim) normalised robot state; needed iff proprio_dim > 0
+        prompt_offsets: Optional[torch.Tensor] = None,  # (B, 2, 4) float, m; needed iff config.prompt_offsets
         actions: Optional[torch.Tensor] = None,  # (B, N_c, 7) normalised targets -> L1 loss
     ) -> PixelVLAOutput:
         c = self.config
@@ -408,6 +431,9 @@ class PixelVLA(nn.Module):
         if (proprio is None) != (self.state_encoder is None):
             raise ValueError(f"this model takes proprio_dim = {c.proprio_dim} robot-state values; "
                              + ("pass proprio (B, proprio_dim)" if proprio is None else "do not pass proprio"))
+        if (prompt_offsets is None) != (self.prompt_offsets is None):
+            raise ValueError("this model " + ("takes" if prompt_offsets is None else "does not take")
+                             + " the prompts' offsets from the TCP (config.prompt_offsets, input prompt_offsets (B, 2, 4))")
         if target_mask is None:
             target_mask = torch.zeros(b, c.image_size, c.image_size, device=dev)
         if prompt_types is None:  # no prompts: all slots empty
@@ -451,6 +477,8 @@ class PixelVLA(nn.Module):
         last = (torch.arange(t, device=dev).unsqueeze(0) * am).argmax(dim=1)  # (B,) index into the text
         pos = last + torch.where(last > 0, c.prefix_tokens, 0)  # index into the full sequence
         action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
+        if self.prompt_offsets is not None:  # where the operator's prompts are from the gripper, in metres
+            action_hidden = action_hidden + self.prompt_offsets(prompt_offsets.float()).to(action_hidden.dtype)
         pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,
@@ -530,6 +558,14 @@ class PixelVLA(nn.Module):
             self.text_grounding = TextGrounding(self.config).to(device=weight.device, dtype=weight.dtype)
             self.config.text_grounding = True
 
+    def enable_prompt_offsets(self) -> None:
+        """Add the prompts' offsets from the TCP to the decoder's input (config.prompt_offsets) of a model
+        without them; no-op when it has them. Zero-initialised: every output stays as it was until it trains."""
+        if self.prompt_offsets is None:
+            weight = self.decoder.proj.weight
+            self.prompt_offsets = PromptOffsets(self.config).to(device=weight.device, dtype=weight.dtype)
+            self.config.prompt_offsets = True
+
     def _add_visual_where(self, octaves: int) -> None:
         weight = self.projector.fc3.weight  # on the meta device while a checkpoint loads; buffers stay real
         self.register_buffer("visual_positions", patch_position_encoding(self.config.grid_size, octaves)
@@ -550,7 +586,8 @@ class PixelVLA(nn.Module):
 
         "cat": only the action decoder trains. "pue": peft LoRA (rank ``lora_r``, all attention and MLP
         projections of the LLM) + pixel encoder + prompt encoder + decoder train; everything else frozen.
-        The robot-state encoder, when the config has one, is new like the decoder and trains in both stages.
+        The robot-state encoder and the prompt-offset MLP, when the config has them, are new like the decoder
+        and train in both stages.
         "grounding": nothing here; the trainer trains the text-grounding map alone, so the policy acts exactly
         as before whenever a target mask is given. The text-grounding map stays frozen here in every stage: the
         trainer trains it when it has a grounding loss.
@@ -563,8 +600,9 @@ class PixelVLA(nn.Module):
             p.requires_grad_(False)
         train = {"cat": [self.decoder], "pue": [self.decoder, self.pixel_encoder, self.prompt_encoder],
                  "grounding": []}[stage]
-        if self.state_encoder is not None and train:  # new like the decoder: trains wherever the decoder does
-            train.append(self.state_encoder)
+        for extra in (self.state_encoder, self.prompt_offsets):  # new like the decoder: train wherever it does
+            if extra is not None and train:
+                train.append(extra)
         for module in train:
             module.requires_grad_(True)
         if stage == "pue":
@@ -682,7 +720,9 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
     last sample is right-padded by 3 tokens when B > 1); target_mask (B,224,224) float32 (sample 0: a
     square, the last sample: empty when B > 1); prompt_coords (B,K,P,2) float32; prompt_point_mask
     (B,K,P) float32; prompt_types (B,K) int64; prompt_labels (B,K) int64; prompt_masks (B,K,S,S) float32
-    (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0.
+    (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0;
+    prompt_offsets (B, 2, 4) float32 when config.prompt_offsets (sample 0: target and place known, the
+    last: neither when B > 1).
     """
     g = torch.Generator().manual_seed(seed)
     s = config.image_size
@@ -706,4 +746,11 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
            "target_mask": target_mask, **pt}
     if config.proprio_dim:
         out[PROPRIO_INPUT] = torch.randn(batch_size, config.proprio_dim, generator=g)
+    if config.prompt_offsets:
+        offsets = torch.zeros(batch_size, 2, 4)
+        offsets[:, :, :3] = 0.2 * torch.randn(batch_size, 2, 3, generator=g)
+        offsets[:, :, 3] = 1.0
+        if batch_size > 1:
+            offsets[-1] = 0.0
+        out[OFFSETS_INPUT] = offsets
     return out

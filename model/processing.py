@@ -202,9 +202,11 @@ class PixelVLAProcessor:
     def __call__(self, images: Sequence[np.ndarray], instructions: Sequence[str],
                  prompts: Optional[Sequence[Optional[Sequence[Prompt]]]] = None,
                  masks: Optional[Sequence[Optional[np.ndarray]]] = None,
-                 proprio: Optional[Sequence[np.ndarray]] = None) -> dict[str, torch.Tensor]:
+                 proprio: Optional[Sequence[np.ndarray]] = None,
+                 prompt_offsets: Optional[Sequence[np.ndarray]] = None) -> dict[str, torch.Tensor]:
         """Lists of B images (H,W,3) uint8, instructions, prompt lists (or None), target masks (or None) and,
-        for models with proprio_dim > 0, B normalised robot states (see normalize_proprio)."""
+        for models with proprio_dim > 0, B normalised robot states (see normalize_proprio); for models with
+        config.prompt_offsets, B (2, 4) prompt offsets from the TCP (pixelvla_model.prompt_offsets)."""
         b = len(images)
         if len(instructions) != b:
             raise ValueError(f"got {b} images but {len(instructions)} instructions")
@@ -232,6 +234,14 @@ class PixelVLAProcessor:
                 raise ValueError(f"this model takes the robot state ({self.config.proprio_dim} values) for each of "
                                  f"the {b} images; pass proprio")
             out["proprio"] = torch.as_tensor(np.stack([np.asarray(p, np.float32) for p in proprio]))
+        if self.config.prompt_offsets:
+            if prompt_offsets is None or len(prompt_offsets) != b:
+                raise ValueError(f"this model takes where the prompts are from the gripper for each of the {b} "
+                                 "images (config.prompt_offsets); pass prompt_offsets, (2, 4) each")
+            offsets = np.stack([np.asarray(o, np.float32) for o in prompt_offsets])
+            if offsets.shape[1:] != (2, 4) or not np.all(np.isfinite(offsets)):
+                raise ValueError(f"prompt_offsets must be finite (2, 4) per image, got shape {offsets.shape[1:]}")
+            out["prompt_offsets"] = torch.from_numpy(offsets)
         return out
 
     def text_tokens(self, instruction: str) -> int:

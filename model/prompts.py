@@ -81,6 +81,45 @@ class Mask:
 Prompt = Union[Point, Line, Box, Mask]
 
 
+def prompt_anchor(p: Prompt) -> tuple[float, float]:
+    """The one pixel (x, y) a prompt stands for: a point itself, a line's vertex mean, a box's centre, a mask's
+    centroid (pixel centres at +0.5). Image coordinates, as the prompt's."""
+    if isinstance(p, Point):
+        return float(p.x), float(p.y)
+    if isinstance(p, Line):
+        x, y = np.asarray(p.points, dtype=np.float64).mean(0)
+        return float(x), float(y)
+    if isinstance(p, Box):
+        return 0.5 * (p.x0 + p.x1), 0.5 * (p.y0 + p.y1)
+    rows, cols = np.nonzero(np.asarray(p.mask, dtype=bool))
+    return float(cols.mean() + 0.5), float(rows.mean() + 0.5)
+
+
+#: The rows of :func:`prompt_offsets`: the target, then the place.
+OFFSET_LABELS = (FOREGROUND, PLACE)
+
+
+def prompt_offsets(prompts: Sequence[Prompt] | None, locate, origin, target_mask=None) -> np.ndarray:
+    """(2, 4) float32, one row per label of OFFSET_LABELS: [dx, dy, dz, 1] = where the first prompt of that label
+    lies in the robot's base frame minus `origin` (3,) (the TCP, m), or zeros where there is no such prompt.
+    locate(x, y) -> (3,) base-frame point of an image pixel (e.g. the camera's ray through it met with the
+    plane objects rest at); a pixel it cannot place (NaN) counts as no prompt. With a target prompt and a
+    (H, W) `target_mask` (the tracked target), the target is located at the mask's centroid: a click lands
+    anywhere on the object, the centroid is where the object is (within 6 cm of the cube the expert's steps
+    follow from the centroid with a slope of 0.95, from a random pixel of the mask 0.5-0.6)."""
+    out = np.zeros((len(OFFSET_LABELS), 4), np.float32)
+    for row, label in enumerate(OFFSET_LABELS):
+        p = next((q for q in prompts or [] if q.label == label), None)
+        if p is None:
+            continue
+        if label == FOREGROUND and target_mask is not None and np.any(target_mask):
+            p = Mask(np.asarray(target_mask, dtype=bool))
+        where = np.asarray(locate(*prompt_anchor(p)), np.float64) - np.asarray(origin, np.float64)
+        if np.all(np.isfinite(where)):
+            out[row] = [*where, 1.0]
+    return out
+
+
 def _check_label(p: Prompt, where: str) -> None:
     if p.label not in LABEL_NAMES:
         raise ValueError(f"{where}: label must be 1 (foreground), 0 (background) or 2 (place), got {p.label!r}")

@@ -88,6 +88,20 @@ class CameraModel:
         direction = self.rotation @ np.array([(u - self.cx) / self.fx, (v - self.cy) / self.fy, 1.0])
         return self.position.copy(), direction / np.linalg.norm(direction)
 
+    def point_at_height(self, u: float, v: float, z: float) -> np.ndarray:
+        """(3,) world point where the ray through pixel (u, v) meets the horizontal plane at height z (m); NaN
+        where the ray runs parallel to it or meets it behind the camera."""
+        origin, direction = self.pixel_ray(u, v)
+        if abs(direction[2]) < 1e-9 or (z - origin[2]) / direction[2] <= 0:
+            return np.full(3, np.nan)
+        return origin + (z - origin[2]) / direction[2] * direction
+
+    def resized(self, width: int, height: int) -> "CameraModel":
+        """The same camera rendering (width, height) pixels (the image resized, the view unchanged)."""
+        sx, sy = width / self.width, height / self.height
+        return CameraModel(self.name, int(width), int(height), self.fx * sx, self.fy * sy,
+                           (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, self.position, self.rotation)
+
 
 def intrinsics(width: int, height: int, fovy_deg: float) -> tuple[float, float, float, float]:
     """(fx, fy, cx, cy) in pixels of a MuJoCo camera with vertical field of view `fovy_deg` degrees."""

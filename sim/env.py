@@ -27,6 +27,7 @@ Observation (dict returned by reset/step/observe):
     step              int, control steps taken since reset
     truncated         bool, step >= max_episode_steps
     task, instruction, target_object, destination   str (destination: the plate or bowl the target goes to)
+    camera            CameraModel of the rendering camera (its pose varies per episode), as calibrated
 Rendering is offscreen (EGL by default, OSMesa as fallback, see ``_gl.py``); shadows and anti-aliasing
 (MSAA 4x) are off by default.
 """
@@ -370,6 +371,7 @@ class TabletopEnv:
             "instruction": spec.instruction,
             "target_object": spec.target_object,
             "destination": spec.destination,
+            "camera": self.camera_model(),  # the calibrated camera: intrinsics and its pose this episode
         }
 
     # ------------------------------------------------------------------------------------------ rendering

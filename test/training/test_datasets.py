@@ -477,3 +477,40 @@ def test_pixel160k_annotations_over_sim_episodes(sim_dataset, tmp_path):
     assert 1 <= len(s["prompts"]) <= 2 and all(p in ep.prompts[0] for p in s["prompts"])
     assert (load_episodes([{"type": "pixel160k", "path": str(tmp_path / "p160k"), "key": "k"}], image_size=16)[0]
             .images.shape == (8, 32, 32, 3))  # episodes with fixed prompts keep their pixel coordinates
+
+
+def test_sim_samples_place_their_prompts_from_the_tcp_through_the_recorded_camera(tmp_path):
+    from conftest_helpers import synthetic_episode
+
+    from pixelvla_model import PLACE
+    from pixelvla_robots.camera import pixel_uv
+    from pixelvla_sim.tasks import CUBE_HALF
+    from pixelvla_training.datasets.sim import read_sim_episodes
+    from pixelvla_training.episodes.dataset import DatasetWriter
+    from pixelvla_training.labeling.proposal import camera_from_arrays
+
+    episode = synthetic_episode(np.random.default_rng(0), steps=8, size=32)
+    episode.arrays["camera_pose"] = np.array([0.3, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0], np.float32)  # looking straight down
+    episode.arrays["tcp_poses"][:, :3] = np.c_[np.linspace(0.2, 0.4, 8), np.zeros(8), np.full(8, 0.15)]
+    DatasetWriter(tmp_path / "d").add(episode)
+    ep = next(read_sim_episodes(tmp_path / "d", image_size=16))  # the camera follows the resize
+    sampler = PromptSampler(text_only=0.0, type_weights={"point": 1.0}, place=1.0)
+    s = ChunkDataset([ep], 5, norm_stats_for([ep]), sampler=sampler)[3]
+    assert s["prompts"][1].label == PLACE
+    camera = camera_from_arrays(episode.arrays["camera_intrinsics"], episode.arrays["camera_pose"], 32, 32)
+    rows, cols = np.nonzero(s["target_mask"])  # the target at the shown (tracked) mask's centroid, in 16 px
+    target = camera.point_at_height(*pixel_uv(((cols.mean() + 0.5) * 2, (rows.mean() + 0.5) * 2)), CUBE_HALF)
+    tcp = episode.arrays["tcp_poses"][3, :3]
+    np.testing.assert_allclose(s["prompt_offsets"][0], [*(target - tcp), 1.0], atol=1e-5)
+    place = camera.point_at_height(*pixel_uv((s["prompts"][1].x * 2, s["prompts"][1].y * 2)), CUBE_HALF)
+    np.testing.assert_allclose(s["prompt_offsets"][1], [*(place - tcp), 1.0], atol=1e-5)
+    assert abs(s["prompt_offsets"][0, 2] - (CUBE_HALF - 0.15)) < 1e-6
+    text_only = ChunkDataset([ep], 5, norm_stats_for([ep]), sampler=PromptSampler(text_only=1.0))[3]
+    assert not text_only["prompt_offsets"].any()  # nothing prompted: nothing known
+    from pixelvla_model import PixelVLAConfig, PixelVLAProcessor, build_byte_tokenizer
+    from pixelvla_training.datasets import Collator
+
+    config = PixelVLAConfig.from_preset("tiny", image_size=28, proprio_dim=7, place_prompts=True,
+                                        prompt_offsets=True)
+    batch = Collator(PixelVLAProcessor(config, build_byte_tokenizer(), norm_stats_for([ep])))([s, text_only])
+    np.testing.assert_array_equal(batch["prompt_offsets"].numpy(), np.stack([s["prompt_offsets"], np.zeros((2, 4))]))

@@ -18,6 +18,9 @@ the in-memory :class:`ChunkDataset` both use it):
                         width and height from the top-left corner; pixel centres), NaN without a mask; given
                         whether or not the sample shows its prompts (the text-grounding map learns it, text-only too)
         "place_xy":     (2,) float32, the same for the episode's place mask (where the target goes), NaN without one
+        "prompt_offsets": (2, 4) float32, where the sample's target and place prompts are from the TCP in the base
+                        frame (pixelvla_model.prompt_offsets), or None when the episode has no camera, TCP or
+                        prompt plane (see Episode)
         "dataset":      str, the dataset key (its norm_stats entry)
         "episode":      str, where the episode came from (Episode.source), for logs and tests
     }
@@ -83,6 +86,9 @@ class Episode:
     target_masks (T, H, W) bool or None; prompts: optional per-step list of fixed prompts (e.g. from
     annotations), None to sample them from the masks; instruction: str; dataset: its norm-stats key;
     proprio (T, P) float32 robot state at each step (raw, the dataset's convention) or None.
+    camera (a pixelvla_robots CameraModel at the images' size), tcp_positions (T, 3) m in the base frame and
+    prompt_plane_z (m, the height objects rest at): where they are known, a prompt's pixel is placed in the
+    base frame (samples' "prompt_offsets").
     """
 
     images: np.ndarray
@@ -96,6 +102,9 @@ class Episode:
     meta: dict = field(default_factory=dict)
     proprio: Optional[np.ndarray] = None
     place_mask: Optional[np.ndarray] = None  # (H, W) where the target goes (e.g. the plate) at step 0: place prompts
+    camera: Any = None
+    tcp_positions: Optional[np.ndarray] = None
+    prompt_plane_z: Optional[float] = None
 
     @property
     def num_steps(self) -> int:
@@ -199,10 +208,19 @@ def make_sample(ep: Episode, actions: np.ndarray, state: Optional[np.ndarray], t
         prompts, shown_mask = sampler(rng, mask, first_mask=first, fixed_prompts=fixed, place_mask=ep.place_mask)
     elif fixed:
         prompts = list(fixed)
+    offsets = None
+    if ep.camera is not None and ep.tcp_positions is not None and ep.prompt_plane_z is not None:
+        from pixelvla_model.prompts import prompt_offsets
+        from pixelvla_robots.camera import pixel_uv
+
+        def locate(x: float, y: float) -> np.ndarray:
+            return ep.camera.point_at_height(*pixel_uv((x, y)), ep.prompt_plane_z)
+
+        offsets = prompt_offsets(prompts, locate, ep.tcp_positions[t], shown_mask)
     return {"image": ep.images[t], "instruction": ep.instruction, "target_mask": shown_mask, "prompts": prompts,
             "proprio": None if state is None else state[t], "actions": chunk, "action_valid": valid,
-            "target_xy": mask_centroid(mask), "place_xy": mask_centroid(ep.place_mask), "dataset": ep.dataset,
-            "episode": ep.source}
+            "target_xy": mask_centroid(mask), "place_xy": mask_centroid(ep.place_mask), "prompt_offsets": offsets,
+            "dataset": ep.dataset, "episode": ep.source}
 
 
 # ------------------------------------------------------------------------------------------------ dataset
@@ -288,5 +306,7 @@ def resize_episode(ep: Episode, size: int) -> Episode:
         out = F.interpolate(t, size=(size, size), mode="area")[0] > 0.5
         return out.numpy() if np.asarray(m).ndim == 3 else out[0].numpy()
 
+    camera = None if ep.camera is None else ep.camera.resized(size, size)
     return Episode(imgs, ep.actions, ep.instruction, ep.dataset, shrink(ep.target_masks), ep.prompts,
-                   shrink(ep.first_masks), ep.source, ep.meta, ep.proprio, shrink(ep.place_mask))
+                   shrink(ep.first_masks), ep.source, ep.meta, ep.proprio, shrink(ep.place_mask), camera,
+                   ep.tcp_positions, ep.prompt_plane_z)

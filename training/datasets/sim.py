@@ -5,6 +5,8 @@ positions (rad) and the gripper finger position (m), the order /joint_states has
 the renderer; the first step's mask stands for the operator's one click at the start, and the destination's mask
 in the first image (where recorded) for a click on where the target goes (place prompts). Episodes recorded as
 failures (``meta.success`` false) are skipped by default: a failed demonstration is not a demonstration.
+Where the episode recorded its camera and TCP, prompts are also placed in the base frame on the plane a cube's
+centre rests at (``Episode.camera``, ``prompt_plane_z``), as the policy node places an operator's click.
 """
 from __future__ import annotations
 
@@ -59,11 +61,19 @@ def read_sim_episode(root: str | Path, file: str, dataset_key: str = "pixelvla_s
     state = None
     if "joint_positions" in a and "gripper_positions" in a:  # /joint_states order: arm joints, then gripper
         state = np.concatenate([a["joint_positions"], a["gripper_positions"][:, None]], axis=1).astype(np.float32)
+    camera = tcp = plane = None
+    if {"camera_intrinsics", "camera_pose", "tcp_poses"} <= set(a):
+        from pixelvla_sim.tasks import CUBE_HALF
+        from pixelvla_training.labeling.proposal import camera_from_arrays
+
+        camera = camera_from_arrays(a["camera_intrinsics"], a["camera_pose"], *a["images"].shape[1:3])
+        tcp, plane = a["tcp_poses"][:, :3].astype(np.float64), CUBE_HALF
     return Episode(images=a.get("images"), actions=np.asarray(a.get("actions", np.zeros((0, 7))), np.float32),
                    instruction=str(meta.get("instruction", "")), dataset=dataset_key,
                    target_masks=masks, first_masks=None if masks is None else masks[0],
                    source=str(path), meta={k: meta.get(k) for k in ("task", "seed", "prompted")},
-                   proprio=state, place_mask=a.get("destination_mask"))
+                   proprio=state, place_mask=a.get("destination_mask"), camera=camera, tcp_positions=tcp,
+                   prompt_plane_z=plane)
 
 
 def read_sim_episodes(root: str | Path, dataset_key: str = "pixelvla_sim", image_size: Optional[int] = None,

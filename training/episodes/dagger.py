@@ -6,7 +6,9 @@ every step (or, with `prompted=False`, the instruction alone); with `place=True`
 place point clicked on the destination in the first frame. `chunk(obs)` predicts the whole chunk (in-process
 rollouts execute it through the chunk executor); a call returns its first action, the one the executor runs
 when a new chunk comes every control period as here: DAgger episodes (run_expert_episode) execute it with
-`TabletopEnv.step_ee_delta`, through the same executor.
+`TabletopEnv.step_ee_delta`, through the same executor. A model that takes the prompts' offsets from the TCP
+(config.prompt_offsets) gets them from the episode's calibrated camera, the clicks placed on the plane a cube's
+centre rests at, and the TCP's position.
 """
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelvla_model import PLACE, Point
-from pixelvla_robots.camera import image_xy
+from pixelvla_model import PLACE, Point, prompt_offsets
+from pixelvla_robots.camera import image_xy, pixel_uv
 from pixelvla_sim.prompts import click_pixel
+from pixelvla_sim.tasks import CUBE_HALF
 
 
 class PolicyDriver:
@@ -41,6 +44,11 @@ class PolicyDriver:
         """(N, 7) float64 action chunk predicted from `obs` (Bridge units)."""
         state = np.array([*obs["joint_positions"], obs["gripper_position"]], np.float32)
         prompt = dict(prompts=self.prompts, mask=obs["masks"][obs["target_object"]]) if self.prompted else {}
+        if self.policy.config.prompt_offsets:
+            camera = obs["camera"]
+            prompt["prompt_offsets"] = prompt_offsets(
+                prompt.get("prompts"), lambda x, y: camera.point_at_height(*pixel_uv((x, y)), CUBE_HALF),
+                obs["tcp_position"], prompt.get("mask"))
         chunk = self.policy.predict(obs["rgb"], obs["instruction"], proprio=state, unnorm_key=self.unnorm_key, **prompt)
         return np.asarray(chunk, dtype=np.float64).reshape(-1, 7)
 

@@ -25,6 +25,9 @@ Sections (every key optional unless marked; defaults below):
                                      # (pixelvla_model.add_words), new ids after the tokenizer's own
                                      # visual_where_octaves: N grows the visual tokens' position term
                                      # onto init_from (PixelVLA.enable_visual_where; config field of that name)
+                                     # prompt_offsets: true grows the prompts' offsets from the TCP onto
+                                     # init_from (PixelVLA.enable_prompt_offsets; it trains with the
+                                     # decoder; data with a recorded camera and TCP poses)
                                      # image_size: init_from trains on at N px, its towers' position
                                      # embeddings resampled onto the new grid (PixelVLA.resize_images)
     data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,
@@ -97,7 +100,7 @@ class TrainConfig:
         if not isinstance(self.activation_checkpointing, bool):
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
-                       "visual_where_octaves", "image_size"}
+                       "visual_where_octaves", "image_size", "prompt_offsets"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
         size = self.model.get("image_size")

@@ -194,6 +194,8 @@ class Trainer:
             model.enable_place_prompts()
         if m.get("visual_where_octaves"):
             model.enable_visual_where(int(m["visual_where_octaves"]))
+        if m.get("prompt_offsets"):
+            model.enable_prompt_offsets()
         if m.get("image_size") and int(m["image_size"]) != config.image_size:
             if self.mode == "fsdp":  # the towers are not loaded yet: resize the checkpoint in one process first
                 raise ValueError("model.image_size resizes init_from's towers, which an fsdp run loads only once "
