@@ -95,7 +95,7 @@ class PixelVLAConfig:
     # Where the operator's target and place prompts are from the gripper in the robot's base frame: each
     # prompt's pixel (prompts.prompt_anchor) met with the plane objects rest at through the calibrated camera,
     # minus the TCP (forward kinematics): input prompt_offsets (B, 2, 4), rows target and place, [dx, dy, dz
-    # (m), known], through a small MLP added to the decoder's input. Without it the policy must place a click in
+    # (m), known], through a small MLP added to the decoder's actions. Without it the policy must place a click in
     # the arm's frame from the image alone, and the camera's pose moves from setup to setup: from the click's
     # pixel and the joints the expert's steps within 6 cm of the cube are predictable only to a slope of
     # 0.4-0.5 (docs/results.md). Grown onto a trained model by PixelVLA.enable_prompt_offsets (zero-initialised).

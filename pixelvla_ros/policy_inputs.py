@@ -6,7 +6,9 @@ force, checks each one when it arrives against the loaded model, and says why th
 nothing: the previous one stays in force. A target mask is used only with a camera frame whose stamp is within
 `max_mask_lag` s of the mask's (`mask_lag_problem`): a lagging segmenter holds the policy rather than give it a
 target drawn where the object was (an unstamped mask, drawn by hand, is not tied to a frame and is used as it is). `CameraRate` estimates the camera's frame rate from the image
-stamps and counts the frames that never arrived.
+stamps and counts the frames that never arrived. A model that reads where the prompts are from the gripper
+(config.prompt_offsets) gets them from a `PromptPlacing`: the calibrated camera, the plane clicked objects rest
+on and the TCP from the robot state; without a calibration or a usable state it does not run.
 
 Times are seconds on the node's clock (ROS time): message stamps and `now`.
 """
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from pixelvla_model.prompts import prompt_offsets
+from pixelvla_robots.camera import CameraModel, pixel_uv
 from pixelvla_ros.prompt_conversions import PromptSlots
 
 MAX_INSTRUCTION_CHARS = 4096  # a cheap guard before tokenizing; the model's own limit is in tokens
@@ -37,12 +41,40 @@ class ModelLimits:
     max_prompts: int = 0        # config.max_prompts: target and place prompts together (0: any number)
     place_prompts: bool = True  # config.place_prompts: trained with place prompts
     state_width: int = 0        # config.proprio_dim: robot-state values it reads (0: none)
+    prompt_offsets: bool = False  # config.prompt_offsets: it reads where the prompts are from the gripper
 
     @classmethod
     def of(cls, policy) -> "ModelLimits":
         """The limits of a pixelvla_model policy (PixelVLAPolicy or a RuntimePolicy)."""
         config = policy.config
-        return cls(policy.check_instruction, config.max_prompts, config.place_prompts, config.proprio_dim)
+        return cls(policy.check_instruction, config.max_prompts, config.place_prompts, config.proprio_dim,
+                   config.prompt_offsets)
+
+
+@dataclass(frozen=True)
+class PromptPlacing:
+    """How a prompt's pixel is placed in the base frame, for models with config.prompt_offsets.
+
+    camera: () -> the calibrated CameraModel (intrinsics and the optical frame's pose in the base frame), None
+    until known; tcp_position: robot state (the state joints' positions, gripper last) -> (3,) m, the TCP in
+    the base frame (forward kinematics); plane_z: m, the height in the base frame the clicked objects' centres
+    rest at (the ray through a click is met with that plane)."""
+
+    camera: Callable[[], Optional[CameraModel]]
+    tcp_position: Callable[[np.ndarray], np.ndarray]
+    plane_z: float
+
+    def offsets(self, prompts: list, mask: np.ndarray | None, state: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+        """(2, 4) pixelvla_model.prompt_offsets of `prompts` (pixels of an (H, W) frame) and the target mask."""
+        camera = self.camera()
+        h, w = image_hw
+        if (camera.width, camera.height) != (w, h):  # calibrated at another resolution: the same view
+            camera = camera.resized(w, h)
+
+        def locate(x: float, y: float) -> np.ndarray:
+            return camera.point_at_height(*pixel_uv((x, y)), self.plane_z)
+
+        return prompt_offsets(prompts, locate, self.tcp_position(state), mask)
 
 
 class PolicyInputs:
@@ -53,8 +85,10 @@ class PolicyInputs:
     most a target mask's stamp may differ from the stamp of the frame it is used with.
     """
 
-    def __init__(self, state_joints: Sequence[str], max_state_age: float, max_mask_lag: float = MAX_MASK_LAG) -> None:
+    def __init__(self, state_joints: Sequence[str], max_state_age: float, max_mask_lag: float = MAX_MASK_LAG,
+                 placing: PromptPlacing | None = None) -> None:
         self.state_joints = list(state_joints)
+        self.placing = placing
         self.max_state_age = max_state_age
         self.max_mask_lag = max_mask_lag
         self.model: ModelLimits | None = None
@@ -76,6 +110,9 @@ class PolicyInputs:
             raise InputError(f"the model reads {model.state_width} robot-state values, but joint_names + gripper_joint "
                              f"name {len(self.state_joints)} joints ({self.state_joints}); set them to the joints it "
                              "was trained on")
+        if model.prompt_offsets and self.placing is None:
+            raise InputError("the model reads where the prompts are from the gripper (config.prompt_offsets), but "
+                             "this node cannot place them: it needs the robot's kinematics and the camera's calibration")
         self.model = model
         errors = []
         if self.instruction:
@@ -157,6 +194,9 @@ class PolicyInputs:
         if self.mask is not None and self.last_frame is not None:
             reasons.append(mask_lag_problem(self.frame_stamp, self.mask_stamp, self.max_mask_lag))
         reasons.append(self._state_problem(now))
+        if self.model.prompt_offsets and self.placing.camera() is None:
+            reasons.append("the camera's calibration on camera/camera_info and camera/pose (the model places the "
+                           "prompts from the gripper)")
         return "; ".join(r for r in reasons if r)
 
     def waiting_for(self, now: float) -> str:
@@ -169,13 +209,18 @@ class PolicyInputs:
             reasons.append(f"a camera frame on /camera/image_raw (none for {now - self.last_frame:.1f} s)")
         return "; ".join(reasons)
 
-    def snapshot(self) -> tuple[str, list, np.ndarray | None, np.ndarray | None]:
-        """(instruction, model prompts for the current frame size, mask, robot state) for one inference."""
+    def snapshot(self) -> tuple[str, list, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """(instruction, model prompts for the current frame size, mask, robot state, prompt offsets) for one
+        inference; the state and the offsets only for a model that reads them (None otherwise)."""
         state = self.state if self.model is not None and self.model.state_width else None
-        return self.instruction, self.prompts.prompts(), self.mask, state
+        prompts = self.prompts.prompts()
+        offsets = None
+        if self.model is not None and self.model.prompt_offsets:
+            offsets = self.placing.offsets(prompts, self.mask, self.state, self.image_hw)
+        return self.instruction, prompts, self.mask, state, offsets
 
     def _state_problem(self, now: float) -> str:
-        if self.model is None or not self.model.state_width:
+        if self.model is None or not (self.model.state_width or self.model.prompt_offsets):
             return ""
         joints = f"/joint_states with {', '.join(self.state_joints)}"
         if self.state is None:

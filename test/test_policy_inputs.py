@@ -264,3 +264,31 @@ def test_duplicate_filter_drops_the_copy_from_the_other_subscription_only():
     nan = serialize_message(points((math.nan, 1.0)))
     assert not f.is_duplicate(nan, "live", now=8.0)
     assert f.is_duplicate(bytes(nan), "latched", now=8.0)
+
+
+# ---------------------------------------------------------------- prompts placed from the gripper
+def test_a_model_that_reads_prompt_offsets_waits_for_the_calibration_and_the_state_then_gets_them():
+    from pixelvla_robots.camera import CameraModel
+    from pixelvla_ros.policy_inputs import PromptPlacing
+
+    # a camera 1 m above the table looking straight down, calibrated at twice the frames' resolution
+    camera = {"now": None}
+    down = CameraModel("c", 320, 240, 200.0, 200.0, 159.5, 119.5, np.array([0.3, 0.0, 1.0]),
+                       np.diag([1.0, -1.0, -1.0]))
+    placing = PromptPlacing(lambda: camera["now"], lambda state: np.array([state[0], 0.0, 0.2]), plane_z=0.02)
+    with pytest.raises(InputError, match="cannot place them"):
+        PolicyInputs(JOINTS, 1.0).set_model(limits(prompt_offsets=True))
+    i = PolicyInputs(JOINTS, 1.0, placing=placing)
+    i.set_model(limits(prompt_offsets=True))
+    i.set_instruction("put this cube in the bowl")
+    i.frame_arrived(HW, now=10.0)
+    assert "/joint_states" in i.blocking(10.0)  # the TCP comes from the robot state, even for a model without it
+    i.set_state(np.r_[0.25, np.zeros(6)], stamp=10.0)
+    assert i.blocking(10.0).startswith("the camera's calibration")
+    camera["now"] = down
+    assert i.blocking(10.0) == ""
+    i.set_prompt(points((80, 60)))  # the middle of the 160 x 120 frame: straight below the camera
+    instruction, prompts, mask, state, offsets = i.snapshot()
+    assert state is None  # the model does not read the state itself
+    np.testing.assert_allclose(offsets, [[0.3 - 0.25, 0.0, 0.02 - 0.2, 1.0], [0.0, 0.0, 0.0, 0.0]], atol=1e-6)
+    assert inputs().snapshot()[4] is None  # a model without them gets none

@@ -30,6 +30,11 @@ the newest complete joint state is missing, holds NaN/inf or is older than `max_
 refuses at configure a model whose state width does not match. While it waits for an input (a frame, an
 instruction, a usable joint state) PolicyStatus.waiting_for says which, and diagnostics report a WARN.
 
+A model that reads where the prompts are from the gripper (config.prompt_offsets) gets them placed in the base
+frame: the target mask's centroid (else the prompt's pixel) and the place prompt's pixel, each ray met with the
+plane at `prompt_plane_z`, through the calibration on /camera/camera_info and /camera/pose, minus the TCP from
+/joint_states (forward kinematics of `robot_model`). It does not run until both are known.
+
 Camera: raw (sensor_msgs/Image) or, with `image_transport` compressed, JPEG/PNG on `<topic>/compressed`
 as image_transport publishes it. The image callback only checks a frame's header; the worker converts or
 decodes the frame it takes (and the model resizes it), so a 30 Hz camera costs 5 conversions a second at
@@ -43,7 +48,7 @@ inference thread is joined before the node is destroyed (on_stop).
 Topics: /camera/image_raw (or /camera/image_raw/compressed), /pixelvla/instruction (String), /pixelvla/prompt (VisualPrompt; a POINT
 prompt without points clears it), /pixelvla/place_prompt (VisualPrompt: where the target goes, for models
 trained with place prompts; cleared the same way), /pixelvla/mask (mono8, the segmenter's target mask),
-/joint_states in;
+/joint_states, /camera/camera_info and /camera/pose (models with prompt offsets) in;
 /pixelvla/action_chunk, /pixelvla/status (PolicyStatus, 1 Hz and on errors), /diagnostics out.
 """
 from __future__ import annotations
@@ -63,11 +68,12 @@ from std_msgs.msg import Header, String
 
 from pixelvla_model import DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT_NOTE, PixelVLAConfig
 from pixelvla_ros import qos
+from pixelvla_ros.camera_subscriptions import CameraSubscriptions
 from pixelvla_ros.image_conversions import TRANSPORTS, CameraFrame, ImageError, image_to_mono
 from pixelvla_ros.latest_frame import LatestFrameWorker
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_camera, subscribe_latched
-from pixelvla_ros.policy_inputs import CameraRate, InputError, ModelLimits, PolicyInputs
+from pixelvla_ros.policy_inputs import CameraRate, InputError, ModelLimits, PolicyInputs, PromptPlacing
 from pixelvla_ros.prompt_conversions import is_clear
 
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
@@ -109,6 +115,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                                     "this of the image it was computed from (its header stamp)", minimum=0.0)
         transport = self.declare("image_transport", "raw", "raw: sensor_msgs/Image on the camera topic; compressed: "
                                  "CompressedImage (JPEG/PNG) on <camera topic>/compressed", read_only=True, choices=TRANSPORTS)
+        plane_z = self.declare("prompt_plane_z", 0.018, "m, base frame: the height the centres of the objects an "
+                               "operator clicks rest at; models with prompt offsets place clicks on this plane")
         autostart = self.declare("autostart", True, "configure and activate at start-up")
 
         self.policy = None
@@ -121,7 +129,12 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                                         ready=lambda: not self.inputs.blocking(self.now()),
                                         take=lambda: self.inputs.snapshot(),
                                         run=lambda frame, inputs: self.run_once(frame, *inputs))
-        self.inputs = PolicyInputs(self.state_joints, max_state_age, max_mask_lag)
+        self.camera_topics = CameraSubscriptions(self, base_frame=self.base_frame)
+        placing = None
+        if robot.has_kinematics:
+            arm = len(self.state_joints) - 1  # the state's arm joints; the gripper is last
+            placing = PromptPlacing(self.camera_topics.camera, lambda state: robot.fk(state[:arm])[0], plane_z)
+        self.inputs = PolicyInputs(self.state_joints, max_state_age, max_mask_lag, placing)
         if instruction:
             self.inputs.set_instruction(instruction)  # checked against the model at configure
         self.camera = CameraRate()
@@ -302,7 +315,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
 
     # ---------------------------------------------------------------- inference
     def run_once(self, frame: CameraFrame, instruction: str, prompts: list, mask: np.ndarray | None,
-                 state: np.ndarray | None) -> None:
+                 state: np.ndarray | None, offsets: np.ndarray | None) -> None:
         """One chunk from `frame` with the inputs in force (PolicyInputs.snapshot: already checked)."""
         try:
             rgb = frame.rgb  # the one conversion (or JPEG/PNG decode) of this frame, off the image callback
@@ -312,7 +325,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         started = time.perf_counter()
         try:
             actions = self.policy.predict(rgb, instruction, prompts=prompts or None, mask=mask,
-                                          unnorm_key=self.unnorm_key, proprio=state)
+                                          unnorm_key=self.unnorm_key, proprio=state, prompt_offsets=offsets)
         except (ValueError, RuntimeError) as exc:
             self.report_error(f"inference failed: {exc}")
             return

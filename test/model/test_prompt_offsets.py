@@ -48,7 +48,7 @@ def offsets_model():
     torch.manual_seed(0)
     model = PixelVLA(PixelVLAConfig.from_preset("tiny", proprio_dim=7)).eval()
     model.enable_prompt_offsets()
-    torch.nn.init.normal_(model.prompt_offsets.mlp[2].weight, std=0.5)  # as if trained
+    torch.nn.init.normal_(model.prompt_offsets.mlp[4].weight, std=0.5)  # as if trained
     return model
 
 
@@ -62,7 +62,7 @@ def test_grown_onto_a_model_it_starts_silent_and_then_moves_the_actions():
         assert model.config.prompt_offsets and input_names(model.config)[-1] == "prompt_offsets"
         x = example_inputs(model.config, batch_size=2)
         assert torch.equal(model(**x).actions, before)
-        torch.nn.init.normal_(model.prompt_offsets.mlp[2].weight, std=0.5)
+        torch.nn.init.normal_(model.prompt_offsets.mlp[4].weight, std=0.5)
         moved = model(**{**x, "prompt_offsets": x["prompt_offsets"] * 2}).actions
     assert (moved[0] - model(**x).actions[0]).abs().max() > 1e-3
     assert torch.equal(moved[1], model(**x).actions[1])  # nothing known: zeros in, the same actions out

@@ -512,3 +512,75 @@ def test_a_place_prompt_for_a_model_without_them_is_refused(policy):
     io["image"].publish(frame(9101))
     wait_error(probe, io, "not trained with place prompts")
     chunk_for(probe, io, frame(9102))  # refused once; the node goes on without it
+
+
+@pytest.fixture(scope="module")
+def offsets_model(tmp_path_factory):
+    """A tiny checkpoint that reads the robot state and where the prompts are from the gripper, its offset MLP
+    given weights (a new one is zero-initialised: the offsets would not show in the actions)."""
+    import torch
+
+    from pixelvla_model import PixelVLAConfig, PixelVLAPolicy
+
+    policy = PixelVLAPolicy.from_config(PixelVLAConfig.from_preset("tiny", proprio_dim=7, prompt_offsets=True),
+                                        seed=5, norm_stats=BRIDGE_LIKE_WITH_STATE)
+    torch.nn.init.normal_(policy.model.prompt_offsets.mlp[4].weight, std=0.5)
+    path = tmp_path_factory.mktemp("offsets_model") / "ckpt"
+    policy.save_pretrained(path)
+    return path
+
+
+def test_a_prompt_offsets_model_waits_for_the_calibration_and_places_the_click_from_the_gripper(ros_node, offsets_model):
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import CameraInfo
+
+    from pixelvla_model import Point as Click
+    from pixelvla_model import PixelVLAPolicy
+    from pixelvla_robots.base import get_robot
+    from pixelvla_robots.camera import CameraModel, pixel_uv
+    from pixelvla_robots.rotations import matrix_to_quat
+
+    node = start_policy(f"model_path:={offsets_model}")
+    io = policy_io(ros_node)
+    status = ros_node.collect(PolicyStatus, "/pixelvla/status", qos.LATCHED)
+    joints = ros_node.publisher(JointState, "/joint_states", qos.SENSOR)
+    info_pub = ros_node.publisher(CameraInfo, "/camera/camera_info", qos.SENSOR)
+    pose_pub = ros_node.publisher(PoseStamped, "/camera/pose", qos.LATCHED)
+    ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube in the bowl"))
+    ros_node.publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED).publish(
+        VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=100.0, y=70.0)], prompt_id="cube"))
+    q = np.array([0.2, -0.3, 0.4, 0.0, 0.9, 0.0, 0.03])
+    ros_node.node.create_timer(0.1, lambda: joints.publish(JointState(name=[*ARM, "left_finger"], position=q.tolist())))
+    # calibrated at twice the frames' resolution, looking down at the table from 60 cm
+    camera = CameraModel("c", 320, 240, 260.0, 260.0, 159.5, 119.5, np.array([0.25, 0.0, 0.6]),
+                         np.diag([1.0, -1.0, -1.0]))
+    msg = frame(8101, seed=7)
+    try:
+        assert ros_node.spin_until(lambda: any(m.state == PolicyStatus.ACTIVE for m in status), timeout=60)
+        assert ros_node.spin_until(lambda: io["image"].get_subscription_count() > 0, timeout=30)
+        for _ in range(15):  # 3 s of images and joint states without a calibration: nothing is published
+            io["image"].publish(msg)
+            ros_node.spin_for(0.2)
+        assert not io["chunks"], "the model ran without knowing where the camera is"
+        pose = PoseStamped()
+        pose.header.frame_id = "wx250s/base_link"
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = camera.position.tolist()
+        w, x, y, z = matrix_to_quat(camera.rotation)
+        pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = x, y, z, w
+        pose_pub.publish(pose)
+        ros_node.node.create_timer(0.2, lambda: info_pub.publish(CameraInfo(**camera.camera_info())))
+        actions = chunk_for(ros_node, io, msg, timeout=60)
+    finally:
+        node.terminate()
+        out, _ = node.communicate(timeout=20)
+    assert "waiting for" in out and "the camera's calibration" in out  # the user is told what is missing
+    tcp = get_robot("wx250s").fk(q[:6])[0]
+    click = camera.resized(160, 120).point_at_height(*pixel_uv((100.0, 70.0)), 0.018)
+    offsets = np.array([[*(click - tcp), 1.0], [0.0, 0.0, 0.0, 0.0]])
+    policy = PixelVLAPolicy.from_pretrained(offsets_model)
+    rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(120, 160, 3).copy()
+    reference = policy.predict(rgb, "put this cube in the bowl", [Click(100.0, 70.0)], proprio=q, prompt_offsets=offsets)
+    assert np.abs(actions - reference).max() < 1e-5
+    elsewhere = offsets + [[0.05, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    other = policy.predict(rgb, "put this cube in the bowl", [Click(100.0, 70.0)], proprio=q, prompt_offsets=elsewhere)
+    assert np.abs(other - reference).max() > 1e-4, "the offsets do not reach the actions"
