@@ -59,7 +59,7 @@ INPUT_NAMES = (
 PROPRIO_INPUT = "proprio"
 #: Where the target and place prompts are from the TCP (B, 2, 4), present only when config.prompt_offsets.
 OFFSETS_INPUT = "prompt_offsets"
-OFFSET_UNIT = 0.1  # m: prompt offsets enter the network in decimetres, of order 1 over the workspace
+OFFSET_UNIT = 0.02  # m: prompt offsets enter the network in units of 2 cm, so the few cm near the target span a few units
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -328,16 +328,19 @@ class PromptOffsets(nn.Module):
 
     def __init__(self, c: PixelVLAConfig):
         super().__init__()
-        h = c.decoder_hidden
+        h = 4 * c.decoder_hidden
         self.shape = (c.chunk_size, c.action_dim)
-        self.mlp = nn.Sequential(nn.Linear(8, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
+        self.mlp = nn.Sequential(nn.Linear(8 + c.proprio_dim, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
                                  nn.Linear(h, c.chunk_size * c.action_dim))
         nn.init.zeros_(self.mlp[4].weight)
         nn.init.zeros_(self.mlp[4].bias)
 
-    def forward(self, offsets: torch.Tensor) -> torch.Tensor:
+    def forward(self, offsets: torch.Tensor, proprio: Optional[torch.Tensor] = None) -> torch.Tensor:
         scale = offsets.new_tensor([1 / OFFSET_UNIT] * 3 + [1.0])
-        return self.mlp((offsets * scale).flatten(1).to(self.mlp[0].weight.dtype)).view(-1, *self.shape)
+        x = (offsets * scale).flatten(1)
+        if proprio is not None:  # the normalised robot state: open or closed, high or low, tells the phase
+            x = torch.cat([x, proprio.to(x.dtype)], 1)
+        return self.mlp(x.to(self.mlp[0].weight.dtype)).view(-1, *self.shape)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -484,7 +487,7 @@ class PixelVLA(nn.Module):
         action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
         pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
         if self.prompt_offsets is not None:  # where the operator's prompts are from the gripper, in metres
-            pred = pred + self.prompt_offsets(prompt_offsets.float()).to(pred.dtype)
+            pred = pred + self.prompt_offsets(prompt_offsets.float(), proprio).to(pred.dtype)
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,
                               grounding_logits=grounding_logits)
