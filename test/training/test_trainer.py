@@ -237,6 +237,26 @@ def test_module_lr_trains_a_module_at_its_own_rate(tmp_path):
         TrainConfig.from_dict({"stage": "cat", "optim": {"module_lr": {"decoder": -1}}})
 
 
+def test_reinit_gives_a_module_fresh_weights_and_leaves_the_rest():
+    from pixelvla_training.trainer.loop import reinitialise
+
+    torch.manual_seed(0)
+    model = PixelVLA(PixelVLAConfig.from_preset("tiny"))
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.fill_(0.5)  # as if trained to something no init gives
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reinitialise(model, "decoder")
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {k for k in before if k.startswith("decoder.")}  # every decoder tensor, nothing else
+    assert model.decoder.head[0].weight.eq(1).all()  # a LayerNorm starts as the identity again
+    with pytest.raises(ValueError, match="'decoder.nowhere' is not a module"):
+        reinitialise(model, "decoder.nowhere")
+    with pytest.raises(ValueError, match="model.reinit must be a list"):
+        TrainConfig.from_dict({"stage": "cat", "model": {"reinit": "decoder"}})
+
+
 def test_config_is_validated(tmp_path):
     with pytest.raises(ValueError, match="stage"):
         TrainConfig.from_dict({"stage": "sft"})

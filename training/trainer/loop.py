@@ -86,6 +86,18 @@ class Dist:
 
 
 # ------------------------------------------------------------------------------------------------ schedule
+def reinitialise(model: torch.nn.Module, name: str) -> None:
+    """Give the module `name` of `model` fresh weights (each submodule's reset_parameters: PyTorch's init)."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"model.reinit: {name!r} is not a module of this model") from None
+    for sub in module.modules():
+        if hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+    logger.info("model.reinit: %s starts from fresh weights", name)
+
+
 def lr_lambda(cfg: TrainConfig):
     warmup = int(cfg.optim.get("warmup_steps", 0))
     floor = float(cfg.optim.get("min_lr_ratio", 0.1))
@@ -196,6 +208,8 @@ class Trainer:
             model.enable_visual_where(int(m["visual_where_octaves"]))
         if m.get("prompt_offsets"):
             model.enable_prompt_offsets()
+        for name in m.get("reinit", []):
+            reinitialise(model, name)
         if m.get("image_size") and int(m["image_size"]) != config.image_size:
             if self.mode == "fsdp":  # the towers are not loaded yet: resize the checkpoint in one process first
                 raise ValueError("model.image_size resizes init_from's towers, which an fsdp run loads only once "
