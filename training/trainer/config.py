@@ -36,10 +36,7 @@ Sections (every key optional unless marked; defaults below):
             prompts: {text_only, max_prompts, type_weights, first_frame, show_mask, box_jitter,
                       place} | null}
     optim: {lr: 1e-4, weight_decay: 0.0, betas: [0.9, 0.999], grad_clip: 1.0, warmup_steps: 0,
-            schedule: cosine | constant, min_lr_ratio: 0.1, module_lr: {}}
-                                     # module_lr: {prefix: lr}: the parameters under a module prefix train at
-                                     # that peak learning rate instead (same schedule), e.g. a module grown
-                                     # onto a trained model: {prompt_offsets: 3.0e-3}
+            schedule: cosine | constant, min_lr_ratio: 0.1}
     steps: 1000                      # optimiser steps
     batch_size: 8                    # GLOBAL batch = micro_batch * grad_accum * world size
     grad_accum: 1
@@ -120,14 +117,9 @@ class TrainConfig:
         known_data = {"sources", "image_size", "chunk_size", "unnorm_key", "prompts"}
         if set(self.data) - known_data:
             errors.append(f"unknown data keys {sorted(set(self.data) - known_data)}; known: {sorted(known_data)}")
-        known_optim = {"lr", "weight_decay", "betas", "grad_clip", "warmup_steps", "schedule", "min_lr_ratio",
-                       "module_lr"}
+        known_optim = {"lr", "weight_decay", "betas", "grad_clip", "warmup_steps", "schedule", "min_lr_ratio"}
         if set(self.optim) - known_optim:
             errors.append(f"unknown optim keys {sorted(set(self.optim) - known_optim)}; known: {sorted(known_optim)}")
-        module_lr = self.optim.get("module_lr", {})
-        if not isinstance(module_lr, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and v > 0
-                                                      for k, v in module_lr.items()):
-            errors.append(f"optim.module_lr must map module prefixes to learning rates > 0, got {module_lr!r}")
         if self.optim.get("schedule", "cosine") not in ("cosine", "constant"):
             errors.append("optim.schedule must be cosine or constant")
         if not isinstance(self.grounding_weight, (int, float)) or self.grounding_weight < 0:

@@ -353,26 +353,6 @@ class Trainer:
                     self.stream.position["micro_batches"])
         return int(state["step"])
 
-    def param_groups(self, model, params: list) -> list[dict]:
-        """The optimiser's parameter groups: `params`, those under a prefix of optim.module_lr at its rate."""
-        module_lr = self.cfg.optim.get("module_lr") or {}
-        if not module_lr:
-            return [{"params": params}]
-        if self.mode == "fsdp":
-            raise ValueError("optim.module_lr needs the model's own parameters; fsdp flattens them: use ddp")
-        rate = {}
-        for name, p in model.named_parameters():
-            prefix = next((k for k in module_lr if name == k or name.startswith(k + ".")), None)
-            if prefix is not None:
-                rate[id(p)] = float(module_lr[prefix])
-        unknown = [k for k in module_lr if not any(n == k or n.startswith(k + ".") for n, _ in model.named_parameters())]
-        if unknown:
-            raise ValueError(f"optim.module_lr names {unknown}, which are not modules of this model")
-        groups = [{"params": [p for p in params if id(p) not in rate]}]
-        for lr in sorted(set(rate.values())):
-            groups.append({"params": [p for p in params if rate.get(id(p)) == lr], "lr": lr})
-        return [g for g in groups if g["params"]]
-
     # .............................................................................. run
     def train(self, stop_after: Optional[int] = None) -> Optional[Path]:
         """Train to cfg.steps (or stop after `stop_after` steps of this call, for tests); returns final/."""
@@ -401,8 +381,7 @@ class Trainer:
         logger.info("%s: this process holds %.1f MB of the model's %.1f MB of parameters", self.mode, local / 1e6,
                     full / 1e6)
         o = cfg.optim
-        optimizer = torch.optim.AdamW(self.param_groups(model, params), lr=cfg.lr(),
-                                      weight_decay=float(o.get("weight_decay", 0.0)),
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr(), weight_decay=float(o.get("weight_decay", 0.0)),
                                       betas=tuple(o.get("betas", (0.9, 0.999))))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
         start = 0
