@@ -98,7 +98,8 @@ class PixelVLAConfig:
     # (m), known], through a small MLP added to the decoder's actions. Without it the policy must place a click in
     # the arm's frame from the image alone, and the camera's pose moves from setup to setup: from the click's
     # pixel and the joints the expert's steps within 6 cm of the cube are predictable only to a slope of
-    # 0.4-0.5 (docs/results.md). Grown onto a trained model by PixelVLA.enable_prompt_offsets (zero-initialised).
+    # 0.4-0.5 (docs/results.md). Grown onto a trained model by PixelVLA.enable_prompt_offsets (zero-initialised),
+    # with the decoder relearned around it (config/training/sim_offsets.yaml).
     prompt_offsets: bool = False
 
     # --- visual prompt encoder ---

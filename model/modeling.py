@@ -59,7 +59,7 @@ INPUT_NAMES = (
 PROPRIO_INPUT = "proprio"
 #: Where the target and place prompts are from the TCP (B, 2, 4), present only when config.prompt_offsets.
 OFFSETS_INPUT = "prompt_offsets"
-OFFSET_UNIT = 0.02  # m: prompt offsets enter the network in units of 2 cm, so the few cm near the target span a few units
+OFFSET_UNIT = 0.02  # m: prompt offsets enter the network in 2 cm units: the few cm near the target span a few
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -322,9 +322,10 @@ class StateEncoder(nn.Module):
 class PromptOffsets(nn.Module):
     """Where the target and place prompts are from the TCP, (B, 2, 4) rows [dx, dy, dz (m), known] (see
     config.prompt_offsets) -> (B, N_c, 7) added to the decoder's normalised actions: an MLP (Linear, GELU,
-    Linear, GELU, Linear), the last layer zero-initialised (a model grown with it acts as before until it
-    trains). On the actions, not the decoder's input: added there (behind the decoder's LayerNorm) the same
-    offsets moved the trained policy's steps near the cube by 4 % of their size after 6 000 steps."""
+    Linear, GELU, Linear) that also reads the normalised robot state, the last layer zero-initialised (a model
+    grown with it acts as before until it trains). Grown onto a trained decoder it hardly trains: that
+    decoder's errors are not a function of the offsets. Relearn the decoder with it (model.reinit: [decoder],
+    config/training/sim_offsets.yaml; docs/results.md, "The prompts placed from the gripper")."""
 
     def __init__(self, c: PixelVLAConfig):
         super().__init__()
