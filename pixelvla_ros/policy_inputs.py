@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from pixelvla_model.prompts import prompt_offsets
-from pixelvla_robots.camera import CameraModel, pixel_uv
+from pixelvla_robots.camera import CameraModel, plane_locator
 from pixelvla_ros.prompt_conversions import PromptSlots
 
 MAX_INSTRUCTION_CHARS = 4096  # a cheap guard before tokenizing; the model's own limit is in tokens
@@ -70,11 +70,7 @@ class PromptPlacing:
         h, w = image_hw
         if (camera.width, camera.height) != (w, h):  # calibrated at another resolution: the same view
             camera = camera.resized(w, h)
-
-        def locate(x: float, y: float) -> np.ndarray:
-            return camera.point_at_height(*pixel_uv((x, y)), self.plane_z)
-
-        return prompt_offsets(prompts, locate, self.tcp_position(state), mask)
+        return prompt_offsets(prompts, plane_locator(camera, self.plane_z), self.tcp_position(state), mask)
 
 
 class PolicyInputs:

@@ -103,6 +103,12 @@ class CameraModel:
                            (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, self.position, self.rotation)
 
 
+def plane_locator(camera: CameraModel, z: float):
+    """(x, y) image coordinates (corner origin, as prompts give them) -> (3,) world point where the ray through
+    that pixel meets the horizontal plane at height z (m); NaN where it does not."""
+    return lambda x, y: camera.point_at_height(*pixel_uv((x, y)), z)
+
+
 def intrinsics(width: int, height: int, fovy_deg: float) -> tuple[float, float, float, float]:
     """(fx, fy, cx, cy) in pixels of a MuJoCo camera with vertical field of view `fovy_deg` degrees."""
     fy = (height / 2.0) / np.tan(np.deg2rad(fovy_deg) / 2.0)

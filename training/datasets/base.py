@@ -211,12 +211,9 @@ def make_sample(ep: Episode, actions: np.ndarray, state: Optional[np.ndarray], t
     offsets = None
     if ep.camera is not None and ep.tcp_positions is not None and ep.prompt_plane_z is not None:
         from pixelvla_model.prompts import prompt_offsets
-        from pixelvla_robots.camera import pixel_uv
+        from pixelvla_robots.camera import plane_locator
 
-        def locate(x: float, y: float) -> np.ndarray:
-            return ep.camera.point_at_height(*pixel_uv((x, y)), ep.prompt_plane_z)
-
-        offsets = prompt_offsets(prompts, locate, ep.tcp_positions[t], shown_mask)
+        offsets = prompt_offsets(prompts, plane_locator(ep.camera, ep.prompt_plane_z), ep.tcp_positions[t], shown_mask)
     return {"image": ep.images[t], "instruction": ep.instruction, "target_mask": shown_mask, "prompts": prompts,
             "proprio": None if state is None else state[t], "actions": chunk, "action_valid": valid,
             "target_xy": mask_centroid(mask), "place_xy": mask_centroid(ep.place_mask), "prompt_offsets": offsets,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pixelvla_model import PLACE, Point, prompt_offsets
-from pixelvla_robots.camera import image_xy, pixel_uv
+from pixelvla_robots.camera import image_xy, plane_locator
 from pixelvla_sim.prompts import click_pixel
 from pixelvla_sim.tasks import CUBE_HALF
 
@@ -45,10 +45,8 @@ class PolicyDriver:
         state = np.array([*obs["joint_positions"], obs["gripper_position"]], np.float32)
         prompt = dict(prompts=self.prompts, mask=obs["masks"][obs["target_object"]]) if self.prompted else {}
         if self.policy.config.prompt_offsets:
-            camera = obs["camera"]
-            prompt["prompt_offsets"] = prompt_offsets(
-                prompt.get("prompts"), lambda x, y: camera.point_at_height(*pixel_uv((x, y)), CUBE_HALF),
-                obs["tcp_position"], prompt.get("mask"))
+            prompt["prompt_offsets"] = prompt_offsets(prompt.get("prompts"), plane_locator(obs["camera"], CUBE_HALF),
+                                                      obs["tcp_position"], prompt.get("mask"))
         chunk = self.policy.predict(obs["rgb"], obs["instruction"], proprio=state, unnorm_key=self.unnorm_key, **prompt)
         return np.asarray(chunk, dtype=np.float64).reshape(-1, 7)
 
