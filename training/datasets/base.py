@@ -186,10 +186,12 @@ def normalized_arrays(ep: Episode, norm_stats: dict[str, dict]) -> tuple[np.ndar
 def mask_centroid(mask: Optional[np.ndarray]) -> np.ndarray:
     """(2,) float32 (x, y) centroid of a (H, W) mask as fractions of the width and height (pixel centres at
     (i + 0.5) / size); NaN for no mask or an empty one."""
+    from pixelvla_model.prompts import Mask, prompt_anchor
+
     if mask is None or not mask.any():
         return np.full(2, np.nan, np.float32)
-    rows, cols = np.nonzero(mask)
-    return np.array([(cols.mean() + 0.5) / mask.shape[1], (rows.mean() + 0.5) / mask.shape[0]], np.float32)
+    x, y = prompt_anchor(Mask(mask))
+    return np.array([x / mask.shape[1], y / mask.shape[0]], np.float32)
 
 
 def make_sample(ep: Episode, actions: np.ndarray, state: Optional[np.ndarray], t: int, chunk_size: int,
