@@ -129,7 +129,9 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                                         ready=lambda: not self.inputs.blocking(self.now()),
                                         take=lambda: self.inputs.snapshot(),
                                         run=lambda frame, inputs: self.run_once(frame, *inputs))
-        self.camera_topics = CameraSubscriptions(self, base_frame=self.base_frame)
+        # the calibration; its camera-rate info only for a model that places prompts (on_configure)
+        self.camera_topics = CameraSubscriptions(self, camera_info=False, base_frame=self.base_frame)
+        self.camera_info_subscription = None
         placing = None
         if robot.has_kinematics:
             arm = len(self.state_joints) - 1  # the state's arm joints; the gripper is last
@@ -175,6 +177,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             self.report_error(str(exc))
             self.policy = None
             return TransitionCallbackReturn.FAILURE
+        if self.policy.config.prompt_offsets and self.camera_info_subscription is None:
+            self.camera_info_subscription = self.camera_topics.subscribe_info()
         self.running_backend = self.policy.runtime.describe()["backend"]  # reported: what runs, not what was asked
         self.get_logger().info(f"loaded {self.model_id} ({self.running_backend})")
         for reason in refused:
