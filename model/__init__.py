@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from .configuration import PRESETS, PROMPT_TYPE_IDS, PixelVLAConfig
 from .prompts import (BACKGROUND, FOREGROUND, PLACE, Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors,
-                      prompt_anchor, prompt_offsets, validate_prompt)
+                      prompt_anchor, validate_prompt)
 
 if TYPE_CHECKING:
     from .checkpoint import save_pretrained
@@ -70,7 +70,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "PixelVLAConfig", "PRESETS", "PROMPT_TYPE_IDS", "PixelVLA", "PixelVLAOutput", "INPUT_NAMES", "input_names", "example_inputs",
     "Point", "Line", "Box", "Mask", "FOREGROUND", "BACKGROUND", "PLACE", "batch_prompts", "empty_prompt_tensors",
-    "prompt_anchor", "prompt_offsets",
+    "prompt_anchor",
     "validate_prompt",
     "PixelVLAProcessor", "PixelVLAPolicy", "PROMPT_TEMPLATE", "unnormalize_actions",
     "save_pretrained", "load_model", "from_openvla", "build_byte_tokenizer", "add_words", "load_tokenizer", "DEFAULT_CHECKPOINT",

@@ -92,14 +92,16 @@ class PixelVLAConfig:
     # the cube the way an operator's click does. Off in the paper's model (its LLM grounds the words); a small
     # LLM trained from actions alone did not.
     text_grounding: bool = False
-    # Where the operator's target and place prompts are from the gripper in the robot's base frame: each
-    # prompt's pixel (prompts.prompt_anchor) met with the plane objects rest at through the calibrated camera,
-    # minus the TCP (forward kinematics): input prompt_offsets (B, 2, 4), rows target and place, [dx, dy, dz
-    # (m), known], through a small MLP added to the decoder's actions. Without it the policy must place a click in
-    # the arm's frame from the image alone, and the camera's pose moves from setup to setup: from the click's
-    # pixel and the joints the expert's steps within 6 cm of the cube are predictable only to a slope of
-    # 0.4-0.5 (docs/results.md). Grown onto a trained model by PixelVLA.enable_prompt_offsets (zero-initialised),
-    # with the decoder relearned around it (config/training/sim_offsets.yaml).
+    # Where the target and place prompts are from the gripper in the robot's base frame: each prompt's pixel
+    # (prompts.prompt_anchor; the tracked target mask's centroid for the target) met with the plane objects rest
+    # at through the calibrated camera, minus the TCP (forward kinematics), [dx, dy, dz (m), known] per row,
+    # through a small MLP added to the decoder's actions (modeling.place_prompts). The camera enters as input
+    # click_to_tcp (B, 4, 3), so the words' clicks (text_grounding) are placed inside the network like an
+    # operator's. Without it the policy must place a click in the arm's frame from the image alone, and the
+    # camera's pose moves from setup to setup: from the click's pixel and the joints the expert's steps within
+    # 6 cm of the cube are predictable only to a slope of 0.4-0.5 (docs/results.md). Grown onto a trained model
+    # by PixelVLA.enable_prompt_offsets (zero-initialised), with the decoder relearned around it
+    # (config/training/sim_offsets.yaml).
     prompt_offsets: bool = False
 
     # --- visual prompt encoder ---

@@ -73,7 +73,7 @@ GRAPH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bflo
 
 class PrefillGraph(torch.nn.Module):
     """PixelVLA.forward with positional tensor inputs (input_names(config) order: INPUT_NAMES, then
-    proprio when the model takes the robot state, then prompt_offsets when it takes them) and the actions
+    proprio when the model takes the robot state, then click_to_tcp when it places the prompts) and the actions
     as the only output, float32 in and out whatever the model's dtype (the rest of the model casts its other
     float inputs itself)."""
 
@@ -82,11 +82,11 @@ class PrefillGraph(torch.nn.Module):
         self.model = model
 
     def forward(self, pixel_values, input_ids, attention_mask, target_mask, prompt_coords, prompt_point_mask,
-                prompt_types, prompt_labels, prompt_masks, proprio=None, prompt_offsets=None):
+                prompt_types, prompt_labels, prompt_masks, proprio=None, click_to_tcp=None):
         pixel_values = pixel_values.to(self.model.projector.fc1.weight.dtype)
         return self.model(pixel_values, input_ids, attention_mask, target_mask, prompt_coords, prompt_point_mask,
                           prompt_types, prompt_labels, prompt_masks, proprio=proprio,
-                          prompt_offsets=prompt_offsets).actions.float()
+                          click_to_tcp=click_to_tcp).actions.float()
 
 
 def versions() -> dict[str, Optional[str]]:

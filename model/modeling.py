@@ -41,7 +41,8 @@ from transformers.utils import ModelOutput
 
 from .checkpoint import load_pretrained, save_pretrained
 from .configuration import PROMPT_TYPE_IDS, PixelVLAConfig
-from .prompts import FOREGROUND, PLACE, Box, Line, Mask, Point, batch_prompts, empty_prompt_tensors
+from .prompts import (FOREGROUND, OFFSET_LABELS, PLACE, Box, Line, Mask, Point, batch_prompts,
+                      empty_prompt_tensors)
 
 logger = logging.getLogger(__name__)
 
@@ -57,17 +58,18 @@ INPUT_NAMES = (
 )
 #: The robot-state input, present only when config.proprio_dim > 0 (see input_names).
 PROPRIO_INPUT = "proprio"
-#: Where the target and place prompts are from the TCP (B, 2, 4), present only when config.prompt_offsets.
-OFFSETS_INPUT = "prompt_offsets"
+#: The camera's map from a click to where it lies from the TCP (B, 4, 3), present only when config.prompt_offsets
+#: (see place_prompts).
+CLICK_MAP_INPUT = "click_to_tcp"
 OFFSET_UNIT = 0.02  # m: prompt offsets enter the network in 2 cm units: the few cm near the target span a few
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def input_names(config: PixelVLAConfig) -> tuple[str, ...]:
     """The forward's tensor inputs for this config, in graph order: INPUT_NAMES (+ "proprio")
-    (+ "prompt_offsets")."""
+    (+ "click_to_tcp")."""
     return (INPUT_NAMES + ((PROPRIO_INPUT,) if config.proprio_dim else ())
-            + ((OFFSETS_INPUT,) if config.prompt_offsets else ()))
+            + ((CLICK_MAP_INPUT,) if config.prompt_offsets else ()))
 
 
 @dataclass
@@ -319,9 +321,54 @@ class StateEncoder(nn.Module):
         return self.mlp(proprio).unsqueeze(1)
 
 
+PLACEABLE_W = 1e-6  # the homogeneous w below which a click's ray misses the plane (horizon, behind the camera)
+
+
+def place_prompts(click_to_tcp: torch.Tensor, target_mask: torch.Tensor, coords: torch.Tensor,
+                  point_mask: torch.Tensor, types: torch.Tensor, labels: torch.Tensor,
+                  masks: torch.Tensor) -> torch.Tensor:
+    """Where the target and place prompts are from the TCP: (B, 2, 4), rows OFFSET_LABELS (target, place),
+    [dx, dy, dz (m), known]; zeros where that prompt is missing or its pixel cannot be placed.
+
+    Each row's pixel is the first prompt of its label: a point, a line's vertex mean, a box's centre, a mask
+    prompt's centroid (prompts.prompt_anchor); for the target, the tracked target mask's centroid when there is
+    one (a click lands anywhere on the object, the centroid is where it is). The words' clicks (text grounding)
+    are prompts by then, so they are placed like an operator's. click_to_tcp (B, 4, 3) maps a pixel's [x, y, 1]
+    (x, y in [0, 1] of the image) to [dx, dy, dz, w]: where its ray meets the plane objects rest at, minus the TCP,
+    times w > 0 (pixelvla_robots.camera.plane_click_map); all zeros = no calibration, nothing placed."""
+    pts = point_mask.unsqueeze(-1).to(coords.dtype)  # (B, K, P, 1)
+    anchor = (coords * pts).sum(2) / pts.sum(2).clamp_min(1.0)  # (B, K, 2): point, line vertex mean, box centre
+    is_mask = (types == PROMPT_TYPE_IDS["mask"]).unsqueeze(-1)
+    anchor = torch.where(is_mask, mask_centroid(masks.flatten(0, 1).float()).view_as(anchor).to(anchor.dtype), anchor)
+    tracked = mask_centroid(target_mask.float())  # (B, 2)
+    tracked_known = (target_mask.flatten(1) > 0).any(1, keepdim=True)  # (B, 1)
+    rows = []
+    for label in OFFSET_LABELS:
+        chosen = (labels == label) & (types > 0)  # (B, K)
+        first = chosen.to(torch.float32).argmax(1)  # the first such slot (argmax returns the first maximum)
+        xy = torch.gather(anchor, 1, first.view(-1, 1, 1).expand(-1, 1, 2)).squeeze(1).float()  # (B, 2)
+        if label == FOREGROUND:
+            xy = torch.where(tracked_known, tracked, xy)
+        h = (click_to_tcp.float() @ torch.cat([xy, torch.ones_like(xy[:, :1])], 1).unsqueeze(-1)).squeeze(-1)
+        known = (chosen.any(1) & (h[:, 3] > PLACEABLE_W)).unsqueeze(-1)  # (B, 1)
+        where = h[:, :3] / h[:, 3:].clamp_min(PLACEABLE_W)
+        rows.append(torch.cat([torch.where(known, where, torch.zeros_like(where)), known.float()], 1))
+    return torch.stack(rows, 1)
+
+
+def mask_centroid(masks: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) masks in [0, 1] -> (B, 2) weighted centroids (x, y) in [0, 1] of the image, pixel centres at
+    (i + 0.5) / size; zeros for an empty mask."""
+    h, w = masks.shape[-2:]
+    xs = (torch.arange(w, device=masks.device, dtype=masks.dtype) + 0.5) / w
+    ys = (torch.arange(h, device=masks.device, dtype=masks.dtype) + 0.5) / h
+    area = masks.sum((-2, -1)).clamp_min(1e-9)
+    return torch.stack([(masks.sum(-2) * xs).sum(-1), (masks.sum(-1) * ys).sum(-1)], -1) / area.unsqueeze(-1)
+
+
 class PromptOffsets(nn.Module):
     """Where the target and place prompts are from the TCP, (B, 2, 4) rows [dx, dy, dz (m), known] (see
-    config.prompt_offsets) -> (B, N_c, 7) added to the decoder's normalised actions: an MLP (Linear, GELU,
+    place_prompts) -> (B, N_c, 7) added to the decoder's normalised actions: an MLP (Linear, GELU,
     Linear, GELU, Linear) that also reads the normalised robot state, the last layer zero-initialised (a model
     grown with it acts as before until it trains). Grown onto a trained decoder it hardly trains: that
     decoder's errors are not a function of the offsets. Relearn the decoder with it (model.reinit: [decoder],
@@ -431,7 +478,7 @@ class PixelVLA(nn.Module):
         prompt_labels: Optional[torch.Tensor] = None,  # (B, K) int64, 1 fg / 0 bg
         prompt_masks: Optional[torch.Tensor] = None,  # (B, K, S, S) float in [0, 1]
         proprio: Optional[torch.Tensor] = None,  # (B, proprio_dim) normalised robot state; needed iff proprio_dim > 0
-        prompt_offsets: Optional[torch.Tensor] = None,  # (B, 2, 4) float, m; needed iff config.prompt_offsets
+        click_to_tcp: Optional[torch.Tensor] = None,  # (B, 4, 3) float; needed iff config.prompt_offsets
         actions: Optional[torch.Tensor] = None,  # (B, N_c, 7) normalised targets -> L1 loss
     ) -> PixelVLAOutput:
         c = self.config
@@ -440,9 +487,10 @@ class PixelVLA(nn.Module):
         if (proprio is None) != (self.state_encoder is None):
             raise ValueError(f"this model takes proprio_dim = {c.proprio_dim} robot-state values; "
                              + ("pass proprio (B, proprio_dim)" if proprio is None else "do not pass proprio"))
-        if (prompt_offsets is None) != (self.prompt_offsets is None):
-            raise ValueError("this model " + ("takes" if prompt_offsets is None else "does not take")
-                             + " the prompts' offsets from the TCP (config.prompt_offsets, input prompt_offsets (B, 2, 4))")
+        if (click_to_tcp is None) != (self.prompt_offsets is None):
+            raise ValueError("this model " + ("takes" if click_to_tcp is None else "does not take")
+                             + " the camera's map from a click to the TCP (config.prompt_offsets, input click_to_tcp "
+                             "(B, 4, 3))")
         if target_mask is None:
             target_mask = torch.zeros(b, c.image_size, c.image_size, device=dev)
         if prompt_types is None:  # no prompts: all slots empty
@@ -487,8 +535,10 @@ class PixelVLA(nn.Module):
         pos = last + torch.where(last > 0, c.prefix_tokens, 0)  # index into the full sequence
         action_hidden = torch.gather(hidden, 1, pos.view(b, 1, 1).expand(b, 1, hidden.shape[-1])).squeeze(1)
         pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
-        if self.prompt_offsets is not None:  # where the operator's prompts are from the gripper, in metres
-            pred = pred + self.prompt_offsets(prompt_offsets.float(), proprio).to(pred.dtype)
+        if self.prompt_offsets is not None:  # where the prompts (the operator's or the words') are from the gripper
+            offsets = place_prompts(click_to_tcp, target_mask, prompt_coords, prompt_point_mask, prompt_types,
+                                    prompt_labels, prompt_masks)
+            pred = pred + self.prompt_offsets(offsets, proprio).to(pred.dtype)
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,
                               grounding_logits=grounding_logits)
@@ -730,8 +780,8 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
     square, the last sample: empty when B > 1); prompt_coords (B,K,P,2) float32; prompt_point_mask
     (B,K,P) float32; prompt_types (B,K) int64; prompt_labels (B,K) int64; prompt_masks (B,K,S,S) float32
     (sample 0 holds one prompt of each type when K >= 4); proprio (B, P) float32 when proprio_dim > 0;
-    prompt_offsets (B, 2, 4) float32 when config.prompt_offsets (sample 0: target and place known, the
-    last: neither when B > 1).
+    click_to_tcp (B, 4, 3) float32 when config.prompt_offsets (a top-down view; the last sample: no
+    calibration when B > 1).
     """
     g = torch.Generator().manual_seed(seed)
     s = config.image_size
@@ -755,11 +805,9 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
            "target_mask": target_mask, **pt}
     if config.proprio_dim:
         out[PROPRIO_INPUT] = torch.randn(batch_size, config.proprio_dim, generator=g)
-    if config.prompt_offsets:
-        offsets = torch.zeros(batch_size, 2, 4)
-        offsets[:, :, :3] = 0.2 * torch.randn(batch_size, 2, 3, generator=g)
-        offsets[:, :, 3] = 1.0
+    if config.prompt_offsets:  # a top-down view 0.4 m wide centred under the TCP, the plane 0.1 m below it
+        out[CLICK_MAP_INPUT] = torch.tensor([[0.4, 0.0, -0.2], [0.0, 0.4, -0.2], [0.0, 0.0, -0.1], [0.0, 0.0, 1.0]]
+                                            ).expand(batch_size, 4, 3).clone()
         if batch_size > 1:
-            offsets[-1] = 0.0
-        out[OFFSETS_INPUT] = offsets
+            out[CLICK_MAP_INPUT][-1] = 0.0  # the last sample: no calibration
     return out

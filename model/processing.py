@@ -203,10 +203,11 @@ class PixelVLAProcessor:
                  prompts: Optional[Sequence[Optional[Sequence[Prompt]]]] = None,
                  masks: Optional[Sequence[Optional[np.ndarray]]] = None,
                  proprio: Optional[Sequence[np.ndarray]] = None,
-                 prompt_offsets: Optional[Sequence[np.ndarray]] = None) -> dict[str, torch.Tensor]:
+                 click_to_tcp: Optional[Sequence[np.ndarray]] = None) -> dict[str, torch.Tensor]:
         """Lists of B images (H,W,3) uint8, instructions, prompt lists (or None), target masks (or None) and,
         for models with proprio_dim > 0, B normalised robot states (see normalize_proprio); for models with
-        config.prompt_offsets, B (2, 4) prompt offsets from the TCP (pixelvla_model.prompt_offsets)."""
+        config.prompt_offsets, B (4, 3) maps from a click to the TCP (modeling.place_prompts;
+        pixelvla_robots.camera.plane_click_map), all zeros where the camera is not calibrated."""
         b = len(images)
         if len(instructions) != b:
             raise ValueError(f"got {b} images but {len(instructions)} instructions")
@@ -235,13 +236,13 @@ class PixelVLAProcessor:
                                  f"the {b} images; pass proprio")
             out["proprio"] = torch.as_tensor(np.stack([np.asarray(p, np.float32) for p in proprio]))
         if self.config.prompt_offsets:
-            if prompt_offsets is None or len(prompt_offsets) != b:
-                raise ValueError(f"this model takes where the prompts are from the gripper for each of the {b} "
-                                 "images (config.prompt_offsets); pass prompt_offsets, (2, 4) each")
-            offsets = np.stack([np.asarray(o, np.float32) for o in prompt_offsets])
-            if offsets.shape[1:] != (2, 4) or not np.all(np.isfinite(offsets)):
-                raise ValueError(f"prompt_offsets must be finite (2, 4) per image, got shape {offsets.shape[1:]}")
-            out["prompt_offsets"] = torch.from_numpy(offsets)
+            if click_to_tcp is None or len(click_to_tcp) != b:
+                raise ValueError(f"this model places the prompts from the gripper for each of the {b} images "
+                                 "(config.prompt_offsets); pass click_to_tcp, (4, 3) each")
+            maps = np.stack([np.asarray(m, np.float32) for m in click_to_tcp])
+            if maps.shape[1:] != (4, 3) or not np.all(np.isfinite(maps)):
+                raise ValueError(f"click_to_tcp must be finite (4, 3) per image, got shape {maps.shape[1:]}")
+            out["click_to_tcp"] = torch.from_numpy(maps)
         return out
 
     def text_tokens(self, instruction: str) -> int:

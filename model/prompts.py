@@ -95,29 +95,8 @@ def prompt_anchor(p: Prompt) -> tuple[float, float]:
     return float(cols.mean() + 0.5), float(rows.mean() + 0.5)
 
 
-#: The rows of :func:`prompt_offsets`: the target, then the place.
+#: The rows of the prompts' offsets from the TCP (modeling.place_prompts): the target, then the place.
 OFFSET_LABELS = (FOREGROUND, PLACE)
-
-
-def prompt_offsets(prompts: Sequence[Prompt] | None, locate, origin, target_mask=None) -> np.ndarray:
-    """(2, 4) float32, one row per label of OFFSET_LABELS: [dx, dy, dz, 1] = where the first prompt of that label
-    lies in the robot's base frame minus `origin` (3,) (the TCP, m), or zeros where there is no such prompt.
-    locate(x, y) -> (3,) base-frame point of an image pixel (e.g. the camera's ray through it met with the
-    plane objects rest at); a pixel it cannot place (NaN) counts as no prompt. With a target prompt and a
-    (H, W) `target_mask` (the tracked target), the target is located at the mask's centroid: a click lands
-    anywhere on the object, the centroid is where the object is (within 6 cm of the cube the expert's steps
-    follow from the centroid with a slope of 0.95, from a random pixel of the mask 0.5-0.6)."""
-    out = np.zeros((len(OFFSET_LABELS), 4), np.float32)
-    for row, label in enumerate(OFFSET_LABELS):
-        p = next((q for q in prompts or [] if q.label == label), None)
-        if p is None:
-            continue
-        if label == FOREGROUND and target_mask is not None and np.any(target_mask):
-            p = Mask(np.asarray(target_mask, dtype=bool))
-        where = np.asarray(locate(*prompt_anchor(p)), np.float64) - np.asarray(origin, np.float64)
-        if np.all(np.isfinite(where)):
-            out[row] = [*where, 1.0]
-    return out
 
 
 def _check_label(p: Prompt, where: str) -> None:

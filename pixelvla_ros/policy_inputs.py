@@ -7,8 +7,9 @@ nothing: the previous one stays in force. A target mask is used only with a came
 `max_mask_lag` s of the mask's (`mask_lag_problem`): a lagging segmenter holds the policy rather than give it a
 target drawn where the object was (an unstamped mask, drawn by hand, is not tied to a frame and is used as it is). `CameraRate` estimates the camera's frame rate from the image
 stamps and counts the frames that never arrived. A model that reads where the prompts are from the gripper
-(config.prompt_offsets) gets them from a `PromptPlacing`: the calibrated camera, the plane clicked objects rest
-on and the TCP from the robot state; without a calibration or a usable state it does not run.
+(config.prompt_offsets) gets from a `PromptPlacing` the map from a click to the TCP: the calibrated camera, the
+plane clicked objects rest on and the TCP from the robot state; without a calibration or a usable state it does
+not run.
 
 Times are seconds on the node's clock (ROS time): message stamps and `now`.
 """
@@ -20,8 +21,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from pixelvla_model.prompts import prompt_offsets
-from pixelvla_robots.camera import CameraModel, plane_locator
+from pixelvla_robots.camera import CameraModel, plane_click_map
 from pixelvla_ros.prompt_conversions import PromptSlots
 
 MAX_INSTRUCTION_CHARS = 4096  # a cheap guard before tokenizing; the model's own limit is in tokens
@@ -53,7 +53,7 @@ class ModelLimits:
 
 @dataclass(frozen=True)
 class PromptPlacing:
-    """How a prompt's pixel is placed in the base frame, for models with config.prompt_offsets.
+    """How a prompt's pixel is placed from the TCP in the base frame, for models with config.prompt_offsets.
 
     camera: () -> the calibrated CameraModel (intrinsics and the optical frame's pose in the base frame), None
     until known; tcp_position: robot state (the state joints' positions, gripper last) -> (3,) m, the TCP in
@@ -64,13 +64,10 @@ class PromptPlacing:
     tcp_position: Callable[[np.ndarray], np.ndarray]
     plane_z: float
 
-    def offsets(self, prompts: list, mask: np.ndarray | None, state: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
-        """(2, 4) pixelvla_model.prompt_offsets of `prompts` (pixels of an (H, W) frame) and the target mask."""
-        camera = self.camera()
-        h, w = image_hw
-        if (camera.width, camera.height) != (w, h):  # calibrated at another resolution: the same view
-            camera = camera.resized(w, h)
-        return prompt_offsets(prompts, plane_locator(camera, self.plane_z), self.tcp_position(state), mask)
+    def click_map(self, state: np.ndarray) -> np.ndarray:
+        """(4, 3) the model's click_to_tcp at robot state `state` (pixelvla_robots.camera.plane_click_map; it
+        takes clicks as fractions of the image, so the calibration's resolution need not be the frame's)."""
+        return plane_click_map(self.camera(), self.plane_z, self.tcp_position(state))
 
 
 class PolicyInputs:
@@ -206,14 +203,13 @@ class PolicyInputs:
         return "; ".join(reasons)
 
     def snapshot(self) -> tuple[str, list, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-        """(instruction, model prompts for the current frame size, mask, robot state, prompt offsets) for one
-        inference; the state and the offsets only for a model that reads them (None otherwise)."""
+        """(instruction, model prompts for the current frame size, mask, robot state, click_to_tcp) for one
+        inference; the state and the click map only for a model that reads them (None otherwise)."""
         state = self.state if self.model is not None and self.model.state_width else None
-        prompts = self.prompts.prompts()
-        offsets = None
+        click_map = None
         if self.model is not None and self.model.prompt_offsets:
-            offsets = self.placing.offsets(prompts, self.mask, self.state, self.image_hw)
-        return self.instruction, prompts, self.mask, state, offsets
+            click_map = self.placing.click_map(self.state)
+        return self.instruction, self.prompts.prompts(), self.mask, state, click_map
 
     def _state_problem(self, now: float) -> str:
         if self.model is None or not (self.model.state_width or self.model.prompt_offsets):

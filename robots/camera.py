@@ -103,10 +103,24 @@ class CameraModel:
                            (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, self.position, self.rotation)
 
 
-def plane_locator(camera: CameraModel, z: float):
-    """(x, y) image coordinates (corner origin, as prompts give them) -> (3,) world point where the ray through
-    that pixel meets the horizontal plane at height z (m); NaN where it does not."""
-    return lambda x, y: camera.point_at_height(*pixel_uv((x, y)), z)
+def plane_click_map(camera: CameraModel, z: float, origin) -> np.ndarray:
+    """(4, 3) float32 projective map M of a click to where it lies from `origin` (3,) (the TCP, m) on the
+    horizontal plane at height z (m): M @ [x, y, 1] = w * [dx, dy, dz, 1] for x, y in [0, 1] of the image (a
+    corner-origin pixel's coordinates over the image's width and height, as the model's prompts take them,
+    so the map does not depend on the size the image is rendered or resized to). w > 0 where the click's ray
+    meets the plane in front of the camera; the model's input click_to_tcp (modeling.place_prompts).
+    All zeros when the camera sits in the plane and no click can be placed."""
+    # The ray through [x, y, 1]: d = R K^-1 A [x, y, 1], A taking it to the (u, v) pixel centre. It meets the
+    # plane at o + t d, t = (z - o_z) / d_z; times d_z: (o - origin) d_z + (z - o_z) d, with w = d_z.
+    to_uv = np.array([[camera.width, 0.0, -PIXEL_CENTRE], [0.0, camera.height, -PIXEL_CENTRE], [0.0, 0.0, 1.0]])
+    ray = camera.rotation @ np.linalg.inv(camera.K) @ to_uv  # (3, 3): [x, y, 1] -> direction d
+    height = z - camera.position[2]
+    if height == 0.0:
+        return np.zeros((4, 3), np.float32)
+    up = np.array([0.0, 0.0, 1.0])
+    offset = np.outer(camera.position - np.asarray(origin, float), up @ ray) + height * ray
+    # t > 0 needs d_z of the sign of (z - o_z): scaled by that sign, w > 0 exactly where the ray meets the plane.
+    return (np.sign(height) * np.vstack([offset, up @ ray])).astype(np.float32)
 
 
 def intrinsics(width: int, height: int, fovy_deg: float) -> tuple[float, float, float, float]:

@@ -267,7 +267,7 @@ def test_duplicate_filter_drops_the_copy_from_the_other_subscription_only():
 
 
 # ---------------------------------------------------------------- prompts placed from the gripper
-def test_a_model_that_reads_prompt_offsets_waits_for_the_calibration_and_the_state_then_gets_them():
+def test_a_model_that_places_its_prompts_waits_for_the_calibration_and_the_state_then_gets_the_click_map():
     from pixelvla_robots.camera import CameraModel
     from pixelvla_ros.policy_inputs import PromptPlacing
 
@@ -287,8 +287,8 @@ def test_a_model_that_reads_prompt_offsets_waits_for_the_calibration_and_the_sta
     assert i.blocking(10.0).startswith("the camera's calibration")
     camera["now"] = down
     assert i.blocking(10.0) == ""
-    i.set_prompt(points((80, 60)))  # the middle of the 160 x 120 frame: straight below the camera
-    instruction, prompts, mask, state, offsets = i.snapshot()
+    instruction, prompts, mask, state, click_map = i.snapshot()
     assert state is None  # the model does not read the state itself
-    np.testing.assert_allclose(offsets, [[0.3 - 0.25, 0.0, 0.02 - 0.2, 1.0], [0.0, 0.0, 0.0, 0.0]], atol=1e-6)
+    h = click_map.astype(float) @ [0.5, 0.5, 1.0]  # the middle of the frame: straight below the camera
+    np.testing.assert_allclose(h[:3] / h[3], [0.3 - 0.25, 0.0, 0.02 - 0.2], atol=1e-6)
     assert inputs().snapshot()[4] is None  # a model without them gets none

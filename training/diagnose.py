@@ -32,7 +32,9 @@ from pixelvla_robots.camera import image_xy
 
 def _inputs(policy, image, instruction, prompts=None, mask=None, state=None) -> dict:
     proprio = [policy.processor.normalize_proprio(state)] if policy.config.proprio_dim else None
-    return policy.processor([image], [instruction], [prompts], [mask], proprio)
+    # a model that places its prompts from the gripper gets no calibration here: what it is shown, not where
+    uncalibrated = [np.zeros((4, 3), np.float32)] if policy.config.prompt_offsets else None
+    return policy.processor([image], [instruction], [prompts], [mask], proprio, uncalibrated)
 
 
 def _centre_point(mask: np.ndarray):

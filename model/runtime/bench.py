@@ -33,6 +33,7 @@ import torch
 
 from ..configuration import PRESETS, PixelVLAConfig
 from ..export import export_bundle
+from ..modeling import CLICK_MAP_INPUT, example_inputs
 from ..prompts import Point
 from .bundle import MANIFEST_FILE
 from .factory import BACKENDS, tensorrt_available
@@ -56,17 +57,16 @@ def time_calls(fn, frames: int, warmup: int) -> list[float]:
 def benchmark_frame(processor) -> tuple[dict, float]:
     """The fixed test frame through the processor -> (batch, processor latency ms). A model that reads the
     robot state gets a normalised state of zeros (the middle of the statistics' range); one that reads the
-    prompts' offsets, a target 5 cm ahead of the TCP and 10 cm below it."""
+    prompts from the gripper, example_inputs' top-down view."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     mask = np.zeros((480, 640), bool)
     mask[200:300, 250:400] = True
     state = [np.zeros(processor.config.proprio_dim, np.float32)] if processor.config.proprio_dim else None
-    offsets = [np.array([[0.05, 0.0, -0.1, 1.0], [0.0, 0.0, 0.0, 0.0]], np.float32)] \
-        if processor.config.prompt_offsets else None
+    maps = [example_inputs(processor.config, 1)[CLICK_MAP_INPUT][0].numpy()] if processor.config.prompt_offsets else None
 
     def frame() -> dict:
-        return processor([image], [INSTRUCTION], [[Point(320.0, 240.0)]], [mask], proprio=state, prompt_offsets=offsets)
+        return processor([image], [INSTRUCTION], [[Point(320.0, 240.0)]], [mask], proprio=state, click_to_tcp=maps)
 
     ms = time_calls(frame, 5, 1)
     return frame(), float(np.median(ms))

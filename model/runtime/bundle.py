@@ -118,7 +118,7 @@ def io_spec(config, batch_size: Any = 1) -> tuple[list[dict], list[dict]]:
 
     B = batch_size (an int, or a name for a dynamic dim), T = "text_len", K/P/S = max_prompts /
     max_prompt_points / prompt_mask_size, N_c = chunk_size, P = proprio_dim;
-    prompt_offsets (B, 2, 4) with config.prompt_offsets."""
+    click_to_tcp (B, 4, 3) with config.prompt_offsets."""
     from ..modeling import input_names
 
     b, s = batch_size, config.image_size
@@ -133,7 +133,7 @@ def io_spec(config, batch_size: Any = 1) -> tuple[list[dict], list[dict]]:
     if config.proprio_dim:
         shapes["proprio"] = ([b, config.proprio_dim], "float32")
     if config.prompt_offsets:
-        shapes["prompt_offsets"] = ([b, 2, 4], "float32")
+        shapes["click_to_tcp"] = ([b, 4, 3], "float32")
     names = input_names(config)
     assert tuple(shapes) == names, "io_spec is out of date with modeling.input_names"
     inputs = [{"name": n, "shape": shapes[n][0], "dtype": shapes[n][1]} for n in names]

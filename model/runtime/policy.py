@@ -75,11 +75,11 @@ class RuntimePolicy:
 
     def predict(self, image: np.ndarray, instruction: str, prompts: Optional[Sequence[Prompt]] = None,
                 mask: Optional[np.ndarray] = None, unnorm_key: Optional[str] = None,
-                proprio: Optional[np.ndarray] = None, prompt_offsets: Optional[np.ndarray] = None) -> np.ndarray:
+                proprio: Optional[np.ndarray] = None, click_to_tcp: Optional[np.ndarray] = None) -> np.ndarray:
         """image (H, W, 3) uint8 RGB; prompts in pixel coordinates of `image`; mask (H, W) target mask;
         proprio: the raw robot state (P,), required when config.proprio_dim > 0 (see processing.py);
-        prompt_offsets: (2, 4) where the prompts are from the TCP (pixelvla_model.prompt_offsets), required
-        when config.prompt_offsets.
+        click_to_tcp: (4, 3) the camera's map from a click to the TCP (pixelvla_robots.camera.plane_click_map),
+        required when config.prompt_offsets.
         Returns (N_c, 7) float64 actions in robot units (see processing.py)."""
         key = resolve_unnorm_key(self.norm_stats, unnorm_key)  # fail before running the network
         state = None
@@ -87,8 +87,8 @@ class RuntimePolicy:
             if proprio is None:
                 raise ValueError(f"this model takes the robot state ({self.config.proprio_dim} values); pass proprio")
             state = [self.processor.normalize_proprio(proprio, key)]
-        offsets = None if prompt_offsets is None else [prompt_offsets]
-        actions = self.infer(self.processor([image], [instruction], [prompts], [mask], state, offsets))[0]
+        maps = None if click_to_tcp is None else [click_to_tcp]
+        actions = self.infer(self.processor([image], [instruction], [prompts], [mask], state, maps))[0]
         return self.processor.unnormalize(actions, key)
 
 

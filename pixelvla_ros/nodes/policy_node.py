@@ -30,10 +30,11 @@ the newest complete joint state is missing, holds NaN/inf or is older than `max_
 refuses at configure a model whose state width does not match. While it waits for an input (a frame, an
 instruction, a usable joint state) PolicyStatus.waiting_for says which, and diagnostics report a WARN.
 
-A model that reads where the prompts are from the gripper (config.prompt_offsets) gets them placed in the base
-frame: the target mask's centroid (else the prompt's pixel) and the place prompt's pixel, each ray met with the
-plane at `prompt_plane_z`, through the calibration on /camera/camera_info and /camera/pose, minus the TCP from
-/joint_states (forward kinematics of `robot_model`). It does not run until both are known.
+A model that reads where the prompts are from the gripper (config.prompt_offsets) places them in the base frame
+itself (the target mask's centroid, else the prompt's pixel, and the place prompt's pixel, or the clicks its
+words make), given the map from a click to the TCP: a pixel's ray met with the plane at `prompt_plane_z`,
+through the calibration on /camera/camera_info and /camera/pose, minus the TCP from /joint_states (forward
+kinematics of `robot_model`). It does not run until both are known.
 
 Camera: raw (sensor_msgs/Image) or, with `image_transport` compressed, JPEG/PNG on `<topic>/compressed`
 as image_transport publishes it. The image callback only checks a frame's header; the worker converts or
@@ -319,7 +320,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
 
     # ---------------------------------------------------------------- inference
     def run_once(self, frame: CameraFrame, instruction: str, prompts: list, mask: np.ndarray | None,
-                 state: np.ndarray | None, offsets: np.ndarray | None) -> None:
+                 state: np.ndarray | None, click_map: np.ndarray | None) -> None:
         """One chunk from `frame` with the inputs in force (PolicyInputs.snapshot: already checked)."""
         try:
             rgb = frame.rgb  # the one conversion (or JPEG/PNG decode) of this frame, off the image callback
@@ -329,7 +330,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         started = time.perf_counter()
         try:
             actions = self.policy.predict(rgb, instruction, prompts=prompts or None, mask=mask,
-                                          unnorm_key=self.unnorm_key, proprio=state, prompt_offsets=offsets)
+                                          unnorm_key=self.unnorm_key, proprio=state, click_to_tcp=click_map)
         except (ValueError, RuntimeError) as exc:
             self.report_error(f"inference failed: {exc}")
             return

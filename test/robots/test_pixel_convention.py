@@ -30,3 +30,22 @@ def test_a_pixel_placed_on_a_plane_projects_back_onto_itself_at_any_image_size()
     np.testing.assert_allclose(image_xy(half.project(point[None])[0][0]), image_xy((150.0, 90.0)) / 2, atol=1e-9)
     np.testing.assert_allclose(half.point_at_height(*pixel_uv(image_xy((150.0, 90.0)) / 2), 0.018), point, atol=1e-9)
     assert np.isnan(camera.point_at_height(111.5, 111.5, 0.7)).all()  # the plane lies behind the camera
+
+
+def test_the_click_map_places_a_click_where_its_ray_meets_the_plane_minus_the_tcp():
+    from pixelvla_robots.camera import plane_click_map
+    from pixelvla_robots.rotations import rpy_to_matrix
+
+    down = rpy_to_matrix(np.pi - 0.5, 0.0, -np.pi / 2)
+    camera = CameraModel("c", 640, 480, 520.0, 520.0, 319.5, 239.5, np.array([0.1, 0.0, 0.6]), down)
+    tcp = np.array([0.3, -0.05, 0.2])
+    for size in [(640, 480), (224, 224)]:  # normalised clicks: the same map at any size the image is resized to
+        m = plane_click_map(camera.resized(*size), 0.018, tcp)
+        for x, y in [(0.5, 0.5), (0.1, 0.9), (0.8, 0.7)]:
+            h = m.astype(float) @ [x, y, 1.0]
+            assert h[3] > 0
+            expected = camera.point_at_height(*pixel_uv((x * 640, y * 480)), 0.018) - tcp
+            np.testing.assert_allclose(h[:3] / h[3], expected, atol=2e-5)
+    above = plane_click_map(camera, 0.7, tcp)  # the plane behind the camera: nothing placeable
+    assert (above.astype(float) @ [0.5, 0.5, 1.0])[3] < 0
+    assert not plane_click_map(camera, 0.6, tcp).any()

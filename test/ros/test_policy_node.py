@@ -530,14 +530,14 @@ def offsets_model(tmp_path_factory):
     return path
 
 
-def test_a_prompt_offsets_model_waits_for_the_calibration_and_places_the_click_from_the_gripper(ros_node, offsets_model):
+def test_a_model_that_places_its_prompts_waits_for_the_calibration_and_gets_the_click_map(ros_node, offsets_model):
     from geometry_msgs.msg import PoseStamped
     from sensor_msgs.msg import CameraInfo
 
     from pixelvla_model import Point as Click
     from pixelvla_model import PixelVLAPolicy
     from pixelvla_robots.base import get_robot
-    from pixelvla_robots.camera import CameraModel, pixel_uv
+    from pixelvla_robots.camera import CameraModel, plane_click_map
     from pixelvla_robots.rotations import matrix_to_quat
 
     node = start_policy(f"model_path:={offsets_model}")
@@ -575,12 +575,11 @@ def test_a_prompt_offsets_model_waits_for_the_calibration_and_places_the_click_f
         out, _ = node.communicate(timeout=20)
     assert "waiting for" in out and "the camera's calibration" in out  # the user is told what is missing
     tcp = get_robot("wx250s").fk(q[:6])[0]
-    click = camera.resized(160, 120).point_at_height(*pixel_uv((100.0, 70.0)), 0.018)
-    offsets = np.array([[*(click - tcp), 1.0], [0.0, 0.0, 0.0, 0.0]])
     policy = PixelVLAPolicy.from_pretrained(offsets_model)
     rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(120, 160, 3).copy()
-    reference = policy.predict(rgb, "put this cube in the bowl", [Click(100.0, 70.0)], proprio=q, prompt_offsets=offsets)
+    click_map = plane_click_map(camera, 0.018, tcp)
+    reference = policy.predict(rgb, "put this cube in the bowl", [Click(100.0, 70.0)], proprio=q, click_to_tcp=click_map)
     assert np.abs(actions - reference).max() < 1e-5
-    elsewhere = offsets + [[0.05, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
-    other = policy.predict(rgb, "put this cube in the bowl", [Click(100.0, 70.0)], proprio=q, prompt_offsets=elsewhere)
+    elsewhere = plane_click_map(camera, 0.018, tcp - [0.05, 0.0, 0.0])  # the gripper 5 cm further back
+    other = policy.predict(rgb, "put this cube in the bowl", [Click(100.0, 70.0)], proprio=q, click_to_tcp=elsewhere)
     assert np.abs(other - reference).max() > 1e-4, "the offsets do not reach the actions"

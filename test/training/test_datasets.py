@@ -498,19 +498,25 @@ def test_sim_samples_place_their_prompts_from_the_tcp_through_the_recorded_camer
     s = ChunkDataset([ep], 5, norm_stats_for([ep]), sampler=sampler)[3]
     assert s["prompts"][1].label == PLACE
     camera = camera_from_arrays(episode.arrays["camera_intrinsics"], episode.arrays["camera_pose"], 32, 32)
-    rows, cols = np.nonzero(s["target_mask"])  # the target at the shown (tracked) mask's centroid, in 16 px
-    target = camera.point_at_height(*pixel_uv(((cols.mean() + 0.5) * 2, (rows.mean() + 0.5) * 2)), CUBE_HALF)
     tcp = episode.arrays["tcp_poses"][3, :3]
-    np.testing.assert_allclose(s["prompt_offsets"][0], [*(target - tcp), 1.0], atol=1e-5)
+
+    def placed(x, y):  # a click at (x, y), fractions of the image, through the sample's map
+        h = s["click_to_tcp"].astype(float) @ [x, y, 1.0]
+        return h[:3] / h[3]
+
+    rows, cols = np.nonzero(s["target_mask"])  # the shown (tracked) mask's centroid, in 16 px
+    target = camera.point_at_height(*pixel_uv(((cols.mean() + 0.5) * 2, (rows.mean() + 0.5) * 2)), CUBE_HALF)
+    np.testing.assert_allclose(placed((cols.mean() + 0.5) / 16, (rows.mean() + 0.5) / 16), target - tcp, atol=1e-5)
     place = camera.point_at_height(*pixel_uv((s["prompts"][1].x * 2, s["prompts"][1].y * 2)), CUBE_HALF)
-    np.testing.assert_allclose(s["prompt_offsets"][1], [*(place - tcp), 1.0], atol=1e-5)
-    assert abs(s["prompt_offsets"][0, 2] - (CUBE_HALF - 0.15)) < 1e-6
+    np.testing.assert_allclose(placed(s["prompts"][1].x / 16, s["prompts"][1].y / 16), place - tcp, atol=1e-5)
+    assert abs(placed(0.5, 0.5)[2] - (CUBE_HALF - 0.15)) < 1e-6
     text_only = ChunkDataset([ep], 5, norm_stats_for([ep]), sampler=PromptSampler(text_only=1.0))[3]
-    assert not text_only["prompt_offsets"].any()  # nothing prompted: nothing known
+    np.testing.assert_array_equal(text_only["click_to_tcp"], s["click_to_tcp"])  # the words' clicks are placed too
     from pixelvla_model import PixelVLAConfig, PixelVLAProcessor, build_byte_tokenizer
     from pixelvla_training.datasets import Collator
 
     config = PixelVLAConfig.from_preset("tiny", image_size=28, proprio_dim=7, place_prompts=True,
                                         prompt_offsets=True)
-    batch = Collator(PixelVLAProcessor(config, build_byte_tokenizer(), norm_stats_for([ep])))([s, text_only])
-    np.testing.assert_array_equal(batch["prompt_offsets"].numpy(), np.stack([s["prompt_offsets"], np.zeros((2, 4))]))
+    uncalibrated = {**text_only, "click_to_tcp": None}
+    batch = Collator(PixelVLAProcessor(config, build_byte_tokenizer(), norm_stats_for([ep])))([s, uncalibrated])
+    np.testing.assert_array_equal(batch["click_to_tcp"].numpy(), np.stack([s["click_to_tcp"], np.zeros((4, 3))]))

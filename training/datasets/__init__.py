@@ -62,19 +62,19 @@ class Collator:
                              "no proprio); train with proprio_dim: 0 or on data with the state")
         batch = self.processor([s["image"] for s in samples], [s["instruction"] for s in samples],
                                [s["prompts"] for s in samples], [s["target_mask"] for s in samples],
-                               proprio if self.processor.config.proprio_dim else None, self._offsets(samples))
+                               proprio if self.processor.config.proprio_dim else None, self._click_maps(samples))
         batch["actions"] = torch.from_numpy(np.stack([s["actions"] for s in samples])).float()
         batch["action_valid"] = torch.from_numpy(np.stack([s["action_valid"] for s in samples]))
         for key in ("target_xy", "place_xy"):
             batch[key] = torch.from_numpy(np.stack([s.get(key, np.full(2, np.nan, np.float32)) for s in samples]))
         return batch
 
-    def _offsets(self, samples: list[dict[str, Any]]) -> Optional[list[np.ndarray]]:
-        """Each sample's prompt offsets for a model that takes them; a sample without (its episode has no
-        camera or TCP) counts as unprompted there (zeros: not known)."""
+    def _click_maps(self, samples: list[dict[str, Any]]) -> Optional[list[np.ndarray]]:
+        """Each sample's map from a click to the TCP for a model that places its prompts; a sample without
+        (its episode has no camera or TCP) gets zeros: its prompts are not placed."""
         if not self.processor.config.prompt_offsets:
             return None
-        return [s["prompt_offsets"] if s.get("prompt_offsets") is not None else np.zeros((2, 4), np.float32)
+        return [s["click_to_tcp"] if s.get("click_to_tcp") is not None else np.zeros((4, 3), np.float32)
                 for s in samples]
 
 

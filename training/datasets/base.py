@@ -18,9 +18,9 @@ the in-memory :class:`ChunkDataset` both use it):
                         width and height from the top-left corner; pixel centres), NaN without a mask; given
                         whether or not the sample shows its prompts (the text-grounding map learns it, text-only too)
         "place_xy":     (2,) float32, the same for the episode's place mask (where the target goes), NaN without one
-        "prompt_offsets": (2, 4) float32, where the sample's target and place prompts are from the TCP in the base
-                        frame (pixelvla_model.prompt_offsets), or None when the episode has no camera, TCP or
-                        prompt plane (see Episode)
+        "click_to_tcp": (4, 3) float32, the camera's map from a click to where it lies from the TCP at step t
+                        (pixelvla_robots.camera.plane_click_map; the model places the prompts with it), or None
+                        when the episode has no camera, TCP or prompt plane (see Episode)
         "dataset":      str, the dataset key (its norm_stats entry)
         "episode":      str, where the episode came from (Episode.source), for logs and tests
     }
@@ -88,7 +88,7 @@ class Episode:
     proprio (T, P) float32 robot state at each step (raw, the dataset's convention) or None.
     camera (a pixelvla_robots CameraModel at the images' size), tcp_positions (T, 3) m in the base frame and
     prompt_plane_z (m, the height objects rest at): where they are known, a prompt's pixel is placed in the
-    base frame (samples' "prompt_offsets").
+    base frame (samples' "click_to_tcp").
     """
 
     images: np.ndarray
@@ -210,15 +210,14 @@ def make_sample(ep: Episode, actions: np.ndarray, state: Optional[np.ndarray], t
         prompts, shown_mask = sampler(rng, mask, first_mask=first, fixed_prompts=fixed, place_mask=ep.place_mask)
     elif fixed:
         prompts = list(fixed)
-    offsets = None
+    click_map = None
     if ep.camera is not None and ep.tcp_positions is not None and ep.prompt_plane_z is not None:
-        from pixelvla_model.prompts import prompt_offsets
-        from pixelvla_robots.camera import plane_locator
+        from pixelvla_robots.camera import plane_click_map
 
-        offsets = prompt_offsets(prompts, plane_locator(ep.camera, ep.prompt_plane_z), ep.tcp_positions[t], shown_mask)
+        click_map = plane_click_map(ep.camera, ep.prompt_plane_z, ep.tcp_positions[t])
     return {"image": ep.images[t], "instruction": ep.instruction, "target_mask": shown_mask, "prompts": prompts,
             "proprio": None if state is None else state[t], "actions": chunk, "action_valid": valid,
-            "target_xy": mask_centroid(mask), "place_xy": mask_centroid(ep.place_mask), "prompt_offsets": offsets,
+            "target_xy": mask_centroid(mask), "place_xy": mask_centroid(ep.place_mask), "click_to_tcp": click_map,
             "dataset": ep.dataset, "episode": ep.source}
 
 

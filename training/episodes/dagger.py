@@ -6,9 +6,9 @@ every step (or, with `prompted=False`, the instruction alone); with `place=True`
 place point clicked on the destination in the first frame. `chunk(obs)` predicts the whole chunk (in-process
 rollouts execute it through the chunk executor); a call returns its first action, the one the executor runs
 when a new chunk comes every control period as here: DAgger episodes (run_expert_episode) execute it with
-`TabletopEnv.step_ee_delta`, through the same executor. A model that takes the prompts' offsets from the TCP
-(config.prompt_offsets) gets them from the episode's calibrated camera, the clicks placed on the plane a cube's
-centre rests at, and the TCP's position.
+`TabletopEnv.step_ee_delta`, through the same executor. A model that places the prompts from the TCP
+(config.prompt_offsets) gets the episode's calibrated camera's map from a click to the TCP, on the plane a
+cube's centre rests at.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelvla_model import PLACE, Point, prompt_offsets
-from pixelvla_robots.camera import image_xy, plane_locator
+from pixelvla_model import PLACE, Point
+from pixelvla_robots.camera import image_xy, plane_click_map
 from pixelvla_sim.prompts import click_pixel
 from pixelvla_sim.tasks import CUBE_HALF
 
@@ -45,8 +45,7 @@ class PolicyDriver:
         state = np.array([*obs["joint_positions"], obs["gripper_position"]], np.float32)
         prompt = dict(prompts=self.prompts, mask=obs["masks"][obs["target_object"]]) if self.prompted else {}
         if self.policy.config.prompt_offsets:
-            prompt["prompt_offsets"] = prompt_offsets(prompt.get("prompts"), plane_locator(obs["camera"], CUBE_HALF),
-                                                      obs["tcp_position"], prompt.get("mask"))
+            prompt["click_to_tcp"] = plane_click_map(obs["camera"], CUBE_HALF, obs["tcp_position"])
         chunk = self.policy.predict(obs["rgb"], obs["instruction"], proprio=state, unnorm_key=self.unnorm_key, **prompt)
         return np.asarray(chunk, dtype=np.float64).reshape(-1, 7)
 
