@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -129,24 +128,15 @@ def test_tokenizer_words_become_tokens_whose_embeddings_train(tmp_path):
         TrainConfig.from_dict({**cfg, "model": {"tokenizer_words": "red"}})
 
 
-def test_grounding_trains_the_text_grounding_map_to_click_on_the_targets_centroid(tmp_path):
-    from pixelvla_model.modeling import TextGrounding
+def test_grounding_trains_the_text_grounding_map_on_the_target_patch(tmp_path):
     from pixelvla_training.trainer.loop import grounding_cross_entropy
 
     nan = float("nan")
-    xy = torch.tensor([[0.6, 0.3], [nan, nan]])  # grid 2, patch centres at 0.25 and 0.75
+    xy = torch.tensor([[0.6, 0.3], [nan, nan]])  # grid 2: column 1, row 0 -> patch 1
     logits = torch.tensor([[0.0, 5.0, 0.0, 0.0], [9.0, 0.0, 0.0, 0.0]])
-    label = torch.tensor([0.3 * 0.9, 0.7 * 0.9, 0.3 * 0.1, 0.7 * 0.1])  # bilinear: 0.7 of the way to column 1
-    expected = -(label * torch.log_softmax(logits[0], 0)).sum()  # the unknown row is ignored
+    expected = -torch.log_softmax(logits[0], 0)[1]  # the unknown row is ignored
     assert grounding_cross_entropy(logits, xy, 2) == pytest.approx(float(expected))
     assert grounding_cross_entropy(torch.ones(2, 4), torch.full((2, 2), nan), 2) == 0.0
-    fitted = torch.zeros(1, 16, requires_grad=True)  # a map trained to the labels clicks on the centroid itself
-    optimizer = torch.optim.Adam([fitted], lr=0.1)
-    for _ in range(500):
-        optimizer.zero_grad()
-        grounding_cross_entropy(fitted, torch.tensor([[0.41, 0.66]]), 4).backward()
-        optimizer.step()
-    np.testing.assert_allclose(TextGrounding.click(fitted.detach(), 4)[1][0].numpy(), [0.41, 0.66], atol=0.01)
     data = write_sim_dataset(tmp_path / "demos")
     cat = Trainer(TrainConfig.from_dict(tiny_train_config(data, tmp_path / "cat", steps=1, grounding_weight=1.0)),
                   resume=False).train()

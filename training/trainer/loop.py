@@ -116,24 +116,12 @@ def lr_lambda(cfg: TrainConfig):
 
 def grounding_cross_entropy(logits: torch.Tensor, target_xy: torch.Tensor, grid: int) -> torch.Tensor:
     """(B, grid*grid) text-grounding logits (row-major patches) and mask centroids (B, 2), (x, y) as fractions of
-    the image, NaN: unknown -> mean cross-entropy, over the known rows, against the centroid's bilinear weights
-    on the four patch centres around it. A map that matches them clicks (TextGrounding.click: the local mean of
-    the patch centres) on the centroid itself; a map trained on the one patch that holds the centroid clicks on
-    that patch's centre, up to half a patch (~2 cm on the table) from the cube."""
+    the image, NaN: unknown -> mean cross-entropy of the patch that holds the centroid, over the known rows."""
     known = ~target_xy.isnan().any(-1)
     if not known.any():
         return logits.sum() * 0.0  # keeps the map in the graph (DDP expects a gradient for every parameter)
-    where = (target_xy[known].float() * grid - 0.5).clamp(0, grid - 1)  # (K, 2) in patch-centre units
-    corner = where.floor().clamp(max=grid - 2)  # the top-left of the four centres around it
-    frac = where - corner
-    col, row = corner.long().unbind(-1)
-    label = torch.zeros(len(where), grid * grid, device=logits.device)
-    rows = torch.arange(len(where), device=logits.device)
-    for dx in (0, 1):
-        for dy in (0, 1):
-            weight = (frac[:, 0] if dx else 1 - frac[:, 0]) * (frac[:, 1] if dy else 1 - frac[:, 1])
-            label[rows, (row + dy) * grid + col + dx] += weight
-    return -(label * F.log_softmax(logits[known].float(), -1)).sum(-1).mean()
+    cell = (target_xy[known].float() * grid).long().clamp(0, grid - 1)  # (K, 2): column, row
+    return F.cross_entropy(logits[known].float(), cell[:, 1] * grid + cell[:, 0])
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
