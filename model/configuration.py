@@ -94,10 +94,10 @@ class PixelVLAConfig:
     text_grounding: bool = False
     # Where the target and place prompts are from the gripper in the robot's base frame: each prompt's pixel
     # (prompts.prompt_anchor; the tracked target mask's centroid for the target) met with the plane objects rest
-    # at through the calibrated camera, minus the TCP (forward kinematics), [dx, dy, dz (m), by the operator, by
-    # the words] per row, through a small MLP added to the decoder's actions (modeling.place_prompts). The camera
-    # enters as input click_to_tcp (B, 4, 3), so the words' clicks (text_grounding) are placed inside the network
-    # like an operator's, flagged as the words'. Without it the policy must place a click in the arm's frame from the image alone, and the
+    # at through the calibrated camera, minus the TCP (forward kinematics), [dx, dy, dz (m), known] per row,
+    # through a small MLP added to the decoder's actions (modeling.place_prompts). The camera enters as input
+    # click_to_tcp (B, 4, 3), so the words' clicks (text_grounding) are placed inside the network like an
+    # operator's. Without it the policy must place a click in the arm's frame from the image alone, and the
     # camera's pose moves from setup to setup: from the click's pixel and the joints the expert's steps within
     # 6 cm of the cube are predictable only to a slope of 0.4-0.5 (docs/results.md). Grown onto a trained model
     # by PixelVLA.enable_prompt_offsets (zero-initialised), with the decoder relearned around it

@@ -61,8 +61,7 @@ PROPRIO_INPUT = "proprio"
 #: The camera's map from a click to where it lies from the TCP (B, 4, 3), present only when config.prompt_offsets
 #: (see place_prompts).
 CLICK_MAP_INPUT = "click_to_tcp"
-OFFSET_WIDTH = 5  # a placed prompt: [dx, dy, dz (m), by the operator, by the words] (place_prompts)
-OFFSET_UNIT = 0.02  # m: prompt offsets enter the network in 2 cm units: the few cm near the target span a few units
+OFFSET_UNIT = 0.02  # m: prompt offsets enter the network in 2 cm units: the few cm near the target span a few
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -327,16 +326,14 @@ PLACEABLE_W = 1e-6  # the homogeneous w below which a click's ray misses the pla
 
 def place_prompts(click_to_tcp: torch.Tensor, target_mask: torch.Tensor, coords: torch.Tensor,
                   point_mask: torch.Tensor, types: torch.Tensor, labels: torch.Tensor,
-                  masks: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
-    """Where the target and place prompts are from the TCP: (B, 2, 5), rows OFFSET_LABELS (target, place),
-    [dx, dy, dz (m), placed from an operator's prompt, placed from the words' click]; zeros where that prompt is
-    missing or its pixel cannot be placed. words (B,) bool: the sample's prompts are the clicks its words made.
+                  masks: torch.Tensor) -> torch.Tensor:
+    """Where the target and place prompts are from the TCP: (B, 2, 4), rows OFFSET_LABELS (target, place),
+    [dx, dy, dz (m), known]; zeros where that prompt is missing or its pixel cannot be placed.
 
     Each row's pixel is the first prompt of its label: a point, a line's vertex mean, a box's centre, a mask
     prompt's centroid (prompts.prompt_anchor); for the target, the tracked target mask's centroid when there is
     one (a click lands anywhere on the object, the centroid is where it is). The words' clicks (text grounding)
-    are prompts by then, so they are placed like an operator's, and flagged as the words' (they land a patch
-    off, or on another cube where the words do not name one, and the policy learns to trust them less). click_to_tcp (B, 4, 3) maps a pixel's [x, y, 1]
+    are prompts by then, so they are placed like an operator's. click_to_tcp (B, 4, 3) maps a pixel's [x, y, 1]
     (x, y in [0, 1] of the image) to [dx, dy, dz, w]: where its ray meets the plane objects rest at, minus the TCP,
     times w > 0 (pixelvla_robots.camera.plane_click_map); all zeros = no calibration, nothing placed."""
     pts = point_mask.unsqueeze(-1).to(coords.dtype)  # (B, K, P, 1)
@@ -355,9 +352,7 @@ def place_prompts(click_to_tcp: torch.Tensor, target_mask: torch.Tensor, coords:
         h = (click_to_tcp.float() @ torch.cat([xy, torch.ones_like(xy[:, :1])], 1).unsqueeze(-1)).squeeze(-1)
         known = (chosen.any(1) & (h[:, 3] > PLACEABLE_W)).unsqueeze(-1)  # (B, 1)
         where = h[:, :3] / h[:, 3:].clamp_min(PLACEABLE_W)
-        by_words = known & words.view(-1, 1)
-        rows.append(torch.cat([torch.where(known, where, torch.zeros_like(where)), (known & ~by_words).float(),
-                               by_words.float()], 1))
+        rows.append(torch.cat([torch.where(known, where, torch.zeros_like(where)), known.float()], 1))
     return torch.stack(rows, 1)
 
 
@@ -372,8 +367,7 @@ def mask_centroid(masks: torch.Tensor) -> torch.Tensor:
 
 
 class PromptOffsets(nn.Module):
-    """Where the target and place prompts are from the TCP, (B, 2, 5) rows [dx, dy, dz (m), by the operator,
-    by the words] (see
+    """Where the target and place prompts are from the TCP, (B, 2, 4) rows [dx, dy, dz (m), known] (see
     place_prompts) -> (B, N_c, 7) added to the decoder's normalised actions: an MLP (Linear, GELU,
     Linear, GELU, Linear) that also reads the normalised robot state, the last layer zero-initialised (a model
     grown with it acts as before until it trains). Grown onto a trained decoder it hardly trains: that
@@ -384,13 +378,13 @@ class PromptOffsets(nn.Module):
         super().__init__()
         h = 4 * c.decoder_hidden
         self.shape = (c.chunk_size, c.action_dim)
-        self.mlp = nn.Sequential(nn.Linear(2 * OFFSET_WIDTH + c.proprio_dim, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
+        self.mlp = nn.Sequential(nn.Linear(8 + c.proprio_dim, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
                                  nn.Linear(h, c.chunk_size * c.action_dim))
         nn.init.zeros_(self.mlp[4].weight)
         nn.init.zeros_(self.mlp[4].bias)
 
     def forward(self, offsets: torch.Tensor, proprio: Optional[torch.Tensor] = None) -> torch.Tensor:
-        scale = offsets.new_tensor([1 / OFFSET_UNIT] * 3 + [1.0, 1.0])
+        scale = offsets.new_tensor([1 / OFFSET_UNIT] * 3 + [1.0])
         x = (offsets * scale).flatten(1)
         if proprio is not None:  # the normalised robot state: open or closed, high or low, tells the phase
             x = torch.cat([x, proprio.to(x.dtype)], 1)
@@ -511,7 +505,7 @@ class PixelVLA(nn.Module):
             visual = visual + self.visual_where(self.visual_positions.to(visual.dtype))
         text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
-        grounding_logits, words_only = None, torch.zeros(b, dtype=torch.bool, device=dev)
+        grounding_logits = None
         if self.text_grounding is not None:  # no mask and no prompt: the words click (config.text_grounding)
             grounding_logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
             words_only = (weights.sum(1) < self.pixel_encoder.eps) & (prompt_types == 0).all(1)  # (B,)
@@ -543,7 +537,7 @@ class PixelVLA(nn.Module):
         pred = self.decoder(action_hidden.to(self.decoder.proj.weight.dtype))
         if self.prompt_offsets is not None:  # where the prompts (the operator's or the words') are from the gripper
             offsets = place_prompts(click_to_tcp, target_mask, prompt_coords, prompt_point_mask, prompt_types,
-                                    prompt_labels, prompt_masks, words_only)
+                                    prompt_labels, prompt_masks)
             pred = pred + self.prompt_offsets(offsets, proprio).to(pred.dtype)
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,

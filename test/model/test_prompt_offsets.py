@@ -24,21 +24,18 @@ def test_each_prompt_type_stands_for_one_pixel():
 TOP_DOWN = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -0.15], [0.0, 0.0, 1.0]])
 
 
-def placed(config, prompts, mask=None, size=100, click_map=TOP_DOWN, words=False):
+def placed(config, prompts, mask=None, size=100, click_map=TOP_DOWN):
     """place_prompts on one sample of `prompts` (pixels of a size x size image) and its target mask."""
     pt = batch_prompts([prompts], (size, size), config)
     target = torch.zeros(1, size, size) if mask is None else torch.as_tensor(mask, dtype=torch.float32)[None]
     return place_prompts(click_map[None], target, pt["prompt_coords"], pt["prompt_point_mask"], pt["prompt_types"],
-                         pt["prompt_labels"], pt["prompt_masks"], torch.tensor([words]))[0].numpy()
+                         pt["prompt_labels"], pt["prompt_masks"])[0].numpy()
 
 
 def test_the_prompts_are_placed_from_the_tcp_in_metres():
     config = PixelVLAConfig.from_preset("tiny", place_prompts=True)
     out = placed(config, [Point(30.0, 20.0, PLACE), Point(12.0, 25.0)])
-    np.testing.assert_allclose(out, [[0.12, 0.25, -0.15, 1.0, 0.0], [0.30, 0.20, -0.15, 1.0, 0.0]], atol=1e-6)
-    by_words = placed(config, [Point(30.0, 20.0, PLACE), Point(12.0, 25.0)], words=True)
-    np.testing.assert_allclose(by_words[:, 3:], [[0.0, 1.0], [0.0, 1.0]])  # the same place, flagged as the words'
-    np.testing.assert_allclose(by_words[:, :3], out[:, :3])
+    np.testing.assert_allclose(out, [[0.12, 0.25, -0.15, 1.0], [0.30, 0.20, -0.15, 1.0]], atol=1e-6)
     assert not placed(config, []).any()
     only_target = placed(config, [Point(12.0, 25.0)])
     assert only_target[0, 3] == 1.0 and not only_target[1].any()  # no place prompt: zeros, not known
@@ -83,7 +80,7 @@ def test_the_words_clicks_are_placed_like_an_operators():
         uncalibrated = model(**x)  # example_inputs' last sample: all zeros, nothing placed
     clicks = [TextGrounding.click(words.grounding_logits[0, r:r + 1], config.grid_size)[1][0] for r in range(2)]
     for row, xy in enumerate(clicks):
-        np.testing.assert_allclose(seen[0][0, row].numpy(), [*xy.tolist(), -0.15, 0.0, 1.0], atol=1e-6)
+        np.testing.assert_allclose(seen[0][0, row].numpy(), [*xy.tolist(), -0.15, 1.0], atol=1e-6)
     assert not seen[1].any()
     assert (words.actions - uncalibrated.actions).abs().max() > 1e-3
 

@@ -117,7 +117,7 @@ def test_a_model_that_places_its_prompts_gets_the_calibrated_cameras_click_map(t
         driver.reset(obs)
         assert driver.chunk(obs).shape == (5, 7)
     target, plate = (obs["object_poses"][n][:3] - obs["tcp_position"] for n in (obs["target_object"], "plate"))
-    assert seen[0][:, 3:].tolist() == [[1.0, 0.0], [1.0, 0.0]]  # placed from the operator's prompts
+    assert seen[0][:, 3].tolist() == [1.0, 1.0]
     assert np.linalg.norm(seen[0][0, :3] - target) < 0.01  # the cube's centre, from its mask (224 px) and the camera
     # the click on the plate, placed at a cube's height a centimetre above the plate's top: within 3 cm
     assert np.linalg.norm(seen[0][1, :2] - plate[:2]) < 0.03
