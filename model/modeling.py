@@ -61,6 +61,9 @@ PROPRIO_INPUT = "proprio"
 #: The camera's map from a click to where it lies from the TCP (B, 4, 3), present only when config.prompt_offsets
 #: (see place_prompts).
 CLICK_MAP_INPUT = "click_to_tcp"
+#: A click_to_tcp for examples and benchmarks: a top-down view 0.4 m wide centred under the TCP, the plane 0.1 m
+#: below it.
+EXAMPLE_CLICK_MAP = np.array([[0.4, 0.0, -0.2], [0.0, 0.4, -0.2], [0.0, 0.0, -0.1], [0.0, 0.0, 1.0]], np.float32)
 OFFSET_UNIT = 0.02  # m: prompt offsets enter the network in 2 cm units: the few cm near the target span a few
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -805,9 +808,8 @@ def example_inputs(config: PixelVLAConfig, batch_size: int = 2, text_len: int = 
            "target_mask": target_mask, **pt}
     if config.proprio_dim:
         out[PROPRIO_INPUT] = torch.randn(batch_size, config.proprio_dim, generator=g)
-    if config.prompt_offsets:  # a top-down view 0.4 m wide centred under the TCP, the plane 0.1 m below it
-        out[CLICK_MAP_INPUT] = torch.tensor([[0.4, 0.0, -0.2], [0.0, 0.4, -0.2], [0.0, 0.0, -0.1], [0.0, 0.0, 1.0]]
-                                            ).expand(batch_size, 4, 3).clone()
+    if config.prompt_offsets:
+        out[CLICK_MAP_INPUT] = torch.from_numpy(EXAMPLE_CLICK_MAP).expand(batch_size, 4, 3).clone()
         if batch_size > 1:
             out[CLICK_MAP_INPUT][-1] = 0.0  # the last sample: no calibration
     return out

@@ -33,7 +33,7 @@ import torch
 
 from ..configuration import PRESETS, PixelVLAConfig
 from ..export import export_bundle
-from ..modeling import CLICK_MAP_INPUT, example_inputs
+from ..modeling import EXAMPLE_CLICK_MAP
 from ..prompts import Point
 from .bundle import MANIFEST_FILE
 from .factory import BACKENDS, tensorrt_available
@@ -57,13 +57,13 @@ def time_calls(fn, frames: int, warmup: int) -> list[float]:
 def benchmark_frame(processor) -> tuple[dict, float]:
     """The fixed test frame through the processor -> (batch, processor latency ms). A model that reads the
     robot state gets a normalised state of zeros (the middle of the statistics' range); one that reads the
-    prompts from the gripper, example_inputs' top-down view."""
+    prompts from the gripper, the example top-down view (modeling.EXAMPLE_CLICK_MAP)."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     mask = np.zeros((480, 640), bool)
     mask[200:300, 250:400] = True
     state = [np.zeros(processor.config.proprio_dim, np.float32)] if processor.config.proprio_dim else None
-    maps = [example_inputs(processor.config, 1)[CLICK_MAP_INPUT][0].numpy()] if processor.config.prompt_offsets else None
+    maps = [EXAMPLE_CLICK_MAP] if processor.config.prompt_offsets else None
 
     def frame() -> dict:
         return processor([image], [INSTRUCTION], [[Point(320.0, 240.0)]], [mask], proprio=state, click_to_tcp=maps)
