@@ -13,6 +13,8 @@
     only when config.proprio_dim > 0)
     --> Llama --> last-layer hidden state at the last valid text token (B,D)
     --> continuous action decoder --> normalised actions (B, N_c, 7) in [-1, 1] (q01/q99 convention)
+    (+ with config.prompt_offsets: click_to_tcp (B,4,3) places the target and place prompts, the words' clicks
+    too, from the TCP (place_prompts) --> an MLP with the robot state, added to the actions)
 
 D = config.llm_hidden. The forward graph has no Python branching on tensor values: prompts arrive as
 fixed-shape padded tensors (see prompts.py), an empty target mask selects the learned "no target"
@@ -64,7 +66,7 @@ CLICK_MAP_INPUT = "click_to_tcp"
 #: A click_to_tcp for examples and benchmarks: a top-down view 0.4 m wide centred under the TCP, the plane 0.1 m
 #: below it.
 EXAMPLE_CLICK_MAP = np.array([[0.4, 0.0, -0.2], [0.0, 0.4, -0.2], [0.0, 0.0, -0.1], [0.0, 0.0, 1.0]], np.float32)
-OFFSET_UNIT = 0.02  # m: prompt offsets enter the network in 2 cm units: the few cm near the target span a few
+OFFSET_UNIT = 0.02  # m: prompt offsets enter the network in 2 cm units: the few cm near the target span a few units
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
