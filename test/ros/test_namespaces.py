@@ -7,17 +7,16 @@ import sys
 
 import numpy as np
 import pytest
-from geometry_msgs.msg import PoseStamped
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from pixelvla_robots import wx250s
-from pixelvla_robots.camera import CameraModel
 from pixelvla_ros import qos
 from pixelvla_ros.benchmarks import synthetic_frame
 from pixelvla_ros.image_conversions import rgb_to_image
 from pixelvla_ros.msg import ActionChunk, PolicyStatus
+from support import publish_calibration
 
 pytestmark = pytest.mark.ros
 ARMS = ("arm1", "arm2")
@@ -44,17 +43,8 @@ def test_two_stacks_under_namespaces_never_cross(ros_node, tmp_path):
         ros_node.publisher(String, f"/{arm}/pixelvla/instruction", qos.LATCHED).publish(
             String(data="put the red cube on the plate"))
     frame = rgb_to_image(synthetic_frame(224, 224))
-    # each arm's camera calibrated, looking straight down at the table from 60 cm: the shipped policy places its
-    # prompts from the gripper through it
-    camera = CameraModel("c", 224, 224, 180.0, 180.0, 111.5, 111.5, np.array([0.25, 0.0, 0.6]),
-                         np.diag([1.0, -1.0, -1.0]))
-    info = {arm: ros_node.publisher(CameraInfo, f"/{arm}/camera/camera_info", qos.SENSOR) for arm in ARMS}
-    pose = PoseStamped()
-    pose.header.frame_id = "wx250s/base_link"
-    pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = camera.position.tolist()
-    pose.pose.orientation.x, pose.pose.orientation.w = 1.0, 0.0  # a half turn about x: the optical axis points down
-    for arm in ARMS:
-        ros_node.publisher(PoseStamped, f"/{arm}/camera/pose", qos.LATCHED).publish(pose)
+    for arm in ARMS:  # each arm's camera calibrated: the shipped policy places its prompts from the gripper
+        publish_calibration(ros_node, namespace=arm)
     state = JointState(name=[*wx250s.JOINT_NAMES, "left_finger"], position=[*map(float, wx250s.HOME_Q), 0.037])
 
     def feed(camera_of: str):
@@ -64,7 +54,6 @@ def test_two_stacks_under_namespaces_never_cross(ros_node, tmp_path):
             state.header.stamp = frame.header.stamp = now
             for arm in ARMS:
                 joints[arm].publish(state)
-                info[arm].publish(CameraInfo(**camera.camera_info()))
             images[camera_of].publish(frame)
         return ros_node.node.create_timer(0.05, tick)
 

@@ -13,6 +13,7 @@ from std_msgs.msg import String
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import mono_to_image, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
+from support import publish_calibration
 from tiny_models import BRIDGE_LIKE_WITH_STATE, save_tiny_checkpoint
 
 pytestmark = pytest.mark.ros
@@ -337,27 +338,8 @@ def test_the_backend_reported_is_the_one_running(policy):
     assert {s.backend for s in io["status"] if s.backend} == {"torch"}
 
 
-def publish_calibration(ros_node, camera) -> None:
-    """The calibration of `camera` (a CameraModel) as a camera driver publishes it: the optical frame's pose in
-    the base frame, latched, and the camera info at 5 Hz."""
-    from geometry_msgs.msg import PoseStamped
-    from sensor_msgs.msg import CameraInfo
-
-    from pixelvla_robots.rotations import matrix_to_quat
-
-    pose = PoseStamped()
-    pose.header.frame_id = "wx250s/base_link"
-    pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = camera.position.tolist()
-    w, x, y, z = matrix_to_quat(camera.rotation)
-    pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = x, y, z, w
-    ros_node.publisher(PoseStamped, "/camera/pose", qos.LATCHED).publish(pose)
-    info = ros_node.publisher(CameraInfo, "/camera/camera_info", qos.SENSOR)
-    ros_node.node.create_timer(0.2, lambda: info.publish(CameraInfo(**camera.camera_info())))
-
-
 def test_default_model_is_the_shipped_checkpoint(ros_node):
     from pixelvla_model import DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT_NOTE
-    from pixelvla_robots.camera import CameraModel
 
     from sensor_msgs.msg import JointState
 
@@ -366,9 +348,7 @@ def test_default_model_is_the_shipped_checkpoint(ros_node):
     ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube in the bowl"))
     joints = ros_node.publisher(JointState, "/joint_states", qos.SENSOR)  # the shipped model reads the robot state
     ros_node.node.create_timer(0.2, lambda: joints.publish(JointState(name=[*ARM, "left_finger"], position=[0.0] * 6 + [0.037])))
-    # and places its prompts (the words' clicks too) through the camera's calibration: one looking down at the table
-    publish_calibration(ros_node, CameraModel("c", 160, 120, 130.0, 130.0, 79.5, 59.5, np.array([0.25, 0.0, 0.6]),
-                                              np.diag([1.0, -1.0, -1.0])))
+    publish_calibration(ros_node)  # and places its prompts (the words' clicks too) through the camera's calibration
     try:
         actions = chunk_for(ros_node, io, frame(7001), timeout=60)
     finally:

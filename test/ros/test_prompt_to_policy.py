@@ -10,7 +10,7 @@ from std_msgs.msg import String
 from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import image_to_mono, mono_to_image, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, VisualPrompt
-from support import start_launch
+from support import publish_calibration, start_launch
 
 pytestmark = pytest.mark.ros
 NODE_SET = str(Path(__file__).parent / "node_sets" / "policy_segmenter.nodes.yaml")
@@ -25,6 +25,7 @@ def test_prompt_through_the_segmenter_changes_the_policy_output(ros_node):
                        position=[0.0, -0.9, 1.1, 0.0, -0.3, 0.0, 0.037])
     prompts = ros_node.publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
     ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED).publish(String(data="put this cube on the plate"))
+    publish_calibration(ros_node)  # the shipped model places its prompts from the gripper
     image = rgb_to_image(np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8))
     runner = start_launch(NODE_SET)
 

@@ -48,3 +48,29 @@ def start_launch(*args: str) -> subprocess.Popen:
         text=True,
         env=dict(os.environ),
     )
+
+
+def publish_calibration(probe: Probe, camera=None, namespace: str = "") -> None:
+    """A camera's calibration as its driver publishes it, under `namespace`: the optical frame's pose in the
+    base frame on camera/pose (latched) and the camera info on camera/camera_info at 5 Hz. Default camera: 60 cm
+    above the table, looking straight down (what a policy that places its prompts from the gripper needs)."""
+    import numpy as np
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import CameraInfo
+
+    from pixelvla_robots.camera import CameraModel
+    from pixelvla_robots.rotations import matrix_to_quat
+    from pixelvla_ros import qos
+
+    if camera is None:
+        camera = CameraModel("c", 160, 120, 130.0, 130.0, 79.5, 59.5, np.array([0.25, 0.0, 0.6]),
+                             np.diag([1.0, -1.0, -1.0]))
+    prefix = f"/{namespace}" if namespace else ""
+    pose = PoseStamped()
+    pose.header.frame_id = "wx250s/base_link"
+    pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = camera.position.tolist()
+    w, x, y, z = matrix_to_quat(camera.rotation)
+    pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = x, y, z, w
+    probe.publisher(PoseStamped, f"{prefix}/camera/pose", qos.LATCHED).publish(pose)
+    info = probe.publisher(CameraInfo, f"{prefix}/camera/camera_info", qos.SENSOR)
+    probe.node.create_timer(0.2, lambda: info.publish(CameraInfo(**camera.camera_info())))
