@@ -59,7 +59,6 @@ def publish_calibration(probe: Probe, camera=None, namespace: str = "") -> None:
     from sensor_msgs.msg import CameraInfo
 
     from pixelvla_robots.camera import CameraModel
-    from pixelvla_robots.rotations import matrix_to_quat
     from pixelvla_ros import qos
 
     if camera is None:
@@ -69,8 +68,8 @@ def publish_calibration(probe: Probe, camera=None, namespace: str = "") -> None:
     pose = PoseStamped()
     pose.header.frame_id = "wx250s/base_link"
     pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = camera.position.tolist()
-    w, x, y, z = matrix_to_quat(camera.rotation)
-    pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = x, y, z, w
+    o = pose.pose.orientation
+    o.x, o.y, o.z, o.w = map(float, camera.quaternion_xyzw)
     probe.publisher(PoseStamped, f"{prefix}/camera/pose", qos.LATCHED).publish(pose)
     info = probe.publisher(CameraInfo, f"{prefix}/camera/camera_info", qos.SENSOR)
     probe.node.create_timer(0.2, lambda: info.publish(CameraInfo(**camera.camera_info())))
