@@ -13,7 +13,7 @@ What is enforced (parameter names as the executor node declares them):
 - Each action is a displacement executed at most once: a plan's actions run in order, one per
   command, action i no earlier than i * dt after the plan's first action (a late tick runs the next
   action, it never re-applies one). Receding horizon: the newest chunk replaces the plan and at most
-  `execute_steps` of its actions run; temporal ensembling (ACT): each command averages every stored
+  `execute_steps` of its actions run (the policy sends one every `steps_per_inference` periods); temporal ensembling (ACT): each command averages every stored
   chunk's next action, weights exp(-k i), i = 0 for the oldest chunk, k = `ensemble_decay`.
 - Rate: at most one move per control period T (1 / `control_rate_hz`). Each move has a slot, its
   stamp (`Command.time`): the moment it became due, at least T after the previous move's slot, so
@@ -21,8 +21,8 @@ What is enforced (parameter names as the executor node declares them):
   goes out at most T/4 after its slot (so never less than 3T/4 after the previous one in real time);
   the controller still gets a full period for it. A new chunk is due as soon as a joint state as new
   as its image is in (or after one period without one: clocks apart); a plan's later actions are due
-  half a period after their time, so a chunk that comes on time replaces the plan first instead of
-  queueing behind it. When chunks come about once a period, a chunk that would wait more than T/8
+  at their time until the next chunk is expected (`steps_per_inference` actions in), then half a
+  period after it, so a chunk that comes on time replaces the plan first instead of queueing behind it. When chunks come about once a period, a chunk that would wait more than T/8
   for its slot gives way to the next one (it runs 1.5 T late if none comes): the rate limit lets no
   move catch up, so one late start would delay every following chunk as much. Stops are never
   delayed.
@@ -142,6 +142,7 @@ class ChunkSchedule:
 
     strategy: str = "receding_horizon"
     execute_steps: int = 5          # receding horizon: actions of a chunk executed before it expires
+    steps_per_inference: int = 1    # a chunk comes every this many actions: those before run on time
     ensemble_decay: float = 0.1     # temporal ensembling: k in exp(-k * i)
     max_chunk_age: float = 1.0      # s: chunks whose stamp is older than this are refused
     max_future_stamp: float = 0.1   # s: chunks stamped later than now + this are refused
@@ -152,6 +153,9 @@ class ChunkSchedule:
     def __post_init__(self) -> None:
         if self.strategy not in ("receding_horizon", "temporal_ensemble"):
             raise ValueError(f"unknown strategy {self.strategy!r}: receding_horizon or temporal_ensemble")
+        if self.execute_steps < 1 or self.steps_per_inference < 1:
+            raise ValueError(f"execute_steps and steps_per_inference must be at least 1, got {self.execute_steps}, "
+                             f"{self.steps_per_inference}")
         if not 0 < self.min_dt <= self.max_dt:
             raise ValueError(f"need 0 < min_dt <= max_dt, got {self.min_dt}, {self.max_dt}")
 
@@ -179,10 +183,12 @@ class ChunkSchedule:
         """Since when (s) the newest chunk waiting for its first action may run; None if none waits."""
         return max((plan.ready for plan in self.plans if plan.start is None), default=None)
 
-    def next_due(self) -> float:
-        """When (s) the next action of a running plan is due; inf when none is left."""
-        times = [plan.start + plan.next_index * plan.chunk.dt for plan in self.plans
-                 if plan.start is not None and plan.next_index < plan.limit]
+    def next_due(self, wait: float) -> float:
+        """When (s) the next action of a running plan is due; inf when none is left. An action from index
+        `steps_per_inference` on, when the next chunk is expected, is due `wait` s after its time, so that
+        a chunk coming on time replaces the plan first instead of queueing behind it."""
+        times = [plan.start + plan.next_index * plan.chunk.dt + (wait if plan.next_index >= self.steps_per_inference else 0.0)
+                 for plan in self.plans if plan.start is not None and plan.next_index < plan.limit]
         return min(times, default=math.inf)
 
     def drop_after(self, deadline: float) -> None:
@@ -422,13 +428,13 @@ class ChunkExecutor:
             else:
                 self.state, self.fault = NO_ACTION_DUE, False
             return None
-        # The move's slot: when it became due (a new chunk: once ready; a running plan's next action:
-        # half a period after its time, so that a chunk coming on time replaces the plan first), at
-        # least a period after the last slot (the rate limit) and at most SEND_DELAY before now. Slots,
-        # not the moments a tick notices them, set the pace, so a tick's lateness does not accumulate,
-        # and a stalled executor cannot catch up with a burst.
+        # The move's slot: when it became due (a new chunk: once ready; a running plan's next action: its
+        # time, or half a period after it once the next chunk is expected, so that a chunk coming on time
+        # replaces the plan first), at least a period after the last slot (the rate limit) and at most
+        # SEND_DELAY before now. Slots, not the moments a tick notices them, set the pace, so a tick's
+        # lateness does not accumulate, and a stalled executor cannot catch up with a burst.
         ready = self.schedule.fresh()
-        due = ready if ready is not None else self.schedule.next_due() + self.period / 2
+        due = ready if ready is not None else self.schedule.next_due(wait=self.period / 2)
         if ready is not None and self._last_slot + self.period - ready > GIVE_WAY * self.period \
                 and self._chunk_interval <= (1 + GIVE_WAY) * self.period:
             # Chunks come once a period and this one would wait long for the rate limit: running it
@@ -518,7 +524,8 @@ def chunk_executor_from_parameters(parameters) -> ChunkExecutor:
     def given(**fields_by_parameter: str) -> dict:
         return {field_name: parameters[name] for field_name, name in fields_by_parameter.items() if name in parameters}
 
-    schedule = ChunkSchedule(**given(strategy="strategy", execute_steps="execute_steps", ensemble_decay="ensemble_decay",
+    schedule = ChunkSchedule(**given(strategy="strategy", execute_steps="execute_steps",
+                                     steps_per_inference="steps_per_inference", ensemble_decay="ensemble_decay",
                                      max_chunk_age="max_chunk_age", max_future_stamp="max_future_stamp",
                                      min_dt="min_chunk_dt", max_dt="max_chunk_dt"))
     gate = SafetyGate(**given(workspace_min="workspace_min", workspace_max="workspace_max",

@@ -8,7 +8,7 @@ the executor node's parameters from the robot's YAML (default config/robots/wido
 Clock: seconds since the episode's reset, `env.step_count * env.control_period`; the executor's period,
 1 / `control_rate_hz`, must be the env's control period. Each control step at time t:
 1. a chunk (N, 7) computed from the observation of t is offered, stamped t, when the policy is due (every
-   1 / `control_rate_hz` s, the policy node's rate);
+   `steps_per_inference` / `control_rate_hz` s, the policy node's rate);
 2. the executor ticks with the joints measured at t (stamped and received at t) at the executor node's
    polling times t + j T / TICKS_PER_PERIOD (j = 0, 1, ...) until it commands something or the period ends
    (a plan's later actions fall due between two observations);
@@ -25,11 +25,29 @@ import numpy as np
 import yaml
 
 from pixelvla_robots.executor import (
-    MOVE, TICKS_PER_PERIOD, TIME_EPSILON, Chunk, ChunkRejected, Command, JointReading, chunk_executor_from_parameters,
+    MOVE, TICKS_PER_PERIOD, TIME_EPSILON, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, Command, JointReading,
+    chunk_executor_from_parameters,
 )
 
 # The robot the simulator models (in a source checkout; pass another path elsewhere).
 ROBOT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "robots" / "widowx_bridge.yaml"
+
+
+def check_steps_per_inference(parameters: dict) -> int:
+    """The robot's `steps_per_inference` (default 1), checked against its executor: ValueError where the
+    receding-horizon plan (`execute_steps`, default 5) or the watchdog would hold the arm between chunks."""
+    steps = int(parameters.get("steps_per_inference", 1))
+    period = 1.0 / float(parameters.get("control_rate_hz", 5.0))
+    execute = int(parameters.get("execute_steps", ChunkSchedule.execute_steps))
+    watchdog = float(parameters.get("watchdog_timeout", ChunkExecutor.watchdog_timeout))
+    if steps < 1:
+        raise ValueError(f"steps_per_inference must be at least 1, got {steps}")
+    if parameters.get("strategy", "receding_horizon") == "receding_horizon" and steps > execute:
+        raise ValueError(f"steps_per_inference {steps} exceeds execute_steps {execute}: the arm would stop between chunks")
+    if steps * period >= watchdog:
+        raise ValueError(f"steps_per_inference {steps} x {period} s reaches watchdog_timeout {watchdog} s: "
+                         "the executor would hold between chunks")
+    return steps
 
 
 def load_robot_parameters(path: str | Path = ROBOT_CONFIG) -> dict:
@@ -37,9 +55,14 @@ def load_robot_parameters(path: str | Path = ROBOT_CONFIG) -> dict:
     with open(path) as file:
         document = yaml.safe_load(file)
     try:
-        return dict(document["/**"]["ros__parameters"])
+        parameters = dict(document["/**"]["ros__parameters"])
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{path}: no '/**: ros__parameters' section") from exc
+    try:
+        check_steps_per_inference(parameters)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return parameters
 
 
 class ChunkControl:
@@ -53,10 +76,12 @@ class ChunkControl:
     def __init__(self, env, parameters: dict | None = None):
         self.env = env
         self.parameters = load_robot_parameters() if parameters is None else dict(parameters)
-        self.period = 1.0 / float(self.parameters["control_rate_hz"])  # s, the executor's and the policy's
+        self.period = 1.0 / float(self.parameters["control_rate_hz"])  # s, the executor's
         if abs(self.period - env.control_period) > TIME_EPSILON:
             raise ValueError(f"the robot is controlled every {self.period} s (control_rate_hz) but the simulator "
                              f"steps {env.control_period} s: they must be the same")
+        # The policy node's: one chunk every `steps_per_inference` periods, whose actions the executor runs.
+        self.steps_per_inference = check_steps_per_inference(self.parameters)
         self.reset(None)
 
     def reset(self, obs: dict | None) -> None:
@@ -110,7 +135,7 @@ class ChunkControl:
     def step_policy(self, obs: dict, policy, render: bool | None = None) -> dict:
         """One control step of `policy` (obs -> (N, 7) chunk), asked when due at the policy node's rate;
         `obs` is the observation of now. Returns the next observation."""
-        if self.now() - self.last_policy_time >= self.period - TIME_EPSILON:
+        if self.now() - self.last_policy_time >= self.steps_per_inference * self.period - TIME_EPSILON:
             self.last_policy_time = self.now()
             self.offer(policy(obs))
         return self.step(render)

@@ -70,6 +70,8 @@ class ExecutorNode(ParameterMixin, Node):
             "control_rate_hz": self.declare("control_rate_hz", 5.0, "arm targets per second at most", minimum=0.5, maximum=100.0),
             "strategy": self.declare("strategy", "receding_horizon", "receding_horizon or temporal_ensemble"),
             "execute_steps": self.declare("execute_steps", 5, "receding horizon: actions executed per chunk", minimum=1),
+            "steps_per_inference": self.declare("steps_per_inference", 1, "a chunk comes every this many control "
+                                                "periods (the policy node's): the actions before it run on time", minimum=1),
             "ensemble_decay": self.declare("ensemble_decay", 0.1, "temporal ensembling: k of exp(-k i)", minimum=0.0),
             "max_chunk_age": self.declare("max_chunk_age", 1.0, "older chunks (s since their image) are refused", minimum=0.0),
             "max_future_stamp": self.declare("max_future_stamp", 0.1, "chunks stamped later than now + this (s) are refused", minimum=0.0),

@@ -4,15 +4,16 @@ Lifecycle: configure loads the model (a `from_pretrained` directory, an engine b
 `model_path` the default model); activate starts inference; deactivate stops it; cleanup unloads.
 With `autostart` (default) the node configures and activates itself.
 
-Latest frame only (pixelvla_ros.latest_frame): the image callback keeps one slot; a frame that is
-replaced before the worker thread takes it is counted as dropped, so a slow model never works through a backlog. Inference
-runs in that worker thread, at most `control_rate_hz` times per second (0: as fast as the model
-allows). Each chunk carries its image's stamp. Inputs are checked when they arrive, against the
-loaded model (pixelvla_ros.policy_inputs): an unsupported or malformed image, an empty instruction or one
-longer than the model's token limit, a prompt the model cannot take (NaN, outside the image, more points
-than config.max_prompts with the place prompt, a place prompt for a model without them), a mask of another
-size than the camera's. Each is refused once with a log line and an ERROR PolicyStatus; the previous
-instruction, prompt or mask stays in force, and nothing is published from a refused image.
+Latest frame only (pixelvla_ros.latest_frame): the image callback keeps one slot; a frame that is replaced
+before the worker thread takes it is counted as dropped, so a slow model never works through a backlog.
+Inference runs in that worker thread, at most once every `steps_per_inference` / `control_rate_hz` s (rate 0:
+as fast as the model allows); the executor runs that many actions of each chunk, one per control period. Each
+chunk carries its image's stamp. Inputs are checked when they arrive, against the loaded model
+(pixelvla_ros.policy_inputs): an unsupported or malformed image, an empty instruction or one longer than the
+model's token limit, a prompt the model cannot take (NaN, outside the image, more points than
+config.max_prompts with the place prompt, a place prompt for a model without them), a mask of another size
+than the camera's. Each is refused once with a log line and an ERROR PolicyStatus; the previous instruction,
+prompt or mask stays in force, and nothing is published from a refused image.
 
 A target mask is used only with a frame whose stamp is within `max_mask_lag` s of the mask's (the stamp of the
 image the segmenter computed it from): behind a lagging segmenter, the node holds (no chunk from a misaligned
@@ -100,8 +101,12 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.default_preset = self.declare("default_preset", "tiny", "config preset of the untrained default model")
         unnorm = self.declare("unnorm_key", "", "dataset statistics to un-normalise actions with (empty: the only one)")
         self.unnorm_key = unnorm or None
-        rate = self.declare("control_rate_hz", 5.0, "max chunks per second; 0 = as fast as the model allows", minimum=0.0)
-        self.min_period = 1.0 / rate if rate > 0 else 0.0
+        rate = self.declare("control_rate_hz", 5.0, "actions per second; 0 = chunks as fast as the model allows", minimum=0.0)
+        self.steps_per_inference = self.declare(
+            "steps_per_inference", 1, "control periods per chunk: the policy runs once every this many periods and "
+            "the executor runs as many of each chunk's actions (at most the model's chunk size)", minimum=1)
+        self.action_period = 1.0 / rate if rate > 0 else 0.0  # s between a chunk's actions (its dt)
+        self.min_period = self.action_period * self.steps_per_inference
         self.base_frame = self.declare("base_frame", "wx250s/base_link", "frame the actions are expressed in")
         instruction = self.declare("instruction", "", "initial instruction (the topic overrides it)")
         robot = self.declare_robot()
@@ -176,6 +181,12 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                 refused = self.inputs.set_model(ModelLimits.of(self.policy))
         except InputError as exc:
             self.report_error(str(exc))
+            self.policy = None
+            return TransitionCallbackReturn.FAILURE
+        chunk_size = self.policy.config.chunk_size
+        if self.steps_per_inference > chunk_size:
+            self.report_error(f"steps_per_inference {self.steps_per_inference} exceeds the model's chunk of {chunk_size} "
+                              f"actions: the arm would stop between chunks; set steps_per_inference <= {chunk_size}")
             self.policy = None
             return TransitionCallbackReturn.FAILURE
         if self.policy.config.prompt_offsets and self.camera_info_subscription is None:
@@ -340,7 +351,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             return
         chunk = ActionChunk(
             header=Header(stamp=frame.header.stamp, frame_id=self.base_frame),
-            horizon=actions.shape[0], action_dim=actions.shape[1], dt=self.min_period or 0.2,
+            horizon=actions.shape[0], action_dim=actions.shape[1], dt=self.action_period or 0.2,
             actions=actions.astype(np.float32).ravel().tolist(), dimension_names=DIMENSIONS,
             action_space="ee_delta", model_id=self.model_id, inference_latency=latency, sequence=self.sequence,
         )

@@ -95,7 +95,7 @@ def test_receding_horizon_runs_the_first_actions_once_in_order():
     assert schedule.take(10.0)[0][0] == pytest.approx(0.01)  # the first action at once
     assert schedule.take(10.05)[0] is None  # not yet (the next is due from 10.1: half a dt early)
     assert schedule.take(10.15)[0][0] == pytest.approx(0.02)
-    assert schedule.take(10.5)[0] is None and schedule.next_due() == np.inf  # only the first 2 run
+    assert schedule.take(10.5)[0] is None and schedule.next_due(wait=0.1) == np.inf  # only the first 2 run
     schedule.add(chunk(10.4, [step(0.04)]), ready=10.5)  # a newer chunk replaces the plan
     assert schedule.take(10.55) == (pytest.approx(step(0.04)), True)
 
@@ -271,6 +271,23 @@ def test_a_plan_yields_to_a_chunk_that_comes_on_time():
     assert command.kind == MOVE and tcp(command.joints)[0] < tcp(q)[0]  # the new chunk, at once
 
 
+def test_with_a_chunk_every_two_periods_its_second_action_runs_on_time():
+    """steps_per_inference 2: action 1 runs a period after action 0 (not half a period late, which would push
+    the next chunk's first action back by the rate limit and leave a period without a move); action 2, when
+    the next chunk is due, waits half a period for it."""
+    ex = executor(ChunkSchedule(steps_per_inference=2))
+    q = wx250s.HOME_Q.copy()
+    sent = []
+    for k in range(4):  # a chunk every two periods, 30 ms after its image; ticks every T/10
+        ex.offer(chunk(2 * k * PERIOD, [step(0.005, gripper=g) for g in (1.0, 0.5, 0.0)]), now=2 * k * PERIOD + 0.03)
+        for t in 2 * k * PERIOD + 0.03 + np.arange(0, 2 * PERIOD - 1e-9, PERIOD / 10):
+            command = ex.tick(t, reading(q, t))
+            if command is not None:
+                sent.append(command)
+    assert [c.time for c in sent] == pytest.approx([0.03 + k * PERIOD for k in range(8)])
+    assert [c.gripper for c in sent] == [1.0, 0.5] * 4
+
+
 def test_no_command_leaves_the_joint_limits_and_the_estop_stops():
     """Item 7: with the waist measured at 3.5 rad (limit 3.1416) the e-stop's hold commanded 3.5 rad."""
     q = wx250s.HOME_Q.copy()
@@ -387,6 +404,7 @@ def test_a_blocked_arm_does_not_wind_up_the_target():
 
 def test_an_executor_from_the_robot_parameters_has_every_one_of_them():
     parameters = dict(robot_model="wx250s", control_rate_hz=10.0, strategy="temporal_ensemble", execute_steps=3,
+                      steps_per_inference=2,
                       ensemble_decay=0.3, max_chunk_age=0.7, max_future_stamp=0.05, min_chunk_dt=0.02, max_chunk_dt=0.5,
                       workspace_min=[0.1, -0.3, 0.03], workspace_max=[0.4, 0.3, 0.4], max_step_translation=0.04,
                       max_step_rotation=0.3, max_joint_velocity=[1.5] * 6, watchdog_timeout=0.8,
@@ -394,8 +412,8 @@ def test_an_executor_from_the_robot_parameters_has_every_one_of_them():
     ex = chunk_executor_from_parameters(parameters)
     s, g = ex.schedule, ex.gate
     assert (ex.period, ex.watchdog_timeout, ex.max_tracking_error, ex.max_joint_state_age) == (0.1, 0.8, 0.02, 0.4)
-    assert (s.strategy, s.execute_steps, s.ensemble_decay, s.max_chunk_age, s.max_future_stamp, s.min_dt, s.max_dt) == (
-        "temporal_ensemble", 3, 0.3, 0.7, 0.05, 0.02, 0.5)
+    assert (s.strategy, s.execute_steps, s.steps_per_inference, s.ensemble_decay, s.max_chunk_age, s.max_future_stamp,
+            s.min_dt, s.max_dt) == ("temporal_ensemble", 3, 2, 0.3, 0.7, 0.05, 0.02, 0.5)
     assert g.robot is wx250s.ROBOT and (g.max_step_translation, g.max_step_rotation) == (0.04, 0.3)
     np.testing.assert_array_equal(g.workspace_min, [0.1, -0.3, 0.03])
     np.testing.assert_array_equal(g.workspace_max, [0.4, 0.3, 0.4])

@@ -97,7 +97,8 @@ def run_case(seed):
     velocity = rng.uniform(0.5, 3.0, size=6)
     ex = ChunkExecutor(
         ChunkSchedule(strategy=str(rng.choice(["receding_horizon", "temporal_ensemble"])),
-                      execute_steps=int(rng.integers(1, 6)), max_chunk_age=1.0, max_future_stamp=0.1),
+                      execute_steps=int(rng.integers(1, 6)), steps_per_inference=int(rng.integers(1, 4)),
+                      max_chunk_age=1.0, max_future_stamp=0.1),
         SafetyGate(LOW, HIGH, STEP, TURN, velocity, robot=wx250s.ROBOT),
         period=period, watchdog_timeout=float(rng.choice([0.3, 1.0])), max_joint_state_age=0.5,
     )

@@ -70,6 +70,7 @@ def test_a_640x480_30hz_stream_gives_chunks_at_the_control_rate_from_the_newest_
             newest = sent_stamps[np.searchsorted(sent_times, started) - 1]
             age = newest - stamp_seconds(chunk.header.stamp)
             assert age <= 0.2, f"chunk {chunk.sequence} came from a frame {age:.3f} s older than the newest one"
+            assert chunk.dt == pytest.approx(0.2)  # one action per control period
         assert ros_node.spin_until(lambda: status[-1].frames_received >= 0.9 * len(sent), timeout=3.0), (
             f"the node received {status[-1].frames_received} of {len(sent)} frames")
     finally:

@@ -314,6 +314,7 @@ def test_unusable_models_stop_the_node_at_start_with_the_reason(ros_domain, mode
         ([f"model_path:={broken}", "backend:=onnxruntime"], "truncated"),
         ([f"model_path:={bundle}", "backend:=onnxruntime", "expected_chunk_size:=8"], "chunk"),
         (["backend:=tensorrt"], "needs model_path"),
+        ([f"model_path:={ckpt}", "steps_per_inference:=6"], "exceeds the model's chunk of 5 actions"),
     ]
     for params, reason in cases:
         node = start_policy(*params)

@@ -18,7 +18,7 @@ CHUNK_LATENCY = 0.01  # s from an observation to its chunk's arrival at the node
 def node_executor() -> ChunkExecutor:
     """The executor as executor_node.py builds it from the robot YAML (the node's parameter names)."""
     p = yaml.safe_load(ROBOT.read_text())["/**"]["ros__parameters"]
-    schedule = ChunkSchedule(max_chunk_age=p["max_chunk_age"], max_future_stamp=p["max_future_stamp"],
+    schedule = ChunkSchedule(steps_per_inference=p["steps_per_inference"], max_chunk_age=p["max_chunk_age"], max_future_stamp=p["max_future_stamp"],
                              min_dt=p["min_chunk_dt"], max_dt=p["max_chunk_dt"])
     gate = SafetyGate(p["workspace_min"], p["workspace_max"], p["max_step_translation"], p["max_step_rotation"],
                       p["max_joint_velocity"], robot=get_robot(p["robot_model"]))
@@ -73,23 +73,51 @@ def test_in_process_commands_equal_the_executor_nodes_for_the_same_chunks_and_jo
     assert limited >= 3  # the safety gate took part, identically
 
 
-def test_the_policy_is_asked_once_a_control_period_and_its_chunk_runs_through_the_gate():
+def robot_file(tmp_path, **parameters) -> Path:
+    """A copy of the WidowX robot file with `parameters` changed."""
+    document = yaml.safe_load(ROBOT.read_text())
+    document["/**"]["ros__parameters"].update(parameters)
+    robot = tmp_path / "robot.yaml"
+    robot.write_text(yaml.safe_dump(document))
+    return robot
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_the_policy_is_asked_every_steps_per_inference_periods_and_its_actions_run_in_turn(tmp_path, steps):
+    """Between two chunks the executor runs the chunk's next actions, one a period: its gripper commands
+    follow the chunk's, and every step goes through the gate."""
     calls = []
 
     def policy(obs):
         calls.append(obs["step"])
-        return np.tile([0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], (4, 1))  # 20 cm a step: cut to max_step_translation
+        gripper = np.linspace(1.0, 0.0, 5)[:, None]  # a different command for each action
+        return np.c_[np.tile([0.2, 0.0, 0.0, 0.0, 0.0, 0.0], (5, 1)), gripper]  # 20 cm a step: cut by the gate
 
-    with TabletopEnv(render=False, masks=False) as env:
+    with TabletopEnv(render=False, masks=False, robot_config=robot_file(tmp_path, steps_per_inference=steps)) as env:
         obs = env.reset("put_red_cube_on_plate", 1, render=False)
         control = env.chunk_control
-        for _ in range(3):
+        for _ in range(6):
             before = wx250s.fk(obs["joint_positions"])[0]
             obs = control.step_policy(obs, policy, render=False)
             commanded = wx250s.fk(control.commands[-1].joints)[0]
             assert np.linalg.norm(commanded - before) <= control.executor.gate.max_step_translation + 1e-9
-            assert control.commands[-1].gripper == 0.0
-        assert calls == [0, 1, 2]
+        assert calls == list(range(0, 6, steps))
+        assert [c.gripper for c in control.commands] == pytest.approx([1.0 - 0.25 * (i % steps) for i in range(6)])
+
+
+def test_the_shipped_robot_file_runs_two_actions_of_each_chunk():
+    with TabletopEnv(render=False, masks=False) as env:
+        assert env.chunk_control.steps_per_inference == 2
+
+
+@pytest.mark.parametrize("parameters, reason", [
+    (dict(steps_per_inference=0), "at least 1"),
+    (dict(steps_per_inference=4, execute_steps=3), "exceeds execute_steps 3"),
+    (dict(steps_per_inference=5, watchdog_timeout=1.0), "reaches watchdog_timeout"),
+])
+def test_a_policy_rate_the_executor_cannot_follow_is_refused(tmp_path, parameters, reason):
+    with pytest.raises(ValueError, match=reason):
+        TabletopEnv(render=False, masks=False, robot_config=robot_file(tmp_path, **parameters))
 
 
 def test_refused_chunks_are_reported_and_the_arm_holds():
@@ -111,10 +139,7 @@ def test_a_simulator_at_another_rate_than_the_robot_is_refused():
 
 
 def test_an_env_runs_the_chunk_schedule_of_the_robot_file_it_is_given(tmp_path):
-    document = yaml.safe_load(ROBOT.read_text())
-    document["/**"]["ros__parameters"].update(strategy="temporal_ensemble", ensemble_decay=0.5)
-    robot = tmp_path / "robot.yaml"
-    robot.write_text(yaml.safe_dump(document))
+    robot = robot_file(tmp_path, strategy="temporal_ensemble", ensemble_decay=0.5)
     with TabletopEnv(render=False, masks=False, robot_config=robot) as env:
         env.reset("put_this_cube_on_plate", 5, render=False)
         schedule = env.chunk_control.executor.schedule

@@ -28,15 +28,15 @@ from pixelvla_training.report import went_for_target
 
 def run_episode(env, driver, task: str, seed: int) -> dict:
     """One episode of `driver` on (task, seed); returns its record. `driver.chunk(obs)` gives the (N, 7)
-    chunk (a PolicyDriver); a driver without `chunk` (any expert.Driver) gives one action per call."""
+    chunk (a PolicyDriver), asked at the policy node's rate; a driver without `chunk` (any expert.Driver)
+    gives one action per call, asked every period as the expert is recorded."""
     obs = env.reset(task, seed)
     driver.reset(obs)
-    control = env.chunk_control
-    chunk = getattr(driver, "chunk", None) or (lambda observation: np.asarray(driver(observation))[None])
+    chunk = getattr(driver, "chunk", None)
     target, destination = obs["target_object"], env.spec.destination
     closest, offset, carried = float("inf"), np.zeros(3), float("inf")
     for step in range(env.max_episode_steps):
-        obs = control.step_policy(obs, chunk)
+        obs = env.chunk_control.step_policy(obs, chunk) if chunk else env.step_ee_delta(driver(obs))
         poses = obs["object_poses"]
         tcp_from_target = obs["tcp_position"] - poses[target][:3]
         if np.linalg.norm(tcp_from_target) < closest:
