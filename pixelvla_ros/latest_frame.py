@@ -4,7 +4,9 @@ A camera callback `put`s every frame it accepts; a frame replaced before the wor
 caller counts it as dropped), so a slow model never works through a backlog of old frames. The worker waits
 until a frame is there and the owner's `ready()` allows a run, takes the frame and, under the same lock, what
 the run needs (`take()`: the inputs in force at that moment), then runs `run(frame, taken)` without the lock, at
-most once per `min_period` s (newer frames keep replacing the slot meanwhile). When it wakes with nothing to do it
+most once per `min_period` s (newer frames keep replacing the slot meanwhile), and only on a frame that arrived
+at least FRESH x `min_period` s after the previous run started: with a camera as slow as the rate (the simulator's
+5 Hz, a policy every two periods) the run waits for the frame due then instead of taking the one a period older. When it wakes with nothing to do it
 calls `idle()`, if given (the segmenter frees a finished track there). No ROS here: the nodes own the lock,
 their callbacks and what a run does.
 """
@@ -13,6 +15,11 @@ from __future__ import annotations
 import threading
 import time
 from typing import Any, Callable
+
+# A run takes a frame that arrived at least this fraction of min_period after the previous run started: with
+# frames every T and min_period k T, the frame k periods on (not k - 1) is the first one due, with T / 4 (k = 1)
+# to 3 T / 4 of arrival jitter allowed.
+FRESH = 0.75
 
 
 class LatestFrameWorker:
@@ -23,6 +30,8 @@ class LatestFrameWorker:
         self.wakeup = threading.Condition(lock)
         self.min_period, self.ready, self.take, self.run, self.idle, self.name = min_period, ready, take, run, idle, name
         self.frame: Any | None = None  # the slot (lock held)
+        self.arrival = 0.0             # monotonic s: when the frame in the slot arrived (lock held)
+        self.fresh_after = 0.0         # monotonic s: a frame arriving earlier is not run (lock held)
         self.running = False           # (lock held)
         self.thread: threading.Thread | None = None
 
@@ -30,7 +39,7 @@ class LatestFrameWorker:
     def put(self, frame: Any) -> bool:
         """The newest frame; True if it replaced one the worker never took."""
         replaced = self.frame is not None
-        self.frame = frame
+        self.frame, self.arrival = frame, time.monotonic()
         self.wakeup.notify()
         return replaced
 
@@ -66,7 +75,7 @@ class LatestFrameWorker:
         self.thread = None
 
     def _due(self) -> bool:
-        return self.frame is not None and self.ready()
+        return self.frame is not None and self.arrival >= self.fresh_after and self.ready()
 
     def _loop(self) -> None:
         next_time = 0.0
@@ -91,5 +100,7 @@ class LatestFrameWorker:
                     continue  # an input went stale while waiting
                 frame, self.frame = self.frame, None
                 taken = self.take()
-            next_time = time.monotonic() + self.min_period
+                started = time.monotonic()
+                self.fresh_after = started + FRESH * self.min_period
+            next_time = started + self.min_period
             self.run(frame, taken)

@@ -77,14 +77,32 @@ def test_nothing_runs_until_the_owner_is_ready_and_a_dropped_slot_waits_for_a_ne
 
 
 def test_runs_are_at_least_min_period_apart():
-    owner = Owner(min_period=0.05)
+    owner = Owner(min_period=0.2)
     owner.worker.start()
     try:
         for frame in range(4):
             owner.put(frame)
             assert wait_for(lambda: len(owner.runs) == frame + 1)
+            time.sleep(0.16)  # the next frame arrives after FRESH x min_period: due, but not before min_period
         starts = [t for _, _, t in owner.runs]
-        assert all(b - a >= 0.05 for a, b in zip(starts, starts[1:]))
+        assert all(b - a >= 0.2 for a, b in zip(starts, starts[1:]))
+    finally:
+        owner.worker.stop()
+
+
+def test_a_frame_that_was_there_a_period_before_the_run_is_due_is_not_run():
+    """Frames as slow as the rate: at the next run's time the slot may still hold the frame of one period
+    before (its successor not in yet). It is not run; the run waits for a frame that arrives from then on."""
+    owner = Owner(min_period=2.0)
+    owner.worker.start()
+    try:
+        owner.put(0)
+        assert wait_for(lambda: len(owner.runs) == 1)
+        owner.put(1)  # right after the run started: by the next run's time it is a period old
+        time.sleep(2.2)
+        assert [frame for frame, _, _ in owner.runs] == [0]
+        owner.put(2)
+        assert wait_for(lambda: len(owner.runs) == 2) and owner.runs[1][0] == 2
     finally:
         owner.worker.stop()
 
