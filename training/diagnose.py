@@ -131,15 +131,11 @@ def words_clicks(policy, episodes) -> Optional[dict[str, float]]:
             continue
         state = ep.proprio[0] if policy.config.proprio_dim else None
         with torch.no_grad():
-            out = policy.model(**_inputs(policy, ep.images[0], ep.instruction, state=state))
-        logits, offsets = out.grounding_logits, out.grounding_offsets  # offsets: None without config.grounding_refine
-
-        def click(role: int) -> np.ndarray:
-            return TextGrounding.click(logits[:, role], grid, None if offsets is None else offsets[:, role])[1][0].numpy()
-
-        distances.append(float(np.linalg.norm(click(0) - mask_centroid(ep.target_masks[0]))))
+            logits = policy.model(**_inputs(policy, ep.images[0], ep.instruction, state=state)).grounding_logits
+        xy = TextGrounding.click(logits[:, 0], grid)[1][0].numpy()
+        distances.append(float(np.linalg.norm(xy - mask_centroid(ep.target_masks[0]))))
         if logits.shape[1] > 1 and ep.place_mask is not None and ep.place_mask.any():
-            px, py = click(1)
+            px, py = TextGrounding.click(logits[:, 1], grid)[1][0].numpy()
             h, w = ep.place_mask.shape
             on_place.append(bool(ep.place_mask[min(int(py * h), h - 1), min(int(px * w), w - 1)]))
     d = np.array(distances)
