@@ -92,10 +92,6 @@ class PixelVLAConfig:
     # the cube the way an operator's click does. Off in the paper's model (its LLM grounds the words); a small
     # LLM trained from actions alone did not.
     text_grounding: bool = False
-    # The words' clicks finer than a patch (with text_grounding): per map, a small convolution over the patch
-    # features regresses where the object's centre lies in each patch (CenterNet's offset head); the click is
-    # the peak patch's centre plus that offset instead of the map's mean patch centre around the peak.
-    grounding_refine: bool = False
     # Where the target and place prompts are from the gripper in the robot's base frame: each prompt's pixel
     # (prompts.prompt_anchor; the tracked target mask's centroid for the target) met with the plane objects rest
     # at through the calibrated camera, minus the TCP (forward kinematics), [dx, dy, dz (m), known] per row,
@@ -210,8 +206,6 @@ class PixelVLAConfig:
             errors.append(f"prompt_pe_dim {self.prompt_pe_dim} must be even (sin and cos halves)")
         if self.max_prompt_points < 2:
             errors.append("max_prompt_points must be >= 2 (a box has 2 corners)")
-        if self.grounding_refine and not self.text_grounding:
-            errors.append("grounding_refine refines the text-grounding maps' clicks: it needs text_grounding")
         if self.text_grounding and self.place_prompts and self.max_prompts < 2:
             errors.append("text_grounding with place_prompts clicks twice (the target, where it goes): "
                           "max_prompts must be >= 2")

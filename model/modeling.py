@@ -83,15 +83,13 @@ class PixelVLAOutput(ModelOutput):
     last_hidden_state (B, S, D): the LLM's last layer (after its final norm) over the whole sequence;
     loss: scalar L1 when targets were given; grounding_logits (B, R, N): the text-grounding maps' logits over
     the patches, row-major, for the target (r = 0) and where it goes (r = 1, with config.place_prompts)
-    (config.text_grounding; None without it); grounding_offsets (B, R, N, 2): where in each patch the object's
-    centre lies, (x, y) in patch widths from the patch's centre (config.grounding_refine; None without it)."""
+    (config.text_grounding; None without it)."""
 
     actions: Optional[torch.Tensor] = None
     action_hidden: Optional[torch.Tensor] = None
     last_hidden_state: Optional[torch.Tensor] = None
     loss: Optional[torch.Tensor] = None
     grounding_logits: Optional[torch.Tensor] = None
-    grounding_offsets: Optional[torch.Tensor] = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -226,28 +224,9 @@ class TextGrounding(nn.Module):
 
     def __init__(self, c: PixelVLAConfig):
         super().__init__()
-        self.dim, self.roles, self.grid = c.llm_hidden, 2 if c.place_prompts else 1, c.grid_size
+        self.dim, self.roles = c.llm_hidden, 2 if c.place_prompts else 1
         self.query = nn.Linear(c.llm_hidden, self.dim * self.roles, bias=False)  # linear: q(sum_t e_t) = sum_t q(e_t)
         self.key = nn.Linear(c.vision_hidden, self.dim)
-        self.refine = None
-        if c.grounding_refine:
-            self.add_refine(c.vision_hidden)
-
-    def add_refine(self, vision_hidden: int) -> None:
-        """The offset head (config.grounding_refine): a 3 x 3 convolution over the patch grid (an object
-        straddling two patches shows in both), GELU, 1 x 1 to (x, y) per role; zero at first (the patch centre)."""
-        self.refine = nn.Sequential(nn.Conv2d(vision_hidden, 64, 3, padding=1), nn.GELU(), nn.Conv2d(64, 2 * self.roles, 1))
-        nn.init.zeros_(self.refine[2].weight)
-        nn.init.zeros_(self.refine[2].bias)
-
-    def offsets(self, patch_feats: torch.Tensor) -> torch.Tensor | None:
-        """patch_feats (B, N, Dv), row-major -> (B, R, N, 2): where the object's centre lies in each patch, (x, y) in
-        patch widths from its centre; None without the offset head."""
-        if self.refine is None:
-            return None
-        b, n, d = patch_feats.shape
-        grid = patch_feats.to(self.refine[0].weight.dtype).transpose(1, 2).reshape(b, d, self.grid, self.grid)
-        return self.refine(grid).reshape(b, self.roles, 2, n).transpose(2, 3)
 
     def forward(self, text: torch.Tensor, text_mask: torch.Tensor, patch_feats: torch.Tensor) -> torch.Tensor:
         """text (B, T, D) embeddings, BOS first; text_mask (B, T) 1 = real token; patch_feats (B, N, Dv)."""
@@ -258,11 +237,10 @@ class TextGrounding(nn.Module):
         return q @ k.transpose(1, 2) / math.sqrt(self.dim)
 
     @staticmethod
-    def click(logits: torch.Tensor, grid: int, offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def click(logits: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Where the words click on one map (B, N): the likeliest patch and its 3 x 3 neighbourhood, the map's
-        probabilities there as patch weights (B, N) (a target spread over two patches keeps both), and the
-        click (B, 2), (x, y) in [0, 1], as a point prompt gives it: with `offsets` (B, N, 2) (the offset head's,
-        in patch widths) the likeliest patch's centre plus its offset, else the weights' mean patch centre."""
+        probabilities there as patch weights (B, N) (a target spread over two patches keeps both) and their
+        mean patch centre (B, 2), (x, y) in [0, 1], as a point prompt gives it."""
         prob = logits.float().softmax(-1)
         top = prob.argmax(-1)  # (B,)
         cells = torch.arange(grid, device=logits.device)
@@ -271,11 +249,7 @@ class TextGrounding(nn.Module):
         local = prob * near
         local = local / local.sum(-1, keepdim=True)
         centres = torch.stack([col, row], -1).to(prob.dtype).add(0.5).div(grid)  # (N, 2): x, y
-        if offsets is None:
-            return local, local @ centres
-        index = top.view(-1, 1, 1).expand(-1, 1, 2)
-        peak = torch.gather(centres.expand(top.shape[0], -1, -1), 1, index) + torch.gather(offsets.float(), 1, index) / grid
-        return local, peak.squeeze(1).clamp(0.0, 1.0)
+        return local, local @ centres
 
 
 def click_prompt(rows: torch.Tensor, points: list[tuple[torch.Tensor, int]], coords: torch.Tensor,
@@ -536,21 +510,15 @@ class PixelVLA(nn.Module):
             visual = visual + self.visual_where(self.visual_positions.to(visual.dtype))
         text = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
-        grounding_logits = grounding_offsets = None
+        grounding_logits = None
         if self.text_grounding is not None:  # no mask and no prompt: the words click (config.text_grounding)
             grounding_logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
-            grounding_offsets = self.text_grounding.offsets(patch_feats)  # (B, R, N, 2) or None
-
-            def click(role: int) -> tuple[torch.Tensor, torch.Tensor]:
-                offsets = None if grounding_offsets is None else grounding_offsets[:, role]
-                return TextGrounding.click(grounding_logits[:, role], c.grid_size, offsets)
-
             words_only = (weights.sum(1) < self.pixel_encoder.eps) & (prompt_types == 0).all(1)  # (B,)
-            click_weights, click_xy = click(0)
+            click_weights, click_xy = TextGrounding.click(grounding_logits[:, 0], c.grid_size)
             weights = torch.where(words_only[:, None], click_weights.to(weights.dtype), weights)
             points = [(click_xy, FOREGROUND)]
             if self.text_grounding.roles == 2:
-                points.append((click(1)[1], PLACE))
+                points.append((TextGrounding.click(grounding_logits[:, 1], c.grid_size)[1], PLACE))
             prompt_coords, prompt_point_mask, prompt_types, prompt_labels = click_prompt(
                 words_only, points, prompt_coords, prompt_point_mask, prompt_types, prompt_labels)
         pixel = self.pixel_encoder(layer_feats, weights)  # (B, n_p, D)
@@ -578,7 +546,7 @@ class PixelVLA(nn.Module):
             pred = pred + self.prompt_offsets(offsets, proprio).to(pred.dtype)
         loss = F.l1_loss(pred, actions.to(pred.dtype)) if actions is not None else None
         return PixelVLAOutput(actions=pred, action_hidden=action_hidden, last_hidden_state=hidden, loss=loss,
-                              grounding_logits=grounding_logits, grounding_offsets=grounding_offsets)
+                              grounding_logits=grounding_logits)
 
     # ------------------------------------------------------------------ training stages
     def enable_place_prompts(self) -> None:
@@ -653,18 +621,6 @@ class PixelVLA(nn.Module):
             weight = self.decoder.proj.weight
             self.text_grounding = TextGrounding(self.config).to(device=weight.device, dtype=weight.dtype)
             self.config.text_grounding = True
-
-    def enable_grounding_refine(self) -> None:
-        """Add the text-grounding maps' offset head (config.grounding_refine) to a model with text grounding and
-        without it; no-op when it has it. Zero-initialised: the clicks move to the peak patch's centre until it
-        trains."""
-        if self.text_grounding is None:
-            raise ValueError("grounding_refine needs the text-grounding maps (config.text_grounding)")
-        if self.text_grounding.refine is None:
-            weight = self.decoder.proj.weight
-            self.text_grounding.add_refine(self.config.vision_hidden)
-            self.text_grounding.refine.to(device=weight.device, dtype=weight.dtype)
-            self.config.grounding_refine = True
 
     def enable_prompt_offsets(self) -> None:
         """Add the prompts' offsets from the TCP to the decoder's actions (config.prompt_offsets) of a model

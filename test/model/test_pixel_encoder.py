@@ -71,16 +71,13 @@ def test_the_pixel_token_tells_where_identical_features_are(tiny_config):
     assert (out[0] - out[1]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("place_prompts, refine", [(False, False), (True, False), (True, True)])
-def test_the_words_click_where_no_operator_did(tiny_config, place_prompts, refine):
+@pytest.mark.parametrize("place_prompts", [False, True])
+def test_the_words_click_where_no_operator_did(tiny_config, place_prompts):
     from pixelvla_model.modeling import PixelVLA, TextGrounding, example_inputs
 
     torch.manual_seed(0)
-    config = PixelVLAConfig(**{**tiny_config.__dict__, "text_grounding": True, "place_prompts": place_prompts,
-                               "grounding_refine": refine})
+    config = PixelVLAConfig(**{**tiny_config.__dict__, "text_grounding": True, "place_prompts": place_prompts})
     model = PixelVLA(config).eval()
-    if refine:  # a trained offset head: not the patch centre
-        torch.nn.init.normal_(model.text_grounding.refine[2].weight, std=0.05)
     pooled, prompted = [], []
     model.pixel_encoder.register_forward_hook(lambda module, args, out: pooled.append(args[1]))
     model.prompt_encoder.register_forward_hook(lambda module, args, out: prompted.append(args))
@@ -95,18 +92,13 @@ def test_the_words_click_where_no_operator_did(tiny_config, place_prompts, refin
     weights, (coords, point_mask, types, labels, _) = pooled[-1], prompted[-1]
     roles = 2 if place_prompts else 1  # the target (, where it goes)
     assert out.grounding_logits.shape == (3, roles, config.grid_size ** 2)
-    offsets = [None, None] if not refine else [out.grounding_offsets[:, 0], out.grounding_offsets[:, 1]]
-    assert (out.grounding_offsets is None) != refine
-    click_weights, click_xy = TextGrounding.click(out.grounding_logits[:, 0], config.grid_size, offsets[0])
+    click_weights, click_xy = TextGrounding.click(out.grounding_logits[:, 0], config.grid_size)
     torch.testing.assert_close(weights[0], click_weights[0])  # sample 0: the words' click as its mask ...
     assert types[0].tolist() == [1] * roles + [0] * (types.shape[1] - roles)  # ... and as points
     assert labels[0, :roles].tolist() == [1, 2][:roles] and point_mask[0].sum() == roles
     torch.testing.assert_close(coords[0, 0, 0], click_xy[0])
-    if refine:  # off the patch centres
-        assert (click_xy[0] * config.grid_size % 1 - 0.5).abs().max() > 1e-3
     if place_prompts:
-        place_xy = TextGrounding.click(out.grounding_logits[:, 1], config.grid_size, offsets[1])[1]
-        torch.testing.assert_close(coords[0, 1, 0], place_xy[0])
+        torch.testing.assert_close(coords[0, 1, 0], TextGrounding.click(out.grounding_logits[:, 1], config.grid_size)[1][0])
     torch.testing.assert_close(weights[1], mask_to_patch_weights(inputs["target_mask"], config.patch_size)[1])
     assert weights[2].sum() == 0 and torch.equal(types[1:], inputs["prompt_types"][1:])  # the operator's, as given
     # the map follows the words: another instruction, another map
@@ -124,21 +116,3 @@ def test_the_click_is_the_map_peak_and_its_neighbours():
     weights, xy = TextGrounding.click(logits, 4)
     assert weights[0, 15] == 0 and torch.allclose(weights[0, [5, 6]], torch.tensor([0.5, 0.5]), atol=1e-4)
     torch.testing.assert_close(xy[0], torch.tensor([0.5, 0.375]), atol=1e-4, rtol=0)
-
-
-def test_the_offset_head_moves_the_click_within_the_peak_patch():
-    from pixelvla_model.modeling import TextGrounding
-
-    logits = torch.full((1, 16), -30.0)
-    logits[0, [5, 6]] = torch.tensor([3.0, 2.0])  # grid 4: the peak at row 1, column 1
-    offsets = torch.zeros(1, 16, 2)
-    offsets[0, 5] = torch.tensor([0.25, -0.5])  # patch widths from the peak's centre
-    offsets[0, 6] = torch.tensor([0.9, 0.9])  # another patch's offset does not count
-    weights, xy = TextGrounding.click(logits, 4, offsets)
-    torch.testing.assert_close(xy[0], torch.tensor([(1.5 + 0.25) / 4, (1.5 - 0.5) / 4]))
-    torch.testing.assert_close(weights, TextGrounding.click(logits, 4)[0])  # the same patch weights
-
-
-def test_grounding_refine_needs_text_grounding(tiny_config):
-    with pytest.raises(ValueError, match="grounding_refine"):
-        PixelVLAConfig(**{**tiny_config.__dict__, "grounding_refine": True, "text_grounding": False})

@@ -28,9 +28,6 @@ Sections (every key optional unless marked; defaults below):
                                      # prompt_offsets: true grows the prompts' offsets from the TCP onto
                                      # init_from (PixelVLA.enable_prompt_offsets; it trains with the
                                      # decoder; data with a recorded camera and TCP poses)
-                                     # grounding_refine: true grows the text-grounding maps' offset head
-                                     # onto init_from (PixelVLA.enable_grounding_refine; it trains with
-                                     # the maps, grounding_weight > 0)
                                      # reinit: [decoder, ...]: these modules of init_from start again from
                                      # fresh weights (e.g. a decoder relearned around a new input)
                                      # image_size: init_from trains on at N px, its towers' position
@@ -105,11 +102,9 @@ class TrainConfig:
         if not isinstance(self.activation_checkpointing, bool):
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
-                       "visual_where_octaves", "image_size", "prompt_offsets", "grounding_refine", "reinit"}
+                       "visual_where_octaves", "image_size", "prompt_offsets", "reinit"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
-        if self.model.get("grounding_refine") and not self.grounding_weight:
-            errors.append("model.grounding_refine trains with the text-grounding maps: set grounding_weight > 0")
         size = self.model.get("image_size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
             errors.append(f"model.image_size must be a positive int (pixels), got {size!r}")

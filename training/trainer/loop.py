@@ -124,20 +124,6 @@ def grounding_cross_entropy(logits: torch.Tensor, target_xy: torch.Tensor, grid:
     return F.cross_entropy(logits[known].float(), cell[:, 1] * grid + cell[:, 0])
 
 
-def grounding_offset_l1(offsets: torch.Tensor, target_xy: torch.Tensor, grid: int) -> torch.Tensor:
-    """(B, grid*grid, 2) offset-head outputs (patch widths from each patch's centre) and mask centroids (B, 2) as
-    fractions of the image, NaN: unknown -> mean L1 of the offset the patch that holds the centroid gives, over
-    the known rows (CenterNet: the offset is learned where the object is)."""
-    known = ~target_xy.isnan().any(-1)
-    if not known.any():
-        return offsets.sum() * 0.0
-    scaled = target_xy[known].float() * grid  # (K, 2) in patch widths
-    cell = scaled.floor().clamp(0, grid - 1)
-    index = (cell[:, 1] * grid + cell[:, 0]).long()
-    predicted = offsets[known][torch.arange(index.shape[0], device=index.device), index].float()
-    return F.l1_loss(predicted, scaled - cell - 0.5)
-
-
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """pred, target (B, N_c, 7); valid (B, N_c) bool -> mean over samples of each sample's mean |error|
     over its valid steps."""
@@ -231,8 +217,6 @@ class Trainer:
             model.resize_images(int(m["image_size"]))
         if self.cfg.grounding_weight:
             model.enable_text_grounding()
-        if m.get("grounding_refine"):
-            model.enable_grounding_refine()
         model.train()
         names = model.freeze_for_stage(self.cfg.stage, lora_r=self.cfg.lora_r)
         grounding = ["text_grounding"] if self.cfg.grounding_weight else []  # trained only with its loss
@@ -437,10 +421,6 @@ class Trainer:
                             logits = out.grounding_logits  # (B, R, N): the target, then where it goes
                             ce = grounding_cross_entropy(logits.flatten(0, 1), where[:, :logits.shape[1]].flatten(0, 1),
                                                          model.config.grid_size)
-                            if out.grounding_offsets is not None:  # where in the patch (config.grounding_refine)
-                                ce = ce + grounding_offset_l1(out.grounding_offsets.flatten(0, 1),
-                                                              where[:, :logits.shape[1]].flatten(0, 1),
-                                                              model.config.grid_size)
                             loss = loss + cfg.grounding_weight * ce
                             grounding += ce.detach() / cfg.grad_accum
                         loss = loss / cfg.grad_accum
