@@ -5,10 +5,10 @@ caller counts it as dropped), so a slow model never works through a backlog of o
 until a frame is there and the owner's `ready()` allows a run, takes the frame and, under the same lock, what
 the run needs (`take()`: the inputs in force at that moment), then runs `run(frame, taken)` without the lock, at
 most once per `min_period` s (newer frames keep replacing the slot meanwhile), and only on a frame that arrived
-at least FRESH x `min_period` s after the previous run started: with a camera as slow as the rate (the simulator's
-5 Hz, a policy every two periods) the run waits for the frame due then instead of taking the one a period older. When it wakes with nothing to do it
-calls `idle()`, if given (the segmenter frees a finished track there). No ROS here: the nodes own the lock,
-their callbacks and what a run does.
+at least FRESH x `min_period` s after the previous run started: with a camera as slow as the rate (the
+simulator's 5 Hz, a policy every two periods) the run waits for the frame due then instead of taking the one a
+period older. When it wakes with nothing to do it calls `idle()`, if given (the segmenter frees a finished track
+there). No ROS here: the nodes own the lock, their callbacks and what a run does.
 """
 from __future__ import annotations
 

@@ -13,8 +13,9 @@ What is enforced (parameter names as the executor node declares them):
 - Each action is a displacement executed at most once: a plan's actions run in order, one per
   command, action i no earlier than i * dt after the plan's first action (a late tick runs the next
   action, it never re-applies one). Receding horizon: the newest chunk replaces the plan and at most
-  `execute_steps` of its actions run (the policy sends one every `steps_per_inference` periods); temporal ensembling (ACT): each command averages every stored
-  chunk's next action, weights exp(-k i), i = 0 for the oldest chunk, k = `ensemble_decay`.
+  `execute_steps` of its actions run (the policy sends one every `steps_per_inference` periods); temporal
+  ensembling (ACT): each command averages every stored chunk's next action, weights exp(-k i), i = 0 for the
+  oldest chunk, k = `ensemble_decay`.
 - Rate: at most one move per control period T (1 / `control_rate_hz`). Each move has a slot, its
   stamp (`Command.time`): the moment it became due, at least T after the previous move's slot, so
   over any window of W s at most W * rate + 1 moves are stamped, however fast chunks come. A move
@@ -22,10 +23,10 @@ What is enforced (parameter names as the executor node declares them):
   the controller still gets a full period for it. A new chunk is due as soon as a joint state as new
   as its image is in (or after one period without one: clocks apart); a plan's later actions are due
   at their time until the next chunk is expected (`steps_per_inference` actions in), then half a
-  period after it, so a chunk that comes on time replaces the plan first instead of queueing behind it. When chunks come about once a period, a chunk that would wait more than T/8
-  for its slot gives way to the next one (it runs 1.5 T late if none comes): the rate limit lets no
-  move catch up, so one late start would delay every following chunk as much. Stops are never
-  delayed.
+  period after it, so a chunk that comes on time replaces the plan first instead of queueing behind it.
+  When chunks come about once a period, a chunk that would wait more than T/8 for its slot gives way to
+  the next one (it runs 1.5 T late if none comes): the rate limit lets no move catch up, so one late
+  start would delay every following chunk as much. Stops are never delayed.
 - Measured state: no motion without a valid joint state that arrived within `max_joint_state_age`
   (arrival time on this clock, so a publisher's clock offset does not count) and lies within the
   joint limits (`JOINT_LIMIT_TOLERANCE` counts as at the limit).
@@ -187,7 +188,7 @@ class ChunkSchedule:
         """When (s) the next action of a running plan is due; inf when none is left. An action from index
         `steps_per_inference` on, when the next chunk is expected, is due `wait` s after its time, so that
         a chunk coming on time replaces the plan first instead of queueing behind it."""
-        times = [plan.start + plan.next_index * plan.chunk.dt + (wait if plan.next_index >= self.steps_per_inference else 0.0)
+        times = [plan.start + plan.next_index * plan.chunk.dt + (wait if plan.next_index >= self.steps_per_inference else 0)
                  for plan in self.plans if plan.start is not None and plan.next_index < plan.limit]
         return min(times, default=math.inf)
 

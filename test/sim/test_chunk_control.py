@@ -18,8 +18,8 @@ CHUNK_LATENCY = 0.01  # s from an observation to its chunk's arrival at the node
 def node_executor() -> ChunkExecutor:
     """The executor as executor_node.py builds it from the robot YAML (the node's parameter names)."""
     p = yaml.safe_load(ROBOT.read_text())["/**"]["ros__parameters"]
-    schedule = ChunkSchedule(steps_per_inference=p["steps_per_inference"], max_chunk_age=p["max_chunk_age"], max_future_stamp=p["max_future_stamp"],
-                             min_dt=p["min_chunk_dt"], max_dt=p["max_chunk_dt"])
+    schedule = ChunkSchedule(steps_per_inference=p["steps_per_inference"], max_chunk_age=p["max_chunk_age"],
+                             max_future_stamp=p["max_future_stamp"], min_dt=p["min_chunk_dt"], max_dt=p["max_chunk_dt"])
     gate = SafetyGate(p["workspace_min"], p["workspace_max"], p["max_step_translation"], p["max_step_rotation"],
                       p["max_joint_velocity"], robot=get_robot(p["robot_model"]))
     return ChunkExecutor(schedule, gate, period=1.0 / p["control_rate_hz"], watchdog_timeout=p["watchdog_timeout"],
