@@ -100,7 +100,6 @@ class LatestFrameWorker:
                     continue  # an input went stale while waiting
                 frame, self.frame = self.frame, None
                 taken = self.take()
-                started = time.monotonic()
-                self.fresh_after = started + FRESH * self.min_period
-            next_time = started + self.min_period
+                self.fresh_after = time.monotonic() + FRESH * self.min_period
+            next_time = time.monotonic() + self.min_period
             self.run(frame, taken)

@@ -84,8 +84,8 @@ def test_runs_are_at_least_min_period_apart():
             owner.put(frame)
             assert wait_for(lambda: len(owner.runs) == frame + 1)
             time.sleep(0.16)  # the next frame arrives after FRESH x min_period: due, but not before min_period
-        starts = [t for _, _, t in owner.runs]
-        assert all(b - a >= 0.2 for a, b in zip(starts, starts[1:]))
+        starts = [t for _, _, t in owner.runs]  # when run() was entered: a little after the worker's start
+        assert all(b - a >= 0.2 - 0.005 for a, b in zip(starts, starts[1:]))
     finally:
         owner.worker.stop()
 
