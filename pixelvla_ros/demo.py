@@ -106,6 +106,12 @@ class OverlayFilm:
         node.create_subscription(Image, "/pixelvla/overlay", lambda m: self.keep("overlay", m), qos.SENSOR)
         node.create_subscription(String, "/sim/episode", self.on_episode, qos.LATCHED)
 
+    def listening(self) -> bool:
+        """True once this node hears the stack's camera, overlay and episode reports (a frame sent before that is
+        lost to the film)."""
+        node = self.ros.node
+        return all(node.count_publishers(topic) > 0 for topic in ("/camera/image_raw", "/pixelvla/overlay", "/sim/episode"))
+
     def start(self, condition: str) -> None:
         """A new stack: nothing is filmed until its simulator reports an episode."""
         self.condition, self.current = condition, None
@@ -206,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 evaluation.main([*driver, "--tasks", opts.task, "--episodes", str(len(seeds)), "--seed0", str(seeds[0]),
                                  "--videos", "none", *options, "--console", str(opts.console_port),
-                                 "--out", str(out / condition)])
+                                 "--out", str(out / condition)], listening=film.listening)
             except RuntimeError as exc:  # the stack did not come up
                 errors[condition] = str(exc)
                 print(f"pixelvla demo: the {condition} episodes did not run: {exc}", flush=True)

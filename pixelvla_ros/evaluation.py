@@ -45,7 +45,9 @@ def stack_command(opts: argparse.Namespace) -> list[str]:
             f"mask_topic:={'sim/target_mask' if opts.mask == 'ground_truth' else 'pixelvla/mask'}", *console]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, listening=lambda: True) -> int:
+    """`listening`: for a caller with nodes of its own (the demo's film), true once they hear the stack; the first
+    episode waits for it, since a camera frame sent before a subscriber is matched is lost to it."""
     parser = argparse.ArgumentParser(prog="pixelvla-eval", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="", help="model directory or engine bundle (empty: the default model)")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
@@ -81,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--operator none with --mask ground_truth gives the target away: text-only runs take --mask segmenter")
     os.environ.update(missing_defaults())  # DDS on localhost, the Fast DDS profile for camera frames
     opts.out.mkdir(parents=True, exist_ok=True)
-    results = run_episodes(opts, tasks)
+    results = run_episodes(opts, tasks, listening)
     write_report(opts, results)
     return 0
 
 
-def run_episodes(opts: argparse.Namespace, tasks: list[str]) -> list[dict]:
+def run_episodes(opts: argparse.Namespace, tasks: list[str], listening=lambda: True) -> list[dict]:
     import rclpy
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
@@ -117,9 +119,9 @@ def run_episodes(opts: argparse.Namespace, tasks: list[str]) -> list[dict]:
             rclpy.spin_once(node, timeout_sec=0.05)
         return condition()
 
-    def stack_ready() -> bool:  # policy active, simulator and executor listening
+    def stack_ready() -> bool:  # policy active, simulator and executor listening, the caller's nodes too
         return (state["active"] and node.count_subscribers("/sim/reset") > 0
-                and node.count_subscribers("/pixelvla/action_chunk") > 0)
+                and node.count_subscribers("/pixelvla/action_chunk") > 0 and listening())
 
     results = []
     try:
