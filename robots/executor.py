@@ -159,6 +159,9 @@ class ChunkSchedule:
                              f"{self.steps_per_inference}")
         if not 0 < self.min_dt <= self.max_dt:
             raise ValueError(f"need 0 < min_dt <= max_dt, got {self.min_dt}, {self.max_dt}")
+        if self.strategy == "receding_horizon" and self.steps_per_inference > self.execute_steps:
+            raise ValueError(f"steps_per_inference {self.steps_per_inference} exceeds execute_steps {self.execute_steps}: "
+                             "the arm would stop between chunks")
 
     def check(self, chunk: Chunk, now: float) -> None:
         """ChunkRejected unless `chunk`, arriving at `now`, may run."""
@@ -378,6 +381,14 @@ class ChunkExecutor:
     _chunk_interval: float = math.inf  # s: between the last two chunks becoming ready
     _moving: bool = False             # a move may be under way (none since: a stop, the watchdog)
     _estop_sent: bool = False
+
+    def __post_init__(self) -> None:
+        # A chunk every N > 1 periods must come before the watchdog holds the arm. (With N = 1 a watchdog
+        # shorter than a period is allowed, as it always was: the arm then holds whenever a chunk is late.)
+        steps = self.schedule.steps_per_inference
+        if steps > 1 and steps * self.period >= self.watchdog_timeout - TIME_EPSILON:
+            raise ValueError(f"steps_per_inference {steps} x {self.period:g} s reaches watchdog_timeout "
+                             f"{self.watchdog_timeout:g} s: the executor would hold between chunks")
 
     def offer(self, chunk: Chunk, now: float) -> None:
         """Accept `chunk`, arrived at `now`, or raise ChunkRejected with the reason."""

@@ -25,29 +25,12 @@ import numpy as np
 import yaml
 
 from pixelvla_robots.executor import (
-    MOVE, TICKS_PER_PERIOD, TIME_EPSILON, Chunk, ChunkExecutor, ChunkRejected, ChunkSchedule, Command, JointReading,
+    MOVE, TICKS_PER_PERIOD, TIME_EPSILON, Chunk, ChunkRejected, Command, JointReading,
     chunk_executor_from_parameters,
 )
 
 # The robot the simulator models (in a source checkout; pass another path elsewhere).
 ROBOT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "robots" / "widowx_bridge.yaml"
-
-
-def check_steps_per_inference(parameters: dict) -> int:
-    """The robot's `steps_per_inference` (default 1), checked against its executor: ValueError where the
-    receding-horizon plan (`execute_steps`, default 5) or the watchdog would hold the arm between chunks."""
-    steps = int(parameters.get("steps_per_inference", 1))
-    period = 1.0 / float(parameters.get("control_rate_hz", 5.0))
-    execute = int(parameters.get("execute_steps", ChunkSchedule.execute_steps))
-    watchdog = float(parameters.get("watchdog_timeout", ChunkExecutor.watchdog_timeout))
-    if steps < 1:
-        raise ValueError(f"steps_per_inference must be at least 1, got {steps}")
-    if parameters.get("strategy", "receding_horizon") == "receding_horizon" and steps > execute:
-        raise ValueError(f"steps_per_inference {steps} exceeds execute_steps {execute}: the arm would stop between chunks")
-    if steps * period >= watchdog:
-        raise ValueError(f"steps_per_inference {steps} x {period} s reaches watchdog_timeout {watchdog} s: "
-                         "the executor would hold between chunks")
-    return steps
 
 
 def load_robot_parameters(path: str | Path = ROBOT_CONFIG) -> dict:
@@ -59,7 +42,7 @@ def load_robot_parameters(path: str | Path = ROBOT_CONFIG) -> dict:
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{path}: no '/**: ros__parameters' section") from exc
     try:
-        check_steps_per_inference(parameters)
+        chunk_executor_from_parameters(parameters)  # refused here as the executor node refuses it
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     return parameters
@@ -80,9 +63,9 @@ class ChunkControl:
         if abs(self.period - env.control_period) > TIME_EPSILON:
             raise ValueError(f"the robot is controlled every {self.period} s (control_rate_hz) but the simulator "
                              f"steps {env.control_period} s: they must be the same")
-        # The policy node's: one chunk every `steps_per_inference` periods, whose actions the executor runs.
-        self.steps_per_inference = check_steps_per_inference(self.parameters)
         self.reset(None)
+        # The policy node's: one chunk every `steps_per_inference` periods, whose actions the executor runs.
+        self.steps_per_inference = self.executor.schedule.steps_per_inference
 
     def reset(self, obs: dict | None) -> None:
         """Start an episode from `obs` (the reset observation): a fresh executor, the controller's target

@@ -288,6 +288,16 @@ def test_with_a_chunk_every_two_periods_its_second_action_runs_on_time():
     assert [c.gripper for c in sent] == [1.0, 0.5] * 4
 
 
+def test_a_chunk_rate_the_executor_cannot_follow_is_refused_when_it_is_built():
+    with pytest.raises(ValueError, match="steps_per_inference 4 exceeds execute_steps 3: the arm would stop"):
+        ChunkSchedule(execute_steps=3, steps_per_inference=4)
+    ChunkSchedule(strategy="temporal_ensemble", execute_steps=3, steps_per_inference=4)  # it runs the whole chunk
+    with pytest.raises(ValueError, match="steps_per_inference 3 x 0.2 s reaches watchdog_timeout 0.6 s"):
+        executor(ChunkSchedule(steps_per_inference=3), watchdog_timeout=0.6)
+    executor(ChunkSchedule(steps_per_inference=2), watchdog_timeout=0.6)
+    executor(watchdog_timeout=0.1)  # one action of each chunk: a watchdog shorter than a period holds when one is late
+
+
 def test_no_command_leaves_the_joint_limits_and_the_estop_stops():
     """Item 7: with the waist measured at 3.5 rad (limit 3.1416) the e-stop's hold commanded 3.5 rad."""
     q = wx250s.HOME_Q.copy()

@@ -95,12 +95,15 @@ def run_case(seed):
     rng = np.random.default_rng(seed)
     period = float(rng.choice([0.1, 0.2, 0.5]))
     velocity = rng.uniform(0.5, 3.0, size=6)
+    strategy, execute_steps = str(rng.choice(["receding_horizon", "temporal_ensemble"])), int(rng.integers(1, 6))
+    watchdog = float(rng.choice([0.3, 1.0]))
+    # a chunk every 1-3 periods, as many as the executor accepts (it refuses a rate it cannot follow)
+    most = min(3, execute_steps if strategy == "receding_horizon" else 3, max(1, math.ceil(watchdog / period) - 1))
     ex = ChunkExecutor(
-        ChunkSchedule(strategy=str(rng.choice(["receding_horizon", "temporal_ensemble"])),
-                      execute_steps=int(rng.integers(1, 6)), steps_per_inference=int(rng.integers(1, 4)),
+        ChunkSchedule(strategy=strategy, execute_steps=execute_steps, steps_per_inference=int(rng.integers(1, most + 1)),
                       max_chunk_age=1.0, max_future_stamp=0.1),
         SafetyGate(LOW, HIGH, STEP, TURN, velocity, robot=wx250s.ROBOT),
-        period=period, watchdog_timeout=float(rng.choice([0.3, 1.0])), max_joint_state_age=0.5,
+        period=period, watchdog_timeout=watchdog, max_joint_state_age=0.5,
     )
     now = float(rng.uniform(0, 100))
     q = wx250s.HOME_Q + rng.normal(0, 0.2, 6)

@@ -68,3 +68,18 @@ def test_a_chunk_starts_after_one_period_without_a_fresh_joint_state(executor):
     assert executor.commands_sent == 1
     target, _ = wx250s.fk(executor.chunk_executor.last_command.joints)
     assert target == pytest.approx(wx250s.fk(wx250s.HOME_Q)[0] + [0.02, 0.0, 0.0], abs=2e-3)
+
+
+@pytest.mark.parametrize("params, reason", [
+    (["steps_per_inference:=6"], "steps_per_inference 6 exceeds execute_steps 5"),
+    (["steps_per_inference:=3", "watchdog_timeout:=0.5"], "reaches watchdog_timeout 0.5 s"),
+])
+def test_a_policy_rate_the_executor_cannot_follow_stops_the_node_at_start(ros_domain, params, reason):
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "pixelvla_ros.nodes.executor_node", "--ros-args"]
+    for param in params:
+        args += ["-p", param]
+    node = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert node.returncode != 0 and reason in node.stdout, node.stdout
