@@ -42,13 +42,14 @@ class ModelLimits:
     place_prompts: bool = True  # config.place_prompts: trained with place prompts
     state_width: int = 0        # config.proprio_dim: robot-state values it reads (0: none)
     prompt_offsets: bool = False  # config.prompt_offsets: it reads where the prompts are from the gripper
+    chunk_size: int = 0         # config.chunk_size: actions in one chunk (0: any number)
 
     @classmethod
     def of(cls, policy) -> "ModelLimits":
         """The limits of a pixelvla_model policy (PixelVLAPolicy or a RuntimePolicy)."""
         config = policy.config
         return cls(policy.check_instruction, config.max_prompts, config.place_prompts, config.proprio_dim,
-                   config.prompt_offsets)
+                   config.prompt_offsets, config.chunk_size)
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,9 @@ class PolicyInputs:
     """
 
     def __init__(self, state_joints: Sequence[str], max_state_age: float, max_mask_lag: float = MAX_MASK_LAG,
-                 placing: PromptPlacing | None = None) -> None:
+                 placing: PromptPlacing | None = None, steps_per_inference: int = 1) -> None:
         self.state_joints = list(state_joints)
+        self.steps_per_inference = steps_per_inference  # control periods per chunk: the arm runs that many actions
         self.placing = placing
         self.max_state_age = max_state_age
         self.max_mask_lag = max_mask_lag
@@ -103,6 +105,10 @@ class PolicyInputs:
             raise InputError(f"the model reads {model.state_width} robot-state values, but joint_names + gripper_joint "
                              f"name {len(self.state_joints)} joints ({self.state_joints}); set them to the joints it "
                              "was trained on")
+        if model.chunk_size and self.steps_per_inference > model.chunk_size:
+            raise InputError(f"steps_per_inference {self.steps_per_inference} exceeds the model's chunk of "
+                             f"{model.chunk_size} actions: the arm would stop between chunks; set steps_per_inference "
+                             f"<= {model.chunk_size}")
         if model.prompt_offsets and self.placing is None:
             raise InputError("the model reads where the prompts are from the gripper (config.prompt_offsets), but "
                              "this node cannot place them: it needs the robot's kinematics and the camera's calibration")

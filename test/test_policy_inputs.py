@@ -201,6 +201,12 @@ def test_waiting_names_every_missing_input():
     assert i.snapshot()[3] is None  # a model without a robot state gets none
 
 
+def test_a_model_with_fewer_actions_than_the_periods_between_its_runs_is_refused():
+    with pytest.raises(InputError, match="steps_per_inference 6 exceeds the model's chunk of 5 actions"):
+        PolicyInputs(JOINTS, 1.0, steps_per_inference=6).set_model(limits(chunk_size=5))
+    assert PolicyInputs(JOINTS, 1.0, steps_per_inference=5).set_model(limits(chunk_size=5)) == []
+
+
 def test_a_model_reading_other_joints_is_refused():
     with pytest.raises(InputError, match="reads 3 robot-state values"):
         PolicyInputs(JOINTS, 1.0).set_model(limits(state_width=3))

@@ -142,7 +142,7 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         if robot.has_kinematics:
             arm = len(self.state_joints) - 1  # the state's arm joints; the gripper is last
             placing = PromptPlacing(self.camera_topics.camera, lambda state: robot.fk(state[:arm])[0], plane_z)
-        self.inputs = PolicyInputs(self.state_joints, max_state_age, max_mask_lag, placing)
+        self.inputs = PolicyInputs(self.state_joints, max_state_age, max_mask_lag, placing, self.steps_per_inference)
         if instruction:
             self.inputs.set_instruction(instruction)  # checked against the model at configure
         self.camera = CameraRate()
@@ -181,12 +181,6 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                 refused = self.inputs.set_model(ModelLimits.of(self.policy))
         except InputError as exc:
             self.report_error(str(exc))
-            self.policy = None
-            return TransitionCallbackReturn.FAILURE
-        chunk_size = self.policy.config.chunk_size
-        if self.steps_per_inference > chunk_size:
-            self.report_error(f"steps_per_inference {self.steps_per_inference} exceeds the model's chunk of {chunk_size} "
-                              f"actions: the arm would stop between chunks; set steps_per_inference <= {chunk_size}")
             self.policy = None
             return TransitionCallbackReturn.FAILURE
         if self.policy.config.prompt_offsets and self.camera_info_subscription is None:
