@@ -121,3 +121,32 @@ def test_a_model_that_places_its_prompts_gets_the_calibrated_cameras_click_map(t
     assert np.linalg.norm(seen[0][0, :3] - target) < 0.01  # the cube's centre, from its mask (224 px) and the camera
     # the click on the plate, placed at a cube's height a centimetre above the plate's top: within 3 cm
     assert np.linalg.norm(seen[0][1, :2] - plate[:2]) < 0.03
+
+
+def test_the_dagger_driver_runs_each_chunk_as_the_stack_does(tmp_path):
+    """A chunk every `steps_per_inference` steps, its actions in turn; a step the expert drove (not asked)
+    does not shift the schedule of the chunk's actions."""
+    import numpy as np
+
+    from pixelvla_training.episodes.dagger import PolicyDriver
+
+    model = _tiny_checkpoint(tmp_path / "plain", False)
+    with pytest.raises(ValueError, match="steps_per_inference 6: the model's chunks hold 1 to 5 actions"):
+        PolicyDriver(model, steps_per_inference=6)
+    driver = PolicyDriver(model, steps_per_inference=2)
+    asked = []
+
+    def chunk(obs):
+        asked.append(obs["step"])
+        return 100.0 * len(asked) + np.arange(35.0).reshape(5, 7)
+
+    driver.chunk = chunk
+    with TabletopEnv(render_size=(96, 96)) as env:
+        obs = env.reset("put_this_cube_on_plate", 3)
+    driver.reset(obs)
+    actions = [driver({**obs, "step": step}) for step in (0, 1, 2, 4, 5, 6)]  # step 3: the expert's
+    assert asked == [0, 2, 4, 6]
+    assert [a[0] for a in actions] == [100.0, 107.0, 200.0, 300.0, 307.0, 400.0]
+    driver.reset(obs)
+    driver({**obs, "step": 1})
+    assert asked[-1] == 1  # a new episode asks again

@@ -4,9 +4,11 @@ The policy is prompted the way `pixelvla-eval --operator prompt --mask ground_tr
 point clicked on the target in the first frame, kept for the whole episode, plus the target's mask at
 every step (or, with `prompted=False`, the instruction alone); with `place=True` (`--place-prompt`) also a
 place point clicked on the destination in the first frame. `chunk(obs)` predicts the whole chunk (in-process
-rollouts execute it through the chunk executor); a call returns its first action, the one the executor runs
-when a new chunk comes every control period as here: DAgger episodes (run_expert_episode) execute it with
-`TabletopEnv.step_ee_delta`, through the same executor. A model that places the prompts from the TCP
+rollouts execute it through the chunk executor); a call returns the action of this control step as the stack
+runs them: a new chunk every `steps_per_inference` steps (the robot file's), its actions in turn. DAgger
+episodes (run_expert_episode) execute it with `TabletopEnv.step_ee_delta`, through the same executor. A step
+the expert drives does not reset the count: the next call past the chunk's last due action asks the policy
+again. A model that places the prompts from the TCP
 (config.prompt_offsets) gets the episode's calibrated camera's map from a click to the TCP, on the plane a
 cube's centre rests at.
 """
@@ -26,16 +28,22 @@ class PolicyDriver:
     """`driver(obs) -> (7,)` Bridge action from a checkpoint directory; `reset(obs)` at each episode start."""
 
     def __init__(self, model_dir: str | Path, unnorm_key: str = "bridge_orig", prompted: bool = True,
-                 place: bool = False):
+                 place: bool = False, steps_per_inference: int = 1):
         from pixelvla_model import PixelVLAPolicy
 
         self.policy = PixelVLAPolicy.from_pretrained(model_dir)
         if place and not self.policy.config.place_prompts:
             raise ValueError(f"{model_dir}: this model was not trained with place prompts (config.place_prompts)")
+        if not 1 <= steps_per_inference <= self.policy.config.chunk_size:
+            raise ValueError(f"steps_per_inference {steps_per_inference}: the model's chunks hold 1 to "
+                             f"{self.policy.config.chunk_size} actions")
         self.unnorm_key, self.prompted, self.place = unnorm_key, prompted, place and prompted
+        self.steps_per_inference = steps_per_inference
         self.prompts: list = []
+        self.plan: tuple[int, np.ndarray] | None = None  # (the step it was asked at, its chunk)
 
     def reset(self, obs: dict) -> None:
+        self.plan = None
         self.prompts = [Point(*image_xy(click_pixel(obs)).tolist())]
         if self.place:
             self.prompts.append(Point(*image_xy(click_pixel(obs, obs["destination"])).tolist(), PLACE))
@@ -50,4 +58,8 @@ class PolicyDriver:
         return np.asarray(chunk, dtype=np.float64).reshape(-1, 7)
 
     def __call__(self, obs: dict) -> np.ndarray:
-        return self.chunk(obs)[0]
+        """(7,) the action of control step obs["step"]."""
+        step = int(obs["step"])
+        if self.plan is None or not 0 <= step - self.plan[0] < self.steps_per_inference:
+            self.plan = (step, self.chunk(obs))
+        return self.plan[1][step - self.plan[0]]

@@ -410,7 +410,10 @@ def main(argv=None) -> int:
         from pixelvla_training.episodes.dagger import PolicyDriver
 
         try:
-            driver = PolicyDriver(args.policy, place=args.place_prompt)
+            from pixelvla_sim.control import load_robot_parameters
+
+            steps = int(load_robot_parameters().get("steps_per_inference", 1))  # the robot file the env runs
+            driver = PolicyDriver(args.policy, place=args.place_prompt, steps_per_inference=steps)
         except ValueError as exc:
             parser.error(str(exc))
     n = record_expert_episodes(args.out, tasks, seeds, (args.size, args.size),
