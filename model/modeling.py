@@ -612,6 +612,20 @@ class PixelVLA(nn.Module):
             self.visual_positions = patch_position_encoding(new_grid, c.visual_where_octaves).to(
                 self.visual_positions.device)
 
+    @torch.no_grad()
+    def words_clicks(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, R, 2) where the words click when no prompt is given, (x, y) in [0, 1] of the image: the target
+        (r = 0) and, with two maps, the place (r = 1); the clicks forward() prompts itself with
+        (config.text_grounding)."""
+        if self.text_grounding is None:
+            raise ValueError("this model has no text grounding (config.text_grounding)")
+        patch_feats, _ = self.vision(pixel_values)
+        text = self.llm.get_input_embeddings()(input_ids)
+        logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
+        return torch.stack([TextGrounding.click(logits[:, r], self.config.grid_size)[1]
+                            for r in range(logits.shape[1])], 1)
+
     def enable_text_grounding(self) -> None:
         """Add the text-grounding maps (config.text_grounding) to a model without them; no-op when it has them.
         From then on, a sample with neither a mask nor a prompt gets the clicks the words make instead of the

@@ -49,6 +49,19 @@ def click_pixel(obs: dict, object_id: str | None = None) -> np.ndarray:
     return mask_point(obs["masks"][object_id])
 
 
+def segment_box(obs: dict, box) -> str | None:
+    """Segmenter stand-in (SAM 2 given a box prompt): the object with the most pixels inside `box` (x0, y0, x1,
+    y1 attributes: image coordinates, corner origin, as pixelvla_model.Box) in the observation's masks; None
+    when the box covers no object's pixel."""
+    if obs.get("masks") is None:
+        raise ValueError("the observation has no masks: create the env with masks=True")
+    cols = slice(max(int(np.floor(box.x0)), 0), max(int(np.ceil(box.x1)), 0))
+    rows = slice(max(int(np.floor(box.y0)), 0), max(int(np.ceil(box.y1)), 0))
+    inside = {name: int(mask[rows, cols].sum()) for name, mask in obs["masks"].items()}
+    best = max(inside, key=inside.get, default=None)
+    return best if best is not None and inside[best] > 0 else None
+
+
 def click_point(obs: dict, object_id: str | None = None) -> np.ndarray:
     """Operator stand-in for RViz's Publish Point tool: (3,) point in the world/base frame (m) on the top
     surface of `object_id` (default: the episode's target), above its centre, from the privileged pose."""

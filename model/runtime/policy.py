@@ -24,7 +24,7 @@ from ..files import CONFIG_FILE, load_norm_stats
 from ..modeling import PixelVLA
 from ..openvla_import import from_openvla
 from ..processing import PixelVLAProcessor, identity_norm_stats, resolve_unnorm_key
-from ..prompts import Prompt
+from ..prompts import PLACE, Box, Point, Prompt
 from ..tokenizer import build_byte_tokenizer, load_tokenizer
 from .base import PolicyRuntime
 from .bundle import BundleError
@@ -107,6 +107,24 @@ class PixelVLAPolicy(RuntimePolicy):
     @property
     def device(self) -> torch.device:
         return torch.device(self.runtime.device)
+
+    def words_prompts(self, image: np.ndarray, instruction: str) -> list[Prompt]:
+        """What the words of `instruction` point at in `image` (H, W, 3) uint8 RGB when no operator prompts,
+        as prompts in its pixels: a Box over the patch the target map picks (for a segmenter: the object
+        inside it) and, for a model with a place map, a PLACE Point. ValueError for a model without text
+        grounding (config.text_grounding)."""
+        c = self.config
+        state = [np.zeros(c.proprio_dim, np.float32)] if c.proprio_dim else None  # the maps read neither
+        maps = [np.zeros((4, 3), np.float32)] if c.prompt_offsets else None
+        inputs = self.processor([image], [instruction], proprio=state, click_to_tcp=maps)
+        device = self.device
+        clicks = self.model.words_clicks(*(inputs[k].to(device) for k in ("pixel_values", "input_ids", "attention_mask")))
+        h, w = np.asarray(image).shape[:2]
+        (x, y), *place = clicks[0].float().cpu().numpy() * [w, h]
+        half = np.array([w, h]) / (2 * c.grid_size)  # half a patch
+        x0, y0, x1, y1 = np.clip([x - half[0], y - half[1], x + half[0], y + half[1]], 0, [w, h, w, h]).tolist()
+        prompts: list[Prompt] = [Box(x0, y0, x1, y1)]
+        return prompts + [Point(float(px), float(py), PLACE) for px, py in place]
 
     # ------------------------------------------------------------------ construction / checkpoints
     @classmethod

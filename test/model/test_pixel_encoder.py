@@ -1,5 +1,7 @@
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -116,3 +118,26 @@ def test_the_click_is_the_map_peak_and_its_neighbours():
     weights, xy = TextGrounding.click(logits, 4)
     assert weights[0, 15] == 0 and torch.allclose(weights[0, [5, 6]], torch.tensor([0.5, 0.5]), atol=1e-4)
     torch.testing.assert_close(xy[0], torch.tensor([0.5, 0.375]), atol=1e-4, rtol=0)
+
+
+def test_the_words_prompts_are_the_clicks_the_network_prompts_itself_with(tiny_config):
+    """PixelVLAPolicy.words_prompts: a box one patch wide around the target map's click and a place point at the
+    place map's, in the image's pixels; the same clicks forward() uses when no prompt is given."""
+    from pixelvla_model import PLACE, Box, PixelVLAConfig, PixelVLAPolicy, Point
+    from pixelvla_model.modeling import TextGrounding
+
+    config = PixelVLAConfig(**{**tiny_config.__dict__, "text_grounding": True, "place_prompts": True})
+    policy = PixelVLAPolicy.from_config(config, seed=3)
+    image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)  # W 128, H 96
+    box, place = policy.words_prompts(image, "put the red cube on the plate")
+    with torch.no_grad():
+        logits = policy.model(**policy.processor([image], ["put the red cube on the plate"])).grounding_logits
+    target_xy, place_xy = (TextGrounding.click(logits[:, r], config.grid_size)[1][0].numpy() * [128, 96] for r in (0, 1))
+    assert isinstance(box, Box) and isinstance(place, Point) and place.label == PLACE
+    np.testing.assert_allclose([place.x, place.y], place_xy, rtol=1e-5)
+    half = np.array([128, 96]) / (2 * config.grid_size)
+    np.testing.assert_allclose([box.x0, box.y0, box.x1, box.y1],
+                               np.clip([*(target_xy - half), *(target_xy + half)], 0, [128, 96, 128, 96]), rtol=1e-5)
+    without = PixelVLAPolicy.from_config(tiny_config)
+    with pytest.raises(ValueError, match="no text grounding"):
+        without.words_prompts(image, "put the red cube on the plate")

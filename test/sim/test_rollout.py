@@ -150,3 +150,31 @@ def test_the_dagger_driver_runs_each_chunk_as_the_stack_does(tmp_path):
     driver.reset(obs)
     driver({**obs, "step": 1})
     assert asked[-1] == 1  # a new episode asks again
+
+
+def test_words_prompt_rollouts_prompt_from_what_the_words_point_at(tmp_path, capsys):
+    """--words-prompt: the words' target box, segmented by the simulator's masks, gives the click and the mask
+    the policy gets; the words' place point stays as it is."""
+    from pixelvla_model import PLACE, Point
+    from pixelvla_sim.prompts import segment_box
+    from pixelvla_training.episodes.dagger import PolicyDriver
+
+    model = save_tiny_checkpoint(tmp_path / "words", norm_stats=BRIDGE_LIKE_WITH_STATE, proprio_dim=7,
+                                 place_prompts=True, text_grounding=True)
+    driver = PolicyDriver(model, prompted=False, words=True)
+    with TabletopEnv(render_size=(96, 96)) as env:
+        obs = env.reset("put_red_cube_on_plate", 3)
+        driver.reset(obs)
+        box, place = driver.policy.words_prompts(obs["rgb"], obs["instruction"])
+        assert driver.target == segment_box(obs, box)
+        target, placed = driver.prompts
+        if driver.target is None:
+            assert target == box
+        else:
+            assert isinstance(target, Point) and obs["masks"][driver.target][int(target.y), int(target.x)]
+        assert placed == place and placed.label == PLACE
+        assert driver.chunk(obs).shape == (5, 7)
+    assert main(["--model", str(model), "--words-prompt", "--tasks", "put_red_cube_on_plate", "--episodes", "1"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]["episodes"] == 1
+    with pytest.raises(ValueError, match="no text grounding"):
+        PolicyDriver(_tiny_checkpoint(tmp_path / "plain", False), prompted=False, words=True)

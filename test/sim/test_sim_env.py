@@ -7,7 +7,7 @@ import pytest
 from pixelvla_robots import wx250s
 from pixelvla_sim.env import TabletopEnv
 from pixelvla_sim.expert import ScriptedExpert, top_down_rotation
-from pixelvla_sim.prompts import click_pixel, click_point, mask_box, mask_centroid
+from pixelvla_sim.prompts import click_pixel, click_point, mask_box, mask_centroid, segment_box
 from pixelvla_sim.tasks import OBJECT_NAMES, TASKS, sample_episode
 
 
@@ -268,3 +268,17 @@ def test_osmesa_fallback_renders_the_same_scene(env):
     with TabletopEnv(render_size=(64, 64)) as egl_env:
         egl = egl_env.reset("put_red_cube_on_plate", 0)["rgb"]
     assert np.abs(osmesa.astype(int) - egl.astype(int)).mean() < 2.0
+
+
+def test_the_segmenter_stand_in_returns_the_object_a_box_covers_most():
+    from types import SimpleNamespace as Box
+
+    masks = {"cube_0": np.zeros((10, 10), bool), "plate": np.zeros((10, 10), bool)}
+    masks["cube_0"][2:4, 2:4] = True  # 4 pixels
+    masks["plate"][2:8, 3:9] = True  # 36 pixels, 2 of them under the cube's (the stand-in does not care)
+    obs = {"masks": masks}
+    assert segment_box(obs, Box(x0=1.5, y0=1.5, x1=3.0, y1=4.0)) == "cube_0"  # columns 1-2, rows 1-3: 2 of the cube
+    assert segment_box(obs, Box(x0=2.0, y0=2.0, x1=9.0, y1=8.0)) == "plate"
+    assert segment_box(obs, Box(x0=-5.0, y0=8.5, x1=1.0, y1=12.0)) is None  # off the objects, partly off the image
+    with pytest.raises(ValueError, match="no masks"):
+        segment_box({"masks": None}, Box(x0=0, y0=0, x1=1, y1=1))

@@ -3,7 +3,11 @@
 The policy is prompted the way `pixelvla-eval --operator prompt --mask ground_truth` prompts it: one
 point clicked on the target in the first frame, kept for the whole episode, plus the target's mask at
 every step (or, with `prompted=False`, the instruction alone); with `place=True` (`--place-prompt`) also a
-place point clicked on the destination in the first frame. `chunk(obs)` predicts the whole chunk (in-process
+place point clicked on the destination in the first frame. With `words=True` (`--words-prompt`) no operator
+prompts: the model's words point in the first frame (PixelVLAPolicy.words_prompts), the simulator's masks
+stand in for a segmenter given the target's box (the object with most pixels in it: pixelvla_sim.prompts.
+segment_box), and the policy runs as if prompted: a click on that object, its mask at every step (the
+segmenter's tracking) and the words' place point. `chunk(obs)` predicts the whole chunk (in-process
 rollouts execute it through the chunk executor); a call returns the action of this control step as the stack
 runs them: a new chunk every `steps_per_inference` steps (the robot file's), its actions in turn. DAgger
 episodes (run_expert_episode) execute it with `TabletopEnv.step_ee_delta`, through the same executor. A step
@@ -20,7 +24,7 @@ import numpy as np
 
 from pixelvla_model import PLACE, Point
 from pixelvla_robots.camera import image_xy, plane_click_map
-from pixelvla_sim.prompts import click_pixel
+from pixelvla_sim.prompts import click_pixel, segment_box
 from pixelvla_sim.tasks import CUBE_HALF
 
 
@@ -28,7 +32,7 @@ class PolicyDriver:
     """`driver(obs) -> (7,)` Bridge action from a checkpoint directory; `reset(obs)` at each episode start."""
 
     def __init__(self, model_dir: str | Path, unnorm_key: str = "bridge_orig", prompted: bool = True,
-                 place: bool = False, steps_per_inference: int = 1):
+                 place: bool = False, steps_per_inference: int = 1, words: bool = False):
         from pixelvla_model import PixelVLAPolicy
 
         self.policy = PixelVLAPolicy.from_pretrained(model_dir)
@@ -37,13 +41,23 @@ class PolicyDriver:
         if not 1 <= steps_per_inference <= self.policy.config.chunk_size:
             raise ValueError(f"steps_per_inference {steps_per_inference}: the model's chunks hold 1 to "
                              f"{self.policy.config.chunk_size} actions")
-        self.unnorm_key, self.prompted, self.place = unnorm_key, prompted, place and prompted
+        if words and not self.policy.config.text_grounding:
+            raise ValueError(f"{model_dir}: this model has no text grounding (config.text_grounding) to prompt from")
+        self.unnorm_key, self.words = unnorm_key, words
+        self.prompted, self.place = prompted or words, place and prompted and not words
         self.steps_per_inference = steps_per_inference
         self.prompts: list = []
+        self.target: str | None = None  # the object whose mask the policy gets
         self.plan: tuple[int, np.ndarray] | None = None  # (the step it was asked at, its chunk)
 
     def reset(self, obs: dict) -> None:
         self.plan = None
+        if self.words:
+            box, *place = self.policy.words_prompts(obs["rgb"], obs["instruction"])
+            self.target = segment_box(obs, box)
+            self.prompts = [Point(*image_xy(click_pixel(obs, self.target)).tolist()) if self.target else box, *place]
+            return
+        self.target = obs["target_object"]
         self.prompts = [Point(*image_xy(click_pixel(obs)).tolist())]
         if self.place:
             self.prompts.append(Point(*image_xy(click_pixel(obs, obs["destination"])).tolist(), PLACE))
@@ -51,7 +65,9 @@ class PolicyDriver:
     def chunk(self, obs: dict) -> np.ndarray:
         """(N, 7) float64 action chunk predicted from `obs` (Bridge units)."""
         state = np.array([*obs["joint_positions"], obs["gripper_position"]], np.float32)
-        prompt = dict(prompts=self.prompts, mask=obs["masks"][obs["target_object"]]) if self.prompted else {}
+        prompt = {}
+        if self.prompted:
+            prompt = dict(prompts=self.prompts, mask=obs["masks"][self.target] if self.target else None)
         if self.policy.config.prompt_offsets:
             prompt["click_to_tcp"] = plane_click_map(obs["camera"], CUBE_HALF, obs["tcp_position"])
         chunk = self.policy.predict(obs["rgb"], obs["instruction"], proprio=state, unnorm_key=self.unnorm_key, **prompt)

@@ -3,11 +3,12 @@ runs (`pixelvla-eval` through the ROS stack is the evaluation that counts).
 
 Each step the policy gets the current image, instruction and robot state (and, prompted, the click on the
 target from the first frame plus the target's mask, as `pixelvla-eval --operator prompt --mask
-ground_truth`; with --place-prompt also a place click on the destination). Its chunks are executed as the
+ground_truth`; with --place-prompt also a place click on the destination; with --words-prompt, no operator: the
+words' clicks, segmented by the simulator's masks, prompt it: training.episodes.dagger). Its chunks are executed as the
 stack executes them: through the chunk executor with the robot's parameters, on the simulation clock
 (`pixelvla_sim.control.ChunkControl`).
 
-    python -m pixelvla_training.episodes.rollout [--model DIR] [--text-only | --place-prompt] [--tasks a,b] [--episodes 10]
+    python -m pixelvla_training.episodes.rollout [--model DIR] [--text-only | --place-prompt | --words-prompt] [--tasks a,b] [--episodes 10]
         [--seed0 1000] [--robot-config YAML]
 
 Prints one JSON line per episode (success, first object reached / touched / lifted, closest approach of the TCP to
@@ -73,6 +74,9 @@ def main(argv=None) -> int:
     mode.add_argument("--text-only", action="store_true", help="no prompt and no mask: the instruction alone")
     mode.add_argument("--place-prompt", action="store_true",
                       help="also a place prompt: a click on the destination in the first frame")
+    mode.add_argument("--words-prompt", action="store_true",
+                      help="no operator: the words' clicks in the first frame become the prompts, the target's "
+                           "box segmented by the simulator's masks (standing in for SAM 2)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
     parser.add_argument("--episodes", type=int, default=10, help="episodes (seeds) per task")
     parser.add_argument("--seed0", type=int, default=1000, help="first seed")
@@ -89,7 +93,8 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as exc:
         parser.error(f"--robot-config: {exc}")
     try:
-        driver = PolicyDriver(args.model, prompted=not args.text_only, place=args.place_prompt)
+        driver = PolicyDriver(args.model, prompted=not (args.text_only or args.words_prompt), place=args.place_prompt,
+                              words=args.words_prompt)
     except (OSError, ValueError) as exc:
         env.close()
         parser.error(f"--model: {exc}")
