@@ -1,20 +1,22 @@
-"""A trained policy as the driver of DAgger episodes (see run_expert_episode).
+"""A trained policy as the driver of in-process episodes: rollouts and DAgger (see run_expert_episode).
 
-The policy is prompted the way `pixelvla-eval --operator prompt --mask ground_truth` prompts it: one
-point clicked on the target in the first frame, kept for the whole episode, plus the target's mask at
-every step (or, with `prompted=False`, the instruction alone); with `place=True` (`--place-prompt`) also a
-place point clicked on the destination in the first frame. With `words=True` (`--words-prompt`) no operator
-prompts: the model's words point in the first frame (PixelVLAPolicy.words_prompts), the simulator's masks
-stand in for a segmenter given the target's box (the object with most pixels in it: pixelvla_sim.prompts.
-segment_box), and the policy runs as if prompted: a click on that object, its mask at every step (the
-segmenter's tracking) and the words' place point. `chunk(obs)` predicts the whole chunk (in-process
-rollouts execute it through the chunk executor); a call returns the action of this control step as the stack
-runs them: a new chunk every `steps_per_inference` steps (the robot file's), its actions in turn. DAgger
-episodes (run_expert_episode) execute it with `TabletopEnv.step_ee_delta`, through the same executor. A step
-the expert drives does not reset the count: the next call past the chunk's last due action asks the policy
-again. A model that places the prompts from the TCP
-(config.prompt_offsets) gets the episode's calibrated camera's map from a click to the TCP, on the plane a
-cube's centre rests at.
+How it is prompted:
+- prompted (default): as `pixelvla-eval --operator prompt --mask ground_truth` prompts it, one point clicked on
+  the target in the first frame, kept for the whole episode, plus the target's mask at every step; with
+  `place=True` (`--place-prompt`) also a place point clicked on the destination in the first frame;
+- `prompted=False`: the instruction alone;
+- `words=True` (`--words-prompt`): no operator. The model's words point in the first frame
+  (PixelVLAPolicy.words_prompts); the simulator's masks stand in for a segmenter given the target's box (the
+  object with the most pixels in it: pixelvla_sim.prompts.segment_box); the policy then runs as if prompted,
+  with a click on that object, its mask at every step (the segmenter's tracking) and the words' place point.
+A model that places the prompts from the TCP (config.prompt_offsets) gets the episode's calibrated camera's
+map from a click to the TCP, on the plane a cube's centre rests at.
+
+How it acts: `chunk(obs)` predicts the whole chunk (in-process rollouts execute it through the chunk
+executor). A call `driver(obs)` returns the action of control step obs["step"] as the stack runs them: a new
+chunk every `steps_per_inference` steps (the robot file's), its actions in turn. DAgger episodes execute it
+with `TabletopEnv.step_ee_delta`, through the same executor; a step the expert drives does not reset the
+count, and the first call past the chunk's last due action asks the policy again.
 """
 from __future__ import annotations
 
