@@ -110,7 +110,8 @@ class OverlayFilm:
         """True once this node hears the stack's camera, overlay and episode reports (a frame sent before that is
         lost to the film)."""
         node = self.ros.node
-        return all(node.count_publishers(topic) > 0 for topic in ("/camera/image_raw", "/pixelvla/overlay", "/sim/episode"))
+        return all(node.count_publishers(topic) > 0
+                   for topic in ("/camera/image_raw", "/pixelvla/overlay", "/sim/episode"))
 
     def start(self, condition: str) -> None:
         """A new stack: nothing is filmed until its simulator reports an episode."""

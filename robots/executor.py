@@ -160,8 +160,8 @@ class ChunkSchedule:
         if not 0 < self.min_dt <= self.max_dt:
             raise ValueError(f"need 0 < min_dt <= max_dt, got {self.min_dt}, {self.max_dt}")
         if self.strategy == "receding_horizon" and self.steps_per_inference > self.execute_steps:
-            raise ValueError(f"steps_per_inference {self.steps_per_inference} exceeds execute_steps {self.execute_steps}: "
-                             "the arm would stop between chunks")
+            raise ValueError(f"steps_per_inference {self.steps_per_inference} exceeds execute_steps "
+                             f"{self.execute_steps}: the arm would stop between chunks")
 
     def check(self, chunk: Chunk, now: float) -> None:
         """ChunkRejected unless `chunk`, arriving at `now`, may run."""

@@ -117,8 +117,8 @@ class PixelVLAPolicy(RuntimePolicy):
         state = [np.zeros(c.proprio_dim, np.float32)] if c.proprio_dim else None  # the maps read neither
         maps = [np.zeros((4, 3), np.float32)] if c.prompt_offsets else None
         inputs = self.processor([image], [instruction], proprio=state, click_to_tcp=maps)
-        device = self.device
-        clicks = self.model.words_clicks(*(inputs[k].to(device) for k in ("pixel_values", "input_ids", "attention_mask")))
+        clicks = self.model.words_clicks(*(inputs[k].to(self.device)
+                                           for k in ("pixel_values", "input_ids", "attention_mask")))
         h, w = np.asarray(image).shape[:2]
         (x, y), *place = clicks[0].float().cpu().numpy() * [w, h]
         half = np.array([w, h]) / (2 * c.grid_size)  # half a patch

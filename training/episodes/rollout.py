@@ -3,10 +3,10 @@ runs (`pixelvla-eval` through the ROS stack is the evaluation that counts).
 
 Each step the policy gets the current image, instruction and robot state (and, prompted, the click on the
 target from the first frame plus the target's mask, as `pixelvla-eval --operator prompt --mask
-ground_truth`; with --place-prompt also a place click on the destination; with --words-prompt, no operator: the
-words' clicks, segmented by the simulator's masks, prompt it: training.episodes.dagger). Its chunks are executed as the
-stack executes them: through the chunk executor with the robot's parameters, on the simulation clock
-(`pixelvla_sim.control.ChunkControl`).
+ground_truth`; with --place-prompt also a place click on the destination; with --words-prompt, no operator:
+the words' clicks, segmented by the simulator's masks, prompt it: training.episodes.dagger). Its chunks are
+executed as the stack executes them: through the chunk executor with the robot's parameters, on the simulation
+clock (`pixelvla_sim.control.ChunkControl`).
 
     python -m pixelvla_training.episodes.rollout [--model DIR] [--text-only | --place-prompt | --words-prompt] [--tasks a,b] [--episodes 10]
         [--seed0 1000] [--robot-config YAML]
