@@ -3,11 +3,11 @@
 A camera callback `put`s every frame it accepts; a frame replaced before the worker took it is gone (the
 caller counts it as dropped), so a slow model never works through a backlog of old frames. The worker waits
 until a frame is there and the owner's `ready()` allows a run, takes the frame and, under the same lock, what
-the run needs (`take()`: the inputs in force at that moment), then runs `run(frame, taken)` without the lock, at
-most once per `min_period` s (newer frames keep replacing the slot meanwhile), and only on a frame that arrived
-at least FRESH x `min_period` s after the previous run started: with a camera as slow as the rate (the
-simulator's 5 Hz, a policy every two periods) the run waits for the frame due then instead of taking the one a
-period older. When it wakes with nothing to do it calls `idle()`, if given (the segmenter frees a finished track
+the run needs (`take()`: the inputs in force at that moment), then runs `run(frame, taken)` without the lock.
+Both limits on when count from the arrival of the frame the previous run took: a run starts no earlier than
+`min_period` s after it (newer frames keep replacing the slot meanwhile), and only on a frame that arrived at
+least FRESH x `min_period` s after it: with a camera as slow as the rate (the simulator's 5 Hz, a policy every
+two periods) the run waits for the frame due then instead of taking the one a period older. When it wakes with nothing to do it calls `idle()`, if given (the segmenter frees a finished track
 there). No ROS here: the nodes own the lock, their callbacks and what a run does.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable
 
-# A run takes a frame that arrived at least this fraction of min_period after the previous run started: with
+# A run takes a frame that arrived at least this fraction of min_period after the previous run's frame: with
 # frames every T and min_period k T, the frame k periods on (not k - 1) is the first one due, with T / 4 (k = 1)
 # to 3 T / 4 of arrival jitter allowed.
 FRESH = 0.75
@@ -98,8 +98,12 @@ class LatestFrameWorker:
                     return
                 if not self._due():
                     continue  # an input went stale while waiting
-                frame, self.frame = self.frame, None
+                frame, self.frame, arrival = self.frame, None, self.arrival
                 taken = self.take()
-                self.fresh_after = time.monotonic() + FRESH * self.min_period
-            next_time = time.monotonic() + self.min_period
+                # Counted from the frame's arrival, not from now: a run that starts a little late (a busy
+                # interpreter, a slow `take`) must not push the next one later too. Counted from the start,
+                # every run's lateness added up until a frame was skipped: the chunks' latency ramped from
+                # ~30 ms to a period, and the arm ran some actions a period late.
+                self.fresh_after = arrival + FRESH * self.min_period
+            next_time = arrival + self.min_period
             self.run(frame, taken)
