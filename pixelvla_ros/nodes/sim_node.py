@@ -28,10 +28,14 @@ Publish Point tool; "prompt" publishes a POINT VisualPrompt on the target's pixe
 on the destination's pixels on `/pixelvla/place_prompt` (where the target goes); "none" does not.
 With `expert:=true` the scripted expert (privileged state) publishes its action each step as an
 ActionChunk, standing in for the policy so the executor -> IK -> controller path is exercised.
-Every episode stands still at step 0 for `start_hold_periods` control periods after a reset (the camera
-streaming): the chunk the policy was computing from the previous episode's last frame, and the executor's
-move from it, arrive after the reset; the first move then comes from a chunk of the new episode's first frame,
-as in an in-process episode (pixelvla_sim.control).
+Every episode stands still at step 0 after a reset (the camera streaming) until its first move is in: an arm
+command that arrives after an ActionChunk computed from one of its own frames (stamped at or after the reset),
+or for at most `start_hold_periods` control periods. The chunk the policy was computing from the previous
+episode's last frame, and the executor's moves from it, arrive after the reset and are not waited for. The
+world then starts moving at the next period with the action of a chunk of its own first frame, that chunk's
+next action follows a period later, and the policy's next frame is two periods on, as in an in-process episode
+(pixelvla_sim.control). With a fixed hold instead, a third of the episodes ran two actions of a chunk before the
+world moved, both in its first step.
 With `wait_for_policy:=true` (the `sim` node set) the first episode holds at step 0, the camera streaming,
 until the policy reports ACTIVE on `/pixelvla/status` or a reset comes: loading a model takes seconds that
 would otherwise come out of the episode's steps.
@@ -89,9 +93,8 @@ class SimNode(ParameterMixin, Node):
         wait_for_policy = self.declare("wait_for_policy", False, "hold the first episode at step 0 until the policy "
                                        "reports ACTIVE on pixelvla/status or a reset comes")
         self.start_hold_periods = self.declare(
-            "start_hold_periods", 2, "control periods every episode stands still at step 0 after a reset, so that "
-            "the first move comes from a chunk of its own first frame, not from one still in flight for the "
-            "previous episode", minimum=0)
+            "start_hold_periods", 10, "control periods an episode stands still at step 0 after a reset at most, "
+            "waiting for its first move: an arm command after a chunk computed from one of its own frames", minimum=0)
         self.env = TabletopEnv(
             render_size=(size, size),
             shadows=self.declare("shadows", False, "render shadows (slower)"),
@@ -114,6 +117,8 @@ class SimNode(ParameterMixin, Node):
         self.instruction_pub = self.create_publisher(String, "pixelvla/instruction", qos.LATCHED)
         self.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", self.on_arm_command, qos.COMMAND)
         self.create_subscription(JointTrajectory, "gripper_controller/joint_trajectory", self.on_gripper_command, qos.COMMAND)
+        if not self.use_expert:  # the expert's chunks are this node's own
+            self.create_subscription(ActionChunk, "pixelvla/action_chunk", self.on_chunk, qos.COMMAND)
         self.create_subscription(String, "sim/reset", self.on_reset_topic, qos.COMMAND)
         self.create_service(Trigger, "~/reset", self.on_reset_service)
         self.sequence = 0
@@ -135,7 +140,8 @@ class SimNode(ParameterMixin, Node):
         self.task, self.seed = task, seed
         self.reset_time = self.get_clock().now().nanoseconds * 1e-9
         self.waiting_for = ""  # an explicit reset starts the episode at once
-        self.start_hold = self.start_hold_periods
+        self.start_hold = self.start_hold_periods  # periods left to wait for the episode's first move
+        self.own_chunk_seen = False  # a chunk computed from one of this episode's frames has arrived
         self.expert.reset()
         self.q_target = self.obs["joint_positions"].copy()
         self.gripper_target = 1.0
@@ -167,6 +173,10 @@ class SimNode(ParameterMixin, Node):
         return response
 
     # ---------------------------------------------------------------- commands
+    def on_chunk(self, msg: ActionChunk) -> None:
+        if stamp_seconds(msg.header.stamp) >= self.reset_time:
+            self.own_chunk_seen = True
+
     def meant_for_an_earlier_episode(self, msg: JointTrajectory) -> bool:
         """Whether a trajectory is stamped before the last reset: the executor computed it from the previous
         episode's arm, which the reset put back at its start pose in an instant (a real arm is never moved
@@ -196,6 +206,9 @@ class SimNode(ParameterMixin, Node):
             )
         except ValueError as exc:
             self.get_logger().error(f"arm trajectory refused: {exc}")
+            return
+        if self.own_chunk_seen:  # the episode's first move is in: the world moves at the next period
+            self.start_hold = 0
 
     def on_gripper_command(self, msg: JointTrajectory) -> None:
         if self.meant_for_an_earlier_episode(msg):
@@ -268,6 +281,7 @@ class SimNode(ParameterMixin, Node):
             chunk.actions = self.expert.act(obs).astype(np.float32).tolist()
             self.chunk_pub.publish(chunk)
             self.sequence += 1
+            self.own_chunk_seen = True
 
     def operator_click(self, image_header: Header) -> None:
         if self.operator == "click":

@@ -87,9 +87,9 @@ def test_one_bag_per_simulated_episode(ros_domain, tmp_path):
     episodes = [json.loads(m.data) for _, _, m in read_bag(bag, store, ["/sim/episode"])]
     assert episodes[0]["step"] == 0 and episodes[-1]["done"] and episodes[-1]["success"], out
     images = list(read_bag(bag, store, ["/camera/image_raw"]))
-    # every step's frame (0 .. done), the frames of the hold at step 0 (start_hold_periods, default 2), and at
-    # most one frame of the finished scene after it
-    assert episodes[-1]["step"] + 1 + 2 <= len(images) <= episodes[-1]["step"] + 2 + 2
+    # every step's frame (0 .. done), the frames of the hold at step 0 (until the expert's first move is in, a
+    # period or two), and at most one frame of the finished scene after it
+    assert episodes[-1]["step"] + 1 <= len(images) <= episodes[-1]["step"] + 2 + 2
 
 
 def test_killed_recorder_keeps_what_it_had_time_to_flush(ros_node, tmp_path, caplog):
