@@ -251,6 +251,11 @@ class TextGrounding(nn.Module):
         centres = torch.stack([col, row], -1).to(prob.dtype).add(0.5).div(grid)  # (N, 2): x, y
         return local, local @ centres
 
+    @classmethod
+    def clicks(cls, logits: torch.Tensor, grid: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`click` on every map of (B, R, N): the target's (r = 0), then, with place prompts, the place's."""
+        return [cls.click(logits[:, r], grid) for r in range(logits.shape[1])]
+
 
 def click_prompt(rows: torch.Tensor, points: list[tuple[torch.Tensor, int]], coords: torch.Tensor,
                  point_mask: torch.Tensor, types: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -514,11 +519,9 @@ class PixelVLA(nn.Module):
         if self.text_grounding is not None:  # no mask and no prompt: the words click (config.text_grounding)
             grounding_logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
             words_only = (weights.sum(1) < self.pixel_encoder.eps) & (prompt_types == 0).all(1)  # (B,)
-            click_weights, click_xy = TextGrounding.click(grounding_logits[:, 0], c.grid_size)
+            (click_weights, click_xy), *place = TextGrounding.clicks(grounding_logits, c.grid_size)
             weights = torch.where(words_only[:, None], click_weights.to(weights.dtype), weights)
-            points = [(click_xy, FOREGROUND)]
-            if self.text_grounding.roles == 2:
-                points.append((TextGrounding.click(grounding_logits[:, 1], c.grid_size)[1], PLACE))
+            points = [(click_xy, FOREGROUND), *((xy, PLACE) for _, xy in place)]
             prompt_coords, prompt_point_mask, prompt_types, prompt_labels = click_prompt(
                 words_only, points, prompt_coords, prompt_point_mask, prompt_types, prompt_labels)
         pixel = self.pixel_encoder(layer_feats, weights)  # (B, n_p, D)
@@ -623,8 +626,7 @@ class PixelVLA(nn.Module):
         patch_feats, _ = self.vision(pixel_values)
         text = self.llm.get_input_embeddings()(input_ids)
         logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
-        return torch.stack([TextGrounding.click(logits[:, r], self.config.grid_size)[1]
-                            for r in range(logits.shape[1])], 1)
+        return torch.stack([xy for _, xy in TextGrounding.clicks(logits, self.config.grid_size)], 1)
 
     def enable_text_grounding(self) -> None:
         """Add the text-grounding maps (config.text_grounding) to a model without them; no-op when it has them.

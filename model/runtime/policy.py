@@ -91,6 +91,30 @@ class RuntimePolicy:
         actions = self.infer(self.processor([image], [instruction], [prompts], [mask], state, maps))[0]
         return self.processor.unnormalize(actions, key)
 
+    @torch.inference_mode()
+    def words_prompts(self, image: np.ndarray, instruction: str) -> list[Prompt]:
+        """What the words of `instruction` point at in `image` (H, W, 3) uint8 RGB when no operator prompts,
+        as prompts in its pixels: a Box over the patch the target map picks (for a segmenter: the object
+        inside it) and, for a model with a place map, a PLACE Point. ValueError for a model without text
+        grounding (config.text_grounding), or one not run by torch (a bundle's network outputs actions only)."""
+        c = self.config
+        if not c.text_grounding:
+            raise ValueError("this model has no text grounding (config.text_grounding): its words point nowhere")
+        if not isinstance(self.runtime, TorchRuntime):
+            raise ValueError(f"the words' prompts come from the torch model; this policy runs {self.runtime.backend}")
+        state = [np.zeros(c.proprio_dim, np.float32)] if c.proprio_dim else None  # the maps read neither
+        maps = [np.zeros((4, 3), np.float32)] if c.prompt_offsets else None
+        inputs = self.processor([image], [instruction], proprio=state, click_to_tcp=maps)
+        device, dtype = self.runtime.device, self.runtime.torch_dtype
+        clicks = self.runtime.model.words_clicks(inputs["pixel_values"].to(device, dtype),
+                                                 inputs["input_ids"].to(device), inputs["attention_mask"].to(device))
+        h, w = np.asarray(image).shape[:2]
+        (x, y), *place = clicks[0].float().cpu().numpy() * [w, h]
+        half = np.array([w, h]) / (2 * c.grid_size)  # half a patch
+        x0, y0, x1, y1 = np.clip([x - half[0], y - half[1], x + half[0], y + half[1]], 0, [w, h, w, h]).tolist()
+        prompts: list[Prompt] = [Box(x0, y0, x1, y1)]
+        return prompts + [Point(float(px), float(py), PLACE) for px, py in place]
+
 
 class PixelVLAPolicy(RuntimePolicy):
     """A PixelVLA in memory, run by a TorchRuntime on ``device`` in the model's own dtype."""
@@ -107,24 +131,6 @@ class PixelVLAPolicy(RuntimePolicy):
     @property
     def device(self) -> torch.device:
         return torch.device(self.runtime.device)
-
-    def words_prompts(self, image: np.ndarray, instruction: str) -> list[Prompt]:
-        """What the words of `instruction` point at in `image` (H, W, 3) uint8 RGB when no operator prompts,
-        as prompts in its pixels: a Box over the patch the target map picks (for a segmenter: the object
-        inside it) and, for a model with a place map, a PLACE Point. ValueError for a model without text
-        grounding (config.text_grounding)."""
-        c = self.config
-        state = [np.zeros(c.proprio_dim, np.float32)] if c.proprio_dim else None  # the maps read neither
-        maps = [np.zeros((4, 3), np.float32)] if c.prompt_offsets else None
-        inputs = self.processor([image], [instruction], proprio=state, click_to_tcp=maps)
-        clicks = self.model.words_clicks(*(inputs[k].to(self.device)
-                                           for k in ("pixel_values", "input_ids", "attention_mask")))
-        h, w = np.asarray(image).shape[:2]
-        (x, y), *place = clicks[0].float().cpu().numpy() * [w, h]
-        half = np.array([w, h]) / (2 * c.grid_size)  # half a patch
-        x0, y0, x1, y1 = np.clip([x - half[0], y - half[1], x + half[0], y + half[1]], 0, [w, h, w, h]).tolist()
-        prompts: list[Prompt] = [Box(x0, y0, x1, y1)]
-        return prompts + [Point(float(px), float(py), PLACE) for px, py in place]
 
     # ------------------------------------------------------------------ construction / checkpoints
     @classmethod

@@ -121,7 +121,7 @@ def test_the_click_is_the_map_peak_and_its_neighbours():
 
 
 def test_the_words_prompts_are_the_clicks_the_network_prompts_itself_with(tiny_config):
-    """PixelVLAPolicy.words_prompts: a box one patch wide around the target map's click and a place point at the
+    """RuntimePolicy.words_prompts: a box one patch wide around the target map's click and a place point at the
     place map's, in the image's pixels; the same clicks forward() uses when no prompt is given."""
     from pixelvla_model import PLACE, Box, PixelVLAConfig, PixelVLAPolicy, Point
     from pixelvla_model.modeling import TextGrounding
