@@ -57,6 +57,8 @@ class SegmenterNode(ParameterMixin, Node):
         self.device = self.declare("device", "cpu", "torch device (cpu, cuda, cuda:1)") or "cpu"
         self.dtype = self.declare("dtype", "float32", "what SAM 2 runs in: float32, or bfloat16 / float16 on a GPU",
                                   choices=["", "float32", "bfloat16", "float16"]) or "float32"
+        self.threads = self.declare("threads", 0, "CPU threads of SAM 2 on the CPU (0: torch's default, every core); "
+                                    "pin on shared computers", minimum=0)
         self.track = self.declare("track", True, "follow the target with SAM 2 video tracking (false: per frame)")
         transport = self.declare("image_transport", "raw", "raw: sensor_msgs/Image on the camera topic; compressed: "
                                  "CompressedImage (JPEG/PNG) on <camera topic>/compressed", read_only=True, choices=TRANSPORTS)
@@ -96,6 +98,10 @@ class SegmenterNode(ParameterMixin, Node):
     def load_segmenter(self):
         from pixelvla_model.segmentation import Sam2Segmenter
 
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         if not self.sam2_path:
             self.get_logger().warning(
                 "no sam2_path: running an UNTRAINED tiny SAM 2 with random weights; its masks are meaningless - "

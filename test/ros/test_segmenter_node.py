@@ -21,7 +21,7 @@ H, W = 96, 128
 @pytest.fixture
 def segmenter(ros_node):
     node = subprocess.Popen([sys.executable, "-m", "pixelvla_ros.nodes.segmenter_node", "--ros-args",
-                             "-p", "rate_hz:=0.0", "-r", "__node:=segmenter"])
+                             "-p", "rate_hz:=0.0", "-p", "threads:=1", "-r", "__node:=segmenter"])
     io = {
         "masks": ros_node.collect(Image, "/pixelvla/mask", qos.LATCHED),
         "diagnostics": ros_node.collect(DiagnosticArray, "/diagnostics", 10),
