@@ -20,8 +20,9 @@ What is enforced (parameter names as the executor node declares them):
   stamp (`Command.time`): the moment it became due, at least T after the previous move's slot, so
   over any window of W s at most W * rate + 1 moves are stamped, however fast chunks come. A move
   goes out at most T/4 after its slot (so never less than 3T/4 after the previous one in real time);
-  the controller still gets a full period for it. A new chunk is due as soon as a joint state as new
-  as its image is in (or after one period without one: clocks apart); a plan's later actions are due
+  the controller still gets a full period for it. A new chunk is due from its image's stamp (at most
+  T/4 before it starts: the move is the one for the period its image began) as soon as a joint state as
+  new as its image is in (or after one period without one: clocks apart); a plan's later actions are due
   at their time until the next chunk is expected (`steps_per_inference` actions in), then half a
   period after it, so a chunk that comes on time replaces the plan first instead of queueing behind it.
   When chunks come about once a period, a chunk that would wait more than T/8 for its slot gives way to
@@ -426,8 +427,13 @@ class ChunkExecutor:
                 self._pending = None
                 try:
                     self.schedule.check(chunk, now)  # it may have waited out a fault
-                    self.schedule.add(chunk, ready=now)
-                    self._chunk_interval, self._last_ready = now - self._last_ready, now
+                    # Due from its image's time (at most SEND_DELAY before now), not from its arrival: its first
+                    # action is the move for the period its image began. From the arrival, every chunk later than
+                    # the one before pushed the following moves back for good (the rate limit lets none catch
+                    # up): a plan's last action and the next chunk's first drifted a period late.
+                    ready = min(now, max(chunk.stamp, now - SEND_DELAY * self.period))
+                    self.schedule.add(chunk, ready=ready)
+                    self._chunk_interval, self._last_ready = ready - self._last_ready, ready
                 except ChunkRejected as exc:
                     self.state, self.fault = f"chunk dropped: {exc}", False
         newest = self.schedule.plans[-1] if self.schedule.plans else None

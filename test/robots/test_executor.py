@@ -247,7 +247,7 @@ def test_late_ticks_do_not_accumulate_and_a_stall_gives_no_burst():
     sent = []
     for k in range(10):  # a chunk each period, a little early: it waits for its slot, noticed 30 ms late
         arrival = k * PERIOD - (0.01 if k else 0.0)
-        ex.offer(chunk(arrival - 0.05, [step(0.005)]), now=arrival)
+        ex.offer(chunk(arrival, [step(0.005)]), now=arrival)
         assert ex.tick(arrival, reading(q, arrival)) is None or k == 0
         sent.append(ex.tick(k * PERIOD + 0.03, reading(q, k * PERIOD + 0.03)) if k else ex.last_command)
     assert [c.time for c in sent] == pytest.approx([k * PERIOD for k in range(10)])
@@ -274,7 +274,8 @@ def test_a_plan_yields_to_a_chunk_that_comes_on_time():
 def test_with_a_chunk_every_two_periods_its_second_action_runs_on_time():
     """steps_per_inference 2: action 1 runs a period after action 0 (not half a period late, which would push
     the next chunk's first action back by the rate limit and leave a period without a move); action 2, when
-    the next chunk is due, waits half a period for it."""
+    the next chunk is due, waits half a period for it. Each chunk's first move is stamped with its image's time
+    (it arrives 30 ms later)."""
     ex = executor(ChunkSchedule(steps_per_inference=2))
     q = wx250s.HOME_Q.copy()
     sent = []
@@ -284,8 +285,25 @@ def test_with_a_chunk_every_two_periods_its_second_action_runs_on_time():
             command = ex.tick(t, reading(q, t))
             if command is not None:
                 sent.append(command)
-    assert [c.time for c in sent] == pytest.approx([0.03 + k * PERIOD for k in range(8)])
+    assert [c.time for c in sent] == pytest.approx([k * PERIOD for k in range(8)])
     assert [c.gripper for c in sent] == [1.0, 0.5] * 4
+
+
+def test_a_late_chunk_does_not_hold_the_following_moves_back():
+    """A chunk every two periods, one of them 45 ms later than the others: every chunk's first move is still
+    stamped with its image's time, so the moves stay on the images' grid. (Stamped with their arrival, the
+    late chunk's moves pushed every later one back by the rate limit: the grid only ever drifted later.)"""
+    ex = executor(ChunkSchedule(steps_per_inference=2))
+    q = wx250s.HOME_Q.copy()
+    sent = []
+    for k, latency in enumerate([0.005, 0.045, 0.005, 0.005]):
+        image = 2 * k * PERIOD
+        ex.offer(chunk(image, [step(0.005)] * 3), now=image + latency)
+        for t in image + latency + np.arange(0, 2 * PERIOD - 1e-9, PERIOD / 10):
+            command = ex.tick(t, reading(q, t))
+            if command is not None:
+                sent.append(command)
+    assert [c.time for c in sent] == pytest.approx([k * PERIOD for k in range(8)])
 
 
 def test_a_chunk_rate_the_executor_cannot_follow_is_refused_when_it_is_built():

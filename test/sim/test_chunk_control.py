@@ -40,8 +40,9 @@ def test_in_process_commands_equal_the_executor_nodes_for_the_same_chunks_and_jo
         steps = []  # (time, measured joints, chunk or None, in-process command or None)
         while sum(command is not None and command.kind == "move" for *_, command in steps) < 20:
             time, joints = control.now(), obs["joint_positions"]
-            # A chunk on two steps of three: between them the executor runs the plan's later actions.
-            chunk = random_chunk(rng) if len(steps) % 3 != 2 else None
+            # A chunk every two steps, as the policy node sends them (steps_per_inference 2): between them the
+            # executor runs the plan's second action.
+            chunk = random_chunk(rng) if len(steps) % 2 == 0 else None
             if chunk is not None:
                 assert control.offer(chunk)
             sent = len(control.commands)
