@@ -96,6 +96,7 @@ class PolicyInputs:
         self.frame_stamp = 0.0                       # s, its stamp: the frame the model takes next
         self.state: np.ndarray | None = None         # (len(state_joints),) newest complete joint state, NaN allowed
         self.state_stamp = 0.0                       # s, when it was measured
+        self.words_wanted = False                    # an instruction arrived since the words last proposed prompts
 
     # ------------------------------------------------------------------ arrivals
     def set_model(self, model: ModelLimits) -> list[str]:
@@ -144,6 +145,7 @@ class PolicyInputs:
             except ValueError as exc:
                 raise InputError(str(exc)) from None
         self.instruction = text
+        self.words_wanted = True  # every message, the same text again too: a new episode, a new scene
         return text
 
     def set_prompt(self, msg, place: bool = False) -> None:
@@ -208,14 +210,19 @@ class PolicyInputs:
             reasons.append(f"a camera frame on /camera/image_raw (none for {now - self.last_frame:.1f} s)")
         return "; ".join(reasons)
 
-    def snapshot(self) -> tuple[str, list, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-        """(instruction, model prompts for the current frame size, mask, robot state, click_to_tcp) for one
-        inference; the state and the click map only for a model that reads them (None otherwise)."""
+    def snapshot(self) -> tuple[str, list, np.ndarray | None, np.ndarray | None, np.ndarray | None, bool]:
+        """(instruction, model prompts for the current frame size, mask, robot state, click_to_tcp, propose
+        words) for one inference; the state and the click map only for a model that reads them (None otherwise).
+        propose words: whether this inference also proposes where the instruction's words point, as prompts an
+        operator may accept: once after each instruction message, when neither a target prompt nor a target
+        mask is in force (they name the target; the words then propose nothing)."""
         state = self.state if self.model is not None and self.model.state_width else None
         click_map = None
         if self.model is not None and self.model.prompt_offsets:
             click_map = self.placing.click_map(self.state)
-        return self.instruction, self.prompts.prompts(), self.mask, state, click_map
+        propose_words = self.words_wanted and self.prompts.msg[False] is None and self.mask is None
+        self.words_wanted = False
+        return self.instruction, self.prompts.prompts(), self.mask, state, click_map, propose_words
 
     def _state_problem(self, now: float) -> str:
         if self.model is None or not (self.model.state_width or self.model.prompt_offsets):

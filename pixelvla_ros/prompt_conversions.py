@@ -1,4 +1,4 @@
-"""VisualPrompt messages -> the model's prompt objects (pixel coordinates of the prompted image).
+"""VisualPrompt messages <-> the model's prompt objects (pixel coordinates of the prompted image).
 
 Validation that needs the image (inside it, non-degenerate, non-empty mask) happens in
 `pixelvla_model.validate_prompt`; this module checks what the message alone can get wrong.
@@ -12,6 +12,9 @@ from __future__ import annotations
 import math
 
 from pixelvla_model import PLACE, Box, Line, Mask, Point, validate_prompt
+from geometry_msgs.msg import Point as PointMsg
+from std_msgs.msg import Header
+
 from pixelvla_ros.image_conversions import image_to_mono
 from pixelvla_ros.msg import VisualPrompt
 
@@ -87,6 +90,18 @@ def prompt_from_msg(msg: VisualPrompt, image_hw: tuple[int, int] | None, place: 
         except ValueError as exc:
             raise PromptError(f"{where} ({TYPE_NAMES[msg.type]}): {exc}") from None
     return prompts
+
+
+def msg_from_prompt(prompt: Point | Box, header: Header, prompt_id: str) -> VisualPrompt:
+    """The VisualPrompt of a model Point or Box drawn on the image of `header`: a BOX, or a POINT whose label is
+    the point's (a PLACE point becomes a place prompt's point, label 1: it belongs on /pixelvla/place_prompt)."""
+    if isinstance(prompt, Box):
+        corners = [PointMsg(x=float(prompt.x0), y=float(prompt.y0)), PointMsg(x=float(prompt.x1), y=float(prompt.y1))]
+        return VisualPrompt(header=header, type=VisualPrompt.BOX, points=corners, prompt_id=prompt_id)
+    if isinstance(prompt, Point):
+        return VisualPrompt(header=header, type=VisualPrompt.POINT, points=[PointMsg(x=float(prompt.x), y=float(prompt.y))],
+                            labels=[1 if prompt.label == PLACE else int(prompt.label)], prompt_id=prompt_id)
+    raise TypeError(f"{type(prompt).__name__}: only points and boxes are made into messages here")
 
 
 def check_prompt(msg: VisualPrompt, image_hw: tuple[int, int] | None, place: bool = False, *, max_prompts: int = 0,

@@ -97,6 +97,29 @@ def test_a_refused_prompt_changes_nothing():
     assert i.snapshot()[1] == []
 
 
+def test_the_words_propose_once_per_instruction_message_while_nothing_names_the_target():
+    i = inputs()
+    i.frame_arrived(HW, now=0.0)
+    assert i.snapshot()[5] is False  # no instruction yet
+    i.set_instruction("put the red cube on the plate")
+    assert i.snapshot()[5] is True and i.snapshot()[5] is False  # once
+    i.set_instruction("put the red cube on the plate")  # the same text again: a new episode, a new scene
+    assert i.snapshot()[5] is True
+    i.set_prompt(points((30, 40), pid="operator"))
+    i.set_instruction("put the red cube on the plate")
+    assert i.snapshot()[5] is False  # the operator's prompt names the target
+    i.set_prompt(VisualPrompt(type=VisualPrompt.POINT, prompt_id="clear"))
+    assert i.snapshot()[5] is False  # that instruction's chance is gone
+    mask = np.zeros(HW, bool)
+    mask[10:20, 10:20] = True
+    i.set_mask(mask)
+    i.set_instruction("put the red cube on the plate")
+    assert i.snapshot()[5] is False  # so does a target mask
+    i.set_mask(np.zeros(HW, bool))
+    i.set_instruction("put the red cube on the plate")
+    assert i.snapshot()[5] is True
+
+
 def test_a_prompt_before_the_first_frame_is_checked_on_it_and_the_previous_one_comes_back():
     i = inputs()
     i.set_prompt(points((30, 40), pid="good"))
@@ -293,7 +316,7 @@ def test_a_model_that_places_its_prompts_waits_for_the_calibration_and_the_state
     assert i.blocking(10.0).startswith("the camera's calibration")
     camera["now"] = down
     assert i.blocking(10.0) == ""
-    instruction, prompts, mask, state, click_map = i.snapshot()
+    instruction, prompts, mask, state, click_map, _ = i.snapshot()
     assert state is None  # the model does not read the state itself
     h = click_map.astype(float) @ [0.5, 0.5, 1.0]  # the middle of the frame: straight below the camera
     np.testing.assert_allclose(h[:3] / h[3], [0.3 - 0.25, 0.0, 0.02 - 0.2], atol=1e-6)

@@ -43,6 +43,14 @@ decodes the frame it takes (and the model resizes it), so a 30 Hz camera costs 5
 5 Hz. The frame rate is estimated from the image stamps and the frames that never arrived are counted
 (PolicyStatus camera_rate, frames_lost), with the age of the frame each chunk was computed from.
 
+The words' prompts (`propose_words`, models with text grounding on the torch backend): after each instruction
+message, while no target prompt and no target mask are in force, the next inference first publishes where the
+instruction's words point in its frame: a BOX one patch wide on the target (for a segmenter: the object inside
+it) on /pixelvla/words/prompt and, for models with place prompts, a place POINT on
+/pixelvla/words/place_prompt (published first), stamped with that frame. They are proposals: nothing uses them
+until an operator accepts them by publishing them as the prompts (the console, or the sim node's "words"
+operator stand-in). Meanwhile the chunks are computed from the instruction alone.
+
 Instruction, prompts and mask are received from latched publishers (a late-joining node gets their last
 value) and from volatile ones (`ros2 topic pub`) alike: node_base.subscribe_latched. On shutdown the
 inference thread is joined before the node is destroyed (on_stop).
@@ -51,7 +59,8 @@ Topics: /camera/image_raw (or /camera/image_raw/compressed), /pixelvla/instructi
 prompt without points clears it), /pixelvla/place_prompt (VisualPrompt: where the target goes, for models
 trained with place prompts; cleared the same way), /pixelvla/mask (mono8, the segmenter's target mask),
 /joint_states, /camera/camera_info and /camera/pose (models with prompt offsets) in;
-/pixelvla/action_chunk, /pixelvla/status (PolicyStatus, 1 Hz and on errors), /diagnostics out.
+/pixelvla/action_chunk, /pixelvla/status (PolicyStatus, 1 Hz and on errors), /diagnostics, /pixelvla/words/prompt
+and /pixelvla/words/place_prompt (latched) out.
 """
 from __future__ import annotations
 
@@ -76,7 +85,7 @@ from pixelvla_ros.latest_frame import LatestFrameWorker
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, joint_positions, run_node, stamp_seconds, subscribe_camera, subscribe_latched
 from pixelvla_ros.policy_inputs import CameraRate, InputError, ModelLimits, PolicyInputs, PromptPlacing
-from pixelvla_ros.prompt_conversions import is_clear
+from pixelvla_ros.prompt_conversions import is_clear, msg_from_prompt
 
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
 LATENCY_WINDOW = 200
@@ -123,6 +132,10 @@ class PolicyNode(ParameterMixin, LifecycleNode):
                                  "CompressedImage (JPEG/PNG) on <camera topic>/compressed", read_only=True, choices=TRANSPORTS)
         plane_z = self.declare("prompt_plane_z", 0.018, "m, base frame: the height the centres of the objects an "
                                "operator clicks rest at; models with prompt offsets place clicks on this plane")
+        self.propose_words = self.declare(
+            "propose_words", True, "models with text grounding, torch backend: after each instruction, while no target "
+            "prompt or mask is in force, publish where its words point (pixelvla/words/prompt, a box on the target; "
+            "pixelvla/words/place_prompt) for an operator to accept")
         autostart = self.declare("autostart", True, "configure and activate at start-up")
 
         self.policy = None
@@ -147,6 +160,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
             self.inputs.set_instruction(instruction)  # checked against the model at configure
         self.camera = CameraRate()
         self.sequence = 0
+        self.words_sequence = 0  # words' proposals published
+        self.words_reason = "no model loaded"  # why no words' prompts are proposed ("": they are)
         self.counters = {"received": 0, "used": 0, "dropped": 0}
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.last_frame_age = math.nan  # s, of the image the last chunk was computed from, when it went out
@@ -154,6 +169,8 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.told_waiting = ""  # the waiting reason last logged
 
         self.chunk_pub = self.create_publisher(ActionChunk, "pixelvla/action_chunk", qos.COMMAND)
+        self.words_pubs = {place: self.create_publisher(VisualPrompt, f"pixelvla/words/{'place_' if place else ''}prompt",
+                                                        qos.LATCHED) for place in (False, True)}
         self.status_pub = self.create_publisher(PolicyStatus, "pixelvla/status", qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
         subscribe_camera(self, "camera/image_raw", transport, self.on_image)
@@ -186,10 +203,21 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         if self.policy.config.prompt_offsets and self.camera_info_subscription is None:
             self.camera_info_subscription = self.camera_topics.subscribe_info()
         self.running_backend = self.policy.runtime.describe()["backend"]  # reported: what runs, not what was asked
+        self.words_reason = self.words_unavailable()
+        if self.words_reason and self.propose_words:
+            self.get_logger().info(f"no words' prompts: {self.words_reason}")
         self.get_logger().info(f"loaded {self.model_id} ({self.running_backend})")
         for reason in refused:
             self.report_error(reason)
         return TransitionCallbackReturn.SUCCESS
+
+    def words_unavailable(self) -> str:
+        """Why the loaded model proposes no words' prompts ("": it does)."""
+        if not self.policy.config.text_grounding:
+            return "the model has no text grounding (config.text_grounding)"
+        if self.running_backend != "torch":
+            return f"they come from the torch model, and this one runs on {self.running_backend}"
+        return ""
 
     def load_policy(self):
         """(policy with predict(image, instruction, prompts, mask, unnorm_key), model id) per the parameters."""
@@ -325,13 +353,16 @@ class PolicyNode(ParameterMixin, LifecycleNode):
 
     # ---------------------------------------------------------------- inference
     def run_once(self, frame: CameraFrame, instruction: str, prompts: list, mask: np.ndarray | None,
-                 state: np.ndarray | None, click_map: np.ndarray | None) -> None:
-        """One chunk from `frame` with the inputs in force (PolicyInputs.snapshot: already checked)."""
+                 state: np.ndarray | None, click_map: np.ndarray | None, propose_words: bool) -> None:
+        """One chunk from `frame` with the inputs in force (PolicyInputs.snapshot: already checked), and the words'
+        prompts first when they are due."""
         try:
             rgb = frame.rgb  # the one conversion (or JPEG/PNG decode) of this frame, off the image callback
         except ImageError as exc:
             self.report_error(f"image refused: {exc}")
             return
+        if propose_words and self.propose_words and not self.words_reason:
+            self.publish_words_prompts(rgb, instruction, frame.header)
         started = time.perf_counter()
         try:
             actions = self.policy.predict(rgb, instruction, prompts=prompts or None, mask=mask,
@@ -355,6 +386,19 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         self.sequence += 1
         self.counters["used"] += 1
         self.latencies.append(latency)
+
+    def publish_words_prompts(self, rgb: np.ndarray, instruction: str, header: Header) -> None:
+        """Where the words of `instruction` point in this frame, as prompts drawn on it: the place prompt first,
+        so that an operator who accepts on the target's has both."""
+        try:
+            target, *place = self.policy.words_prompts(rgb, instruction)
+        except (ValueError, RuntimeError) as exc:
+            self.report_error(f"words' prompts failed: {exc}")
+            return
+        self.words_sequence += 1
+        for is_place, prompt in [*((True, p) for p in place), (False, target)]:
+            name = "words-place" if is_place else "words"
+            self.words_pubs[is_place].publish(msg_from_prompt(prompt, header, f"{name}-{self.words_sequence}"))
 
     # ---------------------------------------------------------------- status
     def report_error(self, text: str) -> None:

@@ -574,3 +574,55 @@ def test_a_model_that_places_its_prompts_waits_for_the_calibration_and_gets_the_
     elsewhere = plane_click_map(camera, 0.018, tcp - [0.05, 0.0, 0.0])  # the gripper 5 cm further back
     other = policy.predict(rgb, "put this cube in the bowl", [Click(100.0, 70.0)], proprio=q, click_to_tcp=elsewhere)
     assert np.abs(other - reference).max() > 1e-4, "the offsets do not reach the actions"
+
+
+@pytest.fixture(scope="module")
+def words_model(tmp_path_factory):
+    """A tiny checkpoint whose words point (text grounding), with a place map."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("words_model") / "ckpt", seed=6, place_prompts=True,
+                                text_grounding=True)
+
+
+def test_the_words_propose_prompts_after_each_instruction_until_an_operator_prompts(ros_node, words_model):
+    from pixelvla_model import PixelVLAPolicy
+
+    node = start_policy(f"model_path:={words_model}")
+    io = policy_io(ros_node)
+    status = ros_node.collect(PolicyStatus, "/pixelvla/status", qos.LATCHED)
+    words = ros_node.collect(VisualPrompt, "/pixelvla/words/prompt", qos.LATCHED)
+    words_place = ros_node.collect(VisualPrompt, "/pixelvla/words/place_prompt", qos.LATCHED)
+    instruction = ros_node.publisher(String, "/pixelvla/instruction", qos.LATCHED)
+    prompt = ros_node.publisher(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
+    text = "put the red cube on the plate"
+    try:
+        assert ros_node.spin_until(lambda: any(m.state == PolicyStatus.ACTIVE for m in status), timeout=60)
+        instruction.publish(String(data=text))
+        ros_node.spin_for(0.5)
+        msg = frame(9501, seed=8)
+        chunk_for(ros_node, io, msg, timeout=60)
+        assert ros_node.spin_until(lambda: words and words_place, timeout=10), "no words' prompts proposed"
+        (proposal,), (place,) = words, words_place
+        assert proposal.header.stamp == msg.header.stamp == place.header.stamp  # drawn on the frame it came from
+        chunk_for(ros_node, io, frame(9502, seed=9), timeout=60)
+        assert len(words) == 1  # once per instruction message
+        prompt.publish(VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=30.5, y=40.5)], prompt_id="operator"))
+        ros_node.spin_for(0.5)
+        instruction.publish(String(data=text))  # a new episode, but the operator names the target
+        ros_node.spin_for(0.5)
+        chunk_for(ros_node, io, frame(9503, seed=9), timeout=60)
+        prompt.publish(VisualPrompt(type=VisualPrompt.POINT, prompt_id="clear"))
+        ros_node.spin_for(0.5)
+        chunk_for(ros_node, io, frame(9504, seed=9), timeout=60)
+        assert len(words) == 1
+        instruction.publish(String(data=text))
+        ros_node.spin_for(0.5)
+        chunk_for(ros_node, io, frame(9505, seed=10), timeout=60)
+        assert ros_node.spin_until(lambda: len(words) == 2, timeout=10), "no proposal for the new instruction"
+    finally:
+        node.terminate()
+        node.communicate(timeout=20)
+    rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(120, 160, 3).copy()
+    box, place_point = PixelVLAPolicy.from_pretrained(words_model).words_prompts(rgb, text)
+    assert proposal.type == VisualPrompt.BOX and place.type == VisualPrompt.POINT and list(place.labels) == [1]
+    np.testing.assert_allclose([[p.x, p.y] for p in proposal.points], [[box.x0, box.y0], [box.x1, box.y1]], rtol=1e-5)
+    np.testing.assert_allclose([place.points[0].x, place.points[0].y], [place_point.x, place_point.y], rtol=1e-5)
