@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None, listening=lambda: True) -> int:
     parser.add_argument("--tasks", default="all", help="all, plain, prompted, or a comma-separated list")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task")
     parser.add_argument("--seed0", type=int, default=1000, help="seeds seed0 .. seed0 + episodes - 1")
-    parser.add_argument("--operator", default="prompt", choices=["none", "click", "prompt", "prompt_place"],
+    parser.add_argument("--operator", default="prompt", choices=["none", "click", "prompt", "prompt_place", "words"],
                         help="how the operator stand-in names the target (none: text only; prompt_place: a prompt "
-                             "on the target and a place prompt on the destination)")
+                             "on the target and a place prompt on the destination; words: it accepts the prompts "
+                             "the policy's words propose)")
     parser.add_argument("--mask", default="segmenter", choices=["segmenter", "ground_truth"],
                         help="the target mask the policy gets: from the segmenter or the simulator's ground truth")
     parser.add_argument("--rate", type=float, default=5.0,

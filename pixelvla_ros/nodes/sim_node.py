@@ -9,8 +9,9 @@ steps the physics (`pixelvla_sim.TabletopEnv`), and publishes:
 - `/joint_states`: the six arm joints (rad) and both fingers (m);
 - `/camera/pose` (geometry_msgs/PoseStamped, latched): the optical frame's pose in the base frame,
   the static transform base -> camera (for projecting RViz clicks);
-- `/sim/target_mask` (mono8): the ground-truth mask of the task's target object, every frame, with that
-  frame's header (so the policy's mask-lag check always finds it aligned);
+- `/sim/target_mask` (mono8): the ground-truth mask of the object the operator stand-in names (see below;
+  all zero while it names none), every frame, with that frame's header (so the policy's mask-lag check always
+  finds it aligned): what a perfect segmenter tracking the operator's prompt gives;
 - `/sim/episode` (std_msgs/String, JSON, latched): task, seed, instruction, target_object, step, success,
   first_reached, first_touched and first_lifted (the object the gripper reached, touched and lifted
   first, see TabletopEnv), done.
@@ -25,12 +26,17 @@ Resets: `~/reset` (std_srvs/Trigger) restarts the current task + seed; `/sim/res
 Operator stand-in (`operator` parameter): "click" publishes the target's top centre on
 `/clicked_point` (base frame) at the first steps of each episode, as a person would with RViz's
 Publish Point tool; "prompt" publishes a POINT VisualPrompt on the target's pixels; "prompt_place" also one
-on the destination's pixels on `/pixelvla/place_prompt` (where the target goes); "none" does not.
+on the destination's pixels on `/pixelvla/place_prompt` (where the target goes); each of these names the
+task's target. "words" clears both prompts at each reset and accepts the policy's words' prompts of the
+episode's first frame it gets (`/pixelvla/words/prompt` and `/pixelvla/words/place_prompt`, stamped at or
+after the reset) as they are, republishing them as the prompts; it names the object with the most pixels in
+the accepted box (pixelvla_sim.prompts.segment_box), whichever it is. "none" names nothing.
 With `expert:=true` the scripted expert (privileged state) publishes its action each step as an
 ActionChunk, standing in for the policy so the executor -> IK -> controller path is exercised.
 Every episode stands still at step 0 after a reset (the camera streaming) until its first move is in: an arm
-command that arrives after an ActionChunk computed from one of its own frames (stamped at or after the reset),
-or for at most `start_hold_periods` control periods. The chunk the policy was computing from the previous
+command that arrives after an ActionChunk computed from one of its own frames with its prompts (stamped at or
+after the reset; with "words", after the words' prompts were accepted), or for at most `start_hold_periods`
+control periods. The chunk the policy was computing from the previous
 episode's last frame, and the executor's moves from it, arrive after the reset and are not waited for. The
 world then starts moving at the next period with the action of a chunk of its own first frame, that chunk's
 next action follows a period later, and the policy's next frame is two periods on, as in an in-process episode
@@ -45,6 +51,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 from geometry_msgs.msg import Point, PointStamped, PoseStamped
@@ -61,11 +68,11 @@ from pixelvla_ros.node_base import ParameterMixin, run_node, stamp_seconds
 from pixelvla_robots.camera import image_xy
 from pixelvla_sim.env import TabletopEnv
 from pixelvla_sim.expert import ScriptedExpert
-from pixelvla_sim.prompts import click_pixel, click_point
+from pixelvla_sim.prompts import click_pixel, click_point, segment_box
 from pixelvla_sim.tasks import get_task
 
 DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
-OPERATORS = ("none", "click", "prompt", "prompt_place")
+OPERATORS = ("none", "click", "prompt", "prompt_place", "words")
 SIMULATED_ROBOT = "wx250s"  # the arm of pixelvla_sim's scene
 
 
@@ -85,8 +92,9 @@ class SimNode(ParameterMixin, Node):
         self.camera_frame = self.declare("camera_frame", "camera_optical_frame", "optical frame of the camera")
         self.use_expert = self.declare("expert", False, "publish the scripted expert's actions as ActionChunks")
         self.publish_instruction = self.declare("publish_instruction", True, "publish each episode's instruction")
-        self.operator = self.declare("operator", "none", "operator stand-in: none, click (/clicked_point), prompt "
-                                     "or prompt_place (a prompt on the target and a place prompt on the destination)")
+        self.operator = self.declare("operator", "none", "operator stand-in: none, click (/clicked_point), prompt, "
+                                     "prompt_place (a prompt on the target and a place prompt on the destination) or "
+                                     "words (accepts the policy's words' prompts)")
         if self.operator not in OPERATORS:
             raise ValueError(f"operator {self.operator!r}: use one of {', '.join(OPERATORS)}")
         max_steps = self.declare("max_episode_steps", 60, "episode length (control steps)", minimum=1)
@@ -119,6 +127,10 @@ class SimNode(ParameterMixin, Node):
         self.create_subscription(JointTrajectory, "gripper_controller/joint_trajectory", self.on_gripper_command, qos.COMMAND)
         if not self.use_expert:  # the expert's chunks are this node's own
             self.create_subscription(ActionChunk, "pixelvla/action_chunk", self.on_chunk, qos.COMMAND)
+        if self.operator == "words":
+            self.words_place: VisualPrompt | None = None  # the newest proposal of a place
+            self.create_subscription(VisualPrompt, "pixelvla/words/place_prompt", self.on_words_place, qos.LATCHED)
+            self.create_subscription(VisualPrompt, "pixelvla/words/prompt", self.on_words_prompt, qos.LATCHED)
         self.create_subscription(String, "sim/reset", self.on_reset_topic, qos.COMMAND)
         self.create_service(Trigger, "~/reset", self.on_reset_service)
         self.sequence = 0
@@ -141,13 +153,21 @@ class SimNode(ParameterMixin, Node):
         self.reset_time = self.get_clock().now().nanoseconds * 1e-9
         self.waiting_for = ""  # an explicit reset starts the episode at once
         self.start_hold = self.start_hold_periods  # periods left to wait for the episode's first move
-        self.own_chunk_seen = False  # a chunk computed from one of this episode's frames has arrived
+        self.own_chunk_seen = False  # a chunk computed from one of this episode's frames, with its prompts, arrived
+        # s: chunks stamped from then on are the episode's own (with "words": none until its prompts are accepted)
+        self.prompted_since = float("inf") if self.operator == "words" else self.reset_time
+        # the object the operator names: its mask goes out every frame
+        self.named_object = None if self.operator in ("none", "words") else self.obs["target_object"]
         self.expert.reset()
         self.q_target = self.obs["joint_positions"].copy()
         self.gripper_target = 1.0
         self.camera = self.env.camera_model()  # camera jitter is per episode
         self.get_logger().info(f"episode {task} seed {seed}: {self.obs['instruction']!r}")
         self.publish_camera_pose()
+        if self.operator == "words":  # the previous episode's accepted prompts must not stand for this one
+            for publisher in (self.prompt_pub, self.place_pub):
+                publisher.publish(VisualPrompt(header=self.header(self.camera_frame), type=VisualPrompt.POINT,
+                                               prompt_id=f"clear-{task}-{seed}"))
         if self.publish_instruction:
             self.instruction_pub.publish(String(data=self.obs["instruction"]))
         self.publish_observation()
@@ -174,8 +194,27 @@ class SimNode(ParameterMixin, Node):
 
     # ---------------------------------------------------------------- commands
     def on_chunk(self, msg: ActionChunk) -> None:
-        if stamp_seconds(msg.header.stamp) >= self.reset_time:
+        if stamp_seconds(msg.header.stamp) >= self.prompted_since:
             self.own_chunk_seen = True
+
+    def on_words_place(self, msg: VisualPrompt) -> None:
+        self.words_place = msg
+
+    def on_words_prompt(self, msg: VisualPrompt) -> None:
+        """The operator accepts the first words' prompts drawn on one of the episode's frames, as they are."""
+        if self.prompted_since < float("inf") or stamp_seconds(msg.header.stamp) < self.reset_time:
+            return  # accepted already, or drawn on the previous episode's frame
+        if msg.type != VisualPrompt.BOX or len(msg.points) != 2:
+            self.get_logger().error(f"words' prompt {msg.prompt_id!r} refused: expected a BOX")
+            return
+        xs, ys = sorted(p.x for p in msg.points), sorted(p.y for p in msg.points)  # corners in either order
+        self.named_object = segment_box(self.obs, SimpleNamespace(x0=xs[0], y0=ys[0], x1=xs[1], y1=ys[1]))
+        place = self.words_place
+        if place is not None and place.header.stamp == msg.header.stamp:
+            self.place_pub.publish(place)
+        self.prompt_pub.publish(msg)
+        self.prompted_since = self.get_clock().now().nanoseconds * 1e-9
+        self.get_logger().info(f"words' prompts accepted: the box names {self.named_object or 'no object'}")
 
     def meant_for_an_earlier_episode(self, msg: JointTrajectory) -> bool:
         """Whether a trajectory is stamped before the last reset: the executor computed it from the previous
@@ -256,9 +295,10 @@ class SimNode(ParameterMixin, Node):
         finger = float(obs["gripper_position"])
         joints.position = [*map(float, obs["joint_positions"]), finger, -finger]
         self.joint_pub.publish(joints)
-        target = obs["target_object"]
-        if obs["masks"] is not None and target in obs["masks"]:
-            self.mask_pub.publish(mono_to_image(obs["masks"][target], image_header))
+        if obs["masks"] is not None:
+            named = obs["masks"].get(self.named_object)
+            self.mask_pub.publish(mono_to_image(named if named is not None else np.zeros_like(obs["rgb"][..., 0], bool),
+                                                image_header))
         if obs["step"] < 3 and not self.waiting_for:  # the first steps: late subscribers (volatile /clicked_point) still get one
             self.operator_click(image_header)
         self.image_pub.publish(rgb_to_image(obs["rgb"], image_header))
@@ -267,7 +307,7 @@ class SimNode(ParameterMixin, Node):
             setattr(info, key, value)
         self.info_pub.publish(info)
         episode = {
-            "task": self.task, "seed": self.seed, "instruction": obs["instruction"], "target_object": target,
+            "task": self.task, "seed": self.seed, "instruction": obs["instruction"], "target_object": obs["target_object"],
             "step": int(obs["step"]), "success": bool(obs["success"]),
             "first_reached": obs["first_reached"], "first_touched": obs["first_touched"],
             "first_lifted": obs["first_lifted"], "done": self.episode_done(),

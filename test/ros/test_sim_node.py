@@ -4,15 +4,22 @@ messages across topics, and against the step timer, would be a race):
   when a frame arrives, from the newest joint state, mask and prompt it holds); the node's publishers are
   real, the test records the order of their publish calls;
 - a command stamped before a reset, computed for the previous episode's arm, does not move the new one;
-- an episode stands still until its first move, computed from one of its own frames, is in.
+- an episode stands still until its first move, computed from one of its own frames, is in;
+- the "words" operator stand-in accepts the policy's words' prompts of the episode, and names what they name.
 """
 from contextlib import contextmanager
 
 import numpy as np
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from geometry_msgs.msg import Point
+
 from pixelvla_robots import wx250s
-from pixelvla_ros.msg import ActionChunk
+from pixelvla_robots.camera import image_xy
+from pixelvla_ros.image_conversions import image_to_mono
+from pixelvla_ros.msg import ActionChunk, VisualPrompt
+from pixelvla_ros.prompt_conversions import is_clear
+from pixelvla_sim.prompts import click_pixel
 INPUTS = ("joint_pub", "mask_pub", "prompt_pub", "place_pub")
 
 
@@ -99,5 +106,45 @@ def test_an_episode_without_a_policy_starts_after_start_hold_periods(ros_domain)
         for _ in range(2):
             sim.on_step()
             assert sim.obs["step"] == 0
+        sim.on_step()
+        assert sim.obs["step"] == 1
+
+
+def _words_box(sim, object_id: str, stamp_s: float) -> VisualPrompt:
+    x, y = image_xy(click_pixel(sim.obs, object_id)).tolist()
+    msg = VisualPrompt(type=VisualPrompt.BOX, points=[Point(x=x + 4, y=y + 4), Point(x=x - 4, y=y - 4)], prompt_id="words-1")
+    msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp_s), int(round(stamp_s % 1 * 1e9))
+    return msg
+
+
+def test_the_words_operator_accepts_the_words_prompts_of_the_episode_and_its_mask_follows_them(ros_domain):
+    with sim_node(ros_domain, "operator:=words", "start_hold_periods:=5") as sim:
+        published = {name: [] for name in ("prompt_pub", "place_pub", "mask_pub")}
+        for name in published:
+            publisher = getattr(sim, name)
+            publish = publisher.publish
+            publisher.publish = lambda msg, name=name, publish=publish: (published[name].append(msg), publish(msg))
+        now = lambda: sim.get_clock().now().nanoseconds * 1e-9  # noqa: E731
+        before = now()
+        sim.reset_episode("put_this_cube_on_plate", 3)
+        assert [is_clear(m) for m in published["prompt_pub"] + published["place_pub"]] == [True, True]
+        assert not image_to_mono(published["mask_pub"][-1]).any()  # nothing named yet
+        other = next(name for name in sim.obs["masks"] if name not in (sim.obs["target_object"], sim.obs["destination"])
+                     and name.startswith("cube"))
+        sim.on_words_prompt(_words_box(sim, other, before))  # drawn on the previous episode's frame
+        assert sim.named_object is None and len(published["prompt_pub"]) == 1
+        sim.on_chunk(_chunk(now()))  # a chunk from the instruction alone
+        sim.on_arm_command(_trajectory(wx250s.HOME_Q, now()))
+        sim.on_step()
+        assert sim.obs["step"] == 0  # not the episode's own: its prompts are not in yet
+        accepted = _words_box(sim, other, now())
+        sim.on_words_prompt(accepted)
+        assert sim.named_object == other and published["prompt_pub"][-1] is accepted
+        sim.on_words_prompt(_words_box(sim, sim.obs["target_object"], now()))  # a later proposal: accepted already
+        assert sim.named_object == other
+        sim.on_step()
+        assert np.array_equal(image_to_mono(published["mask_pub"][-1]) > 0, sim.obs["masks"][other])
+        sim.on_chunk(_chunk(now()))
+        sim.on_arm_command(_trajectory(wx250s.HOME_Q, now()))
         sim.on_step()
         assert sim.obs["step"] == 1
