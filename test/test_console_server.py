@@ -34,7 +34,8 @@ class Recorder:
                        clear_prompts=lambda: self.calls.append(("clear",)),
                        publish_instruction=lambda text: self.calls.append(("instruction", text)),
                        estop=lambda: self.calls.append(("estop",)), reset_estop=reset,
-                       sim_reset=lambda request: self.calls.append(("sim_reset", request)))
+                       sim_reset=lambda request: self.calls.append(("sim_reset", request)),
+                       accept_words=lambda: self.calls.append(("accept_words",)))
 
 
 @pytest.fixture
@@ -187,6 +188,11 @@ def test_one_page_operates_others_watch_and_anyone_may_stop(console):
             assert "unknown task" in (await b.next("result"))["message"]
             await b.send(type="prompt", frame=999, marks="target", kind="point", points=[[1, 1]])
             assert "too old" in (await b.next("result"))["message"]
+            await b.send(type="accept_words")
+            assert "no words' prompts to accept" in (await b.next("result"))["message"]
+            state.set_prompt("target", {"kind": "box", "id": "words-1", "points": [[1, 2], [5, 6]]}, proposed=True)
+            await b.send(type="accept_words")
+            assert (await b.next("result"))["ok"] and ("accept_words",) in recorder.calls
             await b.ws.close()
             while not (await a.next("state"))["control"]["you"]:
                 pass  # b left: control comes back to a (grace 0 s here)

@@ -58,6 +58,7 @@ class Actions:
     estop: Callable[[], None]
     reset_estop: Callable[[], concurrent.futures.Future]        # resolves to (success, message)
     sim_reset: Callable[[dict], None]                           # {"task", "seed"}
+    accept_words: Callable[[], None]                            # the policy's words' prompts become the prompts
     pages: Callable[[int], None] = lambda count: None           # pages open now (the node reads the camera for them)
 
 
@@ -333,6 +334,11 @@ class ConsoleServer:
         if kind == "clear":
             self.actions.clear_prompts()
             return True, "prompts cleared", {}
+        if kind == "accept_words":
+            if self.state.words["target"] is None:
+                return False, "no words' prompts to accept: the policy proposes them after an instruction", {}
+            self.actions.accept_words()
+            return True, "the words' prompts accepted", {}
         if kind == "instruction":
             text = str(request.get("text", "")).strip()
             if not text or len(text) > MAX_INSTRUCTION:

@@ -193,6 +193,7 @@ class ConsoleState:
     executor_received: float | None = None
     episode: dict | None = None
     prompts: dict = field(default_factory=lambda: {"target": None, "place": None})
+    words: dict = field(default_factory=lambda: {"target": None, "place": None})  # the policy's proposals
     instructions: deque = field(default_factory=lambda: deque(maxlen=5))
     mask: np.ndarray | None = None  # (H, W) bool, the target mask
     path_xy: np.ndarray | None = None  # (N + 1, 2) px, corner origin: the predicted TCP path of the latest chunk
@@ -215,10 +216,11 @@ class ConsoleState:
                 setattr(self, name, value)
             self.version += bump
 
-    def set_prompt(self, marks: str, prompt: dict | None) -> None:
-        """The prompt in force on `marks` ("target" / "place"): {kind, points, id}, or None."""
+    def set_prompt(self, marks: str, prompt: dict | None, proposed: bool = False) -> None:
+        """The prompt in force on `marks` ("target" / "place"): {kind, points, id}, or None; `proposed`: the
+        words' prompt the policy proposes there instead."""
         with self.lock:
-            self.prompts[marks] = prompt
+            (self.words if proposed else self.prompts)[marks] = prompt
             self.version += 1
 
     def add_instruction(self, text: str) -> None:
@@ -264,6 +266,7 @@ class ConsoleState:
                 "episode": self.episode,
                 "tasks": self.tasks,
                 "prompts": dict(self.prompts),
+                "words": dict(self.words),
                 "instructions": list(self.instructions),
                 "gripper": dict(self.gripper),
                 "errors": [{"time": t, "source": s, "text": x} for t, s, x in self.errors],

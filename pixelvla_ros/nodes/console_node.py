@@ -11,6 +11,8 @@ Topics (relative: a namespace moves them):
 - in: camera/image_raw (SENSOR; with image_transport compressed, camera/image_raw/compressed), camera/camera_info, camera/pose (the projection of the path, as the visualizer),
   joint_states, pixelvla/action_chunk (the path, the planned gripper, inference latency p50/p95),
   pixelvla/prompt, pixelvla/place_prompt, pixelvla/mask, pixelvla/instruction, pixelvla/status (PolicyStatus),
+  pixelvla/words/prompt and pixelvla/words/place_prompt (the policy's words' prompts: shown dashed while no
+  target prompt is in force, until the operator accepts them, which publishes them as the prompts),
   diagnostics (the executor's "pixelvla: chunk executor" entry), sim/episode (JSON);
 - out: pixelvla/prompt, pixelvla/place_prompt (VisualPrompt in image pixels, origin at the top-left pixel's
   corner, stamped with the header of the frame the operator drew on; a POINT without points clears, as the
@@ -63,6 +65,7 @@ from pixelvla_training.visualization import path_in_image, predicted_tcp_path
 PROMPT_TYPES = {"point": VisualPrompt.POINT, "line": VisualPrompt.LINE, "box": VisualPrompt.BOX}
 PROMPT_KINDS = {v: k for k, v in PROMPT_TYPES.items()} | {VisualPrompt.MASK: "mask"}
 PROMPT_TOPICS = {"target": "pixelvla/prompt", "place": "pixelvla/place_prompt"}
+WORDS_TOPICS = {"target": "pixelvla/words/prompt", "place": "pixelvla/words/place_prompt"}
 
 
 class ConsoleNode(ParameterMixin, Node):
@@ -91,6 +94,7 @@ class ConsoleNode(ParameterMixin, Node):
         self.state = ConsoleState(tasks=sorted(TASKS))
         self.joints: np.ndarray | None = None
         self.prompt_count = 0
+        self.words: dict[str, VisualPrompt | None] = {"target": None, "place": None}  # the policy's proposals
         self.work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()  # from the server's thread
         self.wakeup = self.create_guard_condition(self.do_work)
 
@@ -105,6 +109,8 @@ class ConsoleNode(ParameterMixin, Node):
         self.create_subscription(DiagnosticArray, "diagnostics", self.on_diagnostics, 10)
         for marks, topic in PROMPT_TOPICS.items():
             subscribe_latched(self, VisualPrompt, topic, lambda m, marks=marks: self.on_prompt(marks, m))
+        for marks, topic in WORDS_TOPICS.items():
+            subscribe_latched(self, VisualPrompt, topic, lambda m, marks=marks: self.on_words(marks, m))
         subscribe_latched(self, String, "pixelvla/instruction", lambda m: self.state.add_instruction(m.data))
         subscribe_latched(self, PolicyStatus, "pixelvla/status", self.on_status)
         subscribe_latched(self, String, "sim/episode", self.on_episode)
@@ -112,6 +118,7 @@ class ConsoleNode(ParameterMixin, Node):
         actions = Actions(publish_prompt=self.publish_prompt, clear_prompts=lambda: self.in_ros(self.clear_prompts),
                           publish_instruction=self.publish_instruction, estop=lambda: self.in_ros(self.estop),
                           reset_estop=self.reset_estop, sim_reset=self.sim_reset,
+                          accept_words=lambda: self.in_ros(self.accept_words),
                           pages=lambda count: self.in_ros(lambda: self.watch(count > 0)))
         self.server = ConsoleServer(self.state, actions, host=host, port=port, token=access_token(host, token),
                                     max_fps=max_fps, jpeg_quality=quality, control_grace=grace)
@@ -182,6 +189,22 @@ class ConsoleNode(ParameterMixin, Node):
             pub.publish(clear)
             self.state.set_prompt(marks, None)
 
+    def accept_words(self) -> None:
+        """Publish the policy's words' prompts as the prompts, as they are (drawn on the frame they came from); the
+        place with them only when it was proposed on the same frame."""
+        target, place = self.words["target"], self.words["place"]
+        if target is None:
+            return
+        self.prompt_count += 1
+        for marks, msg in (("place", place), ("target", target)):
+            if msg is None or msg.header.stamp != target.header.stamp:
+                continue
+            accepted = VisualPrompt(header=msg.header, type=msg.type, points=msg.points, labels=msg.labels,
+                                    prompt_id=f"console-words-{self.prompt_count}")
+            self.prompt_pubs[marks].publish(accepted)
+            self.on_prompt(marks, accepted)
+        self.get_logger().info(f"console-words-{self.prompt_count}: the words' prompts accepted")
+
     def estop(self) -> None:
         self.estop_pub.publish(Bool(data=True))
         self.get_logger().warning("E-STOP pressed on the console")
@@ -242,11 +265,15 @@ class ConsoleNode(ParameterMixin, Node):
         if self.joints is not None and camera is not None and self.robot.has_kinematics:
             self.state.update(path_xy=path_in_image(camera, predicted_tcp_path(self.joints, actions, self.robot.fk)), bump=False)
 
-    def on_prompt(self, marks: str, msg: VisualPrompt) -> None:
+    def on_prompt(self, marks: str, msg: VisualPrompt, proposed: bool = False) -> None:
         prompt = None if is_clear(msg) else {"kind": PROMPT_KINDS.get(msg.type, "?"), "id": msg.prompt_id,
                                              "points": [[p.x, p.y] for p in msg.points]}
-        self.state.set_prompt(marks, prompt)
+        self.state.set_prompt(marks, prompt, proposed)
         self.server.notify()
+
+    def on_words(self, marks: str, msg: VisualPrompt) -> None:
+        self.words[marks] = None if is_clear(msg) else msg
+        self.on_prompt(marks, msg, proposed=True)
 
     def on_mask(self, msg: Image) -> None:
         try:

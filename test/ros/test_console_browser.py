@@ -231,6 +231,40 @@ def test_clicks_drags_and_lines_publish_prompts_where_they_were_drawn(ros, conso
     assert wait_until(lambda: not targets[-1][1].points and not places[-1][1].points, timeout=10)
 
 
+def test_the_words_prompts_are_shown_dashed_and_accepting_publishes_them_as_the_prompts(ros, console, browser):
+    from geometry_msgs.msg import Point
+
+    camera = Camera(ros)
+    targets = ros.collect(VisualPrompt, "/pixelvla/prompt", qos.LATCHED)
+    places = ros.collect(VisualPrompt, "/pixelvla/place_prompt", qos.LATCHED)
+    _, url = console
+    page = browser(url)
+    frame = still_frame(page, camera)
+    proposal = VisualPrompt(type=VisualPrompt.BOX, points=[Point(x=100.0, y=60.0), Point(x=180.0, y=140.0)],
+                            prompt_id="words-1")
+    proposal.header.stamp.sec, proposal.header.stamp.nanosec = frame["stamp"]
+    place = VisualPrompt(type=VisualPrompt.POINT, points=[Point(x=250.0, y=190.0)], labels=[1], prompt_id="words-place-1")
+    place.header = proposal.header
+    ros.publisher(VisualPrompt, "/pixelvla/words/place_prompt", qos.LATCHED).publish(place)
+    ros.publisher(VisualPrompt, "/pixelvla/words/prompt", qos.LATCHED).publish(proposal)
+    page.wait_for_selector("#accept-words", state="visible", timeout=10000)
+    page.wait_for_timeout(300)
+    image = screenshot(page)
+    assert any(drawn_near(image, page, x, 60.0, TARGET_COLOR) for x in range(105, 180, 5))  # the box's top edge, dashed
+    # the place: a ring (7 CSS px), not the filled dot of a prompt in force
+    assert drawn_near(image, page, 250.0, 190.0, PLACE_COLOR, radius=9)
+    assert not drawn_near(image, page, 250.0, 190.0, PLACE_COLOR, radius=3)
+    assert not targets or not targets[-1][1].points  # a proposal, not a prompt
+    page.click("#accept-words")
+    assert wait_until(lambda: targets and targets[-1][1].type == VisualPrompt.BOX and places and places[-1][1].points,
+                      timeout=10), "the accepted words' prompts were not published"
+    accepted, accepted_place = targets[-1][1], places[-1][1]
+    assert [(p.x, p.y) for p in accepted.points] == [(100.0, 60.0), (180.0, 140.0)]
+    assert [(p.x, p.y) for p in accepted_place.points] == [(250.0, 190.0)]
+    assert accepted.header.stamp == proposal.header.stamp  # drawn on the frame the words saw
+    page.wait_for_selector("#accept-words", state="hidden", timeout=10000)  # the target is named now
+
+
 def test_instruction_status_episode_and_two_pages(ros, console, browser):
     instructions = ros.collect(String, "/pixelvla/instruction", qos.LATCHED)
     resets = ros.collect(String, "/sim/reset", qos.COMMAND)

@@ -126,6 +126,12 @@
       const prompt = pending && pending.until > Date.now() ? pending.prompt : app.state && app.state.prompts[marks];
       if (prompt) drawPrompt(prompt.kind, prompt.points.map(at), app.colors[marks], dpr);
     }
+    if (wordsProposed()) {  // dashed: proposed by the policy from the instruction's words, not in force
+      for (const marks of ["place", "target"]) {
+        const words = app.state.words[marks];
+        if (words) drawPrompt(words.kind, words.points.map(at), app.colors[marks], dpr, true);
+      }
+    }
     const g = app.gesture;
     const marks = g ? g.marks : app.marks;
     if (g && g.drag && app.tool === "click") drawPrompt("box", [at(g.start), at(g.now)], app.colors[marks], dpr, true);
@@ -134,6 +140,11 @@
       drawPrompt(points.length > 1 ? "line" : "point", points, app.colors[app.marks], dpr, true);
     }
     drawHud(w, h, dpr);
+  }
+
+  function wordsProposed() {  // the policy proposes prompts, and nothing names the target
+    const s = app.state;
+    return !!(s && s.words && s.words.target && !s.prompts.target && !app.pending.target);
   }
 
   function drawPath(points, rgb, dpr) {  // the predicted TCP path: the TCP now, then a dot per action
@@ -157,7 +168,13 @@
     ctx.lineWidth = 3 * dpr;  // at least one whole pixel in the prompt's colour, wherever the outline falls
     ctx.strokeStyle = css(rgb);
     if (preview) ctx.setLineDash([6 * dpr, 4 * dpr]);
-    if (kind === "point") {
+    if (kind === "point" && preview) {  // a ring: not in force yet
+      for (const [x, y] of points) {
+        ctx.beginPath();
+        ctx.arc(x, y, 7 * dpr, 0, 2 * Math.PI);
+        ctx.stroke();
+      }
+    } else if (kind === "point") {
       for (const [x, y] of points) {
         ctx.beginPath();
         ctx.arc(x, y, 8 * dpr, 0, 2 * Math.PI);  // dark ring outside, the colour inside: the click spot is the colour
@@ -300,6 +317,7 @@
     showStatus(s);
     showInstructions(s.instructions);
     showEpisode(s.episode, s.tasks);
+    $("accept-words").hidden = !wordsProposed();
     requestDraw();
   }
 
@@ -407,6 +425,7 @@
   $("reset-estop").onclick = () => send({ type: "reset_estop" });
   $("take-control").onclick = () => send({ type: "take_control" });
   $("clear").onclick = () => { app.pending = {}; dropLine(); send({ type: "clear" }); };
+  $("accept-words").onclick = () => send({ type: "accept_words" });
   $("instruction-form").onsubmit = (event) => {
     event.preventDefault();
     const text = $("instruction").value.trim();
