@@ -39,10 +39,10 @@ if TYPE_CHECKING:
 # episodes in five, text-only one colour task in fifteen; DEFAULT_CHECKPOINT_NOTE is what the node and the
 # demo tell the user.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "pixelvla-sim-tiny"
-DEFAULT_CHECKPOINT_NOTE = ("trained in simulation on a CPU; through the stack it completes 38 % of the "
-                           "episodes with a target and a place prompt (36 % of the disambiguation ones) and 6 % of "
-                           "the colour tasks text-only (docs/results.md) - pass a model directory or engine bundle "
-                           "for a real policy")
+DEFAULT_CHECKPOINT_NOTE = ("trained in simulation on a CPU; through the stack it completes 52 % of the "
+                           "episodes with a target and a place prompt (50 % of the disambiguation ones) and 20 % of "
+                           "the colour tasks from the words' prompts (docs/results.md) - pass a model directory or "
+                           "engine bundle for a real policy")
 
 # name -> the module (relative to this package) that defines it, imported on first access (PEP 562)
 _LAZY = {
