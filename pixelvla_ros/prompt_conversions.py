@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 
-from pixelvla_model import PLACE, Box, Line, Mask, Point, validate_prompt
 from geometry_msgs.msg import Point as PointMsg
 from std_msgs.msg import Header
 
+from pixelvla_model import PLACE, Box, Line, Mask, Point, validate_prompt
 from pixelvla_ros.image_conversions import image_to_mono
 from pixelvla_ros.msg import VisualPrompt
 

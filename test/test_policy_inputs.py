@@ -11,7 +11,7 @@ from pixelvla_ros.msg import VisualPrompt
 from pixelvla_ros.node_base import DuplicateFilter
 from pixelvla_ros.policy_inputs import (CameraRate, InputError, ModelLimits, PolicyInputs, estimate_period,
                                         mask_lag_problem)
-from pixelvla_ros.prompt_conversions import PromptError, PromptSlots, check_prompt
+from pixelvla_ros.prompt_conversions import PromptError, PromptSlots, check_prompt, msg_from_prompt, prompt_from_msg
 
 JOINTS = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "left_finger"]
 HW = (120, 160)
@@ -118,6 +118,20 @@ def test_the_words_propose_once_per_instruction_message_while_nothing_names_the_
     i.set_mask(np.zeros(HW, bool))
     i.set_instruction("put the red cube on the plate")
     assert i.snapshot()[5] is True
+
+
+def test_the_words_prompts_as_messages_convert_back_to_the_same_prompts():
+    from pixelvla_model import PLACE, Box
+    from pixelvla_model import Point as ModelPoint
+    from std_msgs.msg import Header
+
+    header = Header(frame_id="camera")
+    header.stamp.sec = 7
+    box = msg_from_prompt(Box(10.5, 20.0, 30.0, 44.5), header, "words-1")
+    place = msg_from_prompt(ModelPoint(100.0, 50.5, PLACE), header, "words-place-1")
+    assert box.type == VisualPrompt.BOX and box.header.stamp.sec == 7 and box.prompt_id == "words-1"
+    assert prompt_from_msg(box, HW) == [Box(10.5, 20.0, 30.0, 44.5)]
+    assert list(place.labels) == [1] and prompt_from_msg(place, HW, place=True) == [ModelPoint(100.0, 50.5, PLACE)]
 
 
 def test_a_prompt_before_the_first_frame_is_checked_on_it_and_the_previous_one_comes_back():
