@@ -104,6 +104,15 @@ def msg_from_prompt(prompt: Point | Box, header: Header, prompt_id: str) -> Visu
     raise TypeError(f"{type(prompt).__name__}: only points and boxes are made into messages here")
 
 
+def words_to_accept(target: VisualPrompt | None, place: VisualPrompt | None) -> list[tuple[bool, VisualPrompt]]:
+    """What accepting the policy's words' prompts publishes, in order, as (on the place topic, message): the
+    place first, and only when it was proposed on the target's frame, then the target; nothing without one."""
+    if target is None:
+        return []
+    same_frame = place is not None and place.header.stamp == target.header.stamp
+    return [(True, place)] * same_frame + [(False, target)]
+
+
 def check_prompt(msg: VisualPrompt, image_hw: tuple[int, int] | None, place: bool = False, *, max_prompts: int = 0,
                  in_use: int = 0, place_prompts: bool = True) -> list:
     """The model prompts of a non-clearing `msg` if the model can take it, else PromptError saying why.

@@ -11,7 +11,8 @@ from pixelvla_ros.msg import VisualPrompt
 from pixelvla_ros.node_base import DuplicateFilter
 from pixelvla_ros.policy_inputs import (CameraRate, InputError, ModelLimits, PolicyInputs, estimate_period,
                                         mask_lag_problem)
-from pixelvla_ros.prompt_conversions import PromptError, PromptSlots, check_prompt, msg_from_prompt, prompt_from_msg
+from pixelvla_ros.prompt_conversions import (PromptError, PromptSlots, check_prompt, msg_from_prompt, prompt_from_msg,
+                                              words_to_accept)
 
 JOINTS = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "left_finger"]
 HW = (120, 160)
@@ -132,6 +133,15 @@ def test_the_words_prompts_as_messages_convert_back_to_the_same_prompts():
     assert box.type == VisualPrompt.BOX and box.header.stamp.sec == 7 and box.prompt_id == "words-1"
     assert prompt_from_msg(box, HW) == [Box(10.5, 20.0, 30.0, 44.5)]
     assert list(place.labels) == [1] and prompt_from_msg(place, HW, place=True) == [ModelPoint(100.0, 50.5, PLACE)]
+
+
+def test_accepting_the_words_prompts_publishes_the_place_of_the_same_frame_first_then_the_target():
+    target, place, older = points((5, 5), pid="words-2"), points((9, 9), pid="words-place-2"), points((9, 9))
+    target.header.stamp.sec = place.header.stamp.sec = 2
+    older.header.stamp.sec = 1
+    assert words_to_accept(target, place) == [(True, place), (False, target)]
+    assert words_to_accept(target, older) == [(False, target)]  # proposed on another frame
+    assert words_to_accept(target, None) == [(False, target)] and words_to_accept(None, place) == []
 
 
 def test_a_prompt_before_the_first_frame_is_checked_on_it_and_the_previous_one_comes_back():

@@ -91,17 +91,25 @@ class RuntimePolicy:
         actions = self.infer(self.processor([image], [instruction], [prompts], [mask], state, maps))[0]
         return self.processor.unnormalize(actions, key)
 
+    def words_unavailable(self) -> str:
+        """Why this policy cannot say where its words point ("": it can): a model without text grounding
+        (config.text_grounding), or one not run by torch (a bundle's network outputs actions only)."""
+        if not self.config.text_grounding:
+            return "this model has no text grounding (config.text_grounding): its words point nowhere"
+        if not isinstance(self.runtime, TorchRuntime):
+            return f"the words' prompts come from the torch model; this policy runs {self.runtime.backend}"
+        return ""
+
     @torch.inference_mode()
     def words_prompts(self, image: np.ndarray, instruction: str) -> list[Prompt]:
         """What the words of `instruction` point at in `image` (H, W, 3) uint8 RGB when no operator prompts,
         as prompts in its pixels: a Box over the patch the target map picks (for a segmenter: the object
-        inside it) and, for a model with a place map, a PLACE Point. ValueError for a model without text
-        grounding (config.text_grounding), or one not run by torch (a bundle's network outputs actions only)."""
+        inside it) and, for a model with a place map, a PLACE Point. ValueError saying why when the policy cannot
+        (`words_unavailable`)."""
         c = self.config
-        if not c.text_grounding:
-            raise ValueError("this model has no text grounding (config.text_grounding): its words point nowhere")
-        if not isinstance(self.runtime, TorchRuntime):
-            raise ValueError(f"the words' prompts come from the torch model; this policy runs {self.runtime.backend}")
+        reason = self.words_unavailable()
+        if reason:
+            raise ValueError(reason)
         state = [np.zeros(c.proprio_dim, np.float32)] if c.proprio_dim else None  # the maps read neither
         maps = [np.zeros((4, 3), np.float32)] if c.prompt_offsets else None
         inputs = self.processor([image], [instruction], proprio=state, click_to_tcp=maps)

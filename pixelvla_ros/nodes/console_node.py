@@ -58,7 +58,7 @@ from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import (
     ParameterMixin, joint_positions, run_node, subscribe_camera, subscribe_latched,
 )
-from pixelvla_ros.prompt_conversions import is_clear
+from pixelvla_ros.prompt_conversions import is_clear, words_to_accept
 from pixelvla_sim.tasks import TASKS
 from pixelvla_training.visualization import path_in_image, predicted_tcp_path
 
@@ -192,13 +192,12 @@ class ConsoleNode(ParameterMixin, Node):
     def accept_words(self) -> None:
         """Publish the policy's words' prompts as the prompts, as they are (drawn on the frame they came from); the
         place with them only when it was proposed on the same frame."""
-        target, place = self.words["target"], self.words["place"]
-        if target is None:
+        proposals = words_to_accept(self.words["target"], self.words["place"])
+        if not proposals:
             return
         self.prompt_count += 1
-        for marks, msg in (("place", place), ("target", target)):
-            if msg is None or msg.header.stamp != target.header.stamp:
-                continue
+        for on_place, msg in proposals:
+            marks = "place" if on_place else "target"
             accepted = VisualPrompt(header=msg.header, type=msg.type, points=msg.points, labels=msg.labels,
                                     prompt_id=f"console-words-{self.prompt_count}")
             self.prompt_pubs[marks].publish(accepted)

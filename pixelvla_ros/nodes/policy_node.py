@@ -203,21 +203,13 @@ class PolicyNode(ParameterMixin, LifecycleNode):
         if self.policy.config.prompt_offsets and self.camera_info_subscription is None:
             self.camera_info_subscription = self.camera_topics.subscribe_info()
         self.running_backend = self.policy.runtime.describe()["backend"]  # reported: what runs, not what was asked
-        self.words_reason = self.words_unavailable()
+        self.words_reason = self.policy.words_unavailable()
         if self.words_reason and self.propose_words:
             self.get_logger().info(f"no words' prompts: {self.words_reason}")
         self.get_logger().info(f"loaded {self.model_id} ({self.running_backend})")
         for reason in refused:
             self.report_error(reason)
         return TransitionCallbackReturn.SUCCESS
-
-    def words_unavailable(self) -> str:
-        """Why the loaded model proposes no words' prompts ("": it does)."""
-        if not self.policy.config.text_grounding:
-            return "the model has no text grounding (config.text_grounding)"
-        if self.running_backend != "torch":
-            return f"they come from the torch model, and this one runs on {self.running_backend}"
-        return ""
 
     def load_policy(self):
         """(policy with predict(image, instruction, prompts, mask, unnorm_key), model id) per the parameters."""

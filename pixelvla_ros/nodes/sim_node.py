@@ -51,7 +51,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from types import SimpleNamespace
 
 import numpy as np
 from geometry_msgs.msg import Point, PointStamped, PoseStamped
@@ -65,6 +64,7 @@ from pixelvla_ros import qos
 from pixelvla_ros.image_conversions import mono_to_image, rgb_to_image
 from pixelvla_ros.msg import ActionChunk, PolicyStatus, VisualPrompt
 from pixelvla_ros.node_base import ParameterMixin, run_node, stamp_seconds
+from pixelvla_ros.prompt_conversions import PromptError, prompt_from_msg, words_to_accept
 from pixelvla_robots.camera import image_xy
 from pixelvla_sim.env import TabletopEnv
 from pixelvla_sim.expert import ScriptedExpert
@@ -204,15 +204,16 @@ class SimNode(ParameterMixin, Node):
         """The operator accepts the first words' prompts drawn on one of the episode's frames, as they are."""
         if self.prompted_since < float("inf") or stamp_seconds(msg.header.stamp) < self.reset_time:
             return  # accepted already, or drawn on the previous episode's frame
-        if msg.type != VisualPrompt.BOX or len(msg.points) != 2:
-            self.get_logger().error(f"words' prompt {msg.prompt_id!r} refused: expected a BOX")
+        try:
+            if msg.type != VisualPrompt.BOX:
+                raise PromptError("expected a BOX")
+            (box,) = prompt_from_msg(msg, self.obs["rgb"].shape[:2])
+        except PromptError as exc:
+            self.get_logger().error(f"words' prompt {msg.prompt_id!r} refused: {exc}")
             return
-        xs, ys = sorted(p.x for p in msg.points), sorted(p.y for p in msg.points)  # corners in either order
-        self.named_object = segment_box(self.obs, SimpleNamespace(x0=xs[0], y0=ys[0], x1=xs[1], y1=ys[1]))
-        place = self.words_place
-        if place is not None and place.header.stamp == msg.header.stamp:
-            self.place_pub.publish(place)
-        self.prompt_pub.publish(msg)
+        self.named_object = segment_box(self.obs, box)
+        for on_place, proposal in words_to_accept(msg, self.words_place):
+            (self.place_pub if on_place else self.prompt_pub).publish(proposal)
         self.prompted_since = self.get_clock().now().nanoseconds * 1e-9
         self.get_logger().info(f"words' prompts accepted: the box names {self.named_object or 'no object'}")
 
