@@ -92,6 +92,11 @@ class PixelVLAConfig:
     # the cube the way an operator's click does. Off in the paper's model (its LLM grounds the words); a small
     # LLM trained from actions alone did not.
     text_grounding: bool = False
+    # Bins per RGB channel of a colour histogram of each patch's pixels that the text-grounding key reads
+    # beside the patch features (0: none; 4 gives 64 colours). The small towers' features tell the named
+    # cube's colour on 82 % of frames; the histogram says outright whether a patch holds red pixels. Grown onto
+    # a trained map by PixelVLA.enable_grounding_colours, which leaves its outputs unchanged until it trains.
+    grounding_colours: int = 0
     # Where the target and place prompts are from the gripper in the robot's base frame: each prompt's pixel
     # (prompts.prompt_anchor; the tracked target mask's centroid for the target) met with the plane objects rest
     # at through the calibrated camera, minus the TCP (forward kinematics), [dx, dy, dz (m), known] per row,
@@ -209,10 +214,12 @@ class PixelVLAConfig:
         if self.text_grounding and self.place_prompts and self.max_prompts < 2:
             errors.append("text_grounding with place_prompts clicks twice (the target, where it goes): "
                           "max_prompts must be >= 2")
+        if self.grounding_colours and not self.text_grounding:
+            errors.append("grounding_colours feeds the text-grounding key: it needs text_grounding")
         if min(self.decoder_blocks, self.lora_r, self.dino_registers, self.proprio_dim, self.pixel_where_octaves,
-               self.visual_where_octaves) < 0:
-            errors.append("decoder_blocks, lora_r, dino_registers, proprio_dim, pixel_where_octaves and "
-                          "visual_where_octaves must be >= 0")
+               self.visual_where_octaves, self.grounding_colours) < 0:
+            errors.append("decoder_blocks, lora_r, dino_registers, proprio_dim, pixel_where_octaves, "
+                          "visual_where_octaves and grounding_colours must be >= 0")
         if self.attn_implementation not in ("sdpa", "eager"):
             errors.append(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
         if errors:

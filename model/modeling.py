@@ -167,6 +167,16 @@ def mask_to_patch_weights(target_mask: torch.Tensor, patch_size: int) -> torch.T
     return p.flatten(1)
 
 
+def patch_colour_histogram(pixel_values: torch.Tensor, patch_size: int, bins: int) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> (B, N, bins**3): the share of each patch's pixels (row-major patch grid)
+    in each colour cell, the cells bins x bins x bins equal intervals of R, G and B (R slowest)."""
+    level = (pixel_values.float() * bins).floor().clamp(0, bins - 1)  # (B, 3, H, W)
+    cell = (level[:, 0] * bins + level[:, 1]) * bins + level[:, 2]  # (B, H, W)
+    cells = torch.arange(bins**3, device=cell.device, dtype=cell.dtype).view(1, -1, 1, 1)
+    share = F.avg_pool2d((cell.unsqueeze(1) == cells).float(), kernel_size=patch_size, stride=patch_size)
+    return share.flatten(2).transpose(1, 2)
+
+
 def patch_position_encoding(grid: int, octaves: int) -> torch.Tensor:
     """(grid*grid, 4*octaves) fixed encoding of the patch centres (x, y) in [0, 1], patches row-major, columns
     [sin(2^k pi x) for k, cos(2^k pi x) for k, then the same for y], k = 0 .. octaves-1."""
@@ -218,21 +228,28 @@ class TextGrounding(nn.Module):
     instruction's tokens after BOS and f_n the patch features of the towers, for R = 1 role (the target) or 2
     (the target, then where it goes: config.place_prompts). Each word adds its vote for each patch ("cube" for
     the cubes, "red" for red things), so the colour word is not diluted by the other words as in a mean (a
-    mean-pooled query learned where the cubes are, never which). A sample with neither a mask nor a prompt
-    gets the clicks the words make (`click`): a point prompt and a target mask where the target map peaks, and
-    a place point where the place map peaks (config.text_grounding)."""
+    mean-pooled query learned where the cubes are, never which). With config.grounding_colours, f_n also holds
+    the patch's colour histogram (`patch_colour_histogram`). A sample with neither a mask nor a prompt gets the
+    clicks the words make (`click`): a point prompt and a target mask where the target map peaks, and a place
+    point where the place map peaks (config.text_grounding)."""
 
     def __init__(self, c: PixelVLAConfig):
         super().__init__()
         self.dim, self.roles = c.llm_hidden, 2 if c.place_prompts else 1
+        self.patch_size, self.colours = c.patch_size, c.grounding_colours
         self.query = nn.Linear(c.llm_hidden, self.dim * self.roles, bias=False)  # linear: q(sum_t e_t) = sum_t q(e_t)
-        self.key = nn.Linear(c.vision_hidden, self.dim)
+        self.key = nn.Linear(c.vision_hidden + self.colours**3, self.dim)
 
-    def forward(self, text: torch.Tensor, text_mask: torch.Tensor, patch_feats: torch.Tensor) -> torch.Tensor:
-        """text (B, T, D) embeddings, BOS first; text_mask (B, T) 1 = real token; patch_feats (B, N, Dv)."""
+    def forward(self, text: torch.Tensor, text_mask: torch.Tensor, patch_feats: torch.Tensor,
+                pixel_values: torch.Tensor) -> torch.Tensor:
+        """text (B, T, D) embeddings, BOS first; text_mask (B, T) 1 = real token; patch_feats (B, N, Dv);
+        pixel_values (B, 3, H, W) the image the towers saw, RGB in [0, 1] (read with grounding_colours)."""
         m = text_mask[:, 1:].unsqueeze(-1).to(text.dtype)
         words = (text[:, 1:] * m).sum(1)  # (B, D)
         q = self.query(words.to(self.query.weight.dtype)).view(-1, self.roles, self.dim)  # (B, R, d)
+        if self.colours:
+            patch_feats = torch.cat([patch_feats.to(self.key.weight.dtype), patch_colour_histogram(
+                pixel_values, self.patch_size, self.colours).to(self.key.weight.dtype)], -1)
         k = self.key(patch_feats.to(self.key.weight.dtype))  # (B, N, d)
         return q @ k.transpose(1, 2) / math.sqrt(self.dim)
 
@@ -517,7 +534,7 @@ class PixelVLA(nn.Module):
         weights = mask_to_patch_weights(target_mask, c.patch_size).to(layer_feats.dtype)
         grounding_logits = None
         if self.text_grounding is not None:  # no mask and no prompt: the words click (config.text_grounding)
-            grounding_logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
+            grounding_logits = self.text_grounding(text, attention_mask, patch_feats, pixel_values)  # (B, R, N)
             words_only = (weights.sum(1) < self.pixel_encoder.eps) & (prompt_types == 0).all(1)  # (B,)
             (click_weights, click_xy), *place = TextGrounding.clicks(grounding_logits, c.grid_size)
             weights = torch.where(words_only[:, None], click_weights.to(weights.dtype), weights)
@@ -625,8 +642,29 @@ class PixelVLA(nn.Module):
             raise ValueError("this model has no text grounding (config.text_grounding)")
         patch_feats, _ = self.vision(pixel_values)
         text = self.llm.get_input_embeddings()(input_ids)
-        logits = self.text_grounding(text, attention_mask, patch_feats)  # (B, R, N)
+        logits = self.text_grounding(text, attention_mask, patch_feats, pixel_values)  # (B, R, N)
         return torch.stack([xy for _, xy in TextGrounding.clicks(logits, self.config.grid_size)], 1)
+
+    def enable_grounding_colours(self, bins: int) -> None:
+        """Let the text-grounding key read each patch's colour histogram (config.grounding_colours) on a model
+        whose maps were trained without it: the key's new input columns start at zero, so every map stays as it
+        was until it trains. No-op when the model has them."""
+        if self.text_grounding is None:
+            raise ValueError("grounding_colours feeds the text-grounding maps: enable text grounding first")
+        if self.config.grounding_colours:
+            if bins != self.config.grounding_colours:
+                raise ValueError(f"this model's text-grounding key already reads {self.config.grounding_colours} "
+                                 f"colour bins per channel, not {bins}")
+            return
+        old = self.text_grounding
+        self.config.grounding_colours = bins
+        grown = TextGrounding(self.config).to(device=old.key.weight.device, dtype=old.key.weight.dtype)
+        with torch.no_grad():
+            grown.query.weight.copy_(old.query.weight)
+            grown.key.weight.zero_()
+            grown.key.weight[:, :old.key.in_features] = old.key.weight
+            grown.key.bias.copy_(old.key.bias)
+        self.text_grounding = grown
 
     def enable_text_grounding(self) -> None:
         """Add the text-grounding maps (config.text_grounding) to a model without them; no-op when it has them.

@@ -20,13 +20,13 @@ class _Actions(torch.nn.Module):
         return out.actions, out.action_hidden
 
 
-@pytest.mark.parametrize("text_grounding", [False, True])
-def test_forward_exports_to_onnx_with_dynamic_batch_and_text(tmp_path, tiny_model, tiny_config, text_grounding):
+@pytest.mark.parametrize("text_grounding, colours", [(False, 0), (True, 0), (True, 2)])
+def test_forward_exports_to_onnx_with_dynamic_batch_and_text(tmp_path, tiny_model, tiny_config, text_grounding, colours):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     if text_grounding:  # the map stands in for the mask of sample 0 (no mask) in the graph too
         torch.manual_seed(0)
-        tiny_config = PixelVLAConfig(**{**tiny_config.__dict__, "text_grounding": True})
+        tiny_config = PixelVLAConfig(**{**tiny_config.__dict__, "text_grounding": True, "grounding_colours": colours})
         tiny_model = PixelVLA(tiny_config).eval()
     b, t = torch.export.Dim("batch", min=1, max=16), torch.export.Dim("text", min=2, max=256)
     shapes = {n: {0: b} for n in INPUT_NAMES}

@@ -109,6 +109,46 @@ def test_the_words_click_where_no_operator_did(tiny_config, place_prompts):
         assert not torch.allclose(model(**inputs).grounding_logits[0], out.grounding_logits[0])
 
 
+def test_patch_colour_histogram_counts_each_patchs_pixels_by_colour():
+    from pixelvla_model.modeling import patch_colour_histogram
+
+    image = torch.zeros(1, 3, 4, 8)  # two 4 x 4 patches: the left black, the right half red, half white
+    image[0, 0, :, 4:] = 1.0
+    image[0, :, 2:, 4:] = 1.0
+    hist = patch_colour_histogram(image, 4, 2)  # cells (R, G, B) in {0, 1}: index 4 R + 2 G + B
+    assert hist.shape == (1, 2, 8)
+    torch.testing.assert_close(hist[0, 0], torch.eye(8)[0])
+    torch.testing.assert_close(hist[0, 1], 0.5 * torch.eye(8)[4] + 0.5 * torch.eye(8)[7])
+
+
+def test_grown_grounding_colours_keep_the_maps_until_they_train(tiny_config, tmp_path):
+    from pixelvla_model.modeling import PixelVLA, example_inputs
+
+    torch.manual_seed(0)
+    config = PixelVLAConfig(**{**tiny_config.__dict__, "text_grounding": True, "place_prompts": True})
+    model = PixelVLA(config).eval()
+    inputs = example_inputs(config, batch_size=2)
+    with torch.no_grad():
+        before = model(**inputs).grounding_logits
+        model.enable_grounding_colours(2)
+        torch.testing.assert_close(model(**inputs).grounding_logits, before)  # new key columns start at zero
+        model.text_grounding.key.weight.normal_()
+        after = model(**inputs).grounding_logits
+        inputs["pixel_values"][:, 0] = 1 - inputs["pixel_values"][:, 0]  # other colours, other maps
+        assert not torch.allclose(model(**inputs).grounding_logits, after)
+    assert model.config.grounding_colours == 2
+    model.enable_grounding_colours(2)  # no-op
+    with pytest.raises(ValueError, match="2 colour bins"):
+        model.enable_grounding_colours(4)
+    model.save_pretrained(tmp_path)
+    loaded = PixelVLA.from_pretrained(tmp_path).eval()
+    assert loaded.config.grounding_colours == 2
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).grounding_logits, model(**inputs).grounding_logits)
+    with pytest.raises(ValueError, match="needs text_grounding"):
+        PixelVLAConfig(**{**tiny_config.__dict__, "grounding_colours": 2})
+
+
 def test_the_click_is_the_map_peak_and_its_neighbours():
     from pixelvla_model.modeling import TextGrounding
 

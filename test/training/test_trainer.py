@@ -161,6 +161,14 @@ def test_grounding_trains_the_text_grounding_map_on_the_target_patch(tmp_path):
     before = PixelVLA.from_pretrained(cat).state_dict()
     changed = {n for n, w in model.state_dict().items() if not torch.equal(w, before[n])}
     assert changed and all(n.startswith("text_grounding.") for n in changed)
+    # grown colour histograms: the key gains their columns, and only the map trains
+    cfg["model"] = {"init_from": str(cat), "grounding_colours": 2}
+    cfg["output_dir"] = str(tmp_path / "colours")
+    model = PixelVLA.from_pretrained(Trainer(TrainConfig.from_dict(cfg), resume=False).train())
+    assert model.config.grounding_colours == 2
+    assert model.text_grounding.key.weight.shape[1] == model.config.vision_hidden + 8
+    changed = {n for n, w in model.state_dict().items() if n in before and not torch.equal(w, before[n])}
+    assert changed <= {n for n in before if n.startswith("text_grounding.")}
     for bad in ({"grounding_weight": -1}, {"stage": "grounding", "grounding_weight": 0.0}):
         with pytest.raises(ValueError, match="grounding_weight"):
             TrainConfig.from_dict({**cfg, **bad})

@@ -28,6 +28,8 @@ Sections (every key optional unless marked; defaults below):
                                      # prompt_offsets: true grows the prompts' offsets from the TCP onto
                                      # init_from (PixelVLA.enable_prompt_offsets; it trains with the
                                      # decoder; data with a recorded camera and TCP poses)
+                                     # grounding_colours: N lets the text-grounding key read each patch's
+                                     # colour histogram, N bins per channel (PixelVLA.enable_grounding_colours)
                                      # reinit: [decoder, ...]: these modules of init_from start again from
                                      # fresh weights (e.g. a decoder relearned around a new input)
                                      # image_size: init_from trains on at N px, its towers' position
@@ -102,12 +104,15 @@ class TrainConfig:
         if not isinstance(self.activation_checkpointing, bool):
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
-                       "visual_where_octaves", "image_size", "prompt_offsets", "reinit"}
+                       "visual_where_octaves", "image_size", "prompt_offsets", "reinit", "grounding_colours"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
         size = self.model.get("image_size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
             errors.append(f"model.image_size must be a positive int (pixels), got {size!r}")
+        bins = self.model.get("grounding_colours", 0)
+        if not isinstance(bins, int) or isinstance(bins, bool) or bins < 0:
+            errors.append(f"model.grounding_colours must be an int >= 0 (bins per colour channel), got {bins!r}")
         reinit = self.model.get("reinit", [])
         if not isinstance(reinit, list) or not all(isinstance(r, str) and r for r in reinit):
             errors.append(f"model.reinit must be a list of module names, got {reinit!r}")

@@ -217,6 +217,8 @@ class Trainer:
             model.resize_images(int(m["image_size"]))
         if self.cfg.grounding_weight:
             model.enable_text_grounding()
+        if m.get("grounding_colours"):
+            model.enable_grounding_colours(int(m["grounding_colours"]))
         model.train()
         names = model.freeze_for_stage(self.cfg.stage, lora_r=self.cfg.lora_r)
         grounding = ["text_grounding"] if self.cfg.grounding_weight else []  # trained only with its loss
