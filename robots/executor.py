@@ -27,7 +27,12 @@ What is enforced (parameter names as the executor node declares them):
   period after it, so a chunk that comes on time replaces the plan first instead of queueing behind it.
   When chunks come about once a period, a chunk that would wait more than T/8 for its slot gives way to
   the next one (it runs 1.5 T late if none comes): the rate limit lets no move catch up, so one late
-  start would delay every following chunk as much. Stops are never delayed.
+  start would delay every following chunk as much. For the same reason, when chunks come every
+  `steps_per_inference` > 1 periods, a chunk whose first move would be slotted more than T/4 after its
+  action's time (its image's stamp + i dt: it came late, or the last move held it back) skips that action
+  for the next, which runs at its own time; the last of its first `steps_per_inference` actions always
+  runs. So moves run at most T/4 behind the images' grid, however late one chunk was. Stops are never
+  delayed.
 - Measured state: no motion without a valid joint state that arrived within `max_joint_state_age`
   (arrival time on this clock, so a publisher's clock offset does not count) and lies within the
   joint limits (`JOINT_LIMIT_TOLERANCE` counts as at the limit).
@@ -134,8 +139,10 @@ class _Plan:
     chunk: Chunk
     limit: int                    # actions of the chunk that may run
     ready: float                  # s: from when its first action may run
-    start: float | None = None    # s: the slot of its first action (None: not run yet)
-    next_index: int = 0           # the actions before this one ran; none runs twice
+    start: float | None = None    # s: the slot of its first action (None: not run yet), or its image's stamp
+                                  # once its first actions were skipped as late (action i is due at start + i dt)
+    next_index: int = 0           # the actions before this one ran or were skipped; none runs twice
+    first_index: int = 0          # the action it starts with (later ones apply to the pose commanded before)
 
 
 @dataclass
@@ -196,6 +203,20 @@ class ChunkSchedule:
                  for plan in self.plans if plan.start is not None and plan.next_index < plan.limit]
         return min(times, default=math.inf)
 
+    def skip_late_start(self, slot: float, late: float, earliest: float) -> float:
+        """The newest chunk, not started yet, would run its next action at `slot` (s): while that is more than
+        `late` s after the action's time (the chunk's stamp + index * dt) and a later one of its first
+        `steps_per_inference` actions is left, skip it for that one, due at its own time but not before
+        `earliest`. Returns the slot of the action it will start with."""
+        plan = self.plans[-1]
+        stamp, dt = plan.chunk.stamp, plan.chunk.dt
+        last = min(plan.limit, self.steps_per_inference) - 1
+        while plan.next_index < last and slot - (stamp + plan.next_index * dt) > late + TIME_EPSILON:
+            plan.next_index += 1
+            plan.first_index, plan.start = plan.next_index, stamp
+            slot = max(stamp + plan.next_index * dt, earliest)
+        return slot
+
     def drop_after(self, deadline: float) -> None:
         """Forget every action due later than `deadline` (s), and chunks that have not started."""
         for plan in self.plans:
@@ -215,7 +236,7 @@ class ChunkSchedule:
                 plan.start = now
             if plan.next_index < plan.limit and now + TIME_EPSILON >= plan.start + (plan.next_index - 0.5) * plan.chunk.dt:
                 predictions.append(plan.chunk.actions[plan.next_index])
-                first = plan.next_index == 0
+                first = plan.next_index == plan.first_index
                 plan.next_index += 1
         self.plans = [plan for plan in self.plans if plan.next_index < plan.limit]
         if not predictions:
@@ -460,7 +481,11 @@ class ChunkExecutor:
             # up), so it gives way to the next one, due in about a period (if none comes, it runs
             # after one and a half).
             due = ready + 1.5 * self.period
-        slot = max(due, self._last_slot + self.period, now - SEND_DELAY * self.period)
+        earliest = max(self._last_slot + self.period, now - SEND_DELAY * self.period)
+        slot = max(due, earliest)
+        if ready is not None and self.schedule.steps_per_inference > 1:
+            # A first move more than T/4 after its action's time would hold every later move back as long.
+            slot = self.schedule.skip_late_start(slot, SEND_DELAY * self.period, earliest)
         if now + TIME_EPSILON < slot:
             return None
         action, first = self.schedule.take(slot)

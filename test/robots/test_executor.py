@@ -306,6 +306,31 @@ def test_a_late_chunk_does_not_hold_the_following_moves_back():
     assert [c.time for c in sent] == pytest.approx([k * PERIOD for k in range(8)])
 
 
+def test_a_chunk_later_than_a_quarter_period_skips_its_first_action_instead_of_delaying_every_later_one():
+    """A chunk every two periods, the second 170 ms late. The first plan's third action fills in at 2.5 T;
+    the late chunk's first action would then go out at 3.5 T, 1.5 T after its time, and hold every later
+    move back as long (the rate limit lets none catch up, and a move more than T/4 late lands in the next
+    simulator step). It skips that action and its second runs at 3.5 T; the next chunk skips its first too
+    and runs its second at 5 T, on the images' grid again. A chunk 80 ms late, noticed at the next tick
+    (85 ms), runs its first action 35 ms late, and every later move runs as late: within T/4 of its time,
+    nothing is skipped."""
+    for late, expected in ((0.170, [0, 1, 2.5, 3.5, 5, 6, 7]), (0.080, [0, 1, 2.175, 3.175, 4.175, 5.175, 6.175, 7.175])):
+        ex = executor(ChunkSchedule(steps_per_inference=2))
+        q = wx250s.HOME_Q.copy()
+        arrivals = [(2 * k * PERIOD, 2 * k * PERIOD + latency) for k, latency in enumerate([0.005, late, 0.005, 0.005])]
+        sent = []
+        for t in np.arange(0.005, 8 * PERIOD, PERIOD / 10):  # the node's timer, chunks offered as they arrive
+            for k, (image, arrival) in enumerate(arrivals):
+                if t - PERIOD / 10 < arrival <= t:
+                    ex.offer(chunk(image, [step(0.02 if k == 1 else 0.004), step(0.004), step(0.004)]), now=arrival)
+            command = ex.tick(t, reading(q, t))
+            if command is not None:  # the arm follows: each move's step is its action's
+                sent.append((command.time, float(np.linalg.norm(tcp(command.joints) - tcp(q)))))
+                q = command.joints
+        assert [time for time, _ in sent] == pytest.approx([k * PERIOD for k in expected])
+        assert max(step for _, step in sent) == pytest.approx(0.02 if late < 0.1 else 0.004, abs=1e-3)  # skipped: never run
+
+
 def test_a_chunk_rate_the_executor_cannot_follow_is_refused_when_it_is_built():
     with pytest.raises(ValueError, match="steps_per_inference 4 exceeds execute_steps 3: the arm would stop"):
         ChunkSchedule(execute_steps=3, steps_per_inference=4)
