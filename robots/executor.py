@@ -28,11 +28,11 @@ What is enforced (parameter names as the executor node declares them):
   When chunks come about once a period, a chunk that would wait more than T/8 for its slot gives way to
   the next one (it runs 1.5 T late if none comes): the rate limit lets no move catch up, so one late
   start would delay every following chunk as much. For the same reason, when chunks come every
-  `steps_per_inference` > 1 periods, a chunk whose first move would be slotted more than T/4 after its
-  action's time (its image's stamp + i dt: it came late, or the last move held it back) skips that action
-  for the next, which runs at its own time; the last of its first `steps_per_inference` actions always
-  runs. So moves run at most T/4 behind the images' grid, however late one chunk was. Stops are never
-  delayed.
+  `steps_per_inference` > 1 periods, a chunk that the rate limit holds back more than T/4 (a late chunk
+  before it ran late) skips its first action for the next, which runs at its own time (its image's stamp
+  + i dt), while that is more than T/4 late too; the last of its first `steps_per_inference` actions
+  always runs. So one late chunk delays the moves of the next one at most, never all the following ones.
+  Stops are never delayed.
 - Measured state: no motion without a valid joint state that arrived within `max_joint_state_age`
   (arrival time on this clock, so a publisher's clock offset does not count) and lies within the
   joint limits (`JOINT_LIMIT_TOLERANCE` counts as at the limit).
@@ -483,9 +483,10 @@ class ChunkExecutor:
             due = ready + 1.5 * self.period
         earliest = max(self._last_slot + self.period, now - SEND_DELAY * self.period)
         slot = max(due, earliest)
-        if ready is not None and self.schedule.steps_per_inference > 1:
-            # A first move more than T/4 after its action's time would hold every later move back as long.
-            slot = self.schedule.skip_late_start(slot, SEND_DELAY * self.period, earliest)
+        late = SEND_DELAY * self.period
+        if ready is not None and self.schedule.steps_per_inference > 1 and self._last_slot + self.period - ready > late:
+            # Held back by the last move: run late, this chunk would hold every later move back as long.
+            slot = self.schedule.skip_late_start(slot, late, earliest)
         if now + TIME_EPSILON < slot:
             return None
         action, first = self.schedule.take(slot)
