@@ -248,8 +248,8 @@ class TextGrounding(nn.Module):
         words = (text[:, 1:] * m).sum(1)  # (B, D)
         q = self.query(words.to(self.query.weight.dtype)).view(-1, self.roles, self.dim)  # (B, R, d)
         if self.colours:
-            patch_feats = torch.cat([patch_feats.to(self.key.weight.dtype), patch_colour_histogram(
-                pixel_values, self.patch_size, self.colours).to(self.key.weight.dtype)], -1)
+            colours = patch_colour_histogram(pixel_values, self.patch_size, self.colours)  # (B, N, bins**3)
+            patch_feats = torch.cat([patch_feats, colours.to(patch_feats.dtype)], -1)
         k = self.key(patch_feats.to(self.key.weight.dtype))  # (B, N, d)
         return q @ k.transpose(1, 2) / math.sqrt(self.dim)
 
