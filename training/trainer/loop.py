@@ -552,9 +552,14 @@ def plot_loss(metrics: Path, png: Path, title: str) -> None:
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+    steps, grounding = [r["step"] for r in rows], "grounding_ce" in rows[-1]
+    ax.plot(steps, [r["loss"] for r in rows], lw=1,
+            label="L1 (normalised actions)" + (" + weighted text-grounding cross-entropy" if grounding else ""))
+    if grounding:  # the maps' own term (TrainConfig.grounding_weight)
+        ax.plot(steps, [r.get("grounding_ce", float("nan")) for r in rows], lw=1, label="text-grounding cross-entropy")
+    ax.legend(fontsize=8)
     ax.set_xlabel("step")
-    ax.set_ylabel("L1 loss (normalised actions)")
+    ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(alpha=0.3)
