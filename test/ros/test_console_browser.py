@@ -111,9 +111,11 @@ def screen_xy(page, x: float, y: float) -> tuple[float, float]:
     return box["x"] + x * box["width"] / W, box["y"] + y * box["height"] / H
 
 
-def still_frame(page, camera: Camera) -> dict:
-    """Pause the camera once the page shows frames; the header of the frame left on screen."""
-    assert wait_until(lambda: shown(page) is not None, timeout=30), "no frame reached the page"
+def still_frame(page, camera: Camera, ready=lambda header: True) -> dict:
+    """Pause the camera once the page shows a frame whose header satisfies `ready`; the header of the frame
+    left on screen."""
+    assert wait_until(lambda: (header := shown(page)) is not None and ready(header), timeout=30), \
+        "no frame (or none ready) reached the page"
     camera.paused = True
     time.sleep(0.5)  # the last frame in flight is painted
     header = shown(page)
@@ -168,8 +170,8 @@ def test_clicks_drags_and_lines_publish_prompts_where_they_were_drawn(ros, conso
 
     _, url = console
     page = browser(url)
-    time.sleep(1.5)  # joint state, chunk, mask and camera pose reach the console before the last frames
-    frame = still_frame(page, camera)
+    # joint state, chunk and camera pose reach the console (under load, later than the first frames)
+    frame = still_frame(page, camera, ready=lambda header: header["path"] is not None)
     assert frame["width"] == W and frame["height"] == H and frame["frame_id"] == FRAME_ID
 
     # a click: a target POINT at the clicked pixel, stamped with the frame on screen
