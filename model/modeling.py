@@ -209,6 +209,9 @@ class PixelEncoder(nn.Module):
                                  nn.Linear(c.llm_hidden, c.llm_hidden * c.pixel_tokens))
         self.no_target = nn.Parameter(torch.zeros(c.pixel_tokens, c.llm_hidden))
 
+    def reset_parameters(self) -> None:  # the submodules reset themselves (PixelVLA.reinitialise)
+        nn.init.zeros_(self.no_target)
+
     def forward(self, layer_feats: torch.Tensor, patch_weights: torch.Tensor) -> torch.Tensor:
         """layer_feats (L, B, N, Ds); patch_weights (B, N) in [0,1] -> pixel tokens (B, n_p, D)."""
         area = patch_weights.sum(dim=1, keepdim=True)  # (B, 1) = |p|
@@ -407,6 +410,9 @@ class PromptOffsets(nn.Module):
         self.shape = (c.chunk_size, c.action_dim)
         self.mlp = nn.Sequential(nn.Linear(8 + c.proprio_dim, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
                                  nn.Linear(h, c.chunk_size * c.action_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:  # after its Linears' own (PixelVLA.reinitialise)
         nn.init.zeros_(self.mlp[4].weight)
         nn.init.zeros_(self.mlp[4].bias)
 
@@ -491,6 +497,20 @@ class PixelVLA(nn.Module):
         # no longer reaches the output (a from-scratch decoder then never learned the state -> action map).
         if isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=self.config.initializer_range)
+
+    def reinitialise(self, name: str) -> None:
+        """Give the submodule `name` (e.g. "decoder", "prompt_encoder") the weights a new model would give it:
+        each part's reset_parameters, children before their parent (a parent's own init, such as a
+        zero-initialised last layer, comes last), then this model's init of new modules."""
+        try:
+            module = self.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"model.reinit: {name!r} is not a module of this model") from None
+        for sub in reversed(list(module.modules())):
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+        module.apply(self._init_new)
+        logger.info("model.reinit: %s starts from fresh weights", name)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -675,6 +695,13 @@ class PixelVLA(nn.Module):
             weight = self.decoder.proj.weight
             self.text_grounding = TextGrounding(self.config).to(device=weight.device, dtype=weight.dtype)
             self.config.text_grounding = True
+
+    def disable_text_grounding(self) -> None:
+        """Drop the text-grounding maps: a sample with neither a mask nor a prompt then carries none (the
+        learned no-target embedding, empty prompt slots), as in the paper's model. No-op without them."""
+        self.text_grounding = None
+        self.config.text_grounding = False
+        self.config.grounding_colours = 0  # the colour histograms fed only the maps' key
 
     def enable_prompt_offsets(self) -> None:
         """Add the prompts' offsets from the TCP to the decoder's actions (config.prompt_offsets) of a model

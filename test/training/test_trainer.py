@@ -172,6 +172,16 @@ def test_grounding_trains_the_text_grounding_map_on_the_target_patch(tmp_path):
     for bad in ({"grounding_weight": -1}, {"stage": "grounding", "grounding_weight": 0.0}):
         with pytest.raises(ValueError, match="grounding_weight"):
             TrainConfig.from_dict({**cfg, **bad})
+    # dropped (model.text_grounding: false): a text-only sample carries no prompt, and the checkpoint says so
+    cfg = tiny_train_config(data, tmp_path / "dropped", steps=1)
+    cfg["model"] = {"init_from": str(tmp_path / "colours" / "final"), "text_grounding": False}
+    model = PixelVLA.from_pretrained(Trainer(TrainConfig.from_dict(cfg), resume=False).train())
+    assert model.text_grounding is None and not model.config.text_grounding and not model.config.grounding_colours
+    assert not any(n.startswith("text_grounding.") for n in model.state_dict())
+    with pytest.raises(ValueError, match="drops the maps"):
+        TrainConfig.from_dict({**cfg, "grounding_weight": 1.0})
+    with pytest.raises(ValueError, match="model.text_grounding must be true or false"):
+        TrainConfig.from_dict({**cfg, "model": {"text_grounding": "no"}})
 
 
 @pytest.mark.slow
@@ -229,21 +239,31 @@ def test_killed_run_resumes_onto_the_uninterrupted_curve(tmp_path):
 
 
 def test_reinit_gives_a_module_fresh_weights_and_leaves_the_rest():
-    from pixelvla_training.trainer.loop import reinitialise
-
     torch.manual_seed(0)
-    model = PixelVLA(PixelVLAConfig.from_preset("tiny"))
+    config = PixelVLAConfig.from_preset("tiny")
+    config.prompt_offsets = True
+    model = PixelVLA(config)
     with torch.no_grad():
-        for p in model.decoder.parameters():
+        for p in model.parameters():
             p.fill_(0.5)  # as if trained to something no init gives
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    reinitialise(model, "decoder")
+    for name in ("decoder", "pixel_encoder", "prompt_encoder", "prompt_offsets"):
+        model.reinitialise(name)
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed == {k for k in before if k.startswith("decoder.")}  # every decoder tensor, nothing else
-    assert model.decoder.head[0].weight.eq(1).all()  # a LayerNorm starts as the identity again
+    fixed_buffers = {"prompt_encoder.fourier_freqs"}  # the prompts' Fourier features are drawn once and kept
+    assert changed == {k for k in before if k.split(".")[0] in ("decoder", "pixel_encoder", "prompt_encoder",
+                                                                 "prompt_offsets") and k not in fixed_buffers}
+    # as a new model: LayerNorms the identity, the empty mask's token and the offsets' last layer zero, the
+    # prompt encoder's embeddings at the model's initializer_range (not PyTorch's N(0, 1))
+    assert model.decoder.head[0].weight.eq(1).all()
+    assert model.pixel_encoder.no_target.eq(0).all()
+    assert model.prompt_offsets.mlp[4].weight.eq(0).all() and model.prompt_offsets.mlp[4].bias.eq(0).all()
+    assert model.prompt_offsets.mlp[0].weight.ne(0).any()
+    std = model.prompt_encoder.type_embed.weight.std().item()
+    assert 0.3 * config.initializer_range < std < 3 * config.initializer_range, std
     with pytest.raises(ValueError, match="'decoder.nowhere' is not a module"):
-        reinitialise(model, "decoder.nowhere")
+        model.reinitialise("decoder.nowhere")
     with pytest.raises(ValueError, match="model.reinit must be a list"):
         TrainConfig.from_dict({"stage": "cat", "model": {"reinit": "decoder"}})
 

@@ -32,6 +32,8 @@ Sections (every key optional unless marked; defaults below):
                                      # colour histogram, N bins per channel (PixelVLA.enable_grounding_colours)
                                      # reinit: [decoder, ...]: these modules of init_from start again from
                                      # fresh weights (e.g. a decoder relearned around a new input)
+                                     # text_grounding: false drops init_from's text-grounding maps, so a
+                                     # text-only sample carries no prompt (PixelVLA.disable_text_grounding)
                                      # image_size: init_from trains on at N px, its towers' position
                                      # embeddings resampled onto the new grid (PixelVLA.resize_images)
     data:  {sources: [...], image_size: null, chunk_size: null, unnorm_key: null,
@@ -104,7 +106,8 @@ class TrainConfig:
         if not isinstance(self.activation_checkpointing, bool):
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
-                       "visual_where_octaves", "image_size", "prompt_offsets", "reinit", "grounding_colours"}
+                       "visual_where_octaves", "image_size", "prompt_offsets", "reinit", "grounding_colours",
+                       "text_grounding"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
         size = self.model.get("image_size")
@@ -113,6 +116,11 @@ class TrainConfig:
         bins = self.model.get("grounding_colours", 0)
         if not isinstance(bins, int) or isinstance(bins, bool) or bins < 0:
             errors.append(f"model.grounding_colours must be an int >= 0 (bins per colour channel), got {bins!r}")
+        grounding = self.model.get("text_grounding", True)
+        if not isinstance(grounding, bool):
+            errors.append(f"model.text_grounding must be true or false, got {grounding!r}")
+        elif not grounding and self.grounding_weight:
+            errors.append("model.text_grounding: false drops the maps that grounding_weight > 0 trains")
         reinit = self.model.get("reinit", [])
         if not isinstance(reinit, list) or not all(isinstance(r, str) and r for r in reinit):
             errors.append(f"model.reinit must be a list of module names, got {reinit!r}")

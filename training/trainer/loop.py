@@ -86,18 +86,6 @@ class Dist:
 
 
 # ------------------------------------------------------------------------------------------------ schedule
-def reinitialise(model: torch.nn.Module, name: str) -> None:
-    """Give the module `name` of `model` fresh weights (each submodule's reset_parameters: PyTorch's init)."""
-    try:
-        module = model.get_submodule(name)
-    except AttributeError:
-        raise ValueError(f"model.reinit: {name!r} is not a module of this model") from None
-    for sub in module.modules():
-        if hasattr(sub, "reset_parameters"):
-            sub.reset_parameters()
-    logger.info("model.reinit: %s starts from fresh weights", name)
-
-
 def lr_lambda(cfg: TrainConfig):
     warmup = int(cfg.optim.get("warmup_steps", 0))
     floor = float(cfg.optim.get("min_lr_ratio", 0.1))
@@ -208,13 +196,18 @@ class Trainer:
             model.enable_visual_where(int(m["visual_where_octaves"]))
         if m.get("prompt_offsets"):
             model.enable_prompt_offsets()
+        if m.get("reinit") and self.mode == "fsdp":  # each shard would be filled from init_from after this
+            raise ValueError("model.reinit is not supported with fsdp (its shards are filled from init_from once "
+                             "sharded): reinitialise in one process and save_pretrained, then init_from that")
         for name in m.get("reinit", []):
-            reinitialise(model, name)
+            model.reinitialise(name)
         if m.get("image_size") and int(m["image_size"]) != config.image_size:
             if self.mode == "fsdp":  # the towers are not loaded yet: resize the checkpoint in one process first
                 raise ValueError("model.image_size resizes init_from's towers, which an fsdp run loads only once "
                                  "sharded: resize it in one process (PixelVLA.resize_images, save_pretrained)")
             model.resize_images(int(m["image_size"]))
+        if m.get("text_grounding") is False:
+            model.disable_text_grounding()
         if self.cfg.grounding_weight:
             model.enable_text_grounding()
         if m.get("grounding_colours"):
