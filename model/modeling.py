@@ -512,6 +512,28 @@ class PixelVLA(nn.Module):
         module.apply(self._init_new)
         logger.info("model.reinit: %s starts from fresh weights", name)
 
+    def load_module(self, name: str, directory) -> None:
+        """Give the submodule `name` the weights of the same submodule in the checkpoint `directory` (e.g. the
+        text-grounding maps of a policy whose vision towers and word embeddings this one shares). Its shapes
+        must match; everything else stays as it is."""
+        try:
+            module = self.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"model.load_modules: this model has no module {name!r}") from None
+        source = PixelVLA.from_pretrained(directory)
+        try:
+            weights = source.get_submodule(name).state_dict()
+        except AttributeError:
+            raise ValueError(f"model.load_modules: {directory} has no module {name!r}") from None
+        own = module.state_dict()
+        wrong = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in weights.items() if k in own and v.shape != own[k].shape}
+        if wrong or weights.keys() != own.keys():
+            raise ValueError(f"model.load_modules: {name!r} of {directory} does not fit this model's "
+                             f"(shapes {wrong}, tensors only there {sorted(weights.keys() - own.keys())}, only here "
+                             f"{sorted(own.keys() - weights.keys())})")
+        module.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
+        logger.info("model.load_modules: %s from %s", name, directory)
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,

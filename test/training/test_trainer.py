@@ -182,6 +182,18 @@ def test_grounding_trains_the_text_grounding_map_on_the_target_patch(tmp_path):
         TrainConfig.from_dict({**cfg, "grounding_weight": 1.0})
     with pytest.raises(ValueError, match="model.text_grounding must be true or false"):
         TrainConfig.from_dict({**cfg, "model": {"text_grounding": "no"}})
+    # put back (model.load_modules): the maps of another checkpoint, exactly, onto the policy without them
+    cfg = tiny_train_config(data, tmp_path / "loaded", stage="grounding", steps=1, grounding_weight=1.0)
+    cfg["model"] = {"init_from": str(tmp_path / "dropped" / "final"), "grounding_colours": 2,
+                    "load_modules": {"text_grounding": str(tmp_path / "colours" / "final")}}
+    model, _, _ = Trainer(TrainConfig.from_dict(cfg), resume=False).build_model()
+    maps = PixelVLA.from_pretrained(tmp_path / "colours" / "final").text_grounding.state_dict()
+    assert all(torch.equal(w, maps[k]) for k, w in model.text_grounding.state_dict().items())
+    cfg["model"]["grounding_colours"] = 0  # the key without the colour columns: shapes differ
+    with pytest.raises(ValueError, match="does not fit"):
+        Trainer(TrainConfig.from_dict(cfg), resume=False).build_model()
+    with pytest.raises(ValueError, match="model.load_modules must map"):
+        TrainConfig.from_dict({**cfg, "model": {"load_modules": ["text_grounding"]}})
 
 
 @pytest.mark.slow

@@ -32,6 +32,9 @@ Sections (every key optional unless marked; defaults below):
                                      # colour histogram, N bins per channel (PixelVLA.enable_grounding_colours)
                                      # reinit: [decoder, ...]: these modules of init_from start again from
                                      # fresh weights (e.g. a decoder relearned around a new input)
+                                     # load_modules: {text_grounding: DIR}: these modules' weights from
+                                     # another checkpoint, same shapes (PixelVLA.load_module), after the
+                                     # maps and colours above are grown
                                      # text_grounding: false drops init_from's text-grounding maps, so a
                                      # text-only sample carries no prompt (PixelVLA.disable_text_grounding)
                                      # image_size: init_from trains on at N px, its towers' position
@@ -107,7 +110,7 @@ class TrainConfig:
             errors.append(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         known_model = {"preset", "overrides", "init_from", "seed", "place_prompts", "tokenizer_words",
                        "visual_where_octaves", "image_size", "prompt_offsets", "reinit", "grounding_colours",
-                       "text_grounding"}
+                       "text_grounding", "load_modules"}
         if set(self.model) - known_model:
             errors.append(f"unknown model keys {sorted(set(self.model) - known_model)}; known: {sorted(known_model)}")
         size = self.model.get("image_size")
@@ -116,6 +119,9 @@ class TrainConfig:
         bins = self.model.get("grounding_colours", 0)
         if not isinstance(bins, int) or isinstance(bins, bool) or bins < 0:
             errors.append(f"model.grounding_colours must be an int >= 0 (bins per colour channel), got {bins!r}")
+        loads = self.model.get("load_modules", {})
+        if not isinstance(loads, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in loads.items()):
+            errors.append(f"model.load_modules must map module names to checkpoint directories, got {loads!r}")
         grounding = self.model.get("text_grounding", True)
         if not isinstance(grounding, bool):
             errors.append(f"model.text_grounding must be true or false, got {grounding!r}")

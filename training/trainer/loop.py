@@ -212,6 +212,10 @@ class Trainer:
             model.enable_text_grounding()
         if m.get("grounding_colours"):
             model.enable_grounding_colours(int(m["grounding_colours"]))
+        for name, directory in m.get("load_modules", {}).items():
+            if self.mode == "fsdp":
+                raise ValueError("model.load_modules is not supported with fsdp: compose the model in one process")
+            model.load_module(name, directory)
         model.train()
         names = model.freeze_for_stage(self.cfg.stage, lora_r=self.cfg.lora_r)
         grounding = ["text_grounding"] if self.cfg.grounding_weight else []  # trained only with its loss
