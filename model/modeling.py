@@ -526,11 +526,11 @@ class PixelVLA(nn.Module):
         except AttributeError:
             raise ValueError(f"model.load_modules: {directory} has no module {name!r}") from None
         own = module.state_dict()
-        wrong = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in weights.items() if k in own and v.shape != own[k].shape}
-        if wrong or weights.keys() != own.keys():
-            raise ValueError(f"model.load_modules: {name!r} of {directory} does not fit this model's "
-                             f"(shapes {wrong}, tensors only there {sorted(weights.keys() - own.keys())}, only here "
-                             f"{sorted(own.keys() - weights.keys())})")
+        theirs, ours = ({k: tuple(v.shape) for k, v in sd.items()} for sd in (weights, own))
+        if theirs != ours:
+            differ = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+            raise ValueError(f"model.load_modules: {name!r} of {directory} does not fit this model's: " + "; ".join(
+                f"{k} {theirs.get(k)} there, {ours.get(k)} here" for k in differ))
         module.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
         logger.info("model.load_modules: %s from %s", name, directory)
 

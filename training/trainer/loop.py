@@ -212,9 +212,9 @@ class Trainer:
             model.enable_text_grounding()
         if m.get("grounding_colours"):
             model.enable_grounding_colours(int(m["grounding_colours"]))
+        if m.get("load_modules") and self.mode == "fsdp":
+            raise ValueError("model.load_modules is not supported with fsdp: compose the model in one process")
         for name, directory in m.get("load_modules", {}).items():
-            if self.mode == "fsdp":
-                raise ValueError("model.load_modules is not supported with fsdp: compose the model in one process")
             model.load_module(name, directory)
         model.train()
         names = model.freeze_for_stage(self.cfg.stage, lora_r=self.cfg.lora_r)
