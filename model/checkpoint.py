@@ -102,14 +102,14 @@ def tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def iter_safetensors(files: list[Path], map_location: str = "cpu",
-                     dtype: Optional[torch.dtype] = None) -> Iterator[tuple[Path, str, torch.Tensor]]:
-    """(file, name, tensor) for every tensor, file by file and one tensor at a time, each a fresh copy (the
-    floating-point ones in ``dtype`` when given, converted straight from the file): a caller that keeps only
-    what it needs never holds more than one source tensor."""
+def iter_safetensors(files: list[Path], map_location: str = "cpu", dtype: Optional[torch.dtype] = None,
+                     prefix: str = "") -> Iterator[tuple[Path, str, torch.Tensor]]:
+    """(file, name, tensor) for every tensor whose name starts with ``prefix``, file by file and one tensor at a
+    time, each a fresh copy (the floating-point ones in ``dtype`` when given, converted straight from the file):
+    a caller that keeps only what it needs never holds more than one source tensor, and no other is read."""
     for f in files:
         with safe_open(str(f), framework="pt", device=map_location) as fh:
-            names = list(fh.keys())
+            names = [k for k in fh.keys() if k.startswith(prefix)]
         for k in names:
             # The file is mapped anew for each tensor: a mapping held open keeps every page read through it
             # resident, and a whole shard would then count beside the model it is read into.

@@ -41,7 +41,7 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
-from .checkpoint import load_pretrained, save_pretrained
+from .checkpoint import iter_safetensors, load_pretrained, load_state_strict, save_pretrained, weight_files
 from .configuration import PROMPT_TYPE_IDS, PixelVLAConfig
 from .prompts import (FOREGROUND, OFFSET_LABELS, PLACE, Box, Line, Mask, Point, batch_prompts,
                       empty_prompt_tensors)
@@ -514,24 +514,21 @@ class PixelVLA(nn.Module):
 
     def load_module(self, name: str, directory) -> None:
         """Give the submodule `name` the weights of the same submodule in the checkpoint `directory` (e.g. the
-        text-grounding maps of a policy whose vision towers and word embeddings this one shares). Its shapes
-        must match; everything else stays as it is."""
+        text-grounding maps of a policy whose vision towers and word embeddings this one shares), read from its
+        safetensors alone. Its tensors and shapes must match; everything else stays as it is."""
         try:
             module = self.get_submodule(name)
         except AttributeError:
             raise ValueError(f"model.load_modules: this model has no module {name!r}") from None
-        source = PixelVLA.from_pretrained(directory)
-        try:
-            weights = source.get_submodule(name).state_dict()
-        except AttributeError:
-            raise ValueError(f"model.load_modules: {directory} has no module {name!r}") from None
         own = module.state_dict()
-        theirs, ours = ({k: tuple(v.shape) for k, v in sd.items()} for sd in (weights, own))
-        if theirs != ours:
-            differ = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
-            raise ValueError(f"model.load_modules: {name!r} of {directory} does not fit this model's: " + "; ".join(
-                f"{k} {theirs.get(k)} there, {ours.get(k)} here" for k in differ))
-        module.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
+        weights = {k[len(name) + 1:]: t for _, k, t in iter_safetensors(weight_files(directory), prefix=name + ".")}
+        if not weights:
+            raise ValueError(f"model.load_modules: {directory} has no module {name!r}")
+        try:
+            load_state_strict(module, {k: t.to(own[k].dtype) if k in own else t for k, t in weights.items()},
+                              f"{directory} ({name})")
+        except ValueError as e:
+            raise ValueError(f"model.load_modules: {name!r} of {directory} does not fit this model's: {e}") from None
         logger.info("model.load_modules: %s from %s", name, directory)
 
     # ------------------------------------------------------------------ forward

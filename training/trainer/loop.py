@@ -196,9 +196,11 @@ class Trainer:
             model.enable_visual_where(int(m["visual_where_octaves"]))
         if m.get("prompt_offsets"):
             model.enable_prompt_offsets()
-        if m.get("reinit") and self.mode == "fsdp":  # each shard would be filled from init_from after this
-            raise ValueError("model.reinit is not supported with fsdp (its shards are filled from init_from once "
-                             "sharded): reinitialise in one process and save_pretrained, then init_from that")
+        edits = [key for key in ("reinit", "load_modules") if m.get(key)]
+        if edits and self.mode == "fsdp":  # each shard is filled from init_from after this, undoing them
+            raise ValueError(f"model.{edits[0]} is not supported with fsdp (its shards are filled from init_from "
+                             "once sharded): compose the model in one process and save_pretrained, then init_from "
+                             "that")
         for name in m.get("reinit", []):
             model.reinitialise(name)
         if m.get("image_size") and int(m["image_size"]) != config.image_size:
@@ -212,8 +214,6 @@ class Trainer:
             model.enable_text_grounding()
         if m.get("grounding_colours"):
             model.enable_grounding_colours(int(m["grounding_colours"]))
-        if m.get("load_modules") and self.mode == "fsdp":
-            raise ValueError("model.load_modules is not supported with fsdp: compose the model in one process")
         for name, directory in m.get("load_modules", {}).items():
             model.load_module(name, directory)
         model.train()
